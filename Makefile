@@ -1,0 +1,38 @@
+# StopSMS: the everyday commands. `make up` runs the platform, `make test` runs the tests.
+PYTHON ?= python3
+PROTO_FILES := $(wildcard protos/stopsms/v1/*.proto)
+BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
+
+.PHONY: install up test test-unit lint protos protos-check buf-lint bench fetch-kafka clean
+
+install:  ## Install the package with its development tools.
+	$(PYTHON) -m pip install -q -e '.[dev]'
+
+up:  ## Run Kafka, Redis and the three services; Ctrl-C stops everything.
+	$(PYTHON) -m stopsms.cli up
+
+test:  ## Every test: unit, integration and end to end (starts its own Kafka and Redis).
+	$(PYTHON) -m pytest -q tests
+
+test-unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+protos:  ## Regenerate services/stopsms/v1 from protos/ with the pinned grpcio-tools.
+	$(PYTHON) -m stopsms.tooling.protogen generate
+
+protos-check:  ## Fail when the committed generated code differs from a regeneration.
+	$(PYTHON) -m stopsms.tooling.protogen check
+
+buf-lint:
+	cd protos && $(BUF) lint
+
+lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf lint.
+	$(PYTHON) -m ruff check services tests bench examples
+	$(PYTHON) -m ruff format --check services tests bench examples
+	$(PYTHON) -m mypy
+
+bench:  ## Propagation figures and the raw Kafka round trip; writes bench/results.json.
+	$(PYTHON) -m bench.propagation
+
+fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
+	$(PYTHON) -m stopsms.core.infra fetch

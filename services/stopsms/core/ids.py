@@ -1,0 +1,21 @@
+"""Deterministic event ids: a retry after any crash yields the same id, so it dedups."""
+
+from __future__ import annotations
+
+import uuid
+
+#: The namespace of every StopSMS event id (UUIDv5). Never change it within v1.
+EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://stopsms.ma/events/v1")
+
+#: The party id of link clicks: the link page acts for the holder of the link.
+LINK_PARTY_ID = "link"
+
+
+def event_id(party_id: str, request_id: str) -> str:
+    """Return the UUIDv5 of the calling party's id and its request id."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{party_id}\x1f{request_id}"))
+
+
+def link_request_id(code: str, action: str) -> str:
+    """Return the request id of a link click: the link code plus the action."""
+    return f"{code}:{action}"

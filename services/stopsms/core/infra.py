@@ -1,0 +1,320 @@
+"""The local infrastructure: a real Kafka broker and a real redis-server, started by us.
+
+One launcher serves ``stopsms up`` and the test fixtures alike. Kafka comes from Maven Central
+jars (fetched once into a cache with the repository's ``deploy/kafka/pom.xml``) and runs as a
+single-node KRaft broker on the machine's Java; Redis is Debian's ``redis-server``. Children
+are started in their own session and are told to die with us (``PR_SET_PDEATHSIG``), and
+:meth:`LocalInfrastructure.stop` ends them cleanly: no orphan process whatever way we exit.
+
+Run ``python -m stopsms.core.infra fetch`` to fetch the jars ahead of time.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stopsms.core.topics import Topics
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+KAFKA_DEPLOY_DIR = Path(os.environ.get("STOPSMS_KAFKA_DEPLOY_DIR", REPO_ROOT / "deploy" / "kafka"))
+CACHE_DIR = Path(os.environ.get("STOPSMS_CACHE_DIR", Path.home() / ".cache" / "stopsms"))
+
+
+class InfrastructureError(RuntimeError):
+    """Kafka or Redis could not be fetched or started; the message says what to do."""
+
+
+def free_port() -> int:
+    """Ask the kernel for a free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on ``port`` on the loopback interface."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_process(args: list[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a child that dies with this process, its output going to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(  # noqa: S603 - our own fixed command lines
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent, env=env,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL it if it outlives ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def fetch_kafka(cache_dir: Path = CACHE_DIR) -> Path:
+    """Return the folder of broker jars, fetching them with Maven the first time."""
+    pom = KAFKA_DEPLOY_DIR / "pom.xml"
+    if not pom.exists():
+        raise InfrastructureError(f"{pom} is missing: run from a clone of the repository")
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+    libs = cache_dir / f"kafka-{digest}" / "libs"
+    if (libs.parent / ".complete").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise InfrastructureError("Maven (mvn) is needed to fetch the Kafka jars: apt-get install -y maven")
+    print(f"fetching the Kafka broker jars into {libs} (once)...", file=sys.stderr, flush=True)
+    libs.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(  # noqa: S603
+        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise InfrastructureError(f"fetching the Kafka jars failed:\n{result.stdout}{result.stderr}")
+    (libs.parent / ".complete").write_text("ok\n")
+    return libs
+
+
+@dataclass
+class LocalKafka:
+    """A single-node KRaft broker whose data lives in ``workdir``."""
+
+    workdir: Path
+    port: int | None = None
+    heap: str = "768m"
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port of the broker."""
+        return f"127.0.0.1:{self.port}"
+
+    def _ports(self) -> tuple[int, int]:
+        """Reuse the ports a data folder was formatted with (KRaft stores the controller's)."""
+        state = self.workdir / "ports.json"
+        if state.exists():
+            saved = json.loads(state.read_text())
+            return int(saved["port"]), int(saved["controller_port"])
+        port = self.port or free_port()
+        controller = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"port": port, "controller_port": controller}))
+        return port, controller
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Format storage when new, start the broker, wait until it answers."""
+        java = shutil.which("java")
+        if java is None:
+            raise InfrastructureError("Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre-headless")
+        libs = fetch_kafka()
+        self.port, controller_port = self._ports()
+        if not port_is_free(self.port) or not port_is_free(controller_port):
+            raise InfrastructureError(
+                f"port {self.port} or {controller_port} is taken: is another broker running on {self.workdir}?"
+            )
+        log_dir = self.workdir / "data"
+        config = self.workdir / "server.properties"
+        template = (KAFKA_DEPLOY_DIR / "server.properties.template").read_text()
+        config.write_text(
+            template.format(port=self.port, controller_port=controller_port, log_dir=log_dir)
+        )
+        classpath = f"{libs}/*"
+        jvm = [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
+               f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.properties'}",
+               f"-Dkafka.logs.dir={self.workdir}", "-cp", classpath]
+        if not (log_dir / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            result = subprocess.run(  # noqa: S603
+                [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", cluster_id, "-c", str(config)],
+                capture_output=True, text=True,
+            )
+            if result.returncode != 0:
+                raise InfrastructureError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+        self.process = start_process([*jvm, "kafka.Kafka", str(config)], self.workdir / "kafka.out")
+        self._wait_until_ready(timeout)
+        return self.bootstrap
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        from kafka import KafkaAdminClient  # type: ignore[import-untyped]
+
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                tail = (self.workdir / "kafka.out").read_text()[-3000:]
+                raise InfrastructureError(f"the Kafka broker exited at start:\n{tail}")
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+                try:
+                    admin.describe_cluster()
+                    return
+                finally:
+                    admin.close()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+                last_error = exc
+                time.sleep(0.5)
+        raise InfrastructureError(f"Kafka did not answer within {timeout}s: {last_error!r}")
+
+    def stop(self) -> None:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after a grace period)."""
+        stop_process(self.process, timeout=30)
+        self.process = None
+
+
+@dataclass
+class LocalRedis:
+    """A redis-server with no persistence, on ``port``: the view is rebuildable from Kafka."""
+
+    workdir: Path
+    port: int | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL of the server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start redis-server and wait until it answers PING."""
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            raise InfrastructureError("redis-server is needed: apt-get install -y redis-server")
+        if self.port is None or not port_is_free(self.port):
+            self.port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = start_process(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
+            self.workdir / "redis.out",
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self.url
+            except OSError:
+                time.sleep(0.1)
+        raise InfrastructureError(f"redis-server did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        """Stop redis-server."""
+        stop_process(self.process, timeout=10)
+        self.process = None
+
+
+def create_topics(bootstrap: str, topics: Topics, partitions: int) -> list[str]:
+    """Create every v1 topic of ``topics`` that does not exist yet, with its configs."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic  # type: ignore[import-untyped]
+    from kafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, 1, topic_configs=configs)
+            for name, configs in topics.all_specs()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in missing]
+    finally:
+        admin.close()
+
+
+@dataclass
+class LocalInfrastructure:
+    """Kafka and Redis together, with the v1 topics created; a context manager."""
+
+    workdir: Path
+    kafka_port: int | None = None
+    redis_port: int | None = None
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 12
+
+    def __post_init__(self) -> None:
+        self.kafka = LocalKafka(self.workdir / "kafka", port=self.kafka_port)
+        self.redis = LocalRedis(self.workdir / "redis", port=self.redis_port)
+
+    def start(self) -> LocalInfrastructure:
+        """Start both and create the topics; on any failure stop what was started."""
+        try:
+            self.kafka.start()
+            create_topics(self.kafka.bootstrap, self.topics, self.partitions)
+            self.redis.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop Redis and Kafka."""
+        self.redis.stop()
+        self.kafka.stop()
+
+    def __enter__(self) -> LocalInfrastructure:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fetch``: fetch the broker jars now (CI does it before the tests)."""
+    args = argv if argv is not None else sys.argv[1:]
+    if args[:1] == ["fetch"]:
+        print(fetch_kafka())
+        return 0
+    print("usage: python -m stopsms.core.infra fetch", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

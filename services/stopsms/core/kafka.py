@@ -1,0 +1,279 @@
+"""Kafka behind small interfaces: a publisher that waits for acks=all, and a topic reader.
+
+Services depend on :class:`Publisher` and :class:`RecordSource`, not on aiokafka, so unit tests
+use the in-memory fakes below and integration tests the real broker. Faust agents use faust's
+own producer; everything outside faust goes through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+MESSAGE_TYPE_HEADER = "stopsms-type"
+TRACE_HEADER = "traceparent"
+
+Headers = list[tuple[str, bytes]]
+
+
+class PublishFailed(RuntimeError):
+    """Kafka did not acknowledge a record: nothing may be reported as accepted."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record read from a topic, as the services need it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+def message_headers(type_name: str, trace_parent: str | None = None) -> Headers:
+    """Headers of every StopSMS record: its message type and the W3C trace context."""
+    trace = trace_parent or new_trace_parent()
+    return [(MESSAGE_TYPE_HEADER, type_name.encode()), (TRACE_HEADER, trace.encode())]
+
+
+def new_trace_parent() -> str:
+    """Start a W3C trace context for a request that arrived without one."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+class Publisher(Protocol):
+    """Publishes one record and returns only once it is acknowledged by every in-sync replica."""
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish and return (partition, offset); raise :class:`PublishFailed` otherwise."""
+        ...
+
+
+class KafkaPublisher:
+    """An idempotent aiokafka producer with acks=all and a bounded wait for the acknowledgement."""
+
+    def __init__(self, bootstrap: str, *, timeout_seconds: float = 10.0, client_id: str = "") -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            client_id=client_id or "stopsms",
+            request_timeout_ms=int(timeout_seconds * 1000),
+            linger_ms=1,
+        )
+        self._timeout = timeout_seconds
+
+    async def start(self) -> None:
+        """Connect; raises when the broker cannot be reached."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush what is buffered and disconnect."""
+        await self._producer.stop()
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish one record and wait for acks=all, at most the configured timeout."""
+        try:
+            delivery = await asyncio.wait_for(
+                self._producer.send(
+                    topic, value=value, key=key, partition=partition, headers=headers or []
+                ),
+                self._timeout,
+            )
+            metadata = await asyncio.wait_for(delivery, self._timeout)
+        except (KafkaError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise PublishFailed(f"Kafka did not acknowledge the record on {topic}: {exc!r}") from exc
+        return metadata.partition, metadata.offset
+
+
+@dataclass
+class InMemoryPublisher:
+    """A fake publisher for unit tests: keeps records per topic; can be told to fail."""
+
+    records: dict[str, list[tuple[bytes, bytes | None, int | None]]] = field(default_factory=dict)
+    failing: bool = False
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Append the record, or raise :class:`PublishFailed` when ``failing`` is set."""
+        if self.failing:
+            raise PublishFailed("the in-memory broker is down")
+        bucket = self.records.setdefault(topic, [])
+        bucket.append((key, value, partition))
+        return partition or 0, len(bucket) - 1
+
+
+class TopicReader:
+    """Reads every partition of one topic without a consumer group, from given offsets.
+
+    Used wherever each replica needs the whole topic: the registry's view materialiser, the
+    notifier's PSVA streams, intake's link directory. Offsets are the *next* offset to read.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        start_offsets: dict[int, int] | None = None,
+        client_id: str = "stopsms-reader",
+        max_records: int = 2000,
+    ) -> None:
+        self.topic = topic
+        self._start_offsets = start_offsets or {}
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=client_id,
+            max_poll_records=max_records,
+            fetch_max_wait_ms=100,
+            isolation_level="read_uncommitted",
+        )
+        self.partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        """Connect, assign every partition and seek to the start offsets (or the beginning)."""
+        await self._consumer.start()
+        await self._consumer.topics()  # forces a metadata refresh
+        ids = self._consumer.partitions_for_topic(self.topic)
+        if not ids:
+            await self._consumer.stop()
+            raise RuntimeError(f"topic {self.topic} does not exist")
+        self.partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
+        self._consumer.assign(self.partitions)
+        for tp in self.partitions:
+            if tp.partition in self._start_offsets:
+                self._consumer.seek(tp, self._start_offsets[tp.partition])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self._consumer.stop()
+
+    async def read(self, timeout_ms: int = 200) -> list[Record]:
+        """Return the next records of any partition (possibly none), in offset order per partition."""
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        out: list[Record] = []
+        for tp, messages in batches.items():
+            for m in messages:
+                out.append(
+                    Record(
+                        tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp,
+                        tuple(m.headers or ()),
+                    )
+                )
+        return out
+
+    async def positions(self) -> dict[int, int]:
+        """The next offset to read, per partition."""
+        return {tp.partition: await self._consumer.position(tp) for tp in self.partitions}
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The current end offset of every partition."""
+        ends = await self._consumer.end_offsets(self.partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+
+class GroupOffsets:
+    """Reads and commits consumer-group offsets: operators' receipts and PSVAs' cursors."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-offsets")
+        self._committers: dict[str, AIOKafkaConsumer] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Connect the admin client."""
+        await self._admin.start()
+
+    async def stop(self) -> None:
+        """Close every connection."""
+        for consumer in self._committers.values():
+            await consumer.stop()
+        await self._admin.close()
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The group's committed offsets on ``topic`` (partition -> next offset)."""
+        offsets = await self._admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+    async def commit(self, group: str, topic: str, offsets: dict[int, int]) -> None:
+        """Commit offsets for ``group`` without joining it (manual assignment)."""
+        async with self._lock:
+            consumer = self._committers.get(group)
+            if consumer is None:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self._bootstrap,
+                    group_id=group,
+                    enable_auto_commit=False,
+                    client_id="stopsms-offsets",
+                )
+                await consumer.start()
+                self._committers[group] = consumer
+            tps = [TopicPartition(topic, p) for p in offsets]
+            current = set(consumer.assignment())
+            if not set(tps) <= current:
+                consumer.assign(sorted(current | set(tps)))
+            await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+
+
+async def ensure_topics(
+    bootstrap: str, specs: Iterable[tuple[str, dict[str, str]]], partitions: int
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    from aiokafka.admin import NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-topics")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=configs)
+            for name, configs in specs
+            if name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,164 @@
+"""The parties directory: every organisation that may call the platform, and its senders.
+
+Operators, PSVAs, the regulator and the platform's own services are listed in one YAML file.
+Authorisation ("who may do what" in ARCHITECTURE.md) and fan-out (who is concerned by a change)
+both read it, so a sender added here is entitled and notified everywhere at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stopsms.v1 import events_pb2
+
+KIND_BY_NAME = {
+    "operator": events_pb2.PARTY_KIND_OPERATOR,
+    "psva": events_pb2.PARTY_KIND_PSVA,
+    "regulator": events_pb2.PARTY_KIND_REGULATOR,
+    "platform": events_pb2.PARTY_KIND_PLATFORM,
+}
+_PARTY_FIELDS = {"id", "kind", "name", "senders", "webhook", "rate_limit"}
+
+
+class DirectoryError(ValueError):
+    """The parties directory is malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where a PSVA that prefers HTTP receives changes, and the file holding its secret."""
+
+    url: str
+    secret_file: str
+
+
+@dataclass(frozen=True)
+class Party:
+    """One organisation: its id, kind and the sender ids it sends for."""
+
+    id: str
+    kind: int
+    name: str
+    senders: frozenset[str] = field(default_factory=frozenset)
+    webhook: Webhook | None = None
+    rate_limit: float | None = None
+
+    @property
+    def kind_name(self) -> str:
+        """The kind as written in the directory (operator, psva, ...)."""
+        return next(name for name, value in KIND_BY_NAME.items() if value == self.kind)
+
+    @property
+    def is_operator(self) -> bool:
+        """True for a mobile operator."""
+        return self.kind == events_pb2.PARTY_KIND_OPERATOR
+
+    @property
+    def is_psva(self) -> bool:
+        """True for a value-added SMS service provider."""
+        return self.kind == events_pb2.PARTY_KIND_PSVA
+
+    @property
+    def is_regulator(self) -> bool:
+        """True for the regulator."""
+        return self.kind == events_pb2.PARTY_KIND_REGULATOR
+
+    @property
+    def is_platform(self) -> bool:
+        """True for the platform's own services."""
+        return self.kind == events_pb2.PARTY_KIND_PLATFORM
+
+    def sends_for(self, sender_id: str) -> bool:
+        """True when this party declared ``sender_id`` as one of its own."""
+        return sender_id in self.senders
+
+    def is_concerned_by(self, sender_id: str) -> bool:
+        """True when a change in scope ``sender_id`` must reach this party.
+
+        Operators carry every message, so every change concerns them; a PSVA is concerned by
+        its own senders and by global opt-outs; the regulator and the platform are not parties
+        to the propagation.
+        """
+        if self.is_operator:
+            return True
+        if self.is_psva:
+            return not sender_id or self.sends_for(sender_id)
+        return False
+
+
+class PartiesDirectory:
+    """The loaded directory, indexed by party id and by sender id."""
+
+    def __init__(self, parties: Iterable[Party]) -> None:
+        self._by_id: dict[str, Party] = {}
+        for party in parties:
+            if party.id in self._by_id:
+                raise DirectoryError(f"party id {party.id!r} is listed twice")
+            self._by_id[party.id] = party
+        self._declared = frozenset(s for p in self._by_id.values() for s in p.senders)
+
+    @classmethod
+    def load(cls, path: Path) -> PartiesDirectory:
+        """Read and validate a directory file."""
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise DirectoryError(f"cannot read the parties directory {path}: {exc}") from exc
+        if not isinstance(document, dict) or not isinstance(document.get("parties"), list):
+            raise DirectoryError(f"{path}: expected a mapping with a 'parties' list")
+        return cls(_parse_party(path, i, raw) for i, raw in enumerate(document["parties"]))
+
+    def get(self, party_id: str) -> Party | None:
+        """Return the party with this id, or None."""
+        return self._by_id.get(party_id)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        """Iterate over every party."""
+        return iter(self._by_id.values())
+
+    def is_declared(self, sender_id: str) -> bool:
+        """True when some party declared this sender id."""
+        return sender_id in self._declared
+
+    def concerned_by(self, sender_id: str) -> list[Party]:
+        """Every party a change in scope ``sender_id`` must reach, sorted by id."""
+        return sorted(
+            (p for p in self._by_id.values() if p.is_concerned_by(sender_id)), key=lambda p: p.id
+        )
+
+
+def _parse_party(path: Path, index: int, raw: object) -> Party:
+    """Validate one entry of the ``parties`` list."""
+    where = f"{path}: parties[{index}]"
+    if not isinstance(raw, dict):
+        raise DirectoryError(f"{where} must be a mapping")
+    unknown = set(raw) - _PARTY_FIELDS
+    if unknown:
+        raise DirectoryError(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+    party_id, kind = raw.get("id"), raw.get("kind")
+    if not isinstance(party_id, str) or not party_id:
+        raise DirectoryError(f"{where} needs an id")
+    if kind not in KIND_BY_NAME:
+        raise DirectoryError(f"{where} ({party_id}): kind must be one of {sorted(KIND_BY_NAME)}")
+    senders = raw.get("senders") or []
+    if not isinstance(senders, list) or not all(isinstance(s, str | int) for s in senders):
+        raise DirectoryError(f"{where} ({party_id}): senders must be a list of ids")
+    webhook = raw.get("webhook")
+    hook = None
+    if webhook is not None:
+        if not isinstance(webhook, dict) or "url" not in webhook:
+            raise DirectoryError(f"{where} ({party_id}): webhook needs a url")
+        hook = Webhook(str(webhook["url"]), str(webhook.get("secret_file", "")))
+    rate = raw.get("rate_limit")
+    return Party(
+        id=party_id,
+        kind=KIND_BY_NAME[kind],
+        name=str(raw.get("name") or party_id),
+        senders=frozenset(str(s) for s in senders),
+        webhook=hook,
+        rate_limit=float(rate) if rate is not None else None,
+    )

@@ -1,0 +1,101 @@
+"""Keyed pseudonyms and sealing: how a phone number travels without resting in clear.
+
+* ``subject`` = ``<key id>:<hex of HMAC-SHA-256(pseudonym key, E.164)[:16]>``. It keys,
+  partitions and looks up everything. A plain hash would not do: the Moroccan mobile number
+  space (2 × 10⁸ numbers) enumerates in seconds, so only a secret key makes it one-way.
+* ``sealed_msisdn`` = AES-256-GCM of the E.164 number under the data key, with the key id, so
+  the notifier can hand the number to entitled PSVAs and operators can unseal their feed.
+
+Both keys carry ids so that a later rotation can re-key from the sealed numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from stopsms.v1 import events_pb2
+
+SUBJECT_DIGEST_BYTES = 16
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class KeyMaterialError(ValueError):
+    """A key file is missing or malformed; the service must not start without its keys."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """A secret key and the id it is known by in every record it produced."""
+
+    key_id: str
+    secret: bytes
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"Key(key_id={self.key_id!r})"
+
+
+def load_key(path: Path) -> Key:
+    """Read a key file written as ``<key id>:<64 hex digits>``; fail with a clear message."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError as exc:
+        raise KeyMaterialError(f"key file {path} does not exist") from exc
+    key_id, sep, hex_secret = text.partition(":")
+    if not sep or not key_id or not key_id.replace("-", "").replace("_", "").isalnum():
+        raise KeyMaterialError(f"key file {path} must hold '<key id>:<hex secret>'")
+    try:
+        secret = bytes.fromhex(hex_secret)
+    except ValueError as exc:
+        raise KeyMaterialError(f"key file {path}: the secret is not hexadecimal") from exc
+    if len(secret) != KEY_BYTES:
+        raise KeyMaterialError(f"key file {path}: the secret must be {KEY_BYTES} bytes")
+    return Key(key_id, secret)
+
+
+def ensure_key(path: Path, key_id: str) -> Key:
+    """Load the key at ``path``, creating a random one first (development set-ups only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{key_id}:{secrets.token_hex(KEY_BYTES)}\n")
+    return load_key(path)
+
+
+class Pseudonymiser:
+    """Turns E.164 numbers into subjects and seals them, and unseals for entitled readers."""
+
+    def __init__(self, pseudonym_key: Key, data_keys: list[Key]) -> None:
+        if not data_keys:
+            raise KeyMaterialError("at least one data key is needed")
+        self._pseudonym_key = pseudonym_key
+        self._data_key = data_keys[0]
+        self._ciphers = {k.key_id: AESGCM(k.secret) for k in data_keys}
+
+    def subject(self, e164: str) -> str:
+        """Return the keyed pseudonym of an E.164 number."""
+        digest = hmac.new(self._pseudonym_key.secret, e164.encode(), hashlib.sha256).digest()
+        return f"{self._pseudonym_key.key_id}:{digest[:SUBJECT_DIGEST_BYTES].hex()}"
+
+    def seal(self, e164: str) -> events_pb2.SealedMsisdn:
+        """Encrypt an E.164 number under the current data key, with a fresh nonce."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        ciphertext = self._ciphers[self._data_key.key_id].encrypt(nonce, e164.encode(), None)
+        return events_pb2.SealedMsisdn(
+            key_id=self._data_key.key_id, nonce=nonce, ciphertext=ciphertext
+        )
+
+    def unseal(self, sealed: events_pb2.SealedMsisdn) -> str:
+        """Decrypt a sealed number; raises ``KeyMaterialError`` for an unknown key id."""
+        cipher = self._ciphers.get(sealed.key_id)
+        if cipher is None:
+            raise KeyMaterialError(f"no data key with id {sealed.key_id!r}")
+        return cipher.decrypt(sealed.nonce, sealed.ciphertext, None).decode()

@@ -1,0 +1,103 @@
+"""The gRPC server every service runs: typed servicers, health, reflection, graceful stop.
+
+Health uses the library's ``grpc_health.v1`` servicer; each service's name is reported SERVING
+once it is ready, and NOT_SERVING while it drains, so Kubernetes stops routing to it before it
+stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+import mode
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+Registration = Callable[[grpc.aio.Server], None]
+
+#: Largest request a client may send; a CheckBatch chunk of 10,000 numbers fits well within it.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class GrpcEndpoint:
+    """One grpc.aio server with the health and reflection services."""
+
+    def __init__(
+        self, address: str, registrations: Sequence[Registration], service_names: Sequence[str]
+    ) -> None:
+        self.address = address
+        self.service_names = list(service_names)
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        for register in registrations:
+            register(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {address}")
+
+    async def start(self) -> None:
+        """Start serving and report every service SERVING."""
+        await self.server.start()
+        await self.set_serving(True)
+        log.info("gRPC listening on %s", self.address)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report the overall process and each service as SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking new calls, let running ones finish within ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+class HostedEndpoint(mode.Service):
+    """Runs a :class:`GrpcEndpoint` inside a faust worker, started and stopped with it."""
+
+    def __init__(self, endpoint: GrpcEndpoint, grace: float, **kwargs: object) -> None:
+        self.endpoint = endpoint
+        self.grace = grace
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Start the gRPC server."""
+        await self.endpoint.start()
+
+    async def on_stop(self) -> None:
+        """Drain and stop the gRPC server."""
+        await self.endpoint.stop(self.grace)
+
+
+async def run_until_signalled(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Start, wait for SIGTERM or SIGINT, then stop: the life of a plain asyncio service."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await start()
+    await stopping.wait()
+    log.info("stopping")
+    await stop()

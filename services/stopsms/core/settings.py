@@ -1,0 +1,154 @@
+"""Typed settings, read once from ``STOPSMS_*`` environment variables.
+
+Defaults run the local platform (``stopsms up``) with no variable set. A malformed value stops
+the service at start with a message naming the variable, rather than failing later mid-request.
+Each service has its own settings class; the fields they share live in :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stopsms.core.privacy import Pseudonymiser, ensure_key, load_key
+
+PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+def _env(name: str, default: Any, kind: type = str) -> Any:
+    """Describe one field read from ``STOPSMS_<NAME>`` with a default."""
+    return field(default=default, metadata={"env": "STOPSMS_" + name, "kind": kind})
+
+
+_S = TypeVar("_S", bound="Settings")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every StopSMS process needs: where Kafka and Redis are, topics, keys, parties."""
+
+    kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    #: Prefix for every topic and consumer group name; empty in production. Tests use a unique
+    #: one so that runs on a shared broker never see each other's records.
+    topic_namespace: str = _env("TOPIC_NAMESPACE", "")
+    partitions: int = _env("PARTITIONS", 12, int)
+    data_dir: Path = _env("DATA_DIR", Path(".stopsms"), Path)
+    pseudonym_key_file: Path | None = _env("PSEUDONYM_KEY_FILE", None, Path)
+    data_key_file: Path | None = _env("DATA_KEY_FILE", None, Path)
+    #: Create missing key files with random keys. Only for local runs: in a deployment keys
+    #: come from Secrets, and a missing one must stop the service.
+    generate_keys: bool = _env("GENERATE_KEYS", True, bool)
+    parties_file: Path = _env("PARTIES_FILE", PACKAGE_CONFIG / "parties.yaml", Path)
+    #: Development identity: the caller's party comes from the ``x-stopsms-party`` header,
+    #: without TLS. Logged loudly; mutual TLS replaces it outside development.
+    insecure_identity: bool = _env("INSECURE_IDENTITY", True, bool)
+    intake_grpc_address: str = _env("INTAKE_GRPC_ADDRESS", "127.0.0.1:50051")
+    intake_http_address: str = _env("INTAKE_HTTP_ADDRESS", "127.0.0.1:8080")
+    registry_grpc_address: str = _env("REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052")
+    notifier_grpc_address: str = _env("NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053")
+    log_level: str = _env("LOG_LEVEL", "INFO")
+    grace_seconds: float = _env("GRACE_SECONDS", 5.0, float)
+
+    @classmethod
+    def from_env(cls: type[_S], environ: Mapping[str, str] | None = None, **overrides: Any) -> _S:
+        """Build the settings from the environment (or ``environ``), then apply overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env")
+            if name is None or name not in env:
+                continue
+            values[f.name] = _parse(name, env[name], f.metadata["kind"])
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check cross-field rules; raise :class:`SettingsError` naming the variable."""
+        if self.partitions < 1:
+            raise SettingsError("STOPSMS_PARTITIONS must be at least 1")
+        for name in ("intake_grpc_address", "registry_grpc_address", "notifier_grpc_address"):
+            host, _, port = getattr(self, name).rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"STOPSMS_{name.upper()} must be host:port")
+        if not self.parties_file.exists():
+            raise SettingsError(f"STOPSMS_PARTIES_FILE: {self.parties_file} does not exist")
+
+    @property
+    def key_dir(self) -> Path:
+        """Where development keys are kept when no key file is configured."""
+        return self.data_dir / "keys"
+
+    def pseudonymiser(self) -> Pseudonymiser:
+        """Load the pseudonym and data keys (creating development keys when allowed)."""
+        pseudonym_path = self.pseudonym_key_file or self.key_dir / "pseudonym.key"
+        data_path = self.data_key_file or self.key_dir / "data.key"
+        if self.generate_keys:
+            return Pseudonymiser(
+                ensure_key(pseudonym_path, "pk1"), [ensure_key(data_path, "dk1")]
+            )
+        return Pseudonymiser(load_key(pseudonym_path), [load_key(data_path)])
+
+
+@dataclass(frozen=True)
+class IntakeSettings(Settings):
+    """Intake: where links point, how long they live, which short code is the platform's."""
+
+    public_base_url: str = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8080/")
+    link_ttl_days: int = _env("LINK_TTL_DAYS", 90, int)
+    #: Short codes of the platform itself: STOP sent there is global (DOMAIN.md).
+    platform_short_codes: tuple[str, ...] = _env("PLATFORM_SHORT_CODES", ("STOPSMS",), tuple)
+    #: How long intake waits for Kafka's acknowledgement before answering UNAVAILABLE.
+    publish_timeout_seconds: float = _env("PUBLISH_TIMEOUT_SECONDS", 10.0, float)
+
+    def validate(self) -> None:
+        """Check intake's own settings as well as the shared ones."""
+        super().validate()
+        if not self.public_base_url.startswith(("http://", "https://")):
+            raise SettingsError("STOPSMS_PUBLIC_BASE_URL must start with http:// or https://")
+        if not self.public_base_url.endswith("/"):
+            raise SettingsError("STOPSMS_PUBLIC_BASE_URL must end with /")
+        if self.link_ttl_days < 1:
+            raise SettingsError("STOPSMS_LINK_TTL_DAYS must be at least 1")
+
+
+@dataclass(frozen=True)
+class RegistrySettings(Settings):
+    """Registry: the faust worker's data folder and the view's batch size."""
+
+    view_batch_size: int = _env("VIEW_BATCH_SIZE", 500, int)
+
+
+@dataclass(frozen=True)
+class NotifierSettings(Settings):
+    """Notifier: how often operators' and PSVAs' committed offsets are read for receipts."""
+
+    receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.25, float)
+    heartbeat_seconds: float = _env("HEARTBEAT_SECONDS", 5.0, float)
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    """Convert one environment value, naming the variable when it is malformed."""
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("expected true or false")
+        if kind is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is malformed: {exc}") from exc

@@ -1,0 +1,18 @@
+"""Logging set-up shared by the services: one line per event, never a raw number."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Log to stderr with the service's name; numbers are never logged, only subjects."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -1,0 +1,130 @@
+"""The Kafka topics of v1: names, partition counts and configs, frozen by ARCHITECTURE.md.
+
+Records of the requests and suppressions topics are placed by *subject* alone
+(:func:`partition_for_key`), so one person's records stay in one partition and in order, and the
+registry's decision table is co-partitioned with the requests it decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
+
+DAY_MS = 24 * 60 * 60 * 1000
+#: Three years, the default legal record of requests.
+REQUESTS_RETENTION_MS = 3 * 365 * DAY_MS
+SCOPE_SEPARATOR = "|"
+GLOBAL_SCOPE = "*"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its name (without namespace), policy and configs."""
+
+    name: str
+    configs: dict[str, str]
+
+
+TOPIC_SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        "stopsms.requests.v1",
+        {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
+    ),
+    TopicSpec(
+        "stopsms.suppressions.v1",
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * DAY_MS)},
+    ),
+    TopicSpec("stopsms.receipts.v1", {"cleanup.policy": "delete"}),
+    TopicSpec("stopsms.propagation.v1", {"cleanup.policy": "compact"}),
+    TopicSpec("stopsms.links.v1", {"cleanup.policy": "compact"}),
+    TopicSpec("stopsms.dlq.v1", {"cleanup.policy": "delete"}),
+    TopicSpec("stopsms.audit.v1", {"cleanup.policy": "delete", "retention.ms": str(-1)}),
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic and group names, with the deployment's namespace (empty in production)."""
+
+    namespace: str = ""
+
+    def name(self, base: str) -> str:
+        """Return the full name of a topic or group."""
+        return f"{self.namespace}{base}"
+
+    @property
+    def requests(self) -> str:
+        """The legal record of accepted requests."""
+        return self.name("stopsms.requests.v1")
+
+    @property
+    def suppressions(self) -> str:
+        """The compacted suppression list: operators read it, the registry alone writes it."""
+        return self.name("stopsms.suppressions.v1")
+
+    @property
+    def receipts(self) -> str:
+        """Per-party delivery receipts."""
+        return self.name("stopsms.receipts.v1")
+
+    @property
+    def propagation(self) -> str:
+        """The proof of propagation, one record per request."""
+        return self.name("stopsms.propagation.v1")
+
+    @property
+    def links(self) -> str:
+        """Issued StopSMS links."""
+        return self.name("stopsms.links.v1")
+
+    @property
+    def dlq(self) -> str:
+        """Records that could not be processed."""
+        return self.name("stopsms.dlq.v1")
+
+    @property
+    def audit(self) -> str:
+        """Who called what."""
+        return self.name("stopsms.audit.v1")
+
+    def operator_group(self, party_id: str) -> str:
+        """The consumer group whose committed offsets are an operator's receipts."""
+        return self.name(f"stopsms.operator.{party_id}")
+
+    def psva_group(self, party_id: str) -> str:
+        """The group holding a PSVA's durable acknowledged cursor."""
+        return self.name(f"stopsms.psva.{party_id}")
+
+    def all_specs(self) -> list[tuple[str, dict[str, str]]]:
+        """Every v1 topic with its full name and configs."""
+        return [(self.name(spec.name), dict(spec.configs)) for spec in TOPIC_SPECS]
+
+
+def suppression_key(subject: str, sender_id: str) -> str:
+    """Return ``<subject>|<sender id, or * for global>``."""
+    return f"{subject}{SCOPE_SEPARATOR}{sender_id or GLOBAL_SCOPE}"
+
+
+def subject_of_key(key: bytes | str) -> bytes:
+    """Return the subject part of a requests or suppressions key."""
+    raw = key.encode() if isinstance(key, str) else key
+    return raw.split(SCOPE_SEPARATOR.encode(), 1)[0]
+
+
+def partition_for_key(key: bytes | str, partitions: int) -> int:
+    """Place a record by its subject alone, with Kafka's default (murmur2) hash.
+
+    For a requests key (the subject itself) this is exactly where Kafka's default partitioner
+    puts it, so any client that publishes a request lands in the same partition as its
+    suppression records.
+    """
+    return (murmur2(subject_of_key(key)) & 0x7FFFFFFF) % partitions
+
+
+def subject_partitioner(key_bytes: bytes | None, all_partitions: list[int], available: list[int]):  # type: ignore[no-untyped-def]
+    """aiokafka/kafka-python partitioner hook that hashes the subject part of the key."""
+    if key_bytes is None:
+        raise ValueError("StopSMS records of subject-partitioned topics need a key")
+    ordered = sorted(all_partitions)
+    return ordered[partition_for_key(key_bytes, len(ordered))]

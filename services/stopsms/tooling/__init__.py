@@ -1,0 +1,1 @@
+"""Development tooling: code generation and checks that keep the repository consistent."""

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code of the stopsms.v1 contract. Do not edit."""
