@@ -172,8 +172,8 @@ class TopicReader:
     async def start(self) -> None:
         """Connect, assign every partition and seek to the start offsets (or the beginning)."""
         await self._consumer.start()
-        await self._consumer.topics()  # forces a metadata refresh
-        ids = self._consumer.partitions_for_topic(self.topic)
+        cluster = await self._consumer._client.fetch_all_metadata()
+        ids = cluster.partitions_for_topic(self.topic)
         if not ids:
             await self._consumer.stop()
             raise RuntimeError(f"topic {self.topic} does not exist")

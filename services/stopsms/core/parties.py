@@ -7,6 +7,7 @@ both read it, so a sender added here is entitled and notified everywhere at once
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,31 @@ KIND_BY_NAME = {
     "platform": events_pb2.PARTY_KIND_PLATFORM,
 }
 _PARTY_FIELDS = {"id", "kind", "name", "senders", "webhook", "rate_limit"}
+
+
+_SENDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._&'-]{0,31}")
+
+
+class InvalidSender(ValueError):
+    """A sender id is not of the form the directory accepts."""
+
+
+def check_sender_id(sender_id: str, *, required: bool = False) -> str:
+    """Return ``sender_id`` when it is a plausible sender id (or empty, when not required).
+
+    Sender ids are the alphanumeric sender names and short codes of SMS (at most 32
+    characters); anything else is refused before it reaches a topic.
+    """
+    if not sender_id:
+        if required:
+            raise InvalidSender("a sender id is required")
+        return ""
+    if not _SENDER_ID.fullmatch(sender_id):
+        raise InvalidSender(
+            "a sender id has 1 to 32 letters, digits, spaces or . _ & ' - and starts with a "
+            "letter or digit"
+        )
+    return sender_id
 
 
 class DirectoryError(ValueError):

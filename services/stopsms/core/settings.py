@@ -41,6 +41,8 @@ class Settings:
     #: one so that runs on a shared broker never see each other's records.
     topic_namespace: str = _env("TOPIC_NAMESPACE", "")
     partitions: int = _env("PARTITIONS", 12, int)
+    #: Replication of the topics faust creates (changelogs); 3 on a real cluster.
+    replication_factor: int = _env("REPLICATION_FACTOR", 1, int)
     data_dir: Path = _env("DATA_DIR", Path(".stopsms"), Path)
     pseudonym_key_file: Path | None = _env("PSEUDONYM_KEY_FILE", None, Path)
     data_key_file: Path | None = _env("DATA_KEY_FILE", None, Path)

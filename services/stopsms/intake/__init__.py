@@ -1,0 +1,1 @@
+"""Intake: accepts citizens' requests from every channel and issues StopSMS links."""

@@ -1,0 +1,26 @@
+"""Run intake: ``python -m stopsms.intake`` (gRPC API and link page)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stopsms.core.serving import run_until_signalled
+from stopsms.core.settings import IntakeSettings
+from stopsms.core.telemetry import configure_logging
+from stopsms.intake.service import IntakeProcess
+
+
+async def _run(settings: IntakeSettings) -> None:
+    process = IntakeProcess(settings)
+    await run_until_signalled(process.start, process.stop)
+
+
+def main() -> None:
+    """Entry point of the intake process."""
+    settings = IntakeSettings.from_env()
+    configure_logging("intake", settings.log_level)
+    asyncio.run(_run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Intake's gRPC API: ``SubmitOptOut``, ``SubmitKeyword``, ``IssueStopLink(s)``.
+
+Every input is validated in full before anything is published, so a bad request is refused
+with ``INVALID_ARGUMENT`` naming the field and never half applied. A request is answered only
+after Kafka acknowledged it; otherwise the answer is ``UNAVAILABLE`` and a retry with the same
+request id is safe (same event id, deduplicated by the registry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stopsms.core.identity import Authenticator
+from stopsms.core.kafka import Publisher, PublishFailed, message_headers
+from stopsms.core.numbers import InvalidNumber, normalise_msisdn
+from stopsms.core.parties import InvalidSender, Party, check_sender_id
+from stopsms.core.settings import IntakeSettings
+from stopsms.core.topics import Topics
+from stopsms.intake.keywords import classify
+from stopsms.intake.links import LinkDirectory, new_code
+from stopsms.intake.submission import RequestSubmitter
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
+
+SERVICE_NAME = "stopsms.v1.IntakeService"
+MAX_REQUEST_ID = 128
+MAX_LINKS_PER_BATCH = 10_000
+#: How far in the future an action time may be (clock skew between a party and us).
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
+class InvalidField(ValueError):
+    """A request field is invalid; ``field`` names it for the INVALID_ARGUMENT status."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+def check_request_id(request_id: str) -> str:
+    """A request id is required (AIP-155) and at most 128 characters."""
+    if not request_id:
+        raise InvalidField("request_id", "required: a retry must carry the same id")
+    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+        raise InvalidField("request_id", f"at most {MAX_REQUEST_ID} printable characters")
+    return request_id
+
+
+def check_msisdn(raw: str, field: str = "msisdn") -> str:
+    """Normalise a number or raise :class:`InvalidField`."""
+    try:
+        return normalise_msisdn(raw)
+    except InvalidNumber as exc:
+        raise InvalidField(field, str(exc)) from exc
+
+
+def check_sender(sender_id: str, *, required: bool = False, field: str = "sender_id") -> str:
+    """Validate a sender id or raise :class:`InvalidField`."""
+    try:
+        return check_sender_id(sender_id, required=required)
+    except InvalidSender as exc:
+        raise InvalidField(field, str(exc)) from exc
+
+
+def check_action_time(stamp: Timestamp, has_field: bool) -> Timestamp | None:
+    """An action time, when given, must not lie in the future."""
+    if not has_field:
+        return None
+    if stamp.seconds > time.time() + MAX_CLOCK_SKEW_SECONDS:
+        raise InvalidField("action_time", "lies in the future")
+    if stamp.seconds < 0:
+        raise InvalidField("action_time", "before 1970")
+    return stamp
+
+
+class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
+    """Accepts requests from operators and PSVAs and issues links."""
+
+    def __init__(
+        self,
+        settings: IntakeSettings,
+        *,
+        submitter: RequestSubmitter,
+        publisher: Publisher,
+        links: LinkDirectory,
+        auth: Authenticator,
+    ) -> None:
+        self._settings = settings
+        self._submitter = submitter
+        self._publisher = publisher
+        self._links = links
+        self._auth = auth
+        self._topics = Topics(settings.topic_namespace)
+
+    async def _caller(
+        self, context: grpc.aio.ServicerContext, method: str, allowed: tuple[str, ...]
+    ) -> Party:
+        party = await self._auth.caller(context, method)
+        if party.kind_name not in allowed:
+            await self._auth.deny(
+                context, party, method, f"a {party.kind_name} may not call {method.rsplit('/', 1)[-1]}"
+            )
+        return party
+
+    async def SubmitOptOut(  # noqa: N802 - gRPC method name
+        self, request: intake_pb2.SubmitOptOutRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.SubmitOptOutResponse:
+        """Record an opt-out a party received on its own channel."""
+        party = await self._caller(context, "/stopsms.v1.IntakeService/SubmitOptOut", ("operator", "psva"))
+        try:
+            request_id = check_request_id(request.request_id)
+            e164 = check_msisdn(request.msisdn)
+            sender_id = check_sender(request.sender_id)
+            if request.channel in (events_pb2.CHANNEL_UNSPECIFIED, events_pb2.CHANNEL_LINK):
+                raise InvalidField("channel", "required; links are confirmed on the link page")
+            if request.channel not in events_pb2.Channel.values():
+                raise InvalidField("channel", "unknown channel")
+            action_time = check_action_time(request.action_time, request.HasField("action_time"))
+        except InvalidField as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        published = await self._publish(
+            context,
+            party_id=party.id,
+            request_id=request_id,
+            e164=e164,
+            action=events_pb2.ACTION_OPT_OUT,
+            sender_id=sender_id,
+            channel=request.channel,
+            action_time=action_time,
+        )
+        return intake_pb2.SubmitOptOutResponse(
+            request_id=request_id,
+            status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
+            event_id=published.event_id,
+            accepted_time=published.accepted_time,
+        )
+
+    async def SubmitKeyword(  # noqa: N802 - gRPC method name
+        self, request: intake_pb2.SubmitKeywordRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.SubmitKeywordResponse:
+        """Act on an SMS reply forwarded by an operator (START only from the number itself)."""
+        party = await self._caller(context, "/stopsms.v1.IntakeService/SubmitKeyword", ("operator",))
+        try:
+            request_id = check_request_id(request.request_id)
+            e164 = check_msisdn(request.msisdn)
+            short_code = check_sender(request.sender_id, required=True)
+            if len(request.text) > 1600:
+                raise InvalidField("text", "an SMS reply has at most 1600 characters")
+            action_time = check_action_time(request.action_time, request.HasField("action_time"))
+        except InvalidField as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        intent = classify(request.text)
+        is_platform_code = short_code in self._settings.platform_short_codes
+        scope = "" if is_platform_code or intent == intake_pb2.INTENT_OPT_OUT_ALL else short_code
+        if intent == intake_pb2.INTENT_NONE:
+            return intake_pb2.SubmitKeywordResponse(
+                intent=intent, sender_id=scope, status=intake_pb2.SUBMISSION_STATUS_IGNORED
+            )
+        action = events_pb2.ACTION_OPT_IN if intent == intake_pb2.INTENT_OPT_IN else events_pb2.ACTION_OPT_OUT
+        published = await self._publish(
+            context,
+            party_id=party.id,
+            request_id=request_id,
+            e164=e164,
+            action=action,
+            sender_id=scope,
+            channel=events_pb2.CHANNEL_SMS,
+            action_time=action_time,
+        )
+        return intake_pb2.SubmitKeywordResponse(
+            intent=intent,
+            request_id=request_id,
+            sender_id=scope,
+            event_id=published.event_id,
+            status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
+            undeclared_sender=published.undeclared_sender,
+        )
+
+    async def _publish(self, context: grpc.aio.ServicerContext, *, e164: str, **fields: object) -> events_pb2.PreferenceRequested:
+        try:
+            return await self._submitter.submit(subject=self._submitter.protect(e164), **fields)  # type: ignore[arg-type]
+        except PublishFailed:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "Kafka did not acknowledge the request; retry with the same request_id",
+            )
+            raise
+
+    def _new_link(self, party: Party, msisdn: str, sender_id: str, field: str) -> events_pb2.StopLink:
+        """Validate one link request and build its record (nothing published yet)."""
+        e164 = check_msisdn(msisdn, f"{field}msisdn")
+        sender = check_sender(sender_id, required=True, field=f"{field}sender_id")
+        if not party.sends_for(sender):
+            raise PermissionError(f"sender {sender!r} is not one of {party.id}'s senders")
+        protected = self._submitter.protect(e164)
+        link = events_pb2.StopLink(
+            code=new_code(),
+            subject=protected.subject,
+            sender_id=sender,
+            issuer_party_id=party.id,
+        )
+        link.sealed_msisdn.CopyFrom(protected.sealed)
+        link.issued_time.GetCurrentTime()
+        link.expire_time.FromDatetime(
+            link.issued_time.ToDatetime() + timedelta(days=self._settings.link_ttl_days)
+        )
+        return link
+
+    async def _record_links(self, context: grpc.aio.ServicerContext, links: list[events_pb2.StopLink]) -> None:
+        try:
+            await asyncio.gather(
+                *(
+                    self._publisher.publish(
+                        self._topics.links,
+                        link.code.encode(),
+                        link.SerializeToString(),
+                        headers=message_headers("stopsms.v1.StopLink"),
+                    )
+                    for link in links
+                )
+            )
+        except PublishFailed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "Kafka did not acknowledge the links; retry")
+        for link in links:
+            self._links.remember(link)
+
+    def _response(self, link: events_pb2.StopLink) -> intake_pb2.IssueStopLinkResponse:
+        return intake_pb2.IssueStopLinkResponse(
+            url=self._settings.public_base_url + link.code, code=link.code, expire_time=link.expire_time
+        )
+
+    async def IssueStopLink(  # noqa: N802 - gRPC method name
+        self, request: intake_pb2.IssueStopLinkRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.IssueStopLinkResponse:
+        """Issue one link for one of the caller's senders."""
+        method = "/stopsms.v1.IntakeService/IssueStopLink"
+        party = await self._caller(context, method, ("operator", "psva"))
+        try:
+            link = self._new_link(party, request.msisdn, request.sender_id, "")
+        except InvalidField as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except PermissionError as exc:
+            await self._auth.deny(context, party, method, str(exc))
+        await self._record_links(context, [link])
+        return self._response(link)
+
+    async def IssueStopLinks(  # noqa: N802 - gRPC method name
+        self, request: intake_pb2.IssueStopLinksRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.IssueStopLinksResponse:
+        """Issue links for a campaign; all are validated before any is recorded."""
+        method = "/stopsms.v1.IntakeService/IssueStopLinks"
+        party = await self._caller(context, method, ("operator", "psva"))
+        if not request.requests:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requests: at least one link")
+        if len(request.requests) > MAX_LINKS_PER_BATCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"requests: at most {MAX_LINKS_PER_BATCH} per call"
+            )
+        try:
+            links = [
+                self._new_link(party, item.msisdn, item.sender_id, f"requests[{i}].")
+                for i, item in enumerate(request.requests)
+            ]
+        except InvalidField as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except PermissionError as exc:
+            await self._auth.deny(context, party, method, str(exc))
+        await self._record_links(context, links)
+        return intake_pb2.IssueStopLinksResponse(links=[self._response(link) for link in links])

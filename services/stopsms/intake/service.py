@@ -1,0 +1,83 @@
+"""Assembles the intake process: the gRPC API, the link page and their adapters."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from stopsms.core.identity import AuditTrail, Authenticator
+from stopsms.core.kafka import KafkaPublisher, Publisher
+from stopsms.core.parties import PartiesDirectory
+from stopsms.core.serving import GrpcEndpoint
+from stopsms.core.settings import IntakeSettings
+from stopsms.core.topics import Topics
+from stopsms.intake.links import LinkDirectory
+from stopsms.intake.server import SERVICE_NAME, IntakeServicer
+from stopsms.intake.submission import RequestSubmitter
+from stopsms.intake.web import SuppressionLookup, create_web_app
+from stopsms.v1 import intake_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+#: The platform identity intake uses when it calls the registry for the link page.
+INTAKE_PARTY_ID = "stopsms-intake"
+
+
+class IntakeProcess:
+    """The running intake: start() and stop() everything in order."""
+
+    def __init__(self, settings: IntakeSettings, *, publisher: Publisher | None = None) -> None:
+        self.settings = settings
+        topics = Topics(settings.topic_namespace)
+        self._own_publisher = publisher is None
+        self.publisher: Publisher = publisher or KafkaPublisher(
+            settings.kafka_bootstrap,
+            timeout_seconds=settings.publish_timeout_seconds,
+            client_id="stopsms-intake",
+        )
+        directory = PartiesDirectory.load(settings.parties_file)
+        pseudonymiser = settings.pseudonymiser()
+        self.submitter = RequestSubmitter(
+            self.publisher, pseudonymiser, directory, topics, settings.partitions
+        )
+        self.links = LinkDirectory(settings.kafka_bootstrap, topics.links)
+        auth = Authenticator(
+            directory, insecure=settings.insecure_identity, audit=AuditTrail(self.publisher, topics.audit)
+        )
+        servicer = IntakeServicer(
+            settings, submitter=self.submitter, publisher=self.publisher, links=self.links, auth=auth
+        )
+        self.endpoint = GrpcEndpoint(
+            settings.intake_grpc_address,
+            [lambda server: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server)],
+            [SERVICE_NAME],
+        )
+        self.lookup = SuppressionLookup(settings.registry_grpc_address, INTAKE_PARTY_ID)
+        self.web_app = create_web_app(
+            links=self.links, submitter=self.submitter, lookup=self.lookup,
+            unseal=pseudonymiser.unseal,
+        )
+        self._web_runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Connect to Kafka, load the links, then open the gRPC and HTTP ports."""
+        if self._own_publisher:
+            await self.publisher.start()  # type: ignore[attr-defined]
+        await self.links.start()
+        self._web_runner = web.AppRunner(self.web_app, access_log=None)
+        await self._web_runner.setup()
+        host, _, port = self.settings.intake_http_address.rpartition(":")
+        await web.TCPSite(self._web_runner, host, int(port)).start()
+        await self.endpoint.start()
+        log.info("link page on http://%s/", self.settings.intake_http_address)
+
+    async def stop(self) -> None:
+        """Drain the gRPC server, close the page, flush Kafka."""
+        await self.endpoint.stop(self.settings.grace_seconds)
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
+        await self.lookup.close()
+        await self.links.stop()
+        if self._own_publisher:
+            await self.publisher.stop()  # type: ignore[attr-defined]

@@ -1,0 +1,95 @@
+"""Turning a citizen's request into a ``PreferenceRequested`` on the requests topic.
+
+Every channel (API, SMS reply, link page) ends here, so the record is built one way: the
+deterministic event id, the subject as key and partition, the sealed number, and an answer
+only once Kafka acknowledged with acks=all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stopsms.core.ids import event_id
+from stopsms.core.kafka import Publisher, message_headers
+from stopsms.core.parties import PartiesDirectory
+from stopsms.core.privacy import Pseudonymiser
+from stopsms.core.topics import Topics, partition_for_key
+from stopsms.v1 import events_pb2
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A number as the platform carries it: pseudonym and sealed copy, never in clear."""
+
+    subject: str
+    sealed: events_pb2.SealedMsisdn
+
+
+class RequestSubmitter:
+    """Builds and publishes preference requests."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        pseudonymiser: Pseudonymiser,
+        directory: PartiesDirectory,
+        topics: Topics,
+        partitions: int,
+    ) -> None:
+        self._publisher = publisher
+        self._pseudonymiser = pseudonymiser
+        self._directory = directory
+        self._topics = topics
+        self._partitions = partitions
+
+    def protect(self, e164: str) -> Subject:
+        """Pseudonymise and seal a normalised number."""
+        return Subject(self._pseudonymiser.subject(e164), self._pseudonymiser.seal(e164))
+
+    def is_undeclared(self, sender_id: str) -> bool:
+        """True for a named sender that no party declared (evidence of the informal sector)."""
+        return bool(sender_id) and not self._directory.is_declared(sender_id)
+
+    async def submit(
+        self,
+        *,
+        party_id: str,
+        request_id: str,
+        subject: Subject,
+        action: int,
+        sender_id: str,
+        channel: int,
+        action_time: Timestamp | None,
+    ) -> events_pb2.PreferenceRequested:
+        """Publish one request and return it once Kafka acknowledged it.
+
+        Raises :class:`stopsms.core.kafka.PublishFailed` when Kafka did not acknowledge; the
+        caller may retry with the same request id, which yields the same event id.
+        """
+        request = events_pb2.PreferenceRequested(
+            event_id=event_id(party_id, request_id),
+            request_id=request_id,
+            party_id=party_id,
+            action=action,
+            sender_id=sender_id,
+            channel=channel,
+            subject=subject.subject,
+            undeclared_sender=self.is_undeclared(sender_id),
+        )
+        request.accepted_time.GetCurrentTime()
+        if action_time is not None and (action_time.seconds or action_time.nanos):
+            request.action_time.CopyFrom(action_time)
+        else:
+            request.action_time.CopyFrom(request.accepted_time)
+        request.sealed_msisdn.CopyFrom(subject.sealed)
+        key = subject.subject.encode()
+        await self._publisher.publish(
+            self._topics.requests,
+            key,
+            request.SerializeToString(),
+            partition=partition_for_key(key, self._partitions),
+            headers=message_headers("stopsms.v1.PreferenceRequested"),
+        )
+        return request

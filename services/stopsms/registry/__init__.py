@@ -1,0 +1,1 @@
+"""The registry: decides each request, keeps the suppression list and answers checks."""

@@ -1,0 +1,62 @@
+"""Run the registry: ``python -m stopsms.registry`` (the faust worker plus the gRPC API).
+
+One process hosts the decision agent, the view materialiser and the ``RegistryService``; the
+faust worker owns the event loop, handles SIGTERM and stops the gRPC server gracefully.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from stopsms.core.identity import Authenticator, AuditTrail
+from stopsms.core.parties import PartiesDirectory
+from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
+from stopsms.core.settings import RegistrySettings
+from stopsms.core.telemetry import configure_logging
+from stopsms.core.topics import Topics
+from stopsms.core.view import RedisSuppressionView
+from stopsms.registry.app import create_registry_app
+from stopsms.registry.materialiser import ViewMaterialiser
+from stopsms.registry.server import SERVICE_NAME, RegistryServicer
+from stopsms.v1 import registry_pb2_grpc
+
+
+def create_worker(settings: RegistrySettings) -> faust.Worker:
+    """Assemble the registry process from its settings."""
+    topics = Topics(settings.topic_namespace)
+    app = create_registry_app(settings)
+    view = RedisSuppressionView.from_url(settings.redis_url, settings.topic_namespace)
+    auth = Authenticator(
+        PartiesDirectory.load(settings.parties_file),
+        insecure=settings.insecure_identity,
+        audit=AuditTrail(None, topics.audit),
+    )
+    servicer = RegistryServicer(view=view, pseudonymiser=settings.pseudonymiser(), auth=auth)
+    endpoint = GrpcEndpoint(
+        settings.registry_grpc_address,
+        [lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)],
+        [SERVICE_NAME],
+    )
+    materialiser = ViewMaterialiser(settings.kafka_bootstrap, topics.suppressions, view)
+    return faust.Worker(
+        app,
+        materialiser,
+        HostedEndpoint(endpoint, settings.grace_seconds),
+        loglevel=settings.log_level,
+        override_logging=False,
+    )
+
+
+def main() -> None:
+    """Entry point of the registry process."""
+    settings = RegistrySettings.from_env()
+    configure_logging("registry", settings.log_level)
+    worker = create_worker(settings)
+    sys.argv = sys.argv[:1]
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

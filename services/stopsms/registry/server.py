@@ -1,0 +1,118 @@
+"""The registry's gRPC API: ``Check`` and ``CheckBatch``, answered from the Redis view."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from stopsms.core.identity import Authenticator
+from stopsms.core.numbers import InvalidNumber, normalise_msisdn
+from stopsms.core.parties import InvalidSender, Party, check_sender_id
+from stopsms.core.privacy import Pseudonymiser
+from stopsms.core.view import SuppressionView
+from stopsms.registry.rules import Verdict, combine
+from stopsms.v1 import registry_pb2, registry_pb2_grpc
+
+#: Most numbers one CheckBatch chunk may carry (AIP-231: a documented maximum).
+MAX_BATCH_CHUNK = 10_000
+SERVICE_NAME = "stopsms.v1.RegistryService"
+
+
+def may_check(party: Party, sender_id: str) -> bool:
+    """Operators and the regulator check any sender; a PSVA its own senders and global."""
+    if party.is_operator or party.is_regulator or party.is_platform:
+        return True
+    return party.is_psva and (not sender_id or party.sends_for(sender_id))
+
+
+def _as_of(offsets: dict[int, int]) -> list[registry_pb2.PartitionOffset]:
+    return [registry_pb2.PartitionOffset(partition=p, offset=o) for p, o in sorted(offsets.items())]
+
+
+def _fill(result: registry_pb2.CheckResponse | registry_pb2.CheckResult, verdict: Verdict) -> None:
+    result.verdict = verdict.verdict
+    result.matched_scope = verdict.matched_scope
+    if verdict.record is not None:
+        result.since.FromMilliseconds(verdict.record.action_time_ms)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Answers whether a sender may message a number."""
+
+    def __init__(
+        self, *, view: SuppressionView, pseudonymiser: Pseudonymiser, auth: Authenticator
+    ) -> None:
+        self._view = view
+        self._pseudonymiser = pseudonymiser
+        self._auth = auth
+
+    async def _authorised_sender(
+        self, context: grpc.aio.ServicerContext, party: Party, sender_id: str, method: str
+    ) -> str:
+        try:
+            check_sender_id(sender_id)
+        except InvalidSender as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sender_id: {exc}")
+        if not may_check(party, sender_id):
+            await self._auth.deny(
+                context, party, method, f"party {party.id} may not check sender {sender_id!r}"
+            )
+        return sender_id
+
+    async def Check(  # noqa: N802 - gRPC method name
+        self, request: registry_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.CheckResponse:
+        """Answer for one number and one sender (empty sender: the global scope only)."""
+        method = "/stopsms.v1.RegistryService/Check"
+        party = await self._auth.caller(context, method)
+        sender_id = await self._authorised_sender(context, party, request.sender_id, method)
+        try:
+            e164 = normalise_msisdn(request.msisdn)
+        except InvalidNumber as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"msisdn: {exc}")
+        entries, offsets = await self._view.lookup([self._pseudonymiser.subject(e164)], sender_id)
+        verdict = combine(*entries[0])
+        response = registry_pb2.CheckResponse(as_of=_as_of(offsets))
+        _fill(response, verdict)
+        if verdict.record is not None:
+            response.version = verdict.record.version
+        return response
+
+    async def CheckBatch(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[registry_pb2.CheckBatchRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[registry_pb2.CheckBatchResponse]:
+        """Scrub a list chunk by chunk; each chunk gets its verdicts, in order."""
+        method = "/stopsms.v1.RegistryService/CheckBatch"
+        party = await self._auth.caller(context, method)
+        chunk_index = 0
+        async for chunk in request_iterator:
+            if len(chunk.msisdns) > MAX_BATCH_CHUNK:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"msisdns: at most {MAX_BATCH_CHUNK} numbers per chunk "
+                    f"(chunk {chunk_index} has {len(chunk.msisdns)})",
+                )
+            sender_id = await self._authorised_sender(context, party, chunk.sender_id, method)
+            subjects: list[str] = []
+            positions: list[int | None] = []
+            for raw in chunk.msisdns:
+                try:
+                    subjects.append(self._pseudonymiser.subject(normalise_msisdn(raw)))
+                    positions.append(len(subjects) - 1)
+                except InvalidNumber:
+                    positions.append(None)
+            entries, offsets = await self._view.lookup(subjects, sender_id)
+            response = registry_pb2.CheckBatchResponse(
+                chunk_index=chunk_index, as_of=_as_of(offsets)
+            )
+            for position in positions:
+                result = response.results.add()
+                if position is None:
+                    result.verdict = registry_pb2.VERDICT_INVALID_NUMBER
+                else:
+                    _fill(result, combine(*entries[position]))
+            yield response
+            chunk_index += 1
