@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
+
+import mode
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -213,20 +215,141 @@ class TopicReader:
         return {tp.partition: offset for tp, offset in ends.items()}
 
 
-class GroupOffsets:
-    """Reads and commits consumer-group offsets: operators' receipts and PSVAs' cursors."""
+class RangeReader:
+    """Reads one partition between two offsets: the records a party's new commit covers."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
         self._bootstrap = bootstrap
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-offsets")
-        self._committers: dict[str, AIOKafkaConsumer] = {}
-        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]  # made in start()
 
     async def start(self) -> None:
-        """Connect the admin client."""
-        await self._admin.start()
+        """Connect (aiokafka clients must be made inside the running loop)."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+            client_id="stopsms-range", fetch_max_wait_ms=50,
+        )
+        await self._consumer.start()
 
     async def stop(self) -> None:
+        """Disconnect."""
+        await self._consumer.stop()
+
+    async def read(self, partition: int, start: int, end: int, timeout: float = 10.0) -> list[Record]:
+        """Every record with ``start <= offset < end`` (a compacted topic may have gaps)."""
+        tp = TopicPartition(self.topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        out: list[Record] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self._consumer.position(tp) < end:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"reading {self.topic}[{partition}] {start}..{end} timed out")
+            batches = await self._consumer.getmany(tp, timeout_ms=200)
+            for m in batches.get(tp, []):
+                if m.offset >= end:
+                    break
+                out.append(Record(tp.topic, partition, m.offset, m.key, m.value, m.timestamp,
+                                  tuple(m.headers or ())))
+        return out
+
+
+V = TypeVar("V")
+
+
+class CompactedTopicIndex(mode.Service, Generic[V]):
+    """The latest value of every key of a compacted topic, in memory, kept current.
+
+    ``get`` of an unknown key first waits (briefly) until the index has read up to the topic's
+    end as it was at the call, so a value published a moment ago by another replica is found.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, parse: Callable[[bytes], V], **kwargs: object
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._parse = parse
+        self._values: dict[str, V] = {}
+        self._reader: TopicReader | None = None
+        self._progress = asyncio.Condition()
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Read the topic from the beginning."""
+        self._reader = TopicReader(self._bootstrap, self._topic, client_id="stopsms-index")
+        await self._reader.start()
+
+    async def on_stop(self) -> None:
+        """Close the reader."""
+        if self._reader is not None:
+            await self._reader.stop()
+
+    def put(self, key: str, value: V) -> None:
+        """Hold a value this replica just published, before the reader sees it come back."""
+        self._values[key] = value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        assert self._reader is not None
+        while not self.should_stop:
+            records = await self._reader.read(timeout_ms=200)
+            for record in records:
+                if record.key is None:
+                    continue
+                key = record.key.decode()
+                if record.value is None:
+                    self._values.pop(key, None)
+                else:
+                    try:
+                        self._values[key] = self._parse(record.value)
+                    except Exception:  # noqa: BLE001 - one bad record must not stop the index
+                        log.exception("unreadable record at %s[%d]@%d", record.topic, record.partition, record.offset)
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def get(self, key: str, wait_seconds: float = 3.0) -> V | None:
+        """The latest value of ``key``, or None once the index has caught up without it."""
+        value = self._values.get(key)
+        if value is not None or self._reader is None:
+            return value
+        reader = self._reader
+        ends = await reader.end_offsets()
+
+        async def caught_up() -> None:
+            while True:
+                positions = await reader.positions()
+                if all(positions.get(p, 0) >= end for p, end in ends.items()):
+                    return
+                async with self._progress:
+                    await self._progress.wait()
+
+        try:
+            await asyncio.wait_for(caught_up(), wait_seconds)
+        except TimeoutError:
+            log.warning("index of %s still behind after %.1fs", self._topic, wait_seconds)
+        return self._values.get(key)
+
+
+class GroupOffsets(mode.Service):
+    """Reads and commits consumer-group offsets: operators' receipts and PSVAs' cursors."""
+
+    def __init__(self, bootstrap: str, **kwargs: object) -> None:
+        self._bootstrap = bootstrap
+        self._admin: AIOKafkaAdminClient = None  # type: ignore[assignment]  # made in on_start()
+        self._committers: dict[str, AIOKafkaConsumer] = {}
+        self._lock = asyncio.Lock()
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Connect the admin client (aiokafka clients are made inside the running loop)."""
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="stopsms-offsets")
+        await self._admin.start()
+
+    async def on_stop(self) -> None:
         """Close every connection."""
         for consumer in self._committers.values():
             await consumer.stop()

@@ -96,6 +96,10 @@ class Topics:
         """The group holding a PSVA's durable acknowledged cursor."""
         return self.name(f"stopsms.psva.{party_id}")
 
+    def receipted_group(self, party_id: str) -> str:
+        """The notifier's durable mark of how far it has turned a party's commits into receipts."""
+        return self.name(f"stopsms.notifier.receipted.{party_id}")
+
     def all_specs(self) -> list[tuple[str, dict[str, str]]]:
         """Every v1 topic with its full name and configs."""
         return [(self.name(spec.name), dict(spec.configs)) for spec in TOPIC_SPECS]

@@ -13,37 +13,18 @@ subject's hash), so one subject's state lives beside its requests.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import faust
 
 from stopsms.core.kafka import message_headers
 from stopsms.core.settings import Settings
+from stopsms.core.streams import faust_app
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
 from stopsms.registry.rules import SubjectDecisions, decide
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
-
-
-def faust_app(settings: Settings, service: str, data_dir: Path | None = None) -> faust.App:
-    """A faust app with the platform's conventions: raw bytes, acks=all, no web server."""
-    topics = Topics(settings.topic_namespace)
-    return faust.App(
-        topics.name(f"stopsms-{service}"),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        datadir=str(data_dir or settings.data_dir / service),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        producer_acks=-1,
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        key_serializer="raw",
-        value_serializer="raw",
-        table_standby_replicas=0,
-    )
 
 
 def create_registry_app(settings: Settings) -> faust.App:

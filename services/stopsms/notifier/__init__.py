@@ -1,0 +1,1 @@
+"""Notifier: fans changes out to PSVAs, turns confirmations into receipts, proves propagation."""

@@ -1,0 +1,59 @@
+"""Run the notifier: ``python -m stopsms.notifier`` (faust worker plus the gRPC API)."""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from stopsms.core.identity import AuditTrail, Authenticator
+from stopsms.core.kafka import GroupOffsets
+from stopsms.core.parties import PartiesDirectory
+from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
+from stopsms.core.settings import NotifierSettings
+from stopsms.core.telemetry import configure_logging
+from stopsms.core.topics import Topics
+from stopsms.notifier.app import ReceiptPoller, create_notifier_app
+from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
+from stopsms.v1 import notifier_pb2_grpc
+
+
+def create_worker(settings: NotifierSettings) -> faust.Worker:
+    """Assemble the notifier process from its settings."""
+    topics = Topics(settings.topic_namespace)
+    directory = PartiesDirectory.load(settings.parties_file)
+    app = create_notifier_app(settings, directory)
+    offsets = GroupOffsets(settings.kafka_bootstrap)
+    propagation = PropagationIndex(settings.kafka_bootstrap, topics.propagation)
+    auth = Authenticator(directory, insecure=settings.insecure_identity, audit=AuditTrail(None, topics.audit))
+    servicer = NotifierServicer(
+        settings, auth=auth, offsets=offsets, propagation=propagation,
+        pseudonymiser=settings.pseudonymiser(),
+    )
+    endpoint = GrpcEndpoint(
+        settings.notifier_grpc_address,
+        [lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server)],
+        [SERVICE_NAME],
+    )
+    return faust.Worker(
+        app,
+        offsets,
+        propagation,
+        ReceiptPoller(app, settings, directory, offsets),
+        HostedEndpoint(endpoint, settings.grace_seconds),
+        loglevel=settings.log_level,
+        override_logging=False,
+    )
+
+
+def main() -> None:
+    """Entry point of the notifier process."""
+    settings = NotifierSettings.from_env()
+    configure_logging("notifier", settings.log_level)
+    worker = create_worker(settings)
+    sys.argv = sys.argv[:1]
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The notifier's faust application: receipts and the proof of propagation.
+
+* ``track-changes`` reads ``stopsms.suppressions.v1`` (partitions divided among replicas by the
+  consumer group) and, for each change, publishes a PENDING receipt per concerned party.
+* :class:`ReceiptPoller` reads, for the same partitions, how far each operator's consumer group
+  and each PSVA's acknowledged cursor have committed, and publishes an APPLIED receipt for every
+  concerned change they passed. How far it got is itself committed (one group per party), so a
+  restart neither loses nor repeats work beyond a harmless, deduplicated repeat.
+* ``aggregate-receipts`` folds receipts per request into the table ``propagation`` and publishes
+  each progress to ``stopsms.propagation.v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import mode
+
+from stopsms.core.kafka import GroupOffsets, RangeReader, message_headers
+from stopsms.core.parties import PartiesDirectory, Party
+from stopsms.core.settings import NotifierSettings
+from stopsms.core.streams import faust_app
+from stopsms.core.topics import Topics
+from stopsms.notifier.propagation import Propagation, fold
+from stopsms.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+def party_group(topics: Topics, party: Party) -> str:
+    """The consumer group whose commits are this party's confirmations."""
+    return topics.operator_group(party.id) if party.is_operator else topics.psva_group(party.id)
+
+
+def pending_receipts(
+    change: events_pb2.SuppressionChanged, partition: int, offset: int, directory: PartiesDirectory
+) -> list[events_pb2.DeliveryReceipt]:
+    """One PENDING receipt per party concerned by a change, each naming all of them."""
+    concerned = directory.concerned_by(change.sender_id)
+    ids = [p.id for p in concerned]
+    targets: list[Party | None] = list(concerned) or [None]  # no party: done at once
+    receipts = []
+    for party in targets:
+        receipt = _receipt(change, partition, offset, events_pb2.DELIVERY_STATUS_PENDING, party)
+        receipt.concerned_party_ids.extend(ids)
+        receipts.append(receipt)
+    return receipts
+
+
+def _receipt(
+    change: events_pb2.SuppressionChanged, partition: int, offset: int, status: int, party: Party | None
+) -> events_pb2.DeliveryReceipt:
+    receipt = events_pb2.DeliveryReceipt(
+        event_id=change.event_id,
+        request_id=change.request_id,
+        origin_party_id=change.party_id,
+        party_id=party.id if party else "",
+        party_kind=party.kind if party else 0,
+        status=status,
+        partition=partition,
+        offset=offset,
+        sender_id=change.sender_id,
+        action=change.action,
+    )
+    receipt.action_time.CopyFrom(change.action_time)
+    return receipt
+
+
+def create_notifier_app(settings: NotifierSettings, directory: PartiesDirectory) -> faust.App:
+    """Build the notifier's faust app with its two agents."""
+    topics = Topics(settings.topic_namespace)
+    app = faust_app(settings, "notifier")
+    suppressions = app.topic(topics.suppressions, partitions=settings.partitions)
+    receipts = app.topic(topics.receipts, partitions=settings.partitions)
+    propagation_topic = app.topic(topics.propagation, partitions=settings.partitions)
+    table = app.Table(
+        "propagation", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+    )
+    app.stopsms_receipts = receipts  # type: ignore[attr-defined]
+
+    @app.agent(suppressions, name="track-changes")
+    async def track_changes(stream: Any) -> None:
+        """Announce who must apply each change (PENDING receipts)."""
+        async for event in stream.events():
+            if event.value is None:
+                continue
+            change = events_pb2.SuppressionChanged.FromString(event.value)
+            message = event.message
+            for receipt in pending_receipts(change, message.partition, message.offset, directory):
+                await receipts.send(
+                    key=change.event_id.encode(),
+                    value=receipt.SerializeToString(),
+                    headers=message_headers("stopsms.v1.DeliveryReceipt"),
+                )
+
+    @app.agent(receipts, name="aggregate-receipts")
+    async def aggregate_receipts(stream: Any) -> None:
+        """Fold receipts per request and publish each progress of the proof."""
+        async for event in stream.events():
+            receipt = events_pb2.DeliveryReceipt.FromString(event.value)
+            key = receipt.event_id.encode()
+            stored = table.get(key)
+            state, changed = fold(Propagation.from_json(stored) if stored else None, receipt)
+            if not changed:
+                continue
+            table[key] = state.to_json()
+            await propagation_topic.send(
+                key=key,
+                value=state.to_record().SerializeToString(),
+                headers=message_headers("stopsms.v1.PropagationRecord"),
+            )
+
+    return app
+
+
+class ReceiptPoller(mode.Service):
+    """Turns operators' committed offsets and PSVAs' acknowledgements into APPLIED receipts."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: NotifierSettings,
+        directory: PartiesDirectory,
+        offsets: GroupOffsets,
+        **kwargs: object,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.directory = directory
+        self.offsets = offsets
+        self.topics = Topics(settings.topic_namespace)
+        self.ranges = RangeReader(settings.kafka_bootstrap, self.topics.suppressions)
+        self.watermarks: dict[str, dict[int, int]] = {}
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Connect the range reader."""
+        await self.ranges.start()
+
+    async def on_stop(self) -> None:
+        """Disconnect."""
+        await self.ranges.stop()
+
+    @mode.Service.task
+    async def _poll_forever(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self.settings.receipt_poll_seconds)
+            try:
+                await self.poll_once()
+            except Exception:  # noqa: BLE001 - keep polling; the next round retries
+                log.exception("receipt polling failed; retrying")
+
+    def _my_partitions(self) -> set[int]:
+        return {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topics.suppressions
+        }
+
+    async def poll_once(self) -> int:
+        """One round: publish APPLIED receipts for what parties confirmed since the last round."""
+        mine = self._my_partitions()
+        if not mine:
+            return 0
+        advancing: dict[int, list[tuple[Party, int, int]]] = {}
+        for party in self.directory:
+            if not (party.is_operator or party.is_psva):
+                continue
+            committed = await self.offsets.committed(party_group(self.topics, party), self.topics.suppressions)
+            if party.id not in self.watermarks:
+                self.watermarks[party.id] = await self.offsets.committed(
+                    self.topics.receipted_group(party.id), self.topics.suppressions
+                )
+            marks = self.watermarks[party.id]
+            for partition in mine:
+                done, confirmed = marks.get(partition, 0), committed.get(partition, 0)
+                if confirmed > done:
+                    advancing.setdefault(partition, []).append((party, done, confirmed))
+        published = 0
+        receipts_topic = self.app.stopsms_receipts  # type: ignore[attr-defined]
+        for partition, items in advancing.items():
+            start = min(done for _, done, _ in items)
+            end = max(confirmed for _, _, confirmed in items)
+            records = await self.ranges.read(partition, start, end)
+            now_ms = int(time.time() * 1000)
+            deliveries = []
+            for record in records:
+                if record.value is None:
+                    continue
+                change = events_pb2.SuppressionChanged.FromString(record.value)
+                for party, done, confirmed in items:
+                    if done <= record.offset < confirmed and party.is_concerned_by(change.sender_id):
+                        receipt = _receipt(
+                            change, partition, record.offset, events_pb2.DELIVERY_STATUS_APPLIED, party
+                        )
+                        receipt.applied_time.FromMilliseconds(now_ms)
+                        deliveries.append(
+                            await receipts_topic.send(
+                                key=change.event_id.encode(),
+                                value=receipt.SerializeToString(),
+                                headers=message_headers("stopsms.v1.DeliveryReceipt"),
+                            )
+                        )
+            await asyncio.gather(*deliveries)
+            published += len(deliveries)
+            for party, _, confirmed in items:
+                self.watermarks[party.id][partition] = confirmed
+                await self.offsets.commit(
+                    self.topics.receipted_group(party.id), self.topics.suppressions, {partition: confirmed}
+                )
+        return published

@@ -1,0 +1,166 @@
+"""The notifier's gRPC API: ``WatchChanges``, ``Acknowledge``, ``GetPropagation``.
+
+Every replica reads every partition for streams, so any replica serves any PSVA. A stream
+resumes from the cursor given, else from the PSVA's last acknowledgement (its committed offsets
+in the group ``stopsms.psva.<id>``), else from the beginning of the list. A PSVA is sent only the
+changes of its own senders and global opt-outs; when it is sent nothing for a while, a
+heartbeat carries the cursor forward so it can acknowledge past changes that were not its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from stopsms.core.identity import Authenticator
+from stopsms.core.ids import event_id
+from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, TopicReader
+from stopsms.core.privacy import Pseudonymiser
+from stopsms.core.settings import NotifierSettings
+from stopsms.core.topics import Topics
+from stopsms.notifier.cursor import InvalidCursor, decode_cursor, encode_cursor
+from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
+
+SERVICE_NAME = "stopsms.v1.NotifierService"
+
+
+class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
+    """The latest propagation record of every request, from ``stopsms.propagation.v1``."""
+
+    def __init__(self, bootstrap: str, topic: str, **kwargs: object) -> None:
+        super().__init__(bootstrap, topic, events_pb2.PropagationRecord.FromString, **kwargs)
+
+
+class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
+    """Streams changes to PSVAs, records their acknowledgements and serves the proof."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        *,
+        auth: Authenticator,
+        offsets: GroupOffsets,
+        propagation: PropagationIndex,
+        pseudonymiser: Pseudonymiser,
+    ) -> None:
+        self._settings = settings
+        self._auth = auth
+        self._offsets = offsets
+        self._propagation = propagation
+        self._pseudonymiser = pseudonymiser
+        self._topics = Topics(settings.topic_namespace)
+
+    def _decode(self, cursor: str) -> dict[int, int]:
+        return decode_cursor(cursor, self._settings.partitions)
+
+    async def WatchChanges(  # noqa: N802 - gRPC method name
+        self, request: notifier_pb2.WatchChangesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[notifier_pb2.WatchChangesResponse]:
+        """Stream every entitled change from the resume point, then live."""
+        method = "/stopsms.v1.NotifierService/WatchChanges"
+        party = await self._auth.caller(context, method)
+        if not party.is_psva:
+            await self._auth.deny(
+                context, party, method, "WatchChanges is for PSVAs; operators read the topic"
+            )
+        if request.cursor:
+            try:
+                start = self._decode(request.cursor)
+            except InvalidCursor as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+        else:
+            start = await self._offsets.committed(
+                self._topics.psva_group(party.id), self._topics.suppressions
+            )
+        reader = TopicReader(
+            self._settings.kafka_bootstrap, self._topics.suppressions, start_offsets=start,
+            client_id=f"stopsms-watch-{party.id}",
+        )
+        await reader.start()
+        try:
+            positions = await reader.positions()
+            loop = asyncio.get_running_loop()
+            last_sent = loop.time()
+            pending_heartbeat = True
+            while not context.done():
+                records = await reader.read(timeout_ms=500)
+                for record in records:
+                    positions[record.partition] = record.offset + 1
+                    if record.value is None:
+                        continue
+                    change = events_pb2.SuppressionChanged.FromString(record.value)
+                    if not party.is_concerned_by(change.sender_id):
+                        pending_heartbeat = True
+                        continue
+                    yield notifier_pb2.WatchChangesResponse(
+                        change=self._to_change(change), cursor=encode_cursor(positions)
+                    )
+                    last_sent = loop.time()
+                    pending_heartbeat = False
+                if pending_heartbeat and loop.time() - last_sent >= self._settings.heartbeat_seconds:
+                    yield notifier_pb2.WatchChangesResponse(cursor=encode_cursor(positions))
+                    last_sent = loop.time()
+                    pending_heartbeat = False
+        finally:
+            await reader.stop()
+
+    def _to_change(self, change: events_pb2.SuppressionChanged) -> notifier_pb2.Change:
+        out = notifier_pb2.Change(
+            event_id=change.event_id,
+            msisdn=self._pseudonymiser.unseal(change.sealed_msisdn),
+            sender_id=change.sender_id,
+            state=change.state,
+            action=change.action,
+            version=change.version,
+            changed=change.changed,
+            subject=change.subject,
+        )
+        out.action_time.CopyFrom(change.action_time)
+        return out
+
+    async def Acknowledge(  # noqa: N802 - gRPC method name
+        self, request: notifier_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
+    ) -> notifier_pb2.AcknowledgeResponse:
+        """Record that the PSVA applied everything up to the cursor (never moving back)."""
+        method = "/stopsms.v1.NotifierService/Acknowledge"
+        party = await self._auth.caller(context, method)
+        if not party.is_psva:
+            await self._auth.deny(context, party, method, "Acknowledge is for PSVAs")
+        try:
+            acknowledged = self._decode(request.cursor)
+        except InvalidCursor as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+        group = self._topics.psva_group(party.id)
+        topic = self._topics.suppressions
+        try:
+            durable = await self._offsets.committed(group, topic)
+            forward = {p: o for p, o in acknowledged.items() if o > durable.get(p, -1)}
+            if forward:
+                await self._offsets.commit(group, topic, forward)
+        except Exception as exc:  # noqa: BLE001 - Kafka unavailable: the PSVA retries
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}")
+        durable.update(forward)
+        return notifier_pb2.AcknowledgeResponse(cursor=encode_cursor(durable))
+
+    async def GetPropagation(  # noqa: N802 - gRPC method name
+        self, request: notifier_pb2.GetPropagationRequest, context: grpc.aio.ServicerContext
+    ) -> notifier_pb2.GetPropagationResponse:
+        """The proof of one request: its own requests for a party, any for the regulator."""
+        method = "/stopsms.v1.NotifierService/GetPropagation"
+        party = await self._auth.caller(context, method)
+        if request.event_id:
+            wanted = request.event_id
+        elif request.request_id:
+            wanted = event_id(party.id, request.request_id)
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id or event_id: one is required")
+        if len(wanted) > 128:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "event_id: too long")
+        record = await self._propagation.get(wanted, wait_seconds=1.0)
+        sees_all = party.is_regulator or party.is_platform
+        if record is None or not (sees_all or record.origin_party_id == party.id):
+            # The same answer for "absent" and "not yours": no probing of others' requests.
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no propagation record for this request")
+        return notifier_pb2.GetPropagationResponse(propagation=record)
