@@ -1,0 +1,218 @@
+"""``stopsms``: run the platform locally and try it from the terminal.
+
+    stopsms up                          Kafka, Redis and the three services; Ctrl-C stops all
+    stopsms link 0612345678 --sender JUMIA --party atlas-sms
+    stopsms optout 0612345678 --sender JUMIA --party iam
+    stopsms check 0612345678 --sender JUMIA --party iam
+    stopsms propagation <request id> --party iam
+    stopsms operator-feed --party iam   follow the suppression list as an operator would
+
+The commands after ``up`` find the platform through ``.stopsms/endpoints.json`` (written by
+``up``), or through ``STOPSMS_*`` variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+
+from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.infra import InfrastructureError
+from stopsms.v1 import (
+    events_pb2,
+    intake_pb2,
+    intake_pb2_grpc,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+DATA_DIR = Path(os.environ.get("STOPSMS_DATA_DIR", ".stopsms"))
+ENDPOINTS_FILE = DATA_DIR / "endpoints.json"
+DEMO_NUMBER = "0612345678"
+
+
+def _endpoints() -> dict[str, str]:
+    found = json.loads(ENDPOINTS_FILE.read_text()) if ENDPOINTS_FILE.exists() else {}
+    return {
+        "intake_grpc": os.environ.get("STOPSMS_INTAKE_GRPC_ADDRESS", found.get("intake_grpc", "127.0.0.1:50051")),
+        "registry_grpc": os.environ.get("STOPSMS_REGISTRY_GRPC_ADDRESS", found.get("registry_grpc", "127.0.0.1:50052")),
+        "notifier_grpc": os.environ.get("STOPSMS_NOTIFIER_GRPC_ADDRESS", found.get("notifier_grpc", "127.0.0.1:50053")),
+        "kafka": os.environ.get("STOPSMS_KAFKA_BOOTSTRAP", found.get("kafka", "127.0.0.1:9092")),
+    }
+
+
+def _print_message(message: object) -> None:
+    print(json_format.MessageToJson(message, indent=2))  # type: ignore[arg-type]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the platform until Ctrl-C."""
+    from stopsms.platform import LocalPlatform
+
+    platform = LocalPlatform(DATA_DIR.resolve(), kafka_port=9092, redis_port=6379)
+    print("starting Kafka, Redis and the services (the first run fetches the Kafka jars)...", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        platform.start()
+    except InfrastructureError as exc:
+        print(f"stopsms up failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        platform.stop()
+        return 130
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        platform.write_endpoints(ENDPOINTS_FILE.resolve())
+        ends = platform.endpoints
+        print(f"kafka bootstrap {ends['kafka']}")
+        print(f"redis url {ends['redis']}")
+        print(f"intake grpc {ends['intake_grpc']}")
+        print(f"intake http {ends['intake_http']}")
+        print(f"registry grpc {ends['registry_grpc']}")
+        print(f"notifier grpc {ends['notifier_grpc']}")
+        link = _issue_link(ends["intake_grpc"], DEMO_NUMBER, "JUMIA", "atlas-sms")
+        print(f"click this StopSMS link (number {DEMO_NUMBER}, sender JUMIA): {link}")
+        print("Ctrl-C stops everything; logs are in", DATA_DIR / "logs", flush=True)
+        while not stop:
+            for name, process in platform.processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited; see {DATA_DIR / 'logs' / (name + '.log')}", file=sys.stderr)
+                    stop = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
+        platform.stop()
+        ENDPOINTS_FILE.unlink(missing_ok=True)
+    return 0
+
+
+def _issue_link(address: str, msisdn: str, sender: str, party: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        reply = intake_pb2_grpc.IntakeServiceStub(channel).IssueStopLink(
+            intake_pb2.IssueStopLinkRequest(msisdn=msisdn, sender_id=sender),
+            metadata=((PARTY_HEADER, party),),
+            timeout=10,
+        )
+    return str(reply.url)
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    """Issue a StopSMS link."""
+    print(_issue_link(_endpoints()["intake_grpc"], args.msisdn, args.sender, args.party))
+    return 0
+
+
+def cmd_optout(args: argparse.Namespace) -> int:
+    """Submit an opt-out as an operator or PSVA would."""
+    request_id = args.request_id or f"cli-{uuid.uuid4()}"
+    with grpc.insecure_channel(_endpoints()["intake_grpc"]) as channel:
+        reply = intake_pb2_grpc.IntakeServiceStub(channel).SubmitOptOut(
+            intake_pb2.SubmitOptOutRequest(
+                request_id=request_id, msisdn=args.msisdn, sender_id=args.sender or "",
+                channel=events_pb2.CHANNEL_API,
+            ),
+            metadata=((PARTY_HEADER, args.party),),
+            timeout=15,
+        )
+    _print_message(reply)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a number for a sender."""
+    with grpc.insecure_channel(_endpoints()["registry_grpc"]) as channel:
+        reply = registry_pb2_grpc.RegistryServiceStub(channel).Check(
+            registry_pb2.CheckRequest(msisdn=args.msisdn, sender_id=args.sender or ""),
+            metadata=((PARTY_HEADER, args.party),),
+            timeout=10,
+        )
+    _print_message(reply)
+    return 0
+
+
+def cmd_propagation(args: argparse.Namespace) -> int:
+    """Show the proof of propagation of a request."""
+    with grpc.insecure_channel(_endpoints()["notifier_grpc"]) as channel:
+        reply = notifier_pb2_grpc.NotifierServiceStub(channel).GetPropagation(
+            notifier_pb2.GetPropagationRequest(request_id=args.request_id or "", event_id=args.event_id or ""),
+            metadata=((PARTY_HEADER, args.party),),
+            timeout=10,
+        )
+    _print_message(reply)
+    return 0
+
+
+def cmd_operator_feed(args: argparse.Namespace) -> int:
+    """Follow the suppression list as an operator: print each change, commit after applying."""
+    from stopsms.core.settings import Settings
+    from stopsms.operator_feed import follow
+
+    settings = Settings.from_env(data_dir=DATA_DIR)
+    follow(_endpoints()["kafka"], args.party, settings.pseudonymiser(), settings.topic_namespace)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="stopsms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run Kafka, Redis and the three services").set_defaults(func=cmd_up)
+    link = sub.add_parser("link", help="issue a StopSMS link")
+    link.add_argument("msisdn")
+    link.add_argument("--sender", required=True)
+    link.add_argument("--party", default="atlas-sms")
+    link.set_defaults(func=cmd_link)
+    optout = sub.add_parser("optout", help="submit an opt-out")
+    optout.add_argument("msisdn")
+    optout.add_argument("--sender", default="", help="empty: all marketing")
+    optout.add_argument("--party", default="iam")
+    optout.add_argument("--request-id")
+    optout.set_defaults(func=cmd_optout)
+    check = sub.add_parser("check", help="check a number for a sender")
+    check.add_argument("msisdn")
+    check.add_argument("--sender", default="")
+    check.add_argument("--party", default="iam")
+    check.set_defaults(func=cmd_check)
+    prop = sub.add_parser("propagation", help="show a request's proof of propagation")
+    prop.add_argument("request_id", nargs="?")
+    prop.add_argument("--event-id")
+    prop.add_argument("--party", default="iam")
+    prop.set_defaults(func=cmd_propagation)
+    feed = sub.add_parser("operator-feed", help="follow the suppression list as an operator")
+    feed.add_argument("--party", default="iam")
+    feed.set_defaults(func=cmd_operator_feed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stopsms`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except grpc.RpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

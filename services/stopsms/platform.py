@@ -1,0 +1,169 @@
+"""The whole platform on one machine: Kafka, Redis and the three services as processes.
+
+``stopsms up`` and the end-to-end tests both run it, so what a newcomer clicks is what the
+tests prove. Each service is a separate OS process (``python -m stopsms.<service>``) configured
+only through ``STOPSMS_*`` variables, exactly as in a container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stopsms.core.infra import (
+    InfrastructureError,
+    LocalInfrastructure,
+    free_port,
+    port_is_free,
+    start_process,
+    stop_process,
+)
+from stopsms.core.topics import Topics
+
+SERVICES = ("registry", "notifier", "intake")
+DEFAULT_PORTS = {"intake_grpc": 50051, "registry_grpc": 50052, "notifier_grpc": 50053, "intake_http": 8080}
+
+
+def _port(preferred: int | None) -> int:
+    return preferred if preferred and port_is_free(preferred) else free_port()
+
+
+@dataclass
+class LocalPlatform:
+    """Kafka, Redis and the services; ``start()`` returns once every service is SERVING."""
+
+    data_dir: Path
+    namespace: str = ""
+    preferred_ports: dict[str, int] = field(default_factory=dict)
+    kafka_port: int | None = None
+    redis_port: int | None = None
+    parties_file: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    infra: LocalInfrastructure | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Every endpoint, by name."""
+        assert self.infra is not None
+        return {
+            "kafka": self.infra.kafka.bootstrap,
+            "redis": self.infra.redis.url,
+            "intake_grpc": f"127.0.0.1:{self.ports['intake_grpc']}",
+            "intake_http": f"http://127.0.0.1:{self.ports['intake_http']}/",
+            "registry_grpc": f"127.0.0.1:{self.ports['registry_grpc']}",
+            "notifier_grpc": f"127.0.0.1:{self.ports['notifier_grpc']}",
+        }
+
+    def environment(self) -> dict[str, str]:
+        """The STOPSMS_* variables every service of this platform runs with."""
+        assert self.infra is not None
+        env = {
+            "STOPSMS_KAFKA_BOOTSTRAP": self.infra.kafka.bootstrap,
+            "STOPSMS_REDIS_URL": self.infra.redis.url,
+            "STOPSMS_TOPIC_NAMESPACE": self.namespace,
+            "STOPSMS_DATA_DIR": str(self.data_dir),
+            "STOPSMS_INTAKE_GRPC_ADDRESS": self.endpoints["intake_grpc"],
+            "STOPSMS_INTAKE_HTTP_ADDRESS": f"127.0.0.1:{self.ports['intake_http']}",
+            "STOPSMS_PUBLIC_BASE_URL": self.endpoints["intake_http"],
+            "STOPSMS_REGISTRY_GRPC_ADDRESS": self.endpoints["registry_grpc"],
+            "STOPSMS_NOTIFIER_GRPC_ADDRESS": self.endpoints["notifier_grpc"],
+        }
+        if self.parties_file is not None:
+            env["STOPSMS_PARTIES_FILE"] = str(self.parties_file)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 120.0) -> LocalPlatform:
+        """Start the infrastructure, then each service, and wait until all are SERVING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.infra = LocalInfrastructure(
+            self.data_dir / "infra",
+            kafka_port=self.kafka_port,
+            redis_port=self.redis_port,
+            topics=Topics(self.namespace),
+        )
+        try:
+            self.infra.start()
+            for name, default in DEFAULT_PORTS.items():
+                self.ports[name] = _port(self.preferred_ports.get(name, default))
+            for service in SERVICES:
+                self.start_service(service)
+            self.wait_until_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_service(self, service: str) -> subprocess.Popen[bytes]:
+        """Start (or restart) one service process; its log goes to ``<data dir>/logs``."""
+        env = {**os.environ, **self.environment()}
+        process = start_process(
+            [sys.executable, "-m", f"stopsms.{service}"], self.data_dir / "logs" / f"{service}.log", env
+        )
+        self.processes[service] = process
+        return process
+
+    def wait_until_serving(self, timeout: float) -> None:
+        """Poll each service's gRPC health until it says SERVING."""
+        deadline = time.monotonic() + timeout
+        for service in SERVICES:
+            address = self.endpoints[f"{service}_grpc"]
+            while True:
+                process = self.processes[service]
+                if process.poll() is not None:
+                    raise InfrastructureError(
+                        f"{service} exited at start; see {self.data_dir / 'logs' / (service + '.log')}:\n"
+                        + self.log_tail(service)
+                    )
+                if _serving(address):
+                    break
+                if time.monotonic() > deadline:
+                    raise InfrastructureError(f"{service} did not become SERVING within {timeout}s:\n{self.log_tail(service)}")
+                time.sleep(0.3)
+
+    def log_tail(self, service: str, size: int = 4000) -> str:
+        """The end of a service's log, for error messages."""
+        path = self.data_dir / "logs" / f"{service}.log"
+        return path.read_text(errors="replace")[-size:] if path.exists() else ""
+
+    def stop_service(self, service: str) -> None:
+        """Stop one service with SIGTERM (graceful), SIGKILL after a grace period."""
+        stop_process(self.processes.pop(service, None), timeout=20)
+
+    def stop(self) -> None:
+        """Stop the services, then Redis and Kafka."""
+        for service in reversed(SERVICES):
+            self.stop_service(service)
+        if self.infra is not None:
+            self.infra.stop()
+
+    def write_endpoints(self, path: Path) -> None:
+        """Record the endpoints so that the other ``stopsms`` commands find the platform."""
+        path.write_text(json.dumps(self.endpoints, indent=2) + "\n")
+
+    def __enter__(self) -> LocalPlatform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1.0
+            )
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
