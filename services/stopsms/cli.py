@@ -58,7 +58,7 @@ def _print_message(message: object) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the platform until Ctrl-C."""
-    from stopsms.platform import LocalPlatform
+    from stopsms.local_platform import LocalPlatform
 
     platform = LocalPlatform(DATA_DIR.resolve(), kafka_port=9092, redis_port=6379)
     print("starting Kafka, Redis and the services (the first run fetches the Kafka jars)...", flush=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 _PREFIX = "c1."
 MAX_CURSOR_LENGTH = 4096
+_BODY = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class InvalidCursor(ValueError):
@@ -29,6 +31,8 @@ def decode_cursor(cursor: str, partitions: int) -> dict[int, int]:
     if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(_PREFIX):
         raise InvalidCursor("not a StopSMS cursor")
     body = cursor[len(_PREFIX):]
+    if not _BODY.fullmatch(body):
+        raise InvalidCursor("not a StopSMS cursor")
     try:
         text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
         offsets: dict[int, int] = {}

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stopsms.core.infra import (
     InfrastructureError,
     LocalInfrastructure,
+    create_topics,
     free_port,
     port_is_free,
     start_process,
@@ -47,6 +48,8 @@ class LocalPlatform:
     redis_port: int | None = None
     parties_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: A Kafka and Redis already running (the test session's); not stopped with the platform.
+    shared_infra: LocalInfrastructure | None = None
     infra: LocalInfrastructure | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -86,14 +89,18 @@ class LocalPlatform:
     def start(self, timeout: float = 120.0) -> LocalPlatform:
         """Start the infrastructure, then each service, and wait until all are SERVING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.infra = LocalInfrastructure(
-            self.data_dir / "infra",
-            kafka_port=self.kafka_port,
-            redis_port=self.redis_port,
-            topics=Topics(self.namespace),
-        )
         try:
-            self.infra.start()
+            if self.shared_infra is not None:
+                self.infra = self.shared_infra
+                create_topics(self.infra.kafka.bootstrap, Topics(self.namespace), self.infra.partitions)
+            else:
+                self.infra = LocalInfrastructure(
+                    self.data_dir / "infra",
+                    kafka_port=self.kafka_port,
+                    redis_port=self.redis_port,
+                    topics=Topics(self.namespace),
+                )
+                self.infra.start()
             for name, default in DEFAULT_PORTS.items():
                 self.ports[name] = _port(self.preferred_ports.get(name, default))
             for service in SERVICES:
@@ -144,7 +151,7 @@ class LocalPlatform:
         """Stop the services, then Redis and Kafka."""
         for service in reversed(SERVICES):
             self.stop_service(service)
-        if self.infra is not None:
+        if self.infra is not None and self.infra is not self.shared_infra:
             self.infra.stop()
 
     def write_endpoints(self, path: Path) -> None:

@@ -1,0 +1,168 @@
+"""Intake's API with an in-memory broker: bad input is refused whole, Kafka's silence is UNAVAILABLE."""
+
+import grpc
+import pytest
+
+from stopsms.core.identity import PARTY_HEADER, Authenticator
+from stopsms.core.kafka import InMemoryPublisher
+from stopsms.core.parties import PartiesDirectory
+from stopsms.core.privacy import Key, Pseudonymiser
+from stopsms.core.serving import GrpcEndpoint
+from stopsms.core.settings import IntakeSettings
+from stopsms.core.topics import Topics
+from stopsms.intake.server import SERVICE_NAME, IntakeServicer
+from stopsms.intake.submission import RequestSubmitter
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
+
+
+class RememberedLinks:
+    def __init__(self) -> None:
+        self.links: list[events_pb2.StopLink] = []
+
+    def remember(self, link: events_pb2.StopLink) -> None:
+        self.links.append(link)
+
+
+@pytest.fixture
+async def intake():
+    settings = IntakeSettings(public_base_url="https://stopsms.ma/")
+    directory = PartiesDirectory.load(settings.parties_file)
+    publisher = InMemoryPublisher()
+    pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
+    submitter = RequestSubmitter(publisher, pseudonymiser, directory, Topics(), 12)
+    servicer = IntakeServicer(
+        settings, submitter=submitter, publisher=publisher, links=RememberedLinks(),  # type: ignore[arg-type]
+        auth=Authenticator(directory, insecure=True),
+    )
+    endpoint = GrpcEndpoint(
+        "127.0.0.1:0",
+        [lambda s: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, s)],
+        [SERVICE_NAME],
+    )
+    await endpoint.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{endpoint.port}")
+    yield intake_pb2_grpc.IntakeServiceStub(channel), publisher
+    await channel.close()
+    await endpoint.stop(0)
+
+
+def as_party(party: str):
+    return ((PARTY_HEADER, party),)
+
+
+def opt_out(**overrides) -> intake_pb2.SubmitOptOutRequest:
+    fields = dict(request_id="r-1", msisdn="06 12 34 56 78", sender_id="JUMIA", channel=events_pb2.CHANNEL_API)
+    fields.update(overrides)
+    return intake_pb2.SubmitOptOutRequest(**fields)
+
+
+async def test_an_opt_out_is_published_once_acknowledged_with_no_number_in_clear(intake) -> None:
+    stub, publisher = intake
+    reply = await stub.SubmitOptOut(opt_out(), metadata=as_party("atlas-sms"))
+    assert reply.status == intake_pb2.SUBMISSION_STATUS_ACCEPTED
+    [(key, value, _)] = publisher.records["stopsms.requests.v1"]
+    request = events_pb2.PreferenceRequested.FromString(value)
+    assert request.event_id == reply.event_id and key == request.subject.encode()
+    assert b"612345678" not in key + value
+
+
+async def test_a_retry_with_the_same_request_id_is_the_same_request(intake) -> None:
+    stub, _ = intake
+    first = await stub.SubmitOptOut(opt_out(), metadata=as_party("iam"))
+    again = await stub.SubmitOptOut(opt_out(), metadata=as_party("iam"))
+    assert first.event_id == again.event_id
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (opt_out(msisdn="0522123456"), "msisdn"),
+        (opt_out(msisdn="+33612345678"), "msisdn"),
+        (opt_out(msisdn=""), "msisdn"),
+        (opt_out(request_id=""), "request_id"),
+        (opt_out(request_id="x" * 200), "request_id"),
+        (opt_out(channel=events_pb2.CHANNEL_UNSPECIFIED), "channel"),
+        (opt_out(channel=99), "channel"),
+        (opt_out(sender_id="<script>"), "sender_id"),
+        (opt_out(msisdn="0" * 5000), "msisdn"),
+    ],
+)
+async def test_bad_input_names_the_field_and_publishes_nothing(intake, request_, field) -> None:
+    stub, publisher = intake
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitOptOut(request_, metadata=as_party("iam"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith(field)
+    assert not publisher.records
+
+
+async def test_an_unknown_or_unentitled_party_is_denied(intake) -> None:
+    stub, publisher = intake
+    for party in ("someone", "cndp"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitOptOut(opt_out(), metadata=as_party(party))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitOptOut(opt_out())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.IssueStopLink(
+            intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="KITEA"),
+            metadata=as_party("atlas-sms"),
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert not publisher.records
+
+
+async def test_kafka_silence_is_unavailable_and_the_retry_is_safe(intake) -> None:
+    stub, publisher = intake
+    publisher.failing = True
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitOptOut(opt_out(), metadata=as_party("iam"))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    publisher.failing = False
+    reply = await stub.SubmitOptOut(opt_out(), metadata=as_party("iam"))
+    assert reply.status == intake_pb2.SUBMISSION_STATUS_ACCEPTED
+
+
+async def test_keywords_pick_the_scope_and_flag_undeclared_senders(intake) -> None:
+    stub, publisher = intake
+    md = as_party("iam")
+    kw = intake_pb2.SubmitKeywordRequest
+    to_sender = await stub.SubmitKeyword(kw(request_id="k1", msisdn="0612345678", sender_id="JUMIA", text="stop"), metadata=md)
+    assert (to_sender.intent, to_sender.sender_id) == (intake_pb2.INTENT_OPT_OUT, "JUMIA")
+    to_platform = await stub.SubmitKeyword(kw(request_id="k2", msisdn="0612345678", sender_id="STOPSMS", text="STOP"), metadata=md)
+    assert to_platform.sender_id == ""
+    all_ = await stub.SubmitKeyword(kw(request_id="k3", msisdn="0612345678", sender_id="JUMIA", text="stop all"), metadata=md)
+    assert (all_.intent, all_.sender_id) == (intake_pb2.INTENT_OPT_OUT_ALL, "")
+    informal = await stub.SubmitKeyword(kw(request_id="k4", msisdn="0612345678", sender_id="PROMO77", text="STOP"), metadata=md)
+    assert informal.undeclared_sender
+    chatter = await stub.SubmitKeyword(kw(request_id="k5", msisdn="0612345678", sender_id="JUMIA", text="bonjour"), metadata=md)
+    assert chatter.status == intake_pb2.SUBMISSION_STATUS_IGNORED
+    assert len(publisher.records["stopsms.requests.v1"]) == 4
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitKeyword(kw(request_id="k6", msisdn="0612345678", sender_id="JUMIA", text="STOP"), metadata=as_party("atlas-sms"))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_links_are_short_and_batches_are_all_or_nothing(intake) -> None:
+    stub, publisher = intake
+    md = as_party("atlas-sms")
+    link = await stub.IssueStopLink(intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=md)
+    assert link.url.startswith("https://stopsms.ma/") and len(link.url) <= 30
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.IssueStopLink(intake_pb2.IssueStopLinkRequest(msisdn="0612345678"), metadata=md)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    batch = intake_pb2.IssueStopLinksRequest(
+        requests=[intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"),
+                  intake_pb2.IssueStopLinkRequest(msisdn="bad", sender_id="JUMIA")]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.IssueStopLinks(batch, metadata=md)
+    assert caught.value.details().startswith("requests[1].msisdn")
+    assert len(publisher.records["stopsms.links.v1"]) == 1
+    good = intake_pb2.IssueStopLinksRequest(
+        requests=[intake_pb2.IssueStopLinkRequest(msisdn=f"06123456{i:02d}", sender_id="MARJANE") for i in range(50)]
+    )
+    reply = await stub.IssueStopLinks(good, metadata=md)
+    assert len({link.code for link in reply.links}) == 50

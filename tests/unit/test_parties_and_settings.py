@@ -1,0 +1,44 @@
+import pytest
+
+from stopsms.core.parties import DirectoryError, InvalidSender, PartiesDirectory, check_sender_id
+from stopsms.core.settings import IntakeSettings, Settings, SettingsError
+from stopsms.core.topics import partition_for_key, suppression_key
+
+
+def test_the_packaged_directory_loads() -> None:
+    directory = PartiesDirectory.load(Settings().parties_file)
+    assert directory.get("iam").is_operator
+    assert directory.is_declared("JUMIA") and not directory.is_declared("UNKNOWN-BRAND")
+
+
+def test_a_malformed_directory_says_where(tmp_path) -> None:
+    path = tmp_path / "parties.yaml"
+    path.write_text("parties:\n  - {id: a, kind: operator, colour: red}\n")
+    with pytest.raises(DirectoryError, match=r"parties\[0\].*colour"):
+        PartiesDirectory.load(path)
+    path.write_text("parties:\n  - {id: a, kind: operator}\n  - {id: a, kind: psva}\n")
+    with pytest.raises(DirectoryError, match="twice"):
+        PartiesDirectory.load(path)
+
+
+def test_settings_fail_fast_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="STOPSMS_PARTITIONS"):
+        Settings.from_env({"STOPSMS_PARTITIONS": "twelve"})
+    with pytest.raises(SettingsError, match="STOPSMS_PUBLIC_BASE_URL"):
+        IntakeSettings.from_env({"STOPSMS_PUBLIC_BASE_URL": "ftp://x/"})
+    assert Settings.from_env({}).partitions == 12
+
+
+def test_sender_ids_are_checked() -> None:
+    assert check_sender_id("JUMIA") == "JUMIA"
+    assert check_sender_id("") == ""
+    for bad in ["x" * 33, "<script>", " lead"]:
+        with pytest.raises(InvalidSender):
+            check_sender_id(bad)
+
+
+def test_suppression_records_of_one_subject_share_its_requests_partition() -> None:
+    subject = "pk1:0123456789abcdef0123456789abcdef"
+    expected = partition_for_key(subject, 12)
+    for sender in ["", "JUMIA", "IAM"]:
+        assert partition_for_key(suppression_key(subject, sender), 12) == expected

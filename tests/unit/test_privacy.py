@@ -1,0 +1,56 @@
+import pytest
+
+from stopsms.core.privacy import Key, KeyMaterialError, Pseudonymiser, ensure_key, load_key
+
+PSEUDONYM = Key("pk1", bytes(range(32)))
+DATA = Key("dk1", bytes(range(32, 64)))
+
+
+def test_subject_is_stable_keyed_and_carries_the_key_id() -> None:
+    p = Pseudonymiser(PSEUDONYM, [DATA])
+    subject = p.subject("+212612345678")
+    assert subject == p.subject("+212612345678")
+    key_id, _, digest = subject.partition(":")
+    assert key_id == "pk1"
+    assert len(bytes.fromhex(digest)) == 16
+    assert subject != p.subject("+212612345679")
+    other_key = Pseudonymiser(Key("pk1", bytes(32)), [DATA])
+    assert other_key.subject("+212612345678") != subject
+
+
+def test_the_subject_is_not_a_plain_hash_of_the_number() -> None:
+    import hashlib
+
+    p = Pseudonymiser(PSEUDONYM, [DATA])
+    digest = p.subject("+212612345678").split(":")[1]
+    assert digest != hashlib.sha256(b"+212612345678").hexdigest()[:32]
+
+
+def test_sealing_round_trips_with_a_fresh_nonce_and_the_key_id() -> None:
+    p = Pseudonymiser(PSEUDONYM, [DATA])
+    first, second = p.seal("+212612345678"), p.seal("+212612345678")
+    assert first.key_id == "dk1"
+    assert first.nonce != second.nonce
+    assert b"612345678" not in first.ciphertext
+    assert p.unseal(first) == p.unseal(second) == "+212612345678"
+
+
+def test_an_older_data_key_still_unseals_after_rotation() -> None:
+    old = Pseudonymiser(PSEUDONYM, [DATA])
+    sealed = old.seal("+212712345678")
+    rotated = Pseudonymiser(PSEUDONYM, [Key("dk2", bytes(32)), DATA])
+    assert rotated.seal("+212712345678").key_id == "dk2"
+    assert rotated.unseal(sealed) == "+212712345678"
+
+
+def test_key_files_are_created_once_and_validated(tmp_path) -> None:
+    path = tmp_path / "keys" / "pseudonym.key"
+    created = ensure_key(path, "pk1")
+    assert ensure_key(path, "other") == created
+    assert (path.stat().st_mode & 0o777) == 0o600
+    path.write_text("pk1:nothex")
+    with pytest.raises(KeyMaterialError, match="hexadecimal"):
+        load_key(path)
+    with pytest.raises(KeyMaterialError, match="does not exist"):
+        load_key(tmp_path / "missing.key")
+    assert "secret" not in repr(created) and created.secret.hex() not in repr(created)
