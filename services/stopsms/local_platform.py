@@ -27,6 +27,7 @@ from stopsms.core.infra import (
     start_process,
     stop_process,
 )
+from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 
 SERVICES = ("registry", "notifier", "intake")
@@ -86,6 +87,10 @@ class LocalPlatform:
         env.update(self.extra_env)
         return env
 
+    def environment_for_keys(self) -> dict[str, str]:
+        """Enough of the environment to find (or make) the platform's key files."""
+        return {"STOPSMS_DATA_DIR": str(self.data_dir), **self.extra_env}
+
     def start(self, timeout: float = 120.0) -> LocalPlatform:
         """Start the infrastructure, then each service, and wait until all are SERVING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +106,7 @@ class LocalPlatform:
                     topics=Topics(self.namespace),
                 )
                 self.infra.start()
+            Settings.from_env(self.environment_for_keys()).pseudonymiser()  # keys before services
             for name, default in DEFAULT_PORTS.items():
                 self.ports[name] = _port(self.preferred_ports.get(name, default))
             for service in SERVICES:

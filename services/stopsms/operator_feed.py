@@ -8,6 +8,7 @@ committed offset is their receipt, from which the notifier proves propagation.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from kafka import KafkaConsumer  # type: ignore[import-untyped]
@@ -30,7 +31,7 @@ def follow(
     pseudonymiser: Pseudonymiser,
     namespace: str = "",
     apply: Apply = _print_change,
-    max_polls: int | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Consume, unseal, apply, then commit; return how many changes were applied."""
     topics = Topics(namespace)
@@ -42,10 +43,8 @@ def follow(
         enable_auto_commit=False,
     )
     applied = 0
-    polls = 0
     try:
-        while max_polls is None or polls < max_polls:
-            polls += 1
+        while stop is None or not stop.is_set():
             batch = consumer.poll(timeout_ms=500)
             for records in batch.values():
                 for record in records:

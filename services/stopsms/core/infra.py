@@ -137,6 +137,8 @@ class LocalKafka:
             return int(saved["port"]), int(saved["controller_port"])
         port = self.port or free_port()
         controller = free_port()
+        while controller == port:
+            controller = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"port": port, "controller_port": controller}))
         return port, controller
@@ -184,6 +186,13 @@ class LocalKafka:
             if self.process is not None and self.process.poll() is not None:
                 tail = (self.workdir / "kafka.out").read_text()[-3000:]
                 raise InfrastructureError(f"the Kafka broker exited at start:\n{tail}")
+            try:
+                # TCP first: a client that meets a refused connection leaks its socket.
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError as exc:
+                last_error = exc
+                time.sleep(0.3)
+                continue
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
                 try:

@@ -355,10 +355,26 @@ class GroupOffsets(mode.Service):
             await consumer.stop()
         await self._admin.close()
 
-    async def committed(self, group: str, topic: str) -> dict[int, int]:
-        """The group's committed offsets on ``topic`` (partition -> next offset)."""
-        offsets = await self._admin.list_consumer_group_offsets(group)
-        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+    async def committed(self, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+        """The group's committed offsets on ``topic`` (partition -> next offset).
+
+        Retries while the group's coordinator is being elected (a retriable error a new group
+        meets on its first use), up to ``timeout`` seconds.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                offsets = await self._admin.list_consumer_group_offsets(group)
+                break
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        return {
+            tp.partition: meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == topic and meta.offset >= 0
+        }
 
     async def commit(self, group: str, topic: str, offsets: dict[int, int]) -> None:
         """Commit offsets for ``group`` without joining it (manual assignment)."""

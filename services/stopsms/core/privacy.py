@@ -64,9 +64,16 @@ def ensure_key(path: Path, key_id: str) -> Key:
     """Load the key at ``path``, creating a random one first (development set-ups only)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{key_id}:{secrets.token_hex(KEY_BYTES)}\n")
+        try:
+            os.link(draft, path)  # atomic: services starting together agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return load_key(path)
 
 

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from aiokafka.errors import KafkaError
 
 from stopsms.core.identity import Authenticator
 from stopsms.core.ids import event_id
@@ -70,15 +71,18 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 start = self._decode(request.cursor)
             except InvalidCursor as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
-        else:
-            start = await self._offsets.committed(
-                self._topics.psva_group(party.id), self._topics.suppressions
+        try:
+            if not request.cursor:
+                start = await self._offsets.committed(
+                    self._topics.psva_group(party.id), self._topics.suppressions
+                )
+            reader = TopicReader(
+                self._settings.kafka_bootstrap, self._topics.suppressions, start_offsets=start,
+                client_id=f"stopsms-watch-{party.id}",
             )
-        reader = TopicReader(
-            self._settings.kafka_bootstrap, self._topics.suppressions, start_offsets=start,
-            client_id=f"stopsms-watch-{party.id}",
-        )
-        await reader.start()
+            await reader.start()
+        except KafkaError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}")
         try:
             positions = await reader.positions()
             loop = asyncio.get_running_loop()

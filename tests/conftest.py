@@ -1,0 +1,51 @@
+"""Shared fixtures: one real Kafka broker and one real redis-server for the whole session.
+
+They are started by the project's own launcher. When either cannot start, every test that
+needs them fails with the launcher's message: nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stopsms.core.infra import LocalInfrastructure, create_topics
+from stopsms.core.topics import Topics
+
+E2E_PARTIES = Path(__file__).parent / "e2e" / "parties.yaml"
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfrastructure]:
+    """The session's Kafka broker and redis-server (started here, stopped at the end)."""
+    local = LocalInfrastructure(tmp_path_factory.mktemp("infra"))
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def namespace(infra: LocalInfrastructure) -> str:
+    """A unique prefix for this test's topics, groups and Redis keys, with the topics made."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    create_topics(infra.kafka.bootstrap, Topics(prefix), infra.partitions)
+    return prefix
+
+
+@pytest.fixture
+def service_env(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """STOPSMS_* variables for services of this test (keys live in the test's folder)."""
+    return {
+        **os.environ,
+        "STOPSMS_KAFKA_BOOTSTRAP": infra.kafka.bootstrap,
+        "STOPSMS_REDIS_URL": infra.redis.url,
+        "STOPSMS_TOPIC_NAMESPACE": namespace,
+        "STOPSMS_DATA_DIR": str(tmp_path / "data"),
+        "STOPSMS_PARTIES_FILE": str(E2E_PARTIES),
+    }

@@ -1,0 +1,257 @@
+"""End to end: the three services as separate processes, driven only through their public
+gRPC, HTTP and Kafka interfaces, as a citizen, an operator and a PSVA would."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from kafka import KafkaConsumer
+
+from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.infra import LocalInfrastructure
+from stopsms.core.settings import Settings
+from stopsms.core.topics import Topics
+from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.operator_feed import follow
+from stopsms.v1 import (
+    events_pb2,
+    intake_pb2,
+    intake_pb2_grpc,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+from ..conftest import E2E_PARTIES
+
+pytestmark = pytest.mark.e2e
+NUMBER_A, NUMBER_B = "06 61 23 45 67", "0770112233"
+
+
+@pytest.fixture
+def platform(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> Iterator[LocalPlatform]:
+    local = LocalPlatform(
+        tmp_path / "platform", namespace=namespace, shared_infra=infra, parties_file=E2E_PARTIES,
+        preferred_ports={name: 0 for name in DEFAULT_PORTS},
+    )
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+class Operator:
+    """The reference operator consumer, in a thread: records when each change was applied."""
+
+    def __init__(self, platform: LocalPlatform) -> None:
+        self.applied: dict[str, tuple[float, str, events_pb2.SuppressionChanged]] = {}
+        self._stop = threading.Event()
+        pseudonymiser = Settings.from_env({"STOPSMS_DATA_DIR": str(platform.data_dir)}).pseudonymiser()
+        self._thread = threading.Thread(
+            target=follow,
+            args=(platform.endpoints["kafka"], "iam", pseudonymiser, platform.namespace),
+            kwargs={"apply": self._apply, "stop": self._stop},
+            daemon=True,
+        )
+
+    def _apply(self, msisdn: str, change: events_pb2.SuppressionChanged) -> None:
+        self.applied.setdefault(change.event_id, (time.time(), msisdn, change))
+
+    def __enter__(self) -> Operator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Psva:
+    """A PSVA that watches its changes and acknowledges each once applied."""
+
+    def __init__(self, stub: notifier_pb2_grpc.NotifierServiceStub, party: str) -> None:
+        self.stub, self.metadata = stub, ((PARTY_HEADER, party),)
+        self.received: dict[str, notifier_pb2.Change] = {}
+        self._call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=self.metadata)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        async for response in self._call:
+            if response.HasField("change"):
+                self.received.setdefault(response.change.event_id, response.change)
+                await self.stub.Acknowledge(
+                    notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=self.metadata
+                )
+
+    async def close(self) -> None:
+        self._call.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+async def eventually(probe, timeout: float = 30.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {probe.__name__}")
+        await asyncio.sleep(every)
+
+
+async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: LocalPlatform) -> None:
+    ends = platform.endpoints
+    async with (
+        grpc.aio.insecure_channel(ends["intake_grpc"]) as intake_channel,
+        grpc.aio.insecure_channel(ends["registry_grpc"]) as registry_channel,
+        grpc.aio.insecure_channel(ends["notifier_grpc"]) as notifier_channel,
+        aiohttp.ClientSession() as web,
+    ):
+        intake = intake_pb2_grpc.IntakeServiceStub(intake_channel)
+        registry = registry_pb2_grpc.RegistryServiceStub(registry_channel)
+        notifier = notifier_pb2_grpc.NotifierServiceStub(notifier_channel)
+        psva_md, regulator_md = ((PARTY_HEADER, "atlas-sms"),), ((PARTY_HEADER, "cndp"),)
+
+        async def verdict(number: str, sender: str) -> int:
+            reply = await registry.Check(
+                registry_pb2.CheckRequest(msisdn=number, sender_id=sender), metadata=regulator_md
+            )
+            return reply.verdict
+
+        with Operator(platform) as operator:
+            psva = Psva(notifier, "atlas-sms")
+            other_psva = Psva(notifier, "sahara-push")  # concerned by global opt-outs only
+            try:
+                # The PSVA puts a StopSMS link in its JUMIA campaign.
+                link = await intake.IssueStopLink(
+                    intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_A, sender_id="JUMIA"), metadata=psva_md
+                )
+                # A link preview (GET) changes nothing.
+                async with web.get(link.url) as page:
+                    assert page.status == 200
+                    assert "JUMIA" in await page.text()
+                assert await verdict(NUMBER_A, "JUMIA") == registry_pb2.VERDICT_ALLOWED
+
+                # The citizen confirms.
+                clicked = time.time()
+                async with web.post(link.url, data={"action": "opt_out"}) as page:
+                    assert page.status == 200
+                    event_id = re.search(r"\(([0-9a-f-]{36})\)", await page.text()).group(1)
+
+                async def suppressed() -> bool:
+                    return await verdict(NUMBER_A, "JUMIA") == registry_pb2.VERDICT_SUPPRESSED
+
+                await eventually(suppressed)
+                assert await verdict(NUMBER_A, "KITEA") == registry_pb2.VERDICT_ALLOWED
+
+                async def proven():
+                    try:
+                        reply = await notifier.GetPropagation(
+                            notifier_pb2.GetPropagationRequest(event_id=event_id), metadata=regulator_md
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.NOT_FOUND
+                        return None
+                    return reply.propagation if reply.propagation.done else None
+
+                proof = await eventually(proven)
+                done = time.time()
+                _, operator_msisdn, change = operator.applied[event_id]
+                assert operator_msisdn == "+212661234567"
+                assert change.state == events_pb2.STATE_SUPPRESSED and change.sender_id == "JUMIA"
+                assert psva.received[event_id].msisdn == "+212661234567"
+                assert {d.party_id for d in proof.deliveries} == {"iam", "atlas-sms"}
+                assert all(d.status == events_pb2.DELIVERY_STATUS_APPLIED for d in proof.deliveries)
+                assert all(d.applied_time.ToMilliseconds() >= proof.action_time.ToMilliseconds() for d in proof.deliveries)
+                seconds = (proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()) / 1000
+                print(f"\naction-to-all-receipts: {seconds:.3f}s (observed by the test: {done - clicked:.3f}s)")
+                assert seconds < 10
+
+                # The same request id twice is one request, and one SuppressionChanged.
+                iam_md = ((PARTY_HEADER, "iam"),)
+                twice = [
+                    await intake.SubmitOptOut(
+                        intake_pb2.SubmitOptOutRequest(
+                            request_id="call-centre-77", msisdn=NUMBER_B, sender_id="",
+                            channel=events_pb2.CHANNEL_CALL_CENTER,
+                        ),
+                        metadata=iam_md,
+                    )
+                    for _ in range(2)
+                ]
+                assert twice[0].event_id == twice[1].event_id
+                global_event = twice[0].event_id
+
+                # A global opt-out suppresses every sender...
+                async def globally_suppressed() -> bool:
+                    verdicts = [await verdict(NUMBER_B, s) for s in ("JUMIA", "MARJANE", "KITEA", "IAM", "")]
+                    return all(v == registry_pb2.VERDICT_SUPPRESSED for v in verdicts)
+
+                await eventually(globally_suppressed)
+
+                # ...and an opt-back-in through a JUMIA link re-allows JUMIA only.
+                link_b = await intake.IssueStopLink(
+                    intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_B, sender_id="JUMIA"), metadata=psva_md
+                )
+                async with web.get(link_b.url) as page:
+                    assert 'value="opt_in"' in await page.text()
+                async with web.post(link_b.url, data={"action": "opt_in"}) as page:
+                    assert page.status == 200
+
+                async def jumia_back() -> bool:
+                    return await verdict(NUMBER_B, "JUMIA") == registry_pb2.VERDICT_ALLOWED
+
+                await eventually(jumia_back)
+                assert await verdict(NUMBER_B, "MARJANE") == registry_pb2.VERDICT_SUPPRESSED
+                assert await verdict(NUMBER_B, "") == registry_pb2.VERDICT_SUPPRESSED
+
+                # The global opt-out reached the operator and the PSVA too, exactly once.
+                async def global_proven() -> bool:
+                    reply = await notifier.GetPropagation(
+                        notifier_pb2.GetPropagationRequest(request_id="call-centre-77"), metadata=iam_md
+                    )
+                    return reply.propagation.done
+
+                await eventually(global_proven)
+                assert global_event in operator.applied and global_event in psva.received
+                assert global_event in other_psva.received and event_id not in other_psva.received
+                assert _records_for(platform, global_event) == 1
+
+                # Bad input: an invalid link code is a 404 page; an unknown party is refused.
+                async with web.get(ends["intake_http"] + "NotARealCod") as page:
+                    assert page.status == 404
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await registry.Check(registry_pb2.CheckRequest(msisdn=NUMBER_A), metadata=((PARTY_HEADER, "mallory"),))
+                assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            finally:
+                await psva.close()
+                await other_psva.close()
+
+
+def _records_for(platform: LocalPlatform, event_id: str) -> int:
+    """How many distinct SuppressionChanged records the topic holds for an event."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=platform.endpoints["kafka"], auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=3000,
+    )
+    consumer.subscribe([Topics(platform.namespace).suppressions])
+    distinct = set()
+    for record in consumer:
+        change = events_pb2.SuppressionChanged.FromString(record.value)
+        if change.event_id == event_id:
+            distinct.add(record.value)
+    consumer.close()
+    return len(distinct)
