@@ -7,13 +7,17 @@ needs them fails with the launcher's message: nothing is ever skipped.
 from __future__ import annotations
 
 import os
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from stopsms.core.infra import LocalInfrastructure, create_topics
+from stopsms.core.infra import LocalInfrastructure, create_topics, start_process, stop_process
+from stopsms.local_platform import is_serving
 from stopsms.core.topics import Topics
 
 E2E_PARTIES = Path(__file__).parent / "e2e" / "parties.yaml"
@@ -49,3 +53,19 @@ def service_env(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> d
         "STOPSMS_DATA_DIR": str(tmp_path / "data"),
         "STOPSMS_PARTIES_FILE": str(E2E_PARTIES),
     }
+
+
+@contextmanager
+def running_service(service: str, env: dict[str, str], address: str, log_dir: Path) -> Iterator[None]:
+    """Run one service as its own process (as in production) until the block ends."""
+    env = {**env, f"STOPSMS_{service.upper()}_GRPC_ADDRESS": address}
+    process = start_process([sys.executable, "-m", f"stopsms.{service}"], log_dir / f"{service}.log", env)
+    try:
+        deadline = time.monotonic() + 90
+        while not is_serving(address):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{service} did not start:\n" + (log_dir / f"{service}.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield
+    finally:
+        stop_process(process)

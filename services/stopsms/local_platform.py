@@ -138,7 +138,7 @@ class LocalPlatform:
                         f"{service} exited at start; see {self.data_dir / 'logs' / (service + '.log')}:\n"
                         + self.log_tail(service)
                     )
-                if _serving(address):
+                if is_serving(address):
                     break
                 if time.monotonic() > deadline:
                     raise InfrastructureError(f"{service} did not become SERVING within {timeout}s:\n{self.log_tail(service)}")
@@ -171,7 +171,8 @@ class LocalPlatform:
         self.stop()
 
 
-def _serving(address: str) -> bool:
+def is_serving(address: str) -> bool:
+    """True when the gRPC server at ``address`` reports SERVING on its health service."""
     try:
         with grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(

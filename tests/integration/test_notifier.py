@@ -1,0 +1,142 @@
+"""The notifier process against the real broker: PSVA streams, receipts, the proof."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from kafka import KafkaConsumer
+
+from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.ids import event_id
+from stopsms.core.infra import free_port
+from stopsms.core.kafka import KafkaPublisher
+from stopsms.core.settings import Settings
+from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
+
+from ..conftest import running_service
+
+pytestmark = pytest.mark.integration
+EVENT = {name: event_id("iam", name) for name in ("e-jumia", "e-kitea", "e-global")}
+NAME = {v: k for k, v in EVENT.items()}
+
+
+def change(settings: Settings, msisdn: str, event: str, sender: str) -> events_pb2.SuppressionChanged:
+    """A change as the registry publishes it; the test names events by their request ids."""
+    p = settings.pseudonymiser()
+    c = events_pb2.SuppressionChanged(
+        event_id=EVENT[event], request_id=event, party_id="iam", action=events_pb2.ACTION_OPT_OUT,
+        sender_id=sender, subject=p.subject(msisdn), state=events_pb2.STATE_SUPPRESSED, version=1, changed=True,
+    )
+    c.sealed_msisdn.CopyFrom(p.seal(msisdn))
+    c.action_time.GetCurrentTime()
+    return c
+
+
+def operator_applies_everything(bootstrap: str, topics: Topics, expected: int) -> None:
+    consumer = KafkaConsumer(
+        topics.suppressions, bootstrap_servers=bootstrap, group_id=topics.operator_group("iam"),
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    seen = 0
+    while seen < expected:
+        seen += sum(len(v) for v in consumer.poll(timeout_ms=500).values())
+    consumer.commit()
+    consumer.close()
+
+
+async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    address = f"127.0.0.1:{free_port()}"
+    changes = [
+        change(settings, "+212611111111", "e-jumia", "JUMIA"),
+        change(settings, "+212622222222", "e-kitea", "KITEA"),
+        change(settings, "+212633333333", "e-global", ""),
+    ]
+    with running_service("notifier", service_env, address, tmp_path):
+        publisher = KafkaPublisher(settings.kafka_bootstrap)
+        await publisher.start()
+        for c in changes:
+            key = suppression_key(c.subject, c.sender_id).encode()
+            await publisher.publish(topics.suppressions, key, c.SerializeToString(), partition=partition_for_key(key, 12))
+        await publisher.stop()
+
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+            atlas = ((PARTY_HEADER, "atlas-sms"),)
+            received: list[notifier_pb2.WatchChangesResponse] = []
+            call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=atlas)
+            async with asyncio.timeout(20):
+                async for response in call:
+                    if response.HasField("change"):
+                        received.append(response)
+                    if len(received) == 2:
+                        break
+            call.cancel()
+            assert sorted(NAME[r.change.event_id] for r in received) == ["e-global", "e-jumia"]
+            assert {r.change.msisdn for r in received} == {"+212611111111", "+212633333333"}
+            for r in received:
+                await stub.Acknowledge(notifier_pb2.AcknowledgeRequest(cursor=r.cursor), metadata=atlas)
+
+            # Resuming without a cursor starts after the acknowledged changes.
+            resumed = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=atlas)
+            heartbeat = None
+            async with asyncio.timeout(15):
+                async for response in resumed:
+                    assert not response.HasField("change"), "an acknowledged change came again"
+                    heartbeat = response
+                    break
+            resumed.cancel()
+            assert heartbeat is not None and heartbeat.cursor
+
+            await asyncio.to_thread(operator_applies_everything, settings.kafka_bootstrap, topics, 3)
+            sahara = ((PARTY_HEADER, "sahara-push"),)
+            call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=sahara)
+            sahara_seen: set[str] = set()
+            async with asyncio.timeout(20):
+                async for response in call:
+                    if response.HasField("change"):
+                        sahara_seen.add(NAME[response.change.event_id])
+                        await stub.Acknowledge(notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=sahara)
+                    if sahara_seen == {"e-kitea", "e-global"}:
+                        break
+            call.cancel()
+
+            regulator = ((PARTY_HEADER, "cndp"),)
+            for event, parties in [
+                ("e-jumia", {"iam", "atlas-sms"}),
+                ("e-kitea", {"iam", "sahara-push"}),
+                ("e-global", {"iam", "atlas-sms", "sahara-push"}),
+            ]:
+                async with asyncio.timeout(20):
+                    while True:
+                        try:
+                            reply = await stub.GetPropagation(
+                                notifier_pb2.GetPropagationRequest(event_id=EVENT[event]), metadata=regulator
+                            )
+                            if reply.propagation.done:
+                                break
+                        except grpc.aio.AioRpcError as exc:
+                            assert exc.code() == grpc.StatusCode.NOT_FOUND
+                        await asyncio.sleep(0.2)
+                assert {d.party_id for d in reply.propagation.deliveries} == parties
+
+            # An origin sees its own requests only; the answer does not say whether others exist.
+            own = await stub.GetPropagation(notifier_pb2.GetPropagationRequest(request_id="e-jumia"), metadata=((PARTY_HEADER, "iam"),))
+            assert own.propagation.event_id == EVENT["e-jumia"]
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetPropagation(notifier_pb2.GetPropagationRequest(event_id=EVENT["e-jumia"]), metadata=atlas)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Acknowledge(notifier_pb2.AcknowledgeRequest(cursor="forged"), metadata=atlas)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=((PARTY_HEADER, "iam"),)):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
