@@ -255,7 +255,7 @@ class LocalRedis:
 
 
 def create_topics(bootstrap: str, topics: Topics, partitions: int) -> list[str]:
-    """Create every v1 topic of ``topics`` that does not exist yet, with its configs."""
+    """Create every v1 topic and faust changelog of ``topics`` that does not exist yet."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic  # type: ignore[import-untyped]
     from kafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
@@ -265,7 +265,7 @@ def create_topics(bootstrap: str, topics: Topics, partitions: int) -> list[str]:
         existing = set(admin.list_topics())
         missing = [
             NewTopic(name, partitions, 1, topic_configs=configs)
-            for name, configs in topics.all_specs()
+            for name, configs in [*topics.all_specs(), *topics.internal_specs()]
             if name not in existing
         ]
         if missing:

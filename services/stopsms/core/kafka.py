@@ -171,11 +171,21 @@ class TopicReader:
         )
         self.partitions: list[TopicPartition] = []
 
-    async def start(self) -> None:
+    async def _partition_ids(self, wait_seconds: float) -> set[int]:
+        """The topic's partitions; a topic created a moment ago may take a while to appear."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            cluster = await self._consumer._client.fetch_all_metadata()
+            ids = cluster.partitions_for_topic(self.topic)
+            if ids or loop.time() > deadline:
+                return set(ids or ())
+            await asyncio.sleep(0.2)
+
+    async def start(self, wait_seconds: float = 10.0) -> None:
         """Connect, assign every partition and seek to the start offsets (or the beginning)."""
         await self._consumer.start()
-        cluster = await self._consumer._client.fetch_all_metadata()
-        ids = cluster.partitions_for_topic(self.topic)
+        ids = await self._partition_ids(wait_seconds)
         if not ids:
             await self._consumer.stop()
             raise RuntimeError(f"topic {self.topic} does not exist")

@@ -14,7 +14,7 @@ def faust_app(settings: Settings, service: str, data_dir: Path | None = None) ->
     """A faust app with the platform's conventions: raw bytes, acks=all, no web server."""
     topics = Topics(settings.topic_namespace)
     return faust.App(
-        topics.name(f"stopsms-{service}"),
+        topics.faust_app_id(service),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         datadir=str(data_dir or settings.data_dir / service),

@@ -43,6 +43,11 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
 )
 
 
+#: The faust tables (service, table): their changelogs are compacted topics that deployments
+#: create up front, with the same partition count as the topics the tables follow.
+FAUST_TABLES: tuple[tuple[str, str], ...] = (("registry", "decisions"), ("notifier", "propagation"))
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic and group names, with the deployment's namespace (empty in production)."""
@@ -103,6 +108,22 @@ class Topics:
     def all_specs(self) -> list[tuple[str, dict[str, str]]]:
         """Every v1 topic with its full name and configs."""
         return [(self.name(spec.name), dict(spec.configs)) for spec in TOPIC_SPECS]
+
+    def faust_app_id(self, service: str) -> str:
+        """The faust application id (and consumer group) of a service."""
+        return self.name(f"stopsms-{service}")
+
+    def internal_specs(self) -> list[tuple[str, dict[str, str]]]:
+        """faust's table changelogs, created before the workers start.
+
+        Created by faust itself, a changelog may be missing from the metadata for a moment when
+        the worker first needs it, and faust then crashes the agent; creating them up front, as
+        a deployment does, avoids that race.
+        """
+        return [
+            (f"{self.faust_app_id(service)}-{table}-changelog", {"cleanup.policy": "compact"})
+            for service, table in FAUST_TABLES
+        ]
 
 
 def suppression_key(subject: str, sender_id: str) -> str:

@@ -62,14 +62,18 @@ class IntakeProcess:
 
     async def start(self) -> None:
         """Connect to Kafka, load the links, then open the gRPC and HTTP ports."""
-        if self._own_publisher:
-            await self.publisher.start()  # type: ignore[attr-defined]
-        await self.links.start()
-        self._web_runner = web.AppRunner(self.web_app, access_log=None)
-        await self._web_runner.setup()
-        host, _, port = self.settings.intake_http_address.rpartition(":")
-        await web.TCPSite(self._web_runner, host, int(port)).start()
-        await self.endpoint.start()
+        try:
+            if self._own_publisher:
+                await self.publisher.start()  # type: ignore[attr-defined]
+            await self.links.start()
+            self._web_runner = web.AppRunner(self.web_app, access_log=None)
+            await self._web_runner.setup()
+            host, _, port = self.settings.intake_http_address.rpartition(":")
+            await web.TCPSite(self._web_runner, host, int(port)).start()
+            await self.endpoint.start()
+        except BaseException:
+            await self.stop()
+            raise
         log.info("link page on http://%s/", self.settings.intake_http_address)
 
     async def stop(self) -> None:

@@ -82,7 +82,7 @@ def create_notifier_app(settings: NotifierSettings, directory: PartiesDirectory)
     )
     app.stopsms_receipts = receipts  # type: ignore[attr-defined]
 
-    @app.agent(suppressions, name="track-changes")
+    @app.agent(suppressions, name="track-changes", supervisor_strategy=mode.CrashingSupervisor)
     async def track_changes(stream: Any) -> None:
         """Announce who must apply each change (PENDING receipts)."""
         async for event in stream.events():
@@ -97,7 +97,7 @@ def create_notifier_app(settings: NotifierSettings, directory: PartiesDirectory)
                     headers=message_headers("stopsms.v1.DeliveryReceipt"),
                 )
 
-    @app.agent(receipts, name="aggregate-receipts")
+    @app.agent(receipts, name="aggregate-receipts", supervisor_strategy=mode.CrashingSupervisor)
     async def aggregate_receipts(stream: Any) -> None:
         """Fold receipts per request and publish each progress of the proof."""
         async for event in stream.events():

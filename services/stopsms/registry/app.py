@@ -6,6 +6,10 @@ The agent consumes ``stopsms.requests.v1`` in order per subject, decides each re
 decision in its table. After a crash a request may therefore be decided again, but the record
 is then identical (same event id, version and content), which every consumer treats as one.
 
+Any unexpected failure crashes the whole worker (``CrashingSupervisor``) instead of letting
+faust restart the agent mid-stream: the process restarts from the committed offsets, so no
+request is skipped and none is decided without its table entry.
+
 The table is keyed by subject and co-partitioned with the requests (both are placed by the
 subject's hash), so one subject's state lives beside its requests.
 """
@@ -16,6 +20,7 @@ import logging
 from typing import Any
 
 import faust
+import mode
 
 from stopsms.core.kafka import message_headers
 from stopsms.core.settings import Settings
@@ -39,7 +44,7 @@ def create_registry_app(settings: Settings) -> faust.App:
         key_type=bytes, value_type=bytes,
     )
 
-    @app.agent(requests, name="decide-requests")
+    @app.agent(requests, name="decide-requests", supervisor_strategy=mode.CrashingSupervisor)
     async def decide_requests(stream: Any) -> None:
         """Decide each request and publish its SuppressionChanged before anything else."""
         async for event in stream.events():
