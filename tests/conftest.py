@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from stopsms.core.infra import LocalInfrastructure, create_topics, start_process, stop_process
-from stopsms.local_platform import is_serving
 from stopsms.core.topics import Topics
+from stopsms.local_platform import is_serving
 
 E2E_PARTIES = Path(__file__).parent / "e2e" / "parties.yaml"
 
@@ -56,15 +56,21 @@ def service_env(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> d
 
 
 @contextmanager
-def running_service(service: str, env: dict[str, str], address: str, log_dir: Path) -> Iterator[None]:
+def running_service(
+    service: str, env: dict[str, str], address: str, log_dir: Path
+) -> Iterator[None]:
     """Run one service as its own process (as in production) until the block ends."""
     env = {**env, f"STOPSMS_{service.upper()}_GRPC_ADDRESS": address}
-    process = start_process([sys.executable, "-m", f"stopsms.{service}"], log_dir / f"{service}.log", env)
+    process = start_process(
+        [sys.executable, "-m", f"stopsms.{service}"], log_dir / f"{service}.log", env
+    )
     try:
         deadline = time.monotonic() + 90
         while not is_serving(address):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{service} did not start:\n" + (log_dir / f"{service}.log").read_text()[-3000:])
+                raise AssertionError(
+                    f"{service} did not start:\n" + (log_dir / f"{service}.log").read_text()[-3000:]
+                )
             time.sleep(0.2)
         yield
     finally:

@@ -45,9 +45,15 @@ DEMO_NUMBER = "0612345678"
 def _endpoints() -> dict[str, str]:
     found = json.loads(ENDPOINTS_FILE.read_text()) if ENDPOINTS_FILE.exists() else {}
     return {
-        "intake_grpc": os.environ.get("STOPSMS_INTAKE_GRPC_ADDRESS", found.get("intake_grpc", "127.0.0.1:50051")),
-        "registry_grpc": os.environ.get("STOPSMS_REGISTRY_GRPC_ADDRESS", found.get("registry_grpc", "127.0.0.1:50052")),
-        "notifier_grpc": os.environ.get("STOPSMS_NOTIFIER_GRPC_ADDRESS", found.get("notifier_grpc", "127.0.0.1:50053")),
+        "intake_grpc": os.environ.get(
+            "STOPSMS_INTAKE_GRPC_ADDRESS", found.get("intake_grpc", "127.0.0.1:50051")
+        ),
+        "registry_grpc": os.environ.get(
+            "STOPSMS_REGISTRY_GRPC_ADDRESS", found.get("registry_grpc", "127.0.0.1:50052")
+        ),
+        "notifier_grpc": os.environ.get(
+            "STOPSMS_NOTIFIER_GRPC_ADDRESS", found.get("notifier_grpc", "127.0.0.1:50053")
+        ),
         "kafka": os.environ.get("STOPSMS_KAFKA_BOOTSTRAP", found.get("kafka", "127.0.0.1:9092")),
     }
 
@@ -61,7 +67,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from stopsms.local_platform import LocalPlatform
 
     platform = LocalPlatform(DATA_DIR.resolve(), kafka_port=9092, redis_port=6379)
-    print("starting Kafka, Redis and the services (the first run fetches the Kafka jars)...", flush=True)
+    print(
+        "starting Kafka, Redis and the services (the first run fetches the Kafka jars)...",
+        flush=True,
+    )
     stop = False
 
     def _stop(*_: object) -> None:
@@ -93,7 +102,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         while not stop:
             for name, process in platform.processes.items():
                 if process.poll() is not None:
-                    print(f"{name} exited; see {DATA_DIR / 'logs' / (name + '.log')}", file=sys.stderr)
+                    print(
+                        f"{name} exited; see {DATA_DIR / 'logs' / (name + '.log')}", file=sys.stderr
+                    )
                     stop = True
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -128,7 +139,9 @@ def cmd_optout(args: argparse.Namespace) -> int:
     with grpc.insecure_channel(_endpoints()["intake_grpc"]) as channel:
         reply = intake_pb2_grpc.IntakeServiceStub(channel).SubmitOptOut(
             intake_pb2.SubmitOptOutRequest(
-                request_id=request_id, msisdn=args.msisdn, sender_id=args.sender or "",
+                request_id=request_id,
+                msisdn=args.msisdn,
+                sender_id=args.sender or "",
                 channel=events_pb2.CHANNEL_API,
             ),
             metadata=((PARTY_HEADER, args.party),),
@@ -154,7 +167,9 @@ def cmd_propagation(args: argparse.Namespace) -> int:
     """Show the proof of propagation of a request."""
     with grpc.insecure_channel(_endpoints()["notifier_grpc"]) as channel:
         reply = notifier_pb2_grpc.NotifierServiceStub(channel).GetPropagation(
-            notifier_pb2.GetPropagationRequest(request_id=args.request_id or "", event_id=args.event_id or ""),
+            notifier_pb2.GetPropagationRequest(
+                request_id=args.request_id or "", event_id=args.event_id or ""
+            ),
             metadata=((PARTY_HEADER, args.party),),
             timeout=10,
         )
@@ -174,7 +189,9 @@ def cmd_operator_feed(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="stopsms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stopsms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run Kafka, Redis and the three services").set_defaults(func=cmd_up)
     link = sub.add_parser("link", help="issue a StopSMS link")

@@ -31,7 +31,12 @@ from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 
 SERVICES = ("registry", "notifier", "intake")
-DEFAULT_PORTS = {"intake_grpc": 50051, "registry_grpc": 50052, "notifier_grpc": 50053, "intake_http": 8080}
+DEFAULT_PORTS = {
+    "intake_grpc": 50051,
+    "registry_grpc": 50052,
+    "notifier_grpc": 50053,
+    "intake_http": 8080,
+}
 
 
 def _port(preferred: int | None) -> int:
@@ -97,7 +102,9 @@ class LocalPlatform:
         try:
             if self.shared_infra is not None:
                 self.infra = self.shared_infra
-                create_topics(self.infra.kafka.bootstrap, Topics(self.namespace), self.infra.partitions)
+                create_topics(
+                    self.infra.kafka.bootstrap, Topics(self.namespace), self.infra.partitions
+                )
             else:
                 self.infra = LocalInfrastructure(
                     self.data_dir / "infra",
@@ -121,7 +128,9 @@ class LocalPlatform:
         """Start (or restart) one service process; its log goes to ``<data dir>/logs``."""
         env = {**os.environ, **self.environment()}
         process = start_process(
-            [sys.executable, "-m", f"stopsms.{service}"], self.data_dir / "logs" / f"{service}.log", env
+            [sys.executable, "-m", f"stopsms.{service}"],
+            self.data_dir / "logs" / f"{service}.log",
+            env,
         )
         self.processes[service] = process
         return process
@@ -135,13 +144,16 @@ class LocalPlatform:
                 process = self.processes[service]
                 if process.poll() is not None:
                     raise InfrastructureError(
-                        f"{service} exited at start; see {self.data_dir / 'logs' / (service + '.log')}:\n"
+                        f"{service} exited at start; see {self.data_dir / 'logs' / service}.log:\n"
                         + self.log_tail(service)
                     )
                 if is_serving(address):
                     break
                 if time.monotonic() > deadline:
-                    raise InfrastructureError(f"{service} did not become SERVING within {timeout}s:\n{self.log_tail(service)}")
+                    raise InfrastructureError(
+                        f"{service} did not become SERVING within {timeout}s:\n"
+                        + self.log_tail(service)
+                    )
                 time.sleep(0.3)
 
     def log_tail(self, service: str, size: int = 4000) -> str:

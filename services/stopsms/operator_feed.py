@@ -22,7 +22,10 @@ Apply = Callable[[str, events_pb2.SuppressionChanged], None]
 
 def _print_change(msisdn: str, change: events_pb2.SuppressionChanged) -> None:
     state = events_pb2.State.Name(change.state)
-    print(f"{change.event_id} {msisdn} sender={change.sender_id or '*'} {state} v{change.version}", flush=True)
+    print(
+        f"{change.event_id} {msisdn} sender={change.sender_id or '*'} {state} v{change.version}",
+        flush=True,
+    )
 
 
 def follow(

@@ -40,7 +40,10 @@ NUMBER_A, NUMBER_B = "06 61 23 45 67", "0770112233"
 @pytest.fixture
 def platform(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> Iterator[LocalPlatform]:
     local = LocalPlatform(
-        tmp_path / "platform", namespace=namespace, shared_infra=infra, parties_file=E2E_PARTIES,
+        tmp_path / "platform",
+        namespace=namespace,
+        shared_infra=infra,
+        parties_file=E2E_PARTIES,
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
     )
     local.start()
@@ -56,7 +59,9 @@ class Operator:
     def __init__(self, platform: LocalPlatform) -> None:
         self.applied: dict[str, tuple[float, str, events_pb2.SuppressionChanged]] = {}
         self._stop = threading.Event()
-        pseudonymiser = Settings.from_env({"STOPSMS_DATA_DIR": str(platform.data_dir)}).pseudonymiser()
+        pseudonymiser = Settings.from_env(
+            {"STOPSMS_DATA_DIR": str(platform.data_dir)}
+        ).pseudonymiser()
         self._thread = threading.Thread(
             target=follow,
             args=(platform.endpoints["kafka"], "iam", pseudonymiser, platform.namespace),
@@ -112,7 +117,9 @@ async def eventually(probe, timeout: float = 30.0, every: float = 0.1):
         await asyncio.sleep(every)
 
 
-async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: LocalPlatform) -> None:
+async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
+    platform: LocalPlatform,
+) -> None:
     ends = platform.endpoints
     async with (
         grpc.aio.insecure_channel(ends["intake_grpc"]) as intake_channel,
@@ -137,7 +144,8 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
             try:
                 # The PSVA puts a StopSMS link in its JUMIA campaign.
                 link = await intake.IssueStopLink(
-                    intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_A, sender_id="JUMIA"), metadata=psva_md
+                    intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_A, sender_id="JUMIA"),
+                    metadata=psva_md,
                 )
                 # A link preview (GET) changes nothing.
                 async with web.get(link.url) as page:
@@ -160,7 +168,8 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
                 async def proven():
                     try:
                         reply = await notifier.GetPropagation(
-                            notifier_pb2.GetPropagationRequest(event_id=event_id), metadata=regulator_md
+                            notifier_pb2.GetPropagationRequest(event_id=event_id),
+                            metadata=regulator_md,
                         )
                     except grpc.aio.AioRpcError as exc:
                         assert exc.code() == grpc.StatusCode.NOT_FOUND
@@ -175,9 +184,17 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
                 assert psva.received[event_id].msisdn == "+212661234567"
                 assert {d.party_id for d in proof.deliveries} == {"iam", "atlas-sms"}
                 assert all(d.status == events_pb2.DELIVERY_STATUS_APPLIED for d in proof.deliveries)
-                assert all(d.applied_time.ToMilliseconds() >= proof.action_time.ToMilliseconds() for d in proof.deliveries)
-                seconds = (proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()) / 1000
-                print(f"\naction-to-all-receipts: {seconds:.3f}s (observed by the test: {done - clicked:.3f}s)")
+                assert all(
+                    d.applied_time.ToMilliseconds() >= proof.action_time.ToMilliseconds()
+                    for d in proof.deliveries
+                )
+                seconds = (
+                    proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()
+                ) / 1000
+                print(
+                    f"\naction-to-all-receipts: {seconds:.3f}s "
+                    f"(observed by the test: {done - clicked:.3f}s)"
+                )
                 assert seconds < 10
 
                 # The same request id twice is one request, and one SuppressionChanged.
@@ -185,7 +202,9 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
                 twice = [
                     await intake.SubmitOptOut(
                         intake_pb2.SubmitOptOutRequest(
-                            request_id="call-centre-77", msisdn=NUMBER_B, sender_id="",
+                            request_id="call-centre-77",
+                            msisdn=NUMBER_B,
+                            sender_id="",
                             channel=events_pb2.CHANNEL_CALL_CENTER,
                         ),
                         metadata=iam_md,
@@ -197,14 +216,17 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
 
                 # A global opt-out suppresses every sender...
                 async def globally_suppressed() -> bool:
-                    verdicts = [await verdict(NUMBER_B, s) for s in ("JUMIA", "MARJANE", "KITEA", "IAM", "")]
+                    verdicts = [
+                        await verdict(NUMBER_B, s) for s in ("JUMIA", "MARJANE", "KITEA", "IAM", "")
+                    ]
                     return all(v == registry_pb2.VERDICT_SUPPRESSED for v in verdicts)
 
                 await eventually(globally_suppressed)
 
                 # ...and an opt-back-in through a JUMIA link re-allows JUMIA only.
                 link_b = await intake.IssueStopLink(
-                    intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_B, sender_id="JUMIA"), metadata=psva_md
+                    intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_B, sender_id="JUMIA"),
+                    metadata=psva_md,
                 )
                 async with web.get(link_b.url) as page:
                     assert 'value="opt_in"' in await page.text()
@@ -221,7 +243,8 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
                 # The global opt-out reached the operator and the PSVA too, exactly once.
                 async def global_proven() -> bool:
                     reply = await notifier.GetPropagation(
-                        notifier_pb2.GetPropagationRequest(request_id="call-centre-77"), metadata=iam_md
+                        notifier_pb2.GetPropagationRequest(request_id="call-centre-77"),
+                        metadata=iam_md,
                     )
                     return reply.propagation.done
 
@@ -234,7 +257,10 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
                 async with web.get(ends["intake_http"] + "NotARealCod") as page:
                     assert page.status == 404
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await registry.Check(registry_pb2.CheckRequest(msisdn=NUMBER_A), metadata=((PARTY_HEADER, "mallory"),))
+                    await registry.Check(
+                        registry_pb2.CheckRequest(msisdn=NUMBER_A),
+                        metadata=((PARTY_HEADER, "mallory"),),
+                    )
                 assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             finally:
                 await psva.close()
@@ -244,8 +270,10 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(platform: Lo
 def _records_for(platform: LocalPlatform, event_id: str) -> int:
     """How many distinct SuppressionChanged records the topic holds for an event."""
     consumer = KafkaConsumer(
-        bootstrap_servers=platform.endpoints["kafka"], auto_offset_reset="earliest",
-        enable_auto_commit=False, consumer_timeout_ms=3000,
+        bootstrap_servers=platform.endpoints["kafka"],
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
     )
     consumer.subscribe([Topics(platform.namespace).suppressions])
     distinct = set()

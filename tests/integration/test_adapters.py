@@ -21,13 +21,17 @@ from stopsms.core.view import RedisSuppressionView, ScopeEntry, ViewUpdate
 pytestmark = pytest.mark.integration
 
 
-async def test_published_records_are_read_back_indexed_and_ranged(infra: LocalInfrastructure, namespace: str) -> None:
+async def test_published_records_are_read_back_indexed_and_ranged(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
     topics = Topics(namespace)
     publisher = KafkaPublisher(infra.kafka.bootstrap)
     await publisher.start()
     try:
         positions = [
-            await publisher.publish(topics.links, f"code{i}".encode(), f"v{i}".encode(), partition=3)
+            await publisher.publish(
+                topics.links, f"code{i}".encode(), f"v{i}".encode(), partition=3
+            )
             for i in range(5)
         ]
         assert [offset for _, offset in positions] == [0, 1, 2, 3, 4]
@@ -46,7 +50,9 @@ async def test_published_records_are_read_back_indexed_and_ranged(infra: LocalIn
     finally:
         await reader.stop()
 
-    index: CompactedTopicIndex[bytes] = CompactedTopicIndex(infra.kafka.bootstrap, topics.links, bytes)
+    index: CompactedTopicIndex[bytes] = CompactedTopicIndex(
+        infra.kafka.bootstrap, topics.links, bytes
+    )
     await index.start()
     try:
         assert await index.get("code0") == b"v0-new"
@@ -62,7 +68,9 @@ async def test_published_records_are_read_back_indexed_and_ranged(infra: LocalIn
         await ranges.stop()
 
 
-async def test_group_offsets_are_committed_and_read_without_joining(infra: LocalInfrastructure, namespace: str) -> None:
+async def test_group_offsets_are_committed_and_read_without_joining(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
     topics = Topics(namespace)
     offsets = GroupOffsets(infra.kafka.bootstrap)
     await offsets.start()
@@ -75,11 +83,16 @@ async def test_group_offsets_are_committed_and_read_without_joining(infra: Local
         await offsets.stop()
 
 
-async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(infra: LocalInfrastructure, namespace: str) -> None:
+async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
     view = RedisSuppressionView(aioredis.from_url(infra.redis.url), namespace)
     try:
         await view.apply(
-            [ViewUpdate("pk1:aa", "JUMIA", ScopeEntry(1, 2, 100)), ViewUpdate("pk1:aa", "", ScopeEntry(1, 3, 200))],
+            [
+                ViewUpdate("pk1:aa", "JUMIA", ScopeEntry(1, 2, 100)),
+                ViewUpdate("pk1:aa", "", ScopeEntry(1, 3, 200)),
+            ],
             {4: 10},
         )
         # A replay of an older record, from an older position, changes nothing.
@@ -89,9 +102,12 @@ async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(inf
         assert offsets == {4: 10}
         entries, _ = await view.lookup(["pk1:aa"], "")
         assert entries == [(None, ScopeEntry(1, 3, 200))]
-        await asyncio.gather(*(
-            view.apply([ViewUpdate("pk1:cc", "X", ScopeEntry(1, v, v))], {1: v}) for v in range(1, 30)
-        ))
+        await asyncio.gather(
+            *(
+                view.apply([ViewUpdate("pk1:cc", "X", ScopeEntry(1, v, v))], {1: v})
+                for v in range(1, 30)
+            )
+        )
         entries, offsets = await view.lookup(["pk1:cc"], "X")
         assert entries[0][0].version == 29 and offsets[1] == 29
     finally:

@@ -31,7 +31,9 @@ def settings_for(env: dict[str, str]) -> IntakeSettings:
     )
 
 
-async def read_requests(settings: IntakeSettings, count: int) -> list[events_pb2.PreferenceRequested]:
+async def read_requests(
+    settings: IntakeSettings, count: int
+) -> list[events_pb2.PreferenceRequested]:
     reader = TopicReader(settings.kafka_bootstrap, Topics(settings.topic_namespace).requests)
     await reader.start()
     records = []
@@ -53,7 +55,10 @@ async def test_requests_are_on_kafka_when_answered_and_links_survive_a_restart(
             stub = intake_pb2_grpc.IntakeServiceStub(channel)
             reply = await stub.SubmitOptOut(
                 intake_pb2.SubmitOptOutRequest(
-                    request_id="sms-1", msisdn="0612345678", sender_id="JUMIA", channel=events_pb2.CHANNEL_APP
+                    request_id="sms-1",
+                    msisdn="0612345678",
+                    sender_id="JUMIA",
+                    channel=events_pb2.CHANNEL_APP,
                 ),
                 metadata=((PARTY_HEADER, "iam"),),
             )

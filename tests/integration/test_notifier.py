@@ -24,12 +24,21 @@ EVENT = {name: event_id("iam", name) for name in ("e-jumia", "e-kitea", "e-globa
 NAME = {v: k for k, v in EVENT.items()}
 
 
-def change(settings: Settings, msisdn: str, event: str, sender: str) -> events_pb2.SuppressionChanged:
+def change(
+    settings: Settings, msisdn: str, event: str, sender: str
+) -> events_pb2.SuppressionChanged:
     """A change as the registry publishes it; the test names events by their request ids."""
     p = settings.pseudonymiser()
     c = events_pb2.SuppressionChanged(
-        event_id=EVENT[event], request_id=event, party_id="iam", action=events_pb2.ACTION_OPT_OUT,
-        sender_id=sender, subject=p.subject(msisdn), state=events_pb2.STATE_SUPPRESSED, version=1, changed=True,
+        event_id=EVENT[event],
+        request_id=event,
+        party_id="iam",
+        action=events_pb2.ACTION_OPT_OUT,
+        sender_id=sender,
+        subject=p.subject(msisdn),
+        state=events_pb2.STATE_SUPPRESSED,
+        version=1,
+        changed=True,
     )
     c.sealed_msisdn.CopyFrom(p.seal(msisdn))
     c.action_time.GetCurrentTime()
@@ -38,8 +47,11 @@ def change(settings: Settings, msisdn: str, event: str, sender: str) -> events_p
 
 def operator_applies_everything(bootstrap: str, topics: Topics, expected: int) -> None:
     consumer = KafkaConsumer(
-        topics.suppressions, bootstrap_servers=bootstrap, group_id=topics.operator_group("iam"),
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topics.suppressions,
+        bootstrap_servers=bootstrap,
+        group_id=topics.operator_group("iam"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     seen = 0
     while seen < expected:
@@ -64,7 +76,12 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
         await publisher.start()
         for c in changes:
             key = suppression_key(c.subject, c.sender_id).encode()
-            await publisher.publish(topics.suppressions, key, c.SerializeToString(), partition=partition_for_key(key, 12))
+            await publisher.publish(
+                topics.suppressions,
+                key,
+                c.SerializeToString(),
+                partition=partition_for_key(key, 12),
+            )
         await publisher.stop()
 
         async with grpc.aio.insecure_channel(address) as channel:
@@ -82,7 +99,9 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
             assert sorted(NAME[r.change.event_id] for r in received) == ["e-global", "e-jumia"]
             assert {r.change.msisdn for r in received} == {"+212611111111", "+212633333333"}
             for r in received:
-                await stub.Acknowledge(notifier_pb2.AcknowledgeRequest(cursor=r.cursor), metadata=atlas)
+                await stub.Acknowledge(
+                    notifier_pb2.AcknowledgeRequest(cursor=r.cursor), metadata=atlas
+                )
 
             # Resuming without a cursor starts after the acknowledged changes.
             resumed = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=atlas)
@@ -95,7 +114,9 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
             resumed.cancel()
             assert heartbeat is not None and heartbeat.cursor
 
-            await asyncio.to_thread(operator_applies_everything, settings.kafka_bootstrap, topics, 3)
+            await asyncio.to_thread(
+                operator_applies_everything, settings.kafka_bootstrap, topics, 3
+            )
             sahara = ((PARTY_HEADER, "sahara-push"),)
             call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=sahara)
             sahara_seen: set[str] = set()
@@ -103,7 +124,9 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
                 async for response in call:
                     if response.HasField("change"):
                         sahara_seen.add(NAME[response.change.event_id])
-                        await stub.Acknowledge(notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=sahara)
+                        await stub.Acknowledge(
+                            notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=sahara
+                        )
                     if sahara_seen == {"e-kitea", "e-global"}:
                         break
             call.cancel()
@@ -118,7 +141,8 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
                     while True:
                         try:
                             reply = await stub.GetPropagation(
-                                notifier_pb2.GetPropagationRequest(event_id=EVENT[event]), metadata=regulator
+                                notifier_pb2.GetPropagationRequest(event_id=EVENT[event]),
+                                metadata=regulator,
                             )
                             if reply.propagation.done:
                                 break
@@ -128,15 +152,24 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
                 assert {d.party_id for d in reply.propagation.deliveries} == parties
 
             # An origin sees its own requests only; the answer does not say whether others exist.
-            own = await stub.GetPropagation(notifier_pb2.GetPropagationRequest(request_id="e-jumia"), metadata=((PARTY_HEADER, "iam"),))
+            own = await stub.GetPropagation(
+                notifier_pb2.GetPropagationRequest(request_id="e-jumia"),
+                metadata=((PARTY_HEADER, "iam"),),
+            )
             assert own.propagation.event_id == EVENT["e-jumia"]
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetPropagation(notifier_pb2.GetPropagationRequest(event_id=EVENT["e-jumia"]), metadata=atlas)
+                await stub.GetPropagation(
+                    notifier_pb2.GetPropagationRequest(event_id=EVENT["e-jumia"]), metadata=atlas
+                )
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Acknowledge(notifier_pb2.AcknowledgeRequest(cursor="forged"), metadata=atlas)
+                await stub.Acknowledge(
+                    notifier_pb2.AcknowledgeRequest(cursor="forged"), metadata=atlas
+                )
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                async for _ in stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=((PARTY_HEADER, "iam"),)):
+                async for _ in stub.WatchChanges(
+                    notifier_pb2.WatchChangesRequest(), metadata=((PARTY_HEADER, "iam"),)
+                ):
                     pass
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -22,11 +22,18 @@ from ..conftest import running_service
 pytestmark = pytest.mark.integration
 
 
-def preference(settings: Settings, msisdn: str, request_id: str, action: int, sender: str) -> events_pb2.PreferenceRequested:
+def preference(
+    settings: Settings, msisdn: str, request_id: str, action: int, sender: str
+) -> events_pb2.PreferenceRequested:
     p = settings.pseudonymiser()
     r = events_pb2.PreferenceRequested(
-        event_id=event_id("iam", request_id), request_id=request_id, party_id="iam", action=action,
-        sender_id=sender, channel=events_pb2.CHANNEL_API, subject=p.subject(msisdn),
+        event_id=event_id("iam", request_id),
+        request_id=request_id,
+        party_id="iam",
+        action=action,
+        sender_id=sender,
+        channel=events_pb2.CHANNEL_API,
+        subject=p.subject(msisdn),
     )
     r.sealed_msisdn.CopyFrom(p.seal(msisdn))
     r.action_time.GetCurrentTime()
@@ -51,7 +58,9 @@ async def test_each_request_is_decided_once_published_and_answered(
         await publisher.start()
         for r in requests:
             key = r.subject.encode()
-            await publisher.publish(topics.requests, key, r.SerializeToString(), partition=partition_for_key(key, 12))
+            await publisher.publish(
+                topics.requests, key, r.SerializeToString(), partition=partition_for_key(key, 12)
+            )
         await publisher.publish(topics.requests, b"pk1:bad", b"\xff not a protobuf", partition=0)
         await publisher.stop()
 
@@ -66,7 +75,7 @@ async def test_each_request_is_decided_once_published_and_answered(
         await reader.stop()
         changes = [events_pb2.SuppressionChanged.FromString(r.value) for r in records]
         assert sorted(c.request_id for c in changes) == ["r1", "r2", "r3"]
-        for record, change in zip(records, changes):
+        for record, change in zip(records, changes, strict=True):
             assert record.key == suppression_key(change.subject, change.sender_id).encode()
             assert record.partition == partition_for_key(change.subject, 12)
         by_request = {c.request_id: c for c in changes}
@@ -86,37 +95,57 @@ async def test_each_request_is_decided_once_published_and_answered(
             iam, atlas = ((PARTY_HEADER, "iam"),), ((PARTY_HEADER, "atlas-sms"),)
 
             async def check(number: str, sender: str) -> registry_pb2.CheckResponse:
-                return await stub.Check(registry_pb2.CheckRequest(msisdn=number, sender_id=sender), metadata=iam)
+                return await stub.Check(
+                    registry_pb2.CheckRequest(msisdn=number, sender_id=sender), metadata=iam
+                )
 
             async with asyncio.timeout(20):
-                while (await check("0612345678", "MARJANE")).verdict != registry_pb2.VERDICT_SUPPRESSED:
+                while (
+                    await check("0612345678", "MARJANE")
+                ).verdict != registry_pb2.VERDICT_SUPPRESSED:
                     await asyncio.sleep(0.1)
             answer = await check("0612345678", "JUMIA")
             assert answer.matched_scope == registry_pb2.MATCHED_SCOPE_SENDER and answer.as_of
-            assert (await check("0612345678", "MARJANE")).matched_scope == registry_pb2.MATCHED_SCOPE_GLOBAL
+            assert (
+                await check("0612345678", "MARJANE")
+            ).matched_scope == registry_pb2.MATCHED_SCOPE_GLOBAL
             assert (await check("0700000001", "JUMIA")).verdict == registry_pb2.VERDICT_ALLOWED
 
             async def chunks():
-                yield registry_pb2.CheckBatchRequest(sender_id="KITEA", msisdns=["0700000001", "0612345678", "0699999999", "garbage"])
+                yield registry_pb2.CheckBatchRequest(
+                    sender_id="KITEA", msisdns=["0700000001", "0612345678", "0699999999", "garbage"]
+                )
                 yield registry_pb2.CheckBatchRequest(sender_id="", msisdns=["0612345678"])
 
             replies = [r async for r in stub.CheckBatch(chunks(), metadata=iam)]
             assert [[x.verdict for x in r.results] for r in replies] == [
-                [registry_pb2.VERDICT_SUPPRESSED, registry_pb2.VERDICT_SUPPRESSED,
-                 registry_pb2.VERDICT_ALLOWED, registry_pb2.VERDICT_INVALID_NUMBER],
+                [
+                    registry_pb2.VERDICT_SUPPRESSED,
+                    registry_pb2.VERDICT_SUPPRESSED,
+                    registry_pb2.VERDICT_ALLOWED,
+                    registry_pb2.VERDICT_INVALID_NUMBER,
+                ],
                 [registry_pb2.VERDICT_SUPPRESSED],
             ]
 
             async def too_big():
-                yield registry_pb2.CheckBatchRequest(sender_id="JUMIA", msisdns=["0612345678"] * (MAX_BATCH_CHUNK + 1))
+                yield registry_pb2.CheckBatchRequest(
+                    sender_id="JUMIA", msisdns=["0612345678"] * (MAX_BATCH_CHUNK + 1)
+                )
 
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 _ = [r async for r in stub.CheckBatch(too_big(), metadata=atlas)]
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Check(registry_pb2.CheckRequest(msisdn="0612345678", sender_id="KITEA"), metadata=atlas)
+                await stub.Check(
+                    registry_pb2.CheckRequest(msisdn="0612345678", sender_id="KITEA"),
+                    metadata=atlas,
+                )
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Check(registry_pb2.CheckRequest(msisdn="+33612345678", sender_id="JUMIA"), metadata=atlas)
+                await stub.Check(
+                    registry_pb2.CheckRequest(msisdn="+33612345678", sender_id="JUMIA"),
+                    metadata=atlas,
+                )
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert caught.value.details().startswith("msisdn")

@@ -1,4 +1,4 @@
-"""Intake's API with an in-memory broker: bad input is refused whole, Kafka's silence is UNAVAILABLE."""
+"""Intake's API with an in-memory broker: bad input refused whole, Kafka down is UNAVAILABLE."""
 
 import grpc
 import pytest
@@ -31,7 +31,10 @@ async def intake():
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     submitter = RequestSubmitter(publisher, pseudonymiser, directory, Topics(), 12)
     servicer = IntakeServicer(
-        settings, submitter=submitter, publisher=publisher, links=RememberedLinks(),  # type: ignore[arg-type]
+        settings,
+        submitter=submitter,
+        publisher=publisher,
+        links=RememberedLinks(),  # type: ignore[arg-type]
         auth=Authenticator(directory, insecure=True),
     )
     endpoint = GrpcEndpoint(
@@ -51,7 +54,9 @@ def as_party(party: str):
 
 
 def opt_out(**overrides) -> intake_pb2.SubmitOptOutRequest:
-    fields = dict(request_id="r-1", msisdn="06 12 34 56 78", sender_id="JUMIA", channel=events_pb2.CHANNEL_API)
+    fields = dict(
+        request_id="r-1", msisdn="06 12 34 56 78", sender_id="JUMIA", channel=events_pb2.CHANNEL_API
+    )
     fields.update(overrides)
     return intake_pb2.SubmitOptOutRequest(**fields)
 
@@ -129,40 +134,60 @@ async def test_keywords_pick_the_scope_and_flag_undeclared_senders(intake) -> No
     stub, publisher = intake
     md = as_party("iam")
     kw = intake_pb2.SubmitKeywordRequest
-    to_sender = await stub.SubmitKeyword(kw(request_id="k1", msisdn="0612345678", sender_id="JUMIA", text="stop"), metadata=md)
+    to_sender = await stub.SubmitKeyword(
+        kw(request_id="k1", msisdn="0612345678", sender_id="JUMIA", text="stop"), metadata=md
+    )
     assert (to_sender.intent, to_sender.sender_id) == (intake_pb2.INTENT_OPT_OUT, "JUMIA")
-    to_platform = await stub.SubmitKeyword(kw(request_id="k2", msisdn="0612345678", sender_id="STOPSMS", text="STOP"), metadata=md)
+    to_platform = await stub.SubmitKeyword(
+        kw(request_id="k2", msisdn="0612345678", sender_id="STOPSMS", text="STOP"), metadata=md
+    )
     assert to_platform.sender_id == ""
-    all_ = await stub.SubmitKeyword(kw(request_id="k3", msisdn="0612345678", sender_id="JUMIA", text="stop all"), metadata=md)
+    all_ = await stub.SubmitKeyword(
+        kw(request_id="k3", msisdn="0612345678", sender_id="JUMIA", text="stop all"), metadata=md
+    )
     assert (all_.intent, all_.sender_id) == (intake_pb2.INTENT_OPT_OUT_ALL, "")
-    informal = await stub.SubmitKeyword(kw(request_id="k4", msisdn="0612345678", sender_id="PROMO77", text="STOP"), metadata=md)
+    informal = await stub.SubmitKeyword(
+        kw(request_id="k4", msisdn="0612345678", sender_id="PROMO77", text="STOP"), metadata=md
+    )
     assert informal.undeclared_sender
-    chatter = await stub.SubmitKeyword(kw(request_id="k5", msisdn="0612345678", sender_id="JUMIA", text="bonjour"), metadata=md)
+    chatter = await stub.SubmitKeyword(
+        kw(request_id="k5", msisdn="0612345678", sender_id="JUMIA", text="bonjour"), metadata=md
+    )
     assert chatter.status == intake_pb2.SUBMISSION_STATUS_IGNORED
     assert len(publisher.records["stopsms.requests.v1"]) == 4
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.SubmitKeyword(kw(request_id="k6", msisdn="0612345678", sender_id="JUMIA", text="STOP"), metadata=as_party("atlas-sms"))
+        await stub.SubmitKeyword(
+            kw(request_id="k6", msisdn="0612345678", sender_id="JUMIA", text="STOP"),
+            metadata=as_party("atlas-sms"),
+        )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_links_are_short_and_batches_are_all_or_nothing(intake) -> None:
     stub, publisher = intake
     md = as_party("atlas-sms")
-    link = await stub.IssueStopLink(intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=md)
+    link = await stub.IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=md
+    )
     assert link.url.startswith("https://stopsms.ma/") and len(link.url) <= 30
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.IssueStopLink(intake_pb2.IssueStopLinkRequest(msisdn="0612345678"), metadata=md)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     batch = intake_pb2.IssueStopLinksRequest(
-        requests=[intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"),
-                  intake_pb2.IssueStopLinkRequest(msisdn="bad", sender_id="JUMIA")]
+        requests=[
+            intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"),
+            intake_pb2.IssueStopLinkRequest(msisdn="bad", sender_id="JUMIA"),
+        ]
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.IssueStopLinks(batch, metadata=md)
     assert caught.value.details().startswith("requests[1].msisdn")
     assert len(publisher.records["stopsms.links.v1"]) == 1
     good = intake_pb2.IssueStopLinksRequest(
-        requests=[intake_pb2.IssueStopLinkRequest(msisdn=f"06123456{i:02d}", sender_id="MARJANE") for i in range(50)]
+        requests=[
+            intake_pb2.IssueStopLinkRequest(msisdn=f"06123456{i:02d}", sender_id="MARJANE")
+            for i in range(50)
+        ]
     )
     reply = await stub.IssueStopLinks(good, metadata=md)
     assert len({link.code for link in reply.links}) == 50

@@ -16,7 +16,9 @@ DIRECTORY = PartiesDirectory(
 
 
 def change(sender: str) -> events_pb2.SuppressionChanged:
-    c = events_pb2.SuppressionChanged(event_id="e1", request_id="r1", party_id="iam", sender_id=sender)
+    c = events_pb2.SuppressionChanged(
+        event_id="e1", request_id="r1", party_id="iam", sender_id=sender
+    )
     c.action_time.FromMilliseconds(1_000)
     return c
 
@@ -54,7 +56,9 @@ def test_done_only_when_every_concerned_party_applied_in_any_order_and_repeats()
     record = state.to_record()
     assert record.done and record.done_time.ToMilliseconds() == 2_100
     assert {d.party_id: d.applied_time.ToMilliseconds() for d in record.deliveries} == {
-        "atlas": 2_100, "iam": 1_500, "orange": 1_700,
+        "atlas": 2_100,
+        "iam": 1_500,
+        "orange": 1_700,
     }
     again, changed = fold(state, applied("atlas", PSVA, 9_999))
     assert not changed and again.done_time_ms == 2_100

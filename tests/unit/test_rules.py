@@ -38,10 +38,17 @@ def test_how_preferences_combine(sender, global_, suppressed, matched, why) -> N
     assert verdict.matched_scope == matched, why
 
 
-def request(event: str, action: int, sender: str = "", ms: int = 1_000) -> events_pb2.PreferenceRequested:
+def request(
+    event: str, action: int, sender: str = "", ms: int = 1_000
+) -> events_pb2.PreferenceRequested:
     r = events_pb2.PreferenceRequested(
-        event_id=event, request_id=event, party_id="iam", action=action, sender_id=sender,
-        channel=events_pb2.CHANNEL_API, subject="pk1:00",
+        event_id=event,
+        request_id=event,
+        party_id="iam",
+        action=action,
+        sender_id=sender,
+        channel=events_pb2.CHANNEL_API,
+        subject="pk1:00",
     )
     r.action_time.FromMilliseconds(ms)
     r.accepted_time.FromMilliseconds(ms)

@@ -93,15 +93,21 @@ class Authenticator:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, f"no party identity: set the {PARTY_HEADER} header"
             )
+            raise AssertionError("unreachable")  # abort always raises
         party = self.directory.get(party_id)
         if party is None:
             self.audit.record(
-                party_id[:64], events_pb2.PARTY_KIND_UNSPECIFIED, method,
-                events_pb2.AUDIT_DECISION_DENIED, "unknown party",
+                party_id[:64],
+                events_pb2.PARTY_KIND_UNSPECIFIED,
+                method,
+                events_pb2.AUDIT_DECISION_DENIED,
+                "unknown party",
             )
             await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, "the calling party is not in the parties directory"
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the calling party is not in the parties directory",
             )
+            raise AssertionError("unreachable")
         return party
 
     async def deny(

@@ -65,13 +65,19 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def start_process(args: list[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_process(
+    args: list[str], log_file: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a child that dies with this process, its output going to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         return subprocess.Popen(  # noqa: S603 - our own fixed command lines
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, env=env,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env=env,
         )
 
 
@@ -101,16 +107,29 @@ def fetch_kafka(cache_dir: Path = CACHE_DIR) -> Path:
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise InfrastructureError("Maven (mvn) is needed to fetch the Kafka jars: apt-get install -y maven")
+        raise InfrastructureError(
+            "Maven (mvn) is needed to fetch the Kafka jars: apt-get install -y maven"
+        )
     print(f"fetching the Kafka broker jars into {libs} (once)...", file=sys.stderr, flush=True)
     libs.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(  # noqa: S603
-        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
-        capture_output=True, text=True,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
+        ],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        raise InfrastructureError(f"fetching the Kafka jars failed:\n{result.stdout}{result.stderr}")
+        raise InfrastructureError(
+            f"fetching the Kafka jars failed:\n{result.stdout}{result.stderr}"
+        )
     (libs.parent / ".complete").write_text("ok\n")
     return libs
 
@@ -147,12 +166,15 @@ class LocalKafka:
         """Format storage when new, start the broker, wait until it answers."""
         java = shutil.which("java")
         if java is None:
-            raise InfrastructureError("Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre-headless")
+            raise InfrastructureError(
+                "Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre-headless"
+            )
         libs = fetch_kafka()
         self.port, controller_port = self._ports()
         if not port_is_free(self.port) or not port_is_free(controller_port):
             raise InfrastructureError(
-                f"port {self.port} or {controller_port} is taken: is another broker running on {self.workdir}?"
+                f"port {self.port} or {controller_port} is taken: "
+                f"is another broker running on {self.workdir}?"
             )
         log_dir = self.workdir / "data"
         config = self.workdir / "server.properties"
@@ -161,18 +183,36 @@ class LocalKafka:
             template.format(port=self.port, controller_port=controller_port, log_dir=log_dir)
         )
         classpath = f"{libs}/*"
-        jvm = [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC",
-               f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.properties'}",
-               f"-Dkafka.logs.dir={self.workdir}", "-cp", classpath]
+        jvm = [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.workdir}",
+            "-cp",
+            classpath,
+        ]
         if not (log_dir / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(  # noqa: S603
-                [*jvm, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", cluster_id, "-c", str(config)],
-                capture_output=True, text=True,
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
-                raise InfrastructureError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+                raise InfrastructureError(
+                    f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+                )
         self.process = start_process([*jvm, "kafka.Kafka", str(config)], self.workdir / "kafka.out")
         self._wait_until_ready(timeout)
         return self.bootstrap
@@ -233,8 +273,21 @@ class LocalRedis:
             self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = start_process(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--daemonize",
+                "no",
+            ],
             self.workdir / "redis.out",
         )
         deadline = time.monotonic() + timeout

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import mode
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -75,7 +74,9 @@ class Publisher(Protocol):
 class KafkaPublisher:
     """An idempotent aiokafka producer with acks=all and a bounded wait for the acknowledgement."""
 
-    def __init__(self, bootstrap: str, *, timeout_seconds: float = 10.0, client_id: str = "") -> None:
+    def __init__(
+        self, bootstrap: str, *, timeout_seconds: float = 10.0, client_id: str = ""
+    ) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -112,8 +113,10 @@ class KafkaPublisher:
                 self._timeout,
             )
             metadata = await asyncio.wait_for(delivery, self._timeout)
-        except (KafkaError, TimeoutError, asyncio.TimeoutError) as exc:
-            raise PublishFailed(f"Kafka did not acknowledge the record on {topic}: {exc!r}") from exc
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishFailed(
+                f"Kafka did not acknowledge the record on {topic}: {exc!r}"
+            ) from exc
         return metadata.partition, metadata.offset
 
 
@@ -202,14 +205,19 @@ class TopicReader:
         await self._consumer.stop()
 
     async def read(self, timeout_ms: int = 200) -> list[Record]:
-        """Return the next records of any partition (possibly none), in offset order per partition."""
+        """Return the next records (possibly none), in offset order within each partition."""
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
         out: list[Record] = []
         for tp, messages in batches.items():
             for m in messages:
                 out.append(
                     Record(
-                        tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp,
+                        tp.topic,
+                        tp.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        m.timestamp,
                         tuple(m.headers or ()),
                     )
                 )
@@ -236,8 +244,11 @@ class RangeReader:
     async def start(self) -> None:
         """Connect (aiokafka clients must be made inside the running loop)."""
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-            client_id="stopsms-range", fetch_max_wait_ms=50,
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="stopsms-range",
+            fetch_max_wait_ms=50,
         )
         await self._consumer.start()
 
@@ -245,7 +256,9 @@ class RangeReader:
         """Disconnect."""
         await self._consumer.stop()
 
-    async def read(self, partition: int, start: int, end: int, timeout: float = 10.0) -> list[Record]:
+    async def read(
+        self, partition: int, start: int, end: int, timeout: float = 10.0
+    ) -> list[Record]:
         """Every record with ``start <= offset < end`` (a compacted topic may have gaps)."""
         tp = TopicPartition(self.topic, partition)
         self._consumer.assign([tp])
@@ -259,8 +272,17 @@ class RangeReader:
             for m in batches.get(tp, []):
                 if m.offset >= end:
                     break
-                out.append(Record(tp.topic, partition, m.offset, m.key, m.value, m.timestamp,
-                                  tuple(m.headers or ())))
+                out.append(
+                    Record(
+                        tp.topic,
+                        partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        m.timestamp,
+                        tuple(m.headers or ()),
+                    )
+                )
         return out
 
 
@@ -317,7 +339,12 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
                     try:
                         self._values[key] = self._parse(record.value)
                     except Exception:  # noqa: BLE001 - one bad record must not stop the index
-                        log.exception("unreadable record at %s[%d]@%d", record.topic, record.partition, record.offset)
+                        log.exception(
+                            "unreadable record at %s[%d]@%d",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                        )
             async with self._progress:
                 self._progress.notify_all()
 
@@ -356,7 +383,9 @@ class GroupOffsets(mode.Service):
 
     async def on_start(self) -> None:
         """Connect the admin client (aiokafka clients are made inside the running loop)."""
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="stopsms-offsets")
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, client_id="stopsms-offsets"
+        )
         await self._admin.start()
 
     async def on_stop(self) -> None:

@@ -96,9 +96,7 @@ class Settings:
         pseudonym_path = self.pseudonym_key_file or self.key_dir / "pseudonym.key"
         data_path = self.data_key_file or self.key_dir / "data.key"
         if self.generate_keys:
-            return Pseudonymiser(
-                ensure_key(pseudonym_path, "pk1"), [ensure_key(data_path, "dk1")]
-            )
+            return Pseudonymiser(ensure_key(pseudonym_path, "pk1"), [ensure_key(data_path, "dk1")])
         return Pseudonymiser(load_key(pseudonym_path), [load_key(data_path)])
 
 

@@ -114,7 +114,7 @@ class Topics:
         return self.name(f"stopsms-{service}")
 
     def internal_specs(self) -> list[tuple[str, dict[str, str]]]:
-        """faust's table changelogs, created before the workers start.
+        """Faust's table changelogs, created before the workers start.
 
         Created by faust itself, a changelog may be missing from the metadata for a moment when
         the worker first needs it, and faust then crashes the agent; creating them up front, as

@@ -13,9 +13,9 @@ Layout (``<ns>`` is the deployment's namespace):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -25,7 +25,8 @@ _APPLY_SCRIPT = """
 local n = tonumber(ARGV[1])
 local i = 2
 for _ = 1, n do
-  local key, field, version, value = KEYS[1] .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local key, field = KEYS[1] .. ARGV[i], ARGV[i + 1]
+  local version, value = tonumber(ARGV[i + 2]), ARGV[i + 3]
   local current = redis.call('HGET', key, field)
   local current_version = -1
   if current then
@@ -183,6 +184,5 @@ class InMemorySuppressionView:
         return dict(self.offsets)
 
 
-def _decode_offsets(raw: dict[bytes, bytes] | Iterable[tuple[bytes, bytes]]) -> dict[int, int]:
-    items = raw.items() if isinstance(raw, dict) else raw
-    return {int(p): int(o) for p, o in items}
+def _decode_offsets(raw: Mapping[Any, Any]) -> dict[int, int]:
+    return {int(p): int(o) for p, o in raw.items()}

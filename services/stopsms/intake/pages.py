@@ -9,7 +9,8 @@ body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0
 color:#111;background:#fff;line-height:1.5}
 section{border:1px solid #ccc;border-radius:.5rem;padding:1rem;margin:1rem 0}
 section[lang=ar]{direction:rtl;text-align:right}
-button{font-size:1.05rem;padding:.6rem 1rem;margin:.3rem 0;border-radius:.4rem;border:1px solid #333;
+button{font-size:1.05rem;padding:.6rem 1rem;margin:.3rem 0;border-radius:.4rem;
+border:1px solid #333;
 background:#0b5;color:#fff;cursor:pointer}
 button.secondary{background:#fff;color:#111}
 .ok{color:#064}.muted{color:#444;font-size:.9rem}
@@ -22,7 +23,7 @@ def _page(title: str, body: str, status_note: str = "") -> str:
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>StopSMS</h1>{status_note}{body}"
-        '<p class=muted>StopSMS — plateforme mutualisée des opérateurs et prestataires SMS '
+        "<p class=muted>StopSMS — plateforme mutualisée des opérateurs et prestataires SMS "
         "(loi 09-08).</p></body></html>"
     )
 
@@ -32,7 +33,7 @@ def _form(code: str, action: str, fr: str, ar: str, secondary: bool = False) -> 
     return (
         f'<form method=post action="/{escape(code)}"><input type=hidden name=action '
         f'value="{escape(action)}"><button{cls} type=submit>{escape(fr)} · '
-        f'<span lang=ar dir=rtl>{escape(ar)}</span></button></form>'
+        f"<span lang=ar dir=rtl>{escape(ar)}</span></button></form>"
     )
 
 
@@ -42,15 +43,26 @@ def confirm_page(code: str, sender: str, suppressed: bool) -> str:
     if suppressed:
         fr = f"<p class=ok>Vous ne recevez plus de SMS publicitaires de <b>{s}</b>.</p>"
         ar = f"<p class=ok>لم تعد تتلقى الرسائل الإشهارية من <b>{s}</b>.</p>"
-        forms = _form(code, "opt_in", f"Recevoir à nouveau les SMS de {sender}",
-                      f"استقبال رسائل {sender} من جديد", secondary=True)
+        forms = _form(
+            code,
+            "opt_in",
+            f"Recevoir à nouveau les SMS de {sender}",
+            f"استقبال رسائل {sender} من جديد",
+            secondary=True,
+        )
     else:
         fr = f"<p>Confirmez pour ne plus recevoir de SMS publicitaires de <b>{s}</b>.</p>"
         ar = f"<p>أكد لإيقاف الرسائل الإشهارية من <b>{s}</b>.</p>"
-        forms = _form(code, "opt_out", f"Ne plus recevoir les SMS de {sender}",
-                      f"إيقاف رسائل {sender}")
-    forms += _form(code, "opt_out_all", "Stopper tous les SMS publicitaires",
-                   "إيقاف جميع الرسائل الإشهارية", secondary=True)
+        forms = _form(
+            code, "opt_out", f"Ne plus recevoir les SMS de {sender}", f"إيقاف رسائل {sender}"
+        )
+    forms += _form(
+        code,
+        "opt_out_all",
+        "Stopper tous les SMS publicitaires",
+        "إيقاف جميع الرسائل الإشهارية",
+        secondary=True,
+    )
     return _page(
         f"StopSMS — {sender}",
         f"<section lang=fr>{fr}</section><section lang=ar dir=rtl>{ar}</section>{forms}",
@@ -61,12 +73,24 @@ def done_page(sender: str, action: str, request_id: str, event_id: str) -> str:
     """After POST: the request is recorded; the citizen keeps its reference."""
     s = escape(sender)
     if action == "opt_in":
-        fr, ar = f"Vous recevrez à nouveau les SMS de <b>{s}</b>.", f"ستتلقى رسائل <b>{s}</b> من جديد."
+        fr, ar = (
+            f"Vous recevrez à nouveau les SMS de <b>{s}</b>.",
+            f"ستتلقى رسائل <b>{s}</b> من جديد.",
+        )
     elif action == "opt_out_all":
-        fr, ar = "Vous ne recevrez plus aucun SMS publicitaire.", "لن تتلقى أي رسالة إشهارية بعد الآن."
+        fr, ar = (
+            "Vous ne recevrez plus aucun SMS publicitaire.",
+            "لن تتلقى أي رسالة إشهارية بعد الآن.",
+        )
     else:
-        fr, ar = f"Vous ne recevrez plus de SMS publicitaires de <b>{s}</b>.", f"لن تتلقى رسائل <b>{s}</b> الإشهارية بعد الآن."
-    ref = f"<p class=muted>Référence · المرجع : <code>{escape(request_id)}</code> ({escape(event_id)})</p>"
+        fr, ar = (
+            f"Vous ne recevrez plus de SMS publicitaires de <b>{s}</b>.",
+            f"لن تتلقى رسائل <b>{s}</b> الإشهارية بعد الآن.",
+        )
+    ref = (
+        f"<p class=muted>Référence · المرجع : <code>{escape(request_id)}</code> "
+        f"({escape(event_id)})</p>"
+    )
     return _page(
         "StopSMS — c'est fait",
         f"<section lang=fr><p class=ok>C'est enregistré. {fr}</p>"

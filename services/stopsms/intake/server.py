@@ -102,7 +102,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         party = await self._auth.caller(context, method)
         if party.kind_name not in allowed:
             await self._auth.deny(
-                context, party, method, f"a {party.kind_name} may not call {method.rsplit('/', 1)[-1]}"
+                context,
+                party,
+                method,
+                f"a {party.kind_name} may not call {method.rsplit('/', 1)[-1]}",
             )
         return party
 
@@ -110,7 +113,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.SubmitOptOutRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.SubmitOptOutResponse:
         """Record an opt-out a party received on its own channel."""
-        party = await self._caller(context, "/stopsms.v1.IntakeService/SubmitOptOut", ("operator", "psva"))
+        party = await self._caller(
+            context, "/stopsms.v1.IntakeService/SubmitOptOut", ("operator", "psva")
+        )
         try:
             request_id = check_request_id(request.request_id)
             e164 = check_msisdn(request.msisdn)
@@ -143,7 +148,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.SubmitKeywordRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.SubmitKeywordResponse:
         """Act on an SMS reply forwarded by an operator (START only from the number itself)."""
-        party = await self._caller(context, "/stopsms.v1.IntakeService/SubmitKeyword", ("operator",))
+        party = await self._caller(
+            context, "/stopsms.v1.IntakeService/SubmitKeyword", ("operator",)
+        )
         try:
             request_id = check_request_id(request.request_id)
             e164 = check_msisdn(request.msisdn)
@@ -160,7 +167,11 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             return intake_pb2.SubmitKeywordResponse(
                 intent=intent, sender_id=scope, status=intake_pb2.SUBMISSION_STATUS_IGNORED
             )
-        action = events_pb2.ACTION_OPT_IN if intent == intake_pb2.INTENT_OPT_IN else events_pb2.ACTION_OPT_OUT
+        action = (
+            events_pb2.ACTION_OPT_IN
+            if intent == intake_pb2.INTENT_OPT_IN
+            else events_pb2.ACTION_OPT_OUT
+        )
         published = await self._publish(
             context,
             party_id=party.id,
@@ -180,7 +191,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             undeclared_sender=published.undeclared_sender,
         )
 
-    async def _publish(self, context: grpc.aio.ServicerContext, *, e164: str, **fields: object) -> events_pb2.PreferenceRequested:
+    async def _publish(
+        self, context: grpc.aio.ServicerContext, *, e164: str, **fields: object
+    ) -> events_pb2.PreferenceRequested:
         try:
             return await self._submitter.submit(subject=self._submitter.protect(e164), **fields)  # type: ignore[arg-type]
         except PublishFailed:
@@ -190,7 +203,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             )
             raise
 
-    def _new_link(self, party: Party, msisdn: str, sender_id: str, field: str) -> events_pb2.StopLink:
+    def _new_link(
+        self, party: Party, msisdn: str, sender_id: str, field: str
+    ) -> events_pb2.StopLink:
         """Validate one link request and build its record (nothing published yet)."""
         e164 = check_msisdn(msisdn, f"{field}msisdn")
         sender = check_sender(sender_id, required=True, field=f"{field}sender_id")
@@ -210,7 +225,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         return link
 
-    async def _record_links(self, context: grpc.aio.ServicerContext, links: list[events_pb2.StopLink]) -> None:
+    async def _record_links(
+        self, context: grpc.aio.ServicerContext, links: list[events_pb2.StopLink]
+    ) -> None:
         try:
             await asyncio.gather(
                 *(
@@ -224,13 +241,17 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 )
             )
         except PublishFailed:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "Kafka did not acknowledge the links; retry")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "Kafka did not acknowledge the links; retry"
+            )
         for link in links:
             self._links.remember(link)
 
     def _response(self, link: events_pb2.StopLink) -> intake_pb2.IssueStopLinkResponse:
         return intake_pb2.IssueStopLinkResponse(
-            url=self._settings.public_base_url + link.code, code=link.code, expire_time=link.expire_time
+            url=self._settings.public_base_url + link.code,
+            code=link.code,
+            expire_time=link.expire_time,
         )
 
     async def IssueStopLink(  # noqa: N802 - gRPC method name
@@ -258,7 +279,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requests: at least one link")
         if len(request.requests) > MAX_LINKS_PER_BATCH:
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"requests: at most {MAX_LINKS_PER_BATCH} per call"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"requests: at most {MAX_LINKS_PER_BATCH} per call",
             )
         try:
             links = [

@@ -43,10 +43,16 @@ class IntakeProcess:
         )
         self.links = LinkDirectory(settings.kafka_bootstrap, topics.links)
         auth = Authenticator(
-            directory, insecure=settings.insecure_identity, audit=AuditTrail(self.publisher, topics.audit)
+            directory,
+            insecure=settings.insecure_identity,
+            audit=AuditTrail(self.publisher, topics.audit),
         )
         servicer = IntakeServicer(
-            settings, submitter=self.submitter, publisher=self.publisher, links=self.links, auth=auth
+            settings,
+            submitter=self.submitter,
+            publisher=self.publisher,
+            links=self.links,
+            auth=auth,
         )
         self.endpoint = GrpcEndpoint(
             settings.intake_grpc_address,
@@ -55,7 +61,9 @@ class IntakeProcess:
         )
         self.lookup = SuppressionLookup(settings.registry_grpc_address, INTAKE_PARTY_ID)
         self.web_app = create_web_app(
-            links=self.links, submitter=self.submitter, lookup=self.lookup,
+            links=self.links,
+            submitter=self.submitter,
+            lookup=self.lookup,
             unseal=pseudonymiser.unseal,
         )
         self._web_runner: web.AppRunner | None = None

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import grpc
 from aiohttp import web
 
-from stopsms.core.ids import LINK_PARTY_ID, link_request_id
 from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.ids import LINK_PARTY_ID, link_request_id
 from stopsms.core.kafka import PublishFailed
 from stopsms.intake import pages
 from stopsms.intake.links import LinkDirectory, is_code
@@ -60,9 +60,16 @@ class SuppressionLookup:
 
 def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(
-        text=text, status=status, content_type="text/html", charset="utf-8",
-        headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex",
-                 "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"},
+        text=text,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Robots-Tag": "noindex",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+        },
     )
 
 
@@ -75,9 +82,13 @@ def create_web_app(
         code = request.match_info["code"]
         link = await links.get(code) if is_code(code) else None
         if link is None:
-            return _html(pages.error_page(
-                "Ce lien StopSMS n'existe pas. Vérifiez qu'il est complet.",
-                "رابط StopSMS هذا غير موجود. تحقق من أنه كامل."), 404)
+            return _html(
+                pages.error_page(
+                    "Ce lien StopSMS n'existe pas. Vérifiez qu'il est complet.",
+                    "رابط StopSMS هذا غير موجود. تحقق من أنه كامل.",
+                ),
+                404,
+            )
         return link
 
     def expired(link: events_pb2.StopLink) -> bool:
@@ -114,9 +125,13 @@ def create_web_app(
                 action_time=None,
             )
         except PublishFailed:
-            return _html(pages.error_page(
-                "Le service est momentanément indisponible. Réessayez dans un instant.",
-                "الخدمة غير متاحة مؤقتا. أعد المحاولة بعد لحظات."), 503)
+            return _html(
+                pages.error_page(
+                    "Le service est momentanément indisponible. Réessayez dans un instant.",
+                    "الخدمة غير متاحة مؤقتا. أعد المحاولة بعد لحظات.",
+                ),
+                503,
+            )
         return _html(pages.done_page(link.sender_id, action, request_id, published.event_id))
 
     async def healthz(_: web.Request) -> web.Response:

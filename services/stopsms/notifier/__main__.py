@@ -25,9 +25,14 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     app = create_notifier_app(settings, directory)
     offsets = GroupOffsets(settings.kafka_bootstrap)
     propagation = PropagationIndex(settings.kafka_bootstrap, topics.propagation)
-    auth = Authenticator(directory, insecure=settings.insecure_identity, audit=AuditTrail(None, topics.audit))
+    auth = Authenticator(
+        directory, insecure=settings.insecure_identity, audit=AuditTrail(None, topics.audit)
+    )
     servicer = NotifierServicer(
-        settings, auth=auth, offsets=offsets, propagation=propagation,
+        settings,
+        auth=auth,
+        offsets=offsets,
+        propagation=propagation,
         pseudonymiser=settings.pseudonymiser(),
     )
     endpoint = GrpcEndpoint(

@@ -52,7 +52,11 @@ def pending_receipts(
 
 
 def _receipt(
-    change: events_pb2.SuppressionChanged, partition: int, offset: int, status: int, party: Party | None
+    change: events_pb2.SuppressionChanged,
+    partition: int,
+    offset: int,
+    status: int,
+    party: Party | None,
 ) -> events_pb2.DeliveryReceipt:
     receipt = events_pb2.DeliveryReceipt(
         event_id=change.event_id,
@@ -78,7 +82,11 @@ def create_notifier_app(settings: NotifierSettings, directory: PartiesDirectory)
     receipts = app.topic(topics.receipts, partitions=settings.partitions)
     propagation_topic = app.topic(topics.propagation, partitions=settings.partitions)
     table = app.Table(
-        "propagation", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+        "propagation",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
     )
     app.stopsms_receipts = receipts  # type: ignore[attr-defined]
 
@@ -170,7 +178,9 @@ class ReceiptPoller(mode.Service):
         for party in self.directory:
             if not (party.is_operator or party.is_psva):
                 continue
-            committed = await self.offsets.committed(party_group(self.topics, party), self.topics.suppressions)
+            committed = await self.offsets.committed(
+                party_group(self.topics, party), self.topics.suppressions
+            )
             if party.id not in self.watermarks:
                 self.watermarks[party.id] = await self.offsets.committed(
                     self.topics.receipted_group(party.id), self.topics.suppressions
@@ -193,9 +203,15 @@ class ReceiptPoller(mode.Service):
                     continue
                 change = events_pb2.SuppressionChanged.FromString(record.value)
                 for party, done, confirmed in items:
-                    if done <= record.offset < confirmed and party.is_concerned_by(change.sender_id):
+                    if done <= record.offset < confirmed and party.is_concerned_by(
+                        change.sender_id
+                    ):
                         receipt = _receipt(
-                            change, partition, record.offset, events_pb2.DELIVERY_STATUS_APPLIED, party
+                            change,
+                            partition,
+                            record.offset,
+                            events_pb2.DELIVERY_STATUS_APPLIED,
+                            party,
                         )
                         receipt.applied_time.FromMilliseconds(now_ms)
                         deliveries.append(
@@ -210,6 +226,8 @@ class ReceiptPoller(mode.Service):
             for party, _, confirmed in items:
                 self.watermarks[party.id][partition] = confirmed
                 await self.offsets.commit(
-                    self.topics.receipted_group(party.id), self.topics.suppressions, {partition: confirmed}
+                    self.topics.receipted_group(party.id),
+                    self.topics.suppressions,
+                    {partition: confirmed},
                 )
         return published

@@ -30,7 +30,7 @@ def decode_cursor(cursor: str, partitions: int) -> dict[int, int]:
     """Decode a cursor; raise :class:`InvalidCursor` for anything malformed."""
     if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(_PREFIX):
         raise InvalidCursor("not a StopSMS cursor")
-    body = cursor[len(_PREFIX):]
+    body = cursor[len(_PREFIX) :]
     if not _BODY.fullmatch(body):
         raise InvalidCursor("not a StopSMS cursor")
     try:

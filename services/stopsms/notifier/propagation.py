@@ -70,7 +70,9 @@ class Propagation:
         return record
 
 
-def fold(state: Propagation | None, receipt: events_pb2.DeliveryReceipt) -> tuple[Propagation, bool]:
+def fold(
+    state: Propagation | None, receipt: events_pb2.DeliveryReceipt
+) -> tuple[Propagation, bool]:
     """Fold one receipt into the state; return the new state and whether it changed."""
     before = state.to_json() if state is not None else b""
     current = state or Propagation(event_id=receipt.event_id)
@@ -84,7 +86,9 @@ def fold(state: Propagation | None, receipt: events_pb2.DeliveryReceipt) -> tupl
     if receipt.status == PENDING:
         current.concerned = sorted(set(current.concerned or []) | set(receipt.concerned_party_ids))
     if receipt.party_id:
-        kind, status, applied_ms = current.parties.get(receipt.party_id, [receipt.party_kind, PENDING, 0])
+        kind, status, applied_ms = current.parties.get(
+            receipt.party_id, [receipt.party_kind, PENDING, 0]
+        )
         if receipt.status == APPLIED and status != APPLIED:
             status, applied_ms = APPLIED, receipt.applied_time.ToMilliseconds()
         current.parties[receipt.party_id] = [kind or receipt.party_kind, status, applied_ms]

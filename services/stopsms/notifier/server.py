@@ -77,12 +77,16 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     self._topics.psva_group(party.id), self._topics.suppressions
                 )
             reader = TopicReader(
-                self._settings.kafka_bootstrap, self._topics.suppressions, start_offsets=start,
+                self._settings.kafka_bootstrap,
+                self._topics.suppressions,
+                start_offsets=start,
                 client_id=f"stopsms-watch-{party.id}",
             )
             await reader.start()
         except KafkaError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}"
+            )
         try:
             positions = await reader.positions()
             loop = asyncio.get_running_loop()
@@ -103,7 +107,10 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     )
                     last_sent = loop.time()
                     pending_heartbeat = False
-                if pending_heartbeat and loop.time() - last_sent >= self._settings.heartbeat_seconds:
+                if (
+                    pending_heartbeat
+                    and loop.time() - last_sent >= self._settings.heartbeat_seconds
+                ):
                     yield notifier_pb2.WatchChangesResponse(cursor=encode_cursor(positions))
                     last_sent = loop.time()
                     pending_heartbeat = False
@@ -159,7 +166,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         elif request.request_id:
             wanted = event_id(party.id, request.request_id)
         else:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id or event_id: one is required")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "request_id or event_id: one is required"
+            )
         if len(wanted) > 128:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "event_id: too long")
         record = await self._propagation.get(wanted, wait_seconds=1.0)

@@ -10,7 +10,7 @@ import sys
 
 import faust
 
-from stopsms.core.identity import Authenticator, AuditTrail
+from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
 from stopsms.core.settings import RegistrySettings

@@ -40,8 +40,11 @@ def create_registry_app(settings: Settings) -> faust.App:
     suppressions = app.topic(topics.suppressions, partitions=settings.partitions)
     dead_letters = app.topic(topics.dlq, partitions=settings.partitions)
     decisions = app.Table(
-        "decisions", default=None, partitions=settings.partitions,
-        key_type=bytes, value_type=bytes,
+        "decisions",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
     )
 
     @app.agent(requests, name="decide-requests", supervisor_strategy=mode.CrashingSupervisor)
@@ -90,9 +93,12 @@ async def _dead_letter(topic: Any, message: Any, reason: str) -> None:
         reason=reason,
     )
     letter.failed_time.GetCurrentTime()
-    log.error("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+    log.error(
+        "dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )
     delivery = await topic.send(
-        key=message.key or b"", value=letter.SerializeToString(),
+        key=message.key or b"",
+        value=letter.SerializeToString(),
         headers=message_headers("stopsms.v1.DeadLetter"),
     )
     await delivery

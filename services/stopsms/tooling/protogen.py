@@ -31,7 +31,6 @@ def _generate_into(out_root: Path) -> None:
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={out_root}",
-        f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
         *protos,
     ]
