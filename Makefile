@@ -3,7 +3,7 @@ PYTHON ?= python3
 PROTO_FILES := $(wildcard protos/stopsms/v1/*.proto)
 BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
-.PHONY: install up test test-unit lint protos protos-check buf-lint bench fetch-kafka clean
+.PHONY: install up test test-unit lint protos protos-check buf-lint bench fetch-kafka
 
 install:  ## Install the package with its development tools.
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -23,10 +23,11 @@ protos:  ## Regenerate services/stopsms/v1 from protos/ with the pinned grpcio-t
 protos-check:  ## Fail when the committed generated code differs from a regeneration.
 	$(PYTHON) -m stopsms.tooling.protogen check
 
-buf-lint:
+buf-lint:  ## buf lint (STANDARD) and no breaking change against main.
 	cd protos && $(BUF) lint
+	cd protos && $(BUF) breaking --against '../.git#branch=main,subdir=protos'
 
-lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf lint.
+lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
 	$(PYTHON) -m ruff check services tests bench examples
 	$(PYTHON) -m ruff format --check services tests bench examples
 	$(PYTHON) -m mypy
