@@ -5,13 +5,13 @@ BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
 .PHONY: install up test test-unit lint protos protos-check buf-lint bench fetch-kafka
 
-install:  ## Install the package with its development tools.
-	$(PYTHON) -m pip install -q -e '.[dev]'
+install:  ## System packages (redis-server, Java, Maven) and the Python package, when missing.
+	bash deploy/bootstrap.sh
 
-up:  ## Run Kafka, Redis and the three services; Ctrl-C stops everything.
+up: install  ## Run Kafka, Redis and the three services; Ctrl-C stops everything.
 	$(PYTHON) -m stopsms.cli up
 
-test:  ## Every test: unit, integration and end to end (starts its own Kafka and Redis).
+test: install  ## Every test: unit, integration and end to end (starts its own Kafka and Redis).
 	$(PYTHON) -m pytest -q tests
 
 test-unit:
