@@ -48,8 +48,13 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """True when nothing listens on ``port`` on the loopback interface."""
+    """True when nothing listens on ``port`` on the loopback interface.
+
+    Binds the way servers do (SO_REUSEADDR), so a port whose last connections linger in
+    TIME_WAIT after a restart still counts as free.
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -154,7 +159,7 @@ class LocalKafka:
         if state.exists():
             saved = json.loads(state.read_text())
             return int(saved["port"]), int(saved["controller_port"])
-        port = self.port or free_port()
+        port = self.port if self.port and port_is_free(self.port) else free_port()
         controller = free_port()
         while controller == port:
             controller = free_port()
