@@ -191,3 +191,13 @@ async def test_links_are_short_and_batches_are_all_or_nothing(intake) -> None:
     )
     reply = await stub.IssueStopLinks(good, metadata=md)
     assert len({link.code for link in reply.links}) == 50
+
+
+async def test_an_oversized_message_is_refused_before_anything_is_read(intake) -> None:
+    stub, publisher = intake
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitOptOut(
+            opt_out(request_id="x" * (5 * 1024 * 1024)), metadata=as_party("iam")
+        )
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert not publisher.records
