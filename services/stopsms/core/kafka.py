@@ -120,6 +120,42 @@ class KafkaPublisher:
         return metadata.partition, metadata.offset
 
 
+class PublisherService(mode.Service):
+    """A :class:`KafkaPublisher` that starts and stops with a faust worker (audit entries)."""
+
+    def __init__(self, bootstrap: str, client_id: str, **kwargs: object) -> None:
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._publisher: KafkaPublisher | None = None
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Connect (aiokafka clients are made inside the running loop)."""
+        self._publisher = KafkaPublisher(self._bootstrap, client_id=self._client_id)
+        await self._publisher.start()
+
+    async def on_stop(self) -> None:
+        """Flush and disconnect."""
+        if self._publisher is not None:
+            await self._publisher.stop()
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish through the running producer."""
+        if self._publisher is None:
+            raise PublishFailed("the publisher is not started")
+        return await self._publisher.publish(
+            topic, key, value, partition=partition, headers=headers
+        )
+
+
 @dataclass
 class InMemoryPublisher:
     """A fake publisher for unit tests: keeps records per topic; can be told to fail."""

@@ -7,7 +7,7 @@ import sys
 import faust
 
 from stopsms.core.identity import AuditTrail, Authenticator
-from stopsms.core.kafka import GroupOffsets
+from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
 from stopsms.core.settings import NotifierSettings
@@ -21,12 +21,15 @@ from stopsms.v1 import notifier_pb2_grpc
 def create_worker(settings: NotifierSettings) -> faust.Worker:
     """Assemble the notifier process from its settings."""
     topics = Topics(settings.topic_namespace)
+    audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
     app = create_notifier_app(settings, directory)
     offsets = GroupOffsets(settings.kafka_bootstrap)
     propagation = PropagationIndex(settings.kafka_bootstrap, topics.propagation)
     auth = Authenticator(
-        directory, insecure=settings.insecure_identity, audit=AuditTrail(None, topics.audit)
+        directory,
+        insecure=settings.insecure_identity,
+        audit=AuditTrail(audit_publisher, topics.audit),
     )
     servicer = NotifierServicer(
         settings,
@@ -42,6 +45,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     )
     return faust.Worker(
         app,
+        audit_publisher,
         offsets,
         propagation,
         ReceiptPoller(app, settings, directory, offsets),

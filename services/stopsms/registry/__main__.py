@@ -11,6 +11,7 @@ import sys
 import faust
 
 from stopsms.core.identity import AuditTrail, Authenticator
+from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
 from stopsms.core.settings import RegistrySettings
@@ -26,12 +27,13 @@ from stopsms.v1 import registry_pb2_grpc
 def create_worker(settings: RegistrySettings) -> faust.Worker:
     """Assemble the registry process from its settings."""
     topics = Topics(settings.topic_namespace)
+    audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-registry-audit")
     app = create_registry_app(settings)
     view = RedisSuppressionView.from_url(settings.redis_url, settings.topic_namespace)
     auth = Authenticator(
         PartiesDirectory.load(settings.parties_file),
         insecure=settings.insecure_identity,
-        audit=AuditTrail(None, topics.audit),
+        audit=AuditTrail(audit_publisher, topics.audit),
     )
     servicer = RegistryServicer(view=view, pseudonymiser=settings.pseudonymiser(), auth=auth)
     endpoint = GrpcEndpoint(
@@ -42,6 +44,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
     materialiser = ViewMaterialiser(settings.kafka_bootstrap, topics.suppressions, view)
     return faust.Worker(
         app,
+        audit_publisher,
         materialiser,
         HostedEndpoint(endpoint, settings.grace_seconds),
         loglevel=settings.log_level,
