@@ -155,7 +155,9 @@ async def test_each_request_is_decided_once_published_and_answered(
         entries: list[events_pb2.AuditEntry] = []
         async with asyncio.timeout(10):
             while not any(e.decision == events_pb2.AUDIT_DECISION_DENIED for e in entries):
-                entries += [events_pb2.AuditEntry.FromString(r.value) for r in await audit.read(500)]
+                entries += [
+                    events_pb2.AuditEntry.FromString(r.value) for r in await audit.read(500)
+                ]
         await audit.stop()
         denied = [e for e in entries if e.decision == events_pb2.AUDIT_DECISION_DENIED]
         assert denied[0].party_id == "atlas-sms" and denied[0].method.endswith("/Check")

@@ -62,3 +62,18 @@ def test_done_only_when_every_concerned_party_applied_in_any_order_and_repeats()
     }
     again, changed = fold(state, applied("atlas", PSVA, 9_999))
     assert not changed and again.done_time_ms == 2_100
+
+
+def test_recent_changes_cover_a_contiguous_span_and_forget_what_all_confirmed() -> None:
+    from stopsms.notifier.app import RecentChanges
+
+    recent = RecentChanges(capacity=4)
+    for offset in range(3, 8):
+        recent.add(0, offset, change("JUMIA"))
+    assert recent.span(0) == (4, 8)  # capacity: the oldest entry fell out
+    recent.add(0, 6, None)  # a redelivery from offset 6 replaces what followed it
+    assert recent.span(0) == (4, 7)
+    assert [o for o, _ in recent.between(0, 5, 10)] == [5, 6]
+    recent.prune(0, 6)
+    assert recent.span(0) == (6, 7)
+    assert recent.span(1) is None

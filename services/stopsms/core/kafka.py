@@ -284,7 +284,7 @@ class RangeReader:
             group_id=None,
             enable_auto_commit=False,
             client_id="stopsms-range",
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=10,
         )
         await self._consumer.start()
 

@@ -13,7 +13,7 @@ from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
-from stopsms.notifier.app import ReceiptPoller, create_notifier_app
+from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.v1 import notifier_pb2_grpc
 
@@ -23,7 +23,8 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
-    app = create_notifier_app(settings, directory)
+    recent = RecentChanges()
+    app = create_notifier_app(settings, directory, recent)
     offsets = GroupOffsets(settings.kafka_bootstrap)
     propagation = PropagationIndex(settings.kafka_bootstrap, topics.propagation)
     auth = Authenticator(
@@ -48,7 +49,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         audit_publisher,
         offsets,
         propagation,
-        ReceiptPoller(app, settings, directory, offsets),
+        ReceiptPoller(app, settings, directory, offsets, recent),
         HostedEndpoint(endpoint, settings.grace_seconds),
         loglevel=settings.log_level,
         override_logging=False,

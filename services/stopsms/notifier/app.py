@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import faust
@@ -74,7 +75,52 @@ def _receipt(
     return receipt
 
 
-def create_notifier_app(settings: NotifierSettings, directory: PartiesDirectory) -> faust.App:
+class RecentChanges:
+    """The changes the tracking agent saw lately, per partition, in offset order.
+
+    The receipt poller needs, for each offset a party committed past, which change it was. In
+    the steady state the tracking agent has just seen those changes, so they are looked up
+    here instead of being read again from Kafka; what is not here (after a restart, or when
+    the agent is behind a party) is read from the topic. Entries every party has confirmed are
+    dropped, and a partition never holds more than ``capacity`` entries.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._entries: dict[int, deque[tuple[int, events_pb2.SuppressionChanged | None]]] = {}
+
+    def add(
+        self, partition: int, offset: int, change: events_pb2.SuppressionChanged | None
+    ) -> None:
+        """Record the change at ``offset`` (a redelivery replaces what followed it)."""
+        entries = self._entries.setdefault(partition, deque(maxlen=self._capacity))
+        while entries and entries[-1][0] >= offset:
+            entries.pop()
+        entries.append((offset, change))
+
+    def span(self, partition: int) -> tuple[int, int] | None:
+        """The offsets covered without a gap: [first, next), or None."""
+        entries = self._entries.get(partition)
+        if not entries:
+            return None
+        return entries[0][0], entries[-1][0] + 1
+
+    def between(
+        self, partition: int, start: int, end: int
+    ) -> list[tuple[int, events_pb2.SuppressionChanged | None]]:
+        """Entries with ``start <= offset < end``."""
+        return [e for e in self._entries.get(partition, ()) if start <= e[0] < end]
+
+    def prune(self, partition: int, below: int) -> None:
+        """Forget entries before ``below`` (confirmed by every party)."""
+        entries = self._entries.get(partition)
+        while entries and entries[0][0] < below:
+            entries.popleft()
+
+
+def create_notifier_app(
+    settings: NotifierSettings, directory: PartiesDirectory, recent: RecentChanges
+) -> faust.App:
     """Build the notifier's faust app with its two agents."""
     topics = Topics(settings.topic_namespace)
     app = faust_app(settings, "notifier")
@@ -94,10 +140,12 @@ def create_notifier_app(settings: NotifierSettings, directory: PartiesDirectory)
     async def track_changes(stream: Any) -> None:
         """Announce who must apply each change (PENDING receipts)."""
         async for event in stream.events():
+            message = event.message
             if event.value is None:
+                recent.add(message.partition, message.offset, None)
                 continue
             change = events_pb2.SuppressionChanged.FromString(event.value)
-            message = event.message
+            recent.add(message.partition, message.offset, change)
             for receipt in pending_receipts(change, message.partition, message.offset, directory):
                 await receipts.send(
                     key=change.event_id.encode(),
@@ -134,14 +182,17 @@ class ReceiptPoller(mode.Service):
         settings: NotifierSettings,
         directory: PartiesDirectory,
         offsets: GroupOffsets,
+        recent: RecentChanges,
         **kwargs: object,
     ) -> None:
         self.app = app
         self.settings = settings
         self.directory = directory
         self.offsets = offsets
+        self.recent = recent
         self.topics = Topics(settings.topic_namespace)
         self.ranges = RangeReader(settings.kafka_bootstrap, self.topics.suppressions)
+        self.parties = [p for p in directory if p.is_operator or p.is_psva]
         self.watermarks: dict[str, dict[int, int]] = {}
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
@@ -169,49 +220,64 @@ class ReceiptPoller(mode.Service):
             if tp.topic == self.topics.suppressions
         }
 
+    async def _changes(
+        self, partition: int, start: int, end: int
+    ) -> list[tuple[int, events_pb2.SuppressionChanged | None]]:
+        """The changes at offsets [start, end): from memory, the rest from the topic."""
+        span = self.recent.span(partition)
+        if span is None:
+            gaps = [(start, end)]
+        else:
+            first, after = span
+            gaps = [(start, min(end, first)), (max(start, after), end)]
+        found = self.recent.between(partition, start, end)
+        for gap_start, gap_end in gaps:
+            if gap_start < gap_end:
+                for record in await self.ranges.read(partition, gap_start, gap_end):
+                    value = record.value
+                    found.append(
+                        (
+                            record.offset,
+                            events_pb2.SuppressionChanged.FromString(value) if value else None,
+                        )
+                    )
+        return sorted(found, key=lambda item: item[0])
+
     async def poll_once(self) -> int:
         """One round: publish APPLIED receipts for what parties confirmed since the last round."""
         mine = self._my_partitions()
         if not mine:
             return 0
-        advancing: dict[int, list[tuple[Party, int, int]]] = {}
-        for party in self.directory:
-            if not (party.is_operator or party.is_psva):
-                continue
-            committed = await self.offsets.committed(
-                party_group(self.topics, party), self.topics.suppressions
-            )
+        topic = self.topics.suppressions
+        committed = await asyncio.gather(
+            *(self.offsets.committed(party_group(self.topics, p), topic) for p in self.parties)
+        )
+        for party in self.parties:
             if party.id not in self.watermarks:
                 self.watermarks[party.id] = await self.offsets.committed(
-                    self.topics.receipted_group(party.id), self.topics.suppressions
+                    self.topics.receipted_group(party.id), topic
                 )
+        advancing: dict[int, list[tuple[Party, int, int]]] = {}
+        for party, confirmed_by_partition in zip(self.parties, committed, strict=True):
             marks = self.watermarks[party.id]
             for partition in mine:
-                done, confirmed = marks.get(partition, 0), committed.get(partition, 0)
+                done = marks.get(partition, 0)
+                confirmed = confirmed_by_partition.get(partition, 0)
                 if confirmed > done:
                     advancing.setdefault(partition, []).append((party, done, confirmed))
-        published = 0
         receipts_topic = self.app.stopsms_receipts  # type: ignore[attr-defined]
+        now_ms = int(time.time() * 1000)
+        deliveries = []
         for partition, items in advancing.items():
             start = min(done for _, done, _ in items)
             end = max(confirmed for _, _, confirmed in items)
-            records = await self.ranges.read(partition, start, end)
-            now_ms = int(time.time() * 1000)
-            deliveries = []
-            for record in records:
-                if record.value is None:
+            for offset, change in await self._changes(partition, start, end):
+                if change is None:
                     continue
-                change = events_pb2.SuppressionChanged.FromString(record.value)
                 for party, done, confirmed in items:
-                    if done <= record.offset < confirmed and party.is_concerned_by(
-                        change.sender_id
-                    ):
+                    if done <= offset < confirmed and party.is_concerned_by(change.sender_id):
                         receipt = _receipt(
-                            change,
-                            partition,
-                            record.offset,
-                            events_pb2.DELIVERY_STATUS_APPLIED,
-                            party,
+                            change, partition, offset, events_pb2.DELIVERY_STATUS_APPLIED, party
                         )
                         receipt.applied_time.FromMilliseconds(now_ms)
                         deliveries.append(
@@ -221,13 +287,21 @@ class ReceiptPoller(mode.Service):
                                 headers=message_headers("stopsms.v1.DeliveryReceipt"),
                             )
                         )
-            await asyncio.gather(*deliveries)
-            published += len(deliveries)
+        await asyncio.gather(*deliveries)  # acknowledged before the progress is recorded
+        progress: dict[str, dict[int, int]] = {}
+        for partition, items in advancing.items():
             for party, _, confirmed in items:
-                self.watermarks[party.id][partition] = confirmed
-                await self.offsets.commit(
-                    self.topics.receipted_group(party.id),
-                    self.topics.suppressions,
-                    {partition: confirmed},
-                )
-        return published
+                progress.setdefault(party.id, {})[partition] = confirmed
+        await asyncio.gather(
+            *(
+                self.offsets.commit(self.topics.receipted_group(party_id), topic, marks)
+                for party_id, marks in progress.items()
+            )
+        )
+        for party_id, marks in progress.items():
+            self.watermarks[party_id].update(marks)
+        for partition in mine:
+            self.recent.prune(
+                partition, min(self.watermarks[p.id].get(partition, 0) for p in self.parties)
+            )
+        return len(deliveries)
