@@ -1,10 +1,12 @@
-"""The faust conventions shared by the registry and the notifier."""
+"""The faust conventions shared by the registry and the notifier: the app and its worker."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import faust
+import mode
 
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
@@ -27,3 +29,20 @@ def faust_app(settings: Settings, service: str, data_dir: Path | None = None) ->
         value_serializer="raw",
         table_standby_replicas=0,
     )
+
+
+def stream_worker(
+    app: faust.App, services: list[mode.ServiceT], settings: Settings
+) -> faust.Worker:
+    """The worker that runs the app and the process's other services on one event loop.
+
+    The worker owns the loop and the signals: on SIGTERM it stops every service in reverse
+    order, so the gRPC server drains before Kafka clients close.
+    """
+    return faust.Worker(app, *services, loglevel=settings.log_level, override_logging=False)
+
+
+def run_worker(worker: faust.Worker) -> None:
+    """Run a worker until it is stopped (its command line options are not ours to parse)."""
+    sys.argv = sys.argv[:1]
+    worker.execute_from_commandline()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import faust
 
 from stopsms.core.identity import AuditTrail, Authenticator
@@ -11,6 +9,7 @@ from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
 from stopsms.core.settings import NotifierSettings
+from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
@@ -44,15 +43,16 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         [lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server)],
         [SERVICE_NAME],
     )
-    return faust.Worker(
+    return stream_worker(
         app,
-        audit_publisher,
-        offsets,
-        propagation,
-        ReceiptPoller(app, settings, directory, offsets, recent),
-        HostedEndpoint(endpoint, settings.grace_seconds),
-        loglevel=settings.log_level,
-        override_logging=False,
+        [
+            audit_publisher,
+            offsets,
+            propagation,
+            ReceiptPoller(app, settings, directory, offsets, recent),
+            HostedEndpoint(endpoint, settings.grace_seconds),
+        ],
+        settings,
     )
 
 
@@ -60,9 +60,7 @@ def main() -> None:
     """Entry point of the notifier process."""
     settings = NotifierSettings.from_env()
     configure_logging("notifier", settings.log_level)
-    worker = create_worker(settings)
-    sys.argv = sys.argv[:1]
-    worker.execute_from_commandline()
+    run_worker(create_worker(settings))
 
 
 if __name__ == "__main__":

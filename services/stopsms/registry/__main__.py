@@ -6,8 +6,6 @@ faust worker owns the event loop, handles SIGTERM and stops the gRPC server grac
 
 from __future__ import annotations
 
-import sys
-
 import faust
 
 from stopsms.core.identity import AuditTrail, Authenticator
@@ -15,6 +13,7 @@ from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
 from stopsms.core.settings import RegistrySettings
+from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView
@@ -42,13 +41,14 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         [SERVICE_NAME],
     )
     materialiser = ViewMaterialiser(settings.kafka_bootstrap, topics.suppressions, view)
-    return faust.Worker(
+    return stream_worker(
         app,
-        audit_publisher,
-        materialiser,
-        HostedEndpoint(endpoint, settings.grace_seconds),
-        loglevel=settings.log_level,
-        override_logging=False,
+        [
+            audit_publisher,
+            materialiser,
+            HostedEndpoint(endpoint, settings.grace_seconds),
+        ],
+        settings,
     )
 
 
@@ -56,9 +56,7 @@ def main() -> None:
     """Entry point of the registry process."""
     settings = RegistrySettings.from_env()
     configure_logging("registry", settings.log_level)
-    worker = create_worker(settings)
-    sys.argv = sys.argv[:1]
-    worker.execute_from_commandline()
+    run_worker(create_worker(settings))
 
 
 if __name__ == "__main__":
