@@ -145,11 +145,3 @@ def partition_for_key(key: bytes | str, partitions: int) -> int:
     suppression records.
     """
     return (murmur2(subject_of_key(key)) & 0x7FFFFFFF) % partitions
-
-
-def subject_partitioner(key_bytes: bytes | None, all_partitions: list[int], available: list[int]):  # type: ignore[no-untyped-def]
-    """aiokafka/kafka-python partitioner hook that hashes the subject part of the key."""
-    if key_bytes is None:
-        raise ValueError("StopSMS records of subject-partitioned topics need a key")
-    ordered = sorted(all_partitions)
-    return ordered[partition_for_key(key_bytes, len(ordered))]

@@ -11,7 +11,7 @@ section{border:1px solid #ccc;border-radius:.5rem;padding:1rem;margin:1rem 0}
 section[lang=ar]{direction:rtl;text-align:right}
 button{font-size:1.05rem;padding:.6rem 1rem;margin:.3rem 0;border-radius:.4rem;
 border:1px solid #333;
-background:#0b5;color:#fff;cursor:pointer}
+background:#05713a;color:#fff;cursor:pointer;width:100%}
 button.secondary{background:#fff;color:#111}
 .ok{color:#064}.muted{color:#444;font-size:.9rem}
 """
@@ -32,8 +32,8 @@ def _form(code: str, action: str, fr: str, ar: str, secondary: bool = False) -> 
     cls = ' class="secondary"' if secondary else ""
     return (
         f'<form method=post action="/{escape(code)}"><input type=hidden name=action '
-        f'value="{escape(action)}"><button{cls} type=submit>{escape(fr)} · '
-        f"<span lang=ar dir=rtl>{escape(ar)}</span></button></form>"
+        f'value="{escape(action)}"><button{cls} type=submit>{escape(fr)}<br>'
+        f"<bdi lang=ar dir=rtl>{escape(ar)}</bdi></button></form>"
     )
 
 
