@@ -200,20 +200,30 @@ class LocalKafka:
         ]
         if not (log_dir / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            result = subprocess.run(  # noqa: S603
-                [
-                    *jvm,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(config),
-                ],
-                capture_output=True,
-                text=True,
-            )
+            for attempt in (1, 2):  # seen once to fail for no lasting reason: try twice
+                result = subprocess.run(  # noqa: S603
+                    [
+                        *jvm,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "--standalone",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(config),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
+                if result.returncode == 0:
+                    break
+                log.warning(
+                    "formatting Kafka storage failed (attempt %d): %s",
+                    attempt,
+                    result.stderr[-500:],
+                )
+                shutil.rmtree(log_dir, ignore_errors=True)
+                time.sleep(1)
             if result.returncode != 0:
                 raise InfrastructureError(
                     f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
