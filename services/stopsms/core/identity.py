@@ -13,7 +13,6 @@ import logging
 from typing import NoReturn
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from stopsms.core.kafka import Publisher, PublishFailed, message_headers
 from stopsms.core.parties import PartiesDirectory, Party
@@ -117,10 +116,3 @@ class Authenticator:
         self.audit.record(party.id, party.kind, method, events_pb2.AUDIT_DECISION_DENIED, detail)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
         raise AssertionError("unreachable")  # abort always raises
-
-
-def timestamp_now() -> Timestamp:
-    """The current time as a protobuf Timestamp."""
-    stamp = Timestamp()
-    stamp.GetCurrentTime()
-    return stamp

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -469,25 +469,3 @@ class GroupOffsets(mode.Service):
             if not set(tps) <= current:
                 consumer.assign(sorted(current | set(tps)))
             await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
-
-
-async def ensure_topics(
-    bootstrap: str, specs: Iterable[tuple[str, dict[str, str]]], partitions: int
-) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
-    from aiokafka.admin import NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-topics")
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=configs)
-            for name, configs in specs
-            if name not in existing
-        ]
-        if missing:
-            await admin.create_topics(missing)
-        return [t.name for t in missing]
-    finally:
-        await admin.close()

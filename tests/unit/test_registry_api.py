@@ -1,0 +1,94 @@
+"""The registry's Check and CheckBatch over an in-memory view filled as the materialiser does."""
+
+import grpc
+import pytest
+
+from stopsms.core.identity import PARTY_HEADER, Authenticator
+from stopsms.core.kafka import Record
+from stopsms.core.parties import PartiesDirectory
+from stopsms.core.privacy import Key, Pseudonymiser
+from stopsms.core.serving import GrpcEndpoint
+from stopsms.core.settings import Settings
+from stopsms.core.view import InMemorySuppressionView
+from stopsms.registry.materialiser import updates_from
+from stopsms.registry.server import SERVICE_NAME, RegistryServicer
+from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
+
+PSEUDONYMISER = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
+
+
+def suppression(offset: int, msisdn: str, sender: str, state: int, version: int) -> Record:
+    change = events_pb2.SuppressionChanged(
+        subject=PSEUDONYMISER.subject(msisdn), sender_id=sender, state=state, version=version
+    )
+    change.action_time.FromMilliseconds(1_000 * version)
+    return Record("stopsms.suppressions.v1", 0, offset, b"", change.SerializeToString(), 0)
+
+
+@pytest.fixture
+async def registry():
+    view = InMemorySuppressionView()
+    updates, offsets = updates_from(
+        [
+            suppression(0, "+212612345678", "", events_pb2.STATE_SUPPRESSED, 1),
+            suppression(1, "+212612345678", "JUMIA", events_pb2.STATE_ALLOWED, 2),
+        ]
+    )
+    await view.apply(updates, offsets)
+    directory = PartiesDirectory.load(Settings().parties_file)
+    servicer = RegistryServicer(
+        view=view, pseudonymiser=PSEUDONYMISER, auth=Authenticator(directory, insecure=True)
+    )
+    endpoint = GrpcEndpoint(
+        "127.0.0.1:0",
+        [lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s)],
+        [SERVICE_NAME],
+    )
+    await endpoint.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{endpoint.port}")
+    yield registry_pb2_grpc.RegistryServiceStub(channel)
+    await channel.close()
+    await endpoint.stop(0)
+
+
+async def test_check_applies_the_rules_and_says_what_it_answers_as_of(registry) -> None:
+    md = ((PARTY_HEADER, "cndp"),)
+    jumia = await registry.Check(
+        registry_pb2.CheckRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=md
+    )
+    assert jumia.verdict == registry_pb2.VERDICT_ALLOWED
+    assert jumia.matched_scope == registry_pb2.MATCHED_SCOPE_SENDER
+    kitea = await registry.Check(
+        registry_pb2.CheckRequest(msisdn="0612345678", sender_id="KITEA"), metadata=md
+    )
+    assert kitea.verdict == registry_pb2.VERDICT_SUPPRESSED
+    assert kitea.matched_scope == registry_pb2.MATCHED_SCOPE_GLOBAL
+    assert kitea.since.ToMilliseconds() == 1_000
+    assert [(o.partition, o.offset) for o in kitea.as_of] == [(0, 2)]
+
+
+async def test_a_psva_checks_its_own_senders_and_global_only(registry) -> None:
+    md = ((PARTY_HEADER, "atlas-sms"),)
+    own = await registry.Check(
+        registry_pb2.CheckRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=md
+    )
+    assert own.verdict == registry_pb2.VERDICT_ALLOWED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await registry.Check(
+            registry_pb2.CheckRequest(msisdn="0612345678", sender_id="KITEA"), metadata=md
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_batch_answers_each_chunk_in_order_and_marks_bad_numbers(registry) -> None:
+    async def chunks():
+        yield registry_pb2.CheckBatchRequest(
+            sender_id="MARJANE", msisdns=["0612345678", "nope", "0700000000"]
+        )
+
+    [reply] = [r async for r in registry.CheckBatch(chunks(), metadata=((PARTY_HEADER, "iam"),))]
+    assert [r.verdict for r in reply.results] == [
+        registry_pb2.VERDICT_SUPPRESSED,
+        registry_pb2.VERDICT_INVALID_NUMBER,
+        registry_pb2.VERDICT_ALLOWED,
+    ]
