@@ -25,11 +25,9 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.results import figure, percentile, record
-from stopsms.core.identity import PARTY_HEADER
 from stopsms.core.kafka import TopicReader
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
@@ -67,10 +65,10 @@ async def kafka_round_trips(bootstrap: str, topic: str, count: int) -> list[floa
     return times
 
 
-async def watch_and_acknowledge(address: str, party: str, stop: asyncio.Event) -> None:
+async def watch_and_acknowledge(platform: LocalPlatform, party: str, stop: asyncio.Event) -> None:
     """A PSVA: apply each change, then acknowledge it."""
-    metadata = ((PARTY_HEADER, party),)
-    async with grpc.aio.insecure_channel(address) as channel:
+    channel, metadata = platform.channel("notifier", party)
+    async with channel:
         stub = notifier_pb2_grpc.NotifierServiceStub(channel)
         call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=metadata)
         stopper = asyncio.create_task(stop.wait())
@@ -106,15 +104,14 @@ async def run(count: int, rate: float, platform: LocalPlatform) -> list[dict[str
     for thread in operators:
         thread.start()
     stop = asyncio.Event()
-    watchers = [
-        asyncio.create_task(watch_and_acknowledge(ends["notifier_grpc"], p, stop)) for p in PSVAS
-    ]
+    watchers = [asyncio.create_task(watch_and_acknowledge(platform, p, stop)) for p in PSVAS]
     proofs = TopicReader(ends["kafka"], topics.propagation)
     await proofs.start()
 
     print(f"{count} opt-outs through intake at {rate:.0f}/s...", flush=True)
     submitted: set[str] = set()
-    async with grpc.aio.insecure_channel(ends["intake_grpc"]) as channel:
+    channel, metadata = platform.channel("intake", "iam")
+    async with channel:
         intake = intake_pb2_grpc.IntakeServiceStub(channel)
         started = time.perf_counter()
         for i in range(count):
@@ -126,7 +123,7 @@ async def run(count: int, rate: float, platform: LocalPlatform) -> list[dict[str
                     sender_id=random.choice(SENDERS),
                     channel=events_pb2.CHANNEL_API,
                 ),
-                metadata=((PARTY_HEADER, "iam"),),
+                metadata=metadata,
             )
             submitted.add(reply.event_id)
             await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.perf_counter()))

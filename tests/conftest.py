@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.infra import LocalInfrastructure, create_topics, start_process, stop_process
+from stopsms.core.infra import (
+    LocalInfrastructure,
+    create_topics,
+    free_port,
+    start_process,
+    stop_process,
+)
 from stopsms.core.topics import Topics
 from stopsms.local_platform import is_serving
 
@@ -52,6 +58,10 @@ def service_env(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> d
         "STOPSMS_TOPIC_NAMESPACE": namespace,
         "STOPSMS_DATA_DIR": str(tmp_path / "data"),
         "STOPSMS_PARTIES_FILE": str(E2E_PARTIES),
+        # Integration tests drive one service at a time in the development mode; the
+        # end-to-end and security tests run everything with mutual TLS.
+        "STOPSMS_INSECURE_IDENTITY": "true",
+        "STOPSMS_GENERATE_KEYS": "true",
     }
 
 
@@ -60,7 +70,11 @@ def running_service(
     service: str, env: dict[str, str], address: str, log_dir: Path
 ) -> Iterator[None]:
     """Run one service as its own process (as in production) until the block ends."""
-    env = {**env, f"STOPSMS_{service.upper()}_GRPC_ADDRESS": address}
+    env = {
+        **env,
+        f"STOPSMS_{service.upper()}_GRPC_ADDRESS": address,
+        f"STOPSMS_{service.upper()}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
     process = start_process(
         [sys.executable, "-m", f"stopsms.{service}"], log_dir / f"{service}.log", env
     )

@@ -6,6 +6,10 @@
     stopsms check 0612345678 --sender JUMIA --party iam
     stopsms propagation <request id> --party iam
     stopsms operator-feed --party iam   follow the suppression list as an operator would
+    stopsms certs                       development CA and one client certificate per party
+
+Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
+``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
 
 The commands after ``up`` find the platform through ``.stopsms/endpoints.json`` (written by
 ``up``), or through ``STOPSMS_*`` variables.
@@ -25,7 +29,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 
-from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.clients import Metadata, party_channel_sync
 from stopsms.core.infra import InfrastructureError
 from stopsms.v1 import (
     events_pb2,
@@ -44,18 +48,25 @@ DEMO_NUMBER = "0612345678"
 
 def _endpoints() -> dict[str, str]:
     found = json.loads(ENDPOINTS_FILE.read_text()) if ENDPOINTS_FILE.exists() else {}
-    return {
-        "intake_grpc": os.environ.get(
-            "STOPSMS_INTAKE_GRPC_ADDRESS", found.get("intake_grpc", "127.0.0.1:50051")
-        ),
-        "registry_grpc": os.environ.get(
-            "STOPSMS_REGISTRY_GRPC_ADDRESS", found.get("registry_grpc", "127.0.0.1:50052")
-        ),
-        "notifier_grpc": os.environ.get(
-            "STOPSMS_NOTIFIER_GRPC_ADDRESS", found.get("notifier_grpc", "127.0.0.1:50053")
-        ),
-        "kafka": os.environ.get("STOPSMS_KAFKA_BOOTSTRAP", found.get("kafka", "127.0.0.1:9092")),
+    defaults = {
+        "intake_grpc": ("STOPSMS_INTAKE_GRPC_ADDRESS", "127.0.0.1:50051"),
+        "registry_grpc": ("STOPSMS_REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052"),
+        "notifier_grpc": ("STOPSMS_NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053"),
+        "kafka": ("STOPSMS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "tls_folder": ("STOPSMS_TLS_DIR", str(DATA_DIR / "tls")),
     }
+    return {
+        name: os.environ.get(variable, found.get(name, default))
+        for name, (variable, default) in defaults.items()
+    }
+
+
+def _channel(service: str, party: str) -> tuple[grpc.Channel, Metadata]:
+    """A channel to a service as ``party`` (its certificate, or the development header)."""
+    ends = _endpoints()
+    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
+    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+    return party_channel_sync(ends[f"{service}_grpc"], party, tls)
 
 
 def _print_message(message: object) -> None:
@@ -96,7 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"intake http {ends['intake_http']}")
         print(f"registry grpc {ends['registry_grpc']}")
         print(f"notifier grpc {ends['notifier_grpc']}")
-        link = _issue_link(ends["intake_grpc"], DEMO_NUMBER, "JUMIA", "atlas-sms")
+        link = _issue_link(DEMO_NUMBER, "JUMIA", "atlas-sms")
         print(f"click this StopSMS link (number {DEMO_NUMBER}, sender JUMIA): {link}")
         print("Ctrl-C stops everything; logs are in", DATA_DIR / "logs", flush=True)
         while not stop:
@@ -117,11 +128,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _issue_link(address: str, msisdn: str, sender: str, party: str) -> str:
-    with grpc.insecure_channel(address) as channel:
+def _issue_link(msisdn: str, sender: str, party: str) -> str:
+    channel, metadata = _channel("intake", party)
+    with channel:
         reply = intake_pb2_grpc.IntakeServiceStub(channel).IssueStopLink(
             intake_pb2.IssueStopLinkRequest(msisdn=msisdn, sender_id=sender),
-            metadata=((PARTY_HEADER, party),),
+            metadata=metadata,
             timeout=10,
         )
     return str(reply.url)
@@ -129,14 +141,15 @@ def _issue_link(address: str, msisdn: str, sender: str, party: str) -> str:
 
 def cmd_link(args: argparse.Namespace) -> int:
     """Issue a StopSMS link."""
-    print(_issue_link(_endpoints()["intake_grpc"], args.msisdn, args.sender, args.party))
+    print(_issue_link(args.msisdn, args.sender, args.party))
     return 0
 
 
 def cmd_optout(args: argparse.Namespace) -> int:
     """Submit an opt-out as an operator or PSVA would."""
     request_id = args.request_id or f"cli-{uuid.uuid4()}"
-    with grpc.insecure_channel(_endpoints()["intake_grpc"]) as channel:
+    channel, metadata = _channel("intake", args.party)
+    with channel:
         reply = intake_pb2_grpc.IntakeServiceStub(channel).SubmitOptOut(
             intake_pb2.SubmitOptOutRequest(
                 request_id=request_id,
@@ -144,7 +157,7 @@ def cmd_optout(args: argparse.Namespace) -> int:
                 sender_id=args.sender or "",
                 channel=events_pb2.CHANNEL_API,
             ),
-            metadata=((PARTY_HEADER, args.party),),
+            metadata=metadata,
             timeout=15,
         )
     _print_message(reply)
@@ -153,10 +166,11 @@ def cmd_optout(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Check a number for a sender."""
-    with grpc.insecure_channel(_endpoints()["registry_grpc"]) as channel:
+    channel, metadata = _channel("registry", args.party)
+    with channel:
         reply = registry_pb2_grpc.RegistryServiceStub(channel).Check(
             registry_pb2.CheckRequest(msisdn=args.msisdn, sender_id=args.sender or ""),
-            metadata=((PARTY_HEADER, args.party),),
+            metadata=metadata,
             timeout=10,
         )
     _print_message(reply)
@@ -165,12 +179,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_propagation(args: argparse.Namespace) -> int:
     """Show the proof of propagation of a request."""
-    with grpc.insecure_channel(_endpoints()["notifier_grpc"]) as channel:
+    channel, metadata = _channel("notifier", args.party)
+    with channel:
         reply = notifier_pb2_grpc.NotifierServiceStub(channel).GetPropagation(
             notifier_pb2.GetPropagationRequest(
                 request_id=args.request_id or "", event_id=args.event_id or ""
             ),
-            metadata=((PARTY_HEADER, args.party),),
+            metadata=metadata,
             timeout=10,
         )
     _print_message(reply)
@@ -184,6 +199,22 @@ def cmd_operator_feed(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(data_dir=DATA_DIR)
     follow(_endpoints()["kafka"], args.party, settings.pseudonymiser(), settings.topic_namespace)
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Make the development CA, the services' certificate and one per party of the directory."""
+    from stopsms.core.parties import PartiesDirectory
+    from stopsms.core.settings import Settings
+    from stopsms.core.tls import create_tls_folder
+
+    settings = Settings.from_env(data_dir=DATA_DIR)
+    folder = Path(args.out) if args.out else settings.tls_folder
+    parties = PartiesDirectory.load(settings.parties_file)
+    written = create_tls_folder(folder, [p.id for p in parties], args.server_name)
+    print(
+        f"{folder}: {len(written)} files written" + (f" ({', '.join(written)})" if written else "")
+    )
     return 0
 
 
@@ -215,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--event-id")
     prop.add_argument("--party", default="iam")
     prop.set_defaults(func=cmd_propagation)
+    certs = sub.add_parser("certs", help="make a development CA and the parties' certificates")
+    certs.add_argument("--out", help="the TLS folder (default: .stopsms/tls)")
+    certs.add_argument("--server-name", action="append", default=[], help="extra server SAN")
+    certs.set_defaults(func=cmd_certs)
     feed = sub.add_parser("operator-feed", help="follow the suppression list as an operator")
     feed.add_argument("--party", default="iam")
     feed.set_defaults(func=cmd_operator_feed)

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stopsms.core.clients import Metadata, party_channel
 from stopsms.core.infra import (
     InfrastructureError,
     LocalInfrastructure,
@@ -27,7 +28,9 @@ from stopsms.core.infra import (
     start_process,
     stop_process,
 )
+from stopsms.core.parties import PartiesDirectory
 from stopsms.core.settings import Settings
+from stopsms.core.tls import create_tls_folder
 from stopsms.core.topics import Topics
 
 SERVICES = ("registry", "notifier", "intake")
@@ -36,6 +39,9 @@ DEFAULT_PORTS = {
     "registry_grpc": 50052,
     "notifier_grpc": 50053,
     "intake_http": 8080,
+    "intake_health": 50061,
+    "registry_health": 50062,
+    "notifier_health": 50063,
 }
 
 
@@ -53,6 +59,8 @@ class LocalPlatform:
     kafka_port: int | None = None
     redis_port: int | None = None
     parties_file: Path | None = None
+    #: The development mode (party from a header, no TLS); mutual TLS otherwise.
+    insecure: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     #: A Kafka and Redis already running (the test session's); not stopped with the platform.
     shared_infra: LocalInfrastructure | None = None
@@ -86,6 +94,11 @@ class LocalPlatform:
             "STOPSMS_PUBLIC_BASE_URL": self.endpoints["intake_http"],
             "STOPSMS_REGISTRY_GRPC_ADDRESS": self.endpoints["registry_grpc"],
             "STOPSMS_NOTIFIER_GRPC_ADDRESS": self.endpoints["notifier_grpc"],
+            "STOPSMS_INTAKE_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['intake_health']}",
+            "STOPSMS_REGISTRY_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['registry_health']}",
+            "STOPSMS_NOTIFIER_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['notifier_health']}",
+            "STOPSMS_INSECURE_IDENTITY": "true" if self.insecure else "false",
+            "STOPSMS_GENERATE_KEYS": "true",
         }
         if self.parties_file is not None:
             env["STOPSMS_PARTIES_FILE"] = str(self.parties_file)
@@ -93,8 +106,28 @@ class LocalPlatform:
         return env
 
     def environment_for_keys(self) -> dict[str, str]:
-        """Enough of the environment to find (or make) the platform's key files."""
-        return {"STOPSMS_DATA_DIR": str(self.data_dir), **self.extra_env}
+        """Enough of the environment to find (or make) the platform's keys and certificates."""
+        env = {"STOPSMS_DATA_DIR": str(self.data_dir), "STOPSMS_GENERATE_KEYS": "true"}
+        if self.parties_file is not None:
+            env["STOPSMS_PARTIES_FILE"] = str(self.parties_file)
+        return {**env, **self.extra_env}
+
+    @property
+    def tls_folder(self) -> Path | None:
+        """The certificates clients use, or None in the development mode."""
+        return None if self.insecure else self.data_dir / "tls"
+
+    def channel(self, service: str, party_id: str) -> tuple[grpc.aio.Channel, Metadata]:
+        """An asyncio channel to ``service`` (intake, registry, notifier) as ``party_id``."""
+        return party_channel(self.endpoints[f"{service}_grpc"], party_id, self.tls_folder)
+
+    def prepare_secrets(self) -> None:
+        """Make the development keys and, with TLS, the CA and every party's certificate."""
+        settings = Settings.from_env(self.environment_for_keys())
+        settings.pseudonymiser()
+        if not self.insecure:
+            parties = PartiesDirectory.load(settings.parties_file)
+            create_tls_folder(self.data_dir / "tls", [p.id for p in parties])
 
     def start(self, timeout: float = 120.0) -> LocalPlatform:
         """Start the infrastructure, then each service, and wait until all are SERVING."""
@@ -113,7 +146,7 @@ class LocalPlatform:
                     topics=Topics(self.namespace),
                 )
                 self.infra.start()
-            Settings.from_env(self.environment_for_keys()).pseudonymiser()  # keys before services
+            self.prepare_secrets()  # before the services, which only load them
             for name, default in DEFAULT_PORTS.items():
                 self.ports[name] = _port(self.preferred_ports.get(name, default))
             for service in SERVICES:
@@ -139,7 +172,7 @@ class LocalPlatform:
         """Poll each service's gRPC health until it says SERVING."""
         deadline = time.monotonic() + timeout
         for service in SERVICES:
-            address = self.endpoints[f"{service}_grpc"]
+            address = f"127.0.0.1:{self.ports[f'{service}_health']}"
             while True:
                 process = self.processes[service]
                 if process.poll() is not None:
@@ -174,7 +207,9 @@ class LocalPlatform:
 
     def write_endpoints(self, path: Path) -> None:
         """Record the endpoints so that the other ``stopsms`` commands find the platform."""
-        path.write_text(json.dumps(self.endpoints, indent=2) + "\n")
+        tls = self.tls_folder
+        document = {**self.endpoints, "tls_folder": str(tls) if tls else ""}
+        path.write_text(json.dumps(document, indent=2) + "\n")
 
     def __enter__(self) -> LocalPlatform:
         return self.start()

@@ -15,9 +15,10 @@ import grpc
 import pytest
 from kafka import KafkaConsumer
 
-from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.clients import Metadata
 from stopsms.core.infra import LocalInfrastructure
 from stopsms.core.settings import Settings
+from stopsms.core.tls import create_tls_folder
 from stopsms.core.topics import Topics
 from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.operator_feed import follow
@@ -81,11 +82,37 @@ class Operator:
         self._thread.join(10)
 
 
+class Connections:
+    """gRPC stubs as each party: its own client certificate (mutual TLS)."""
+
+    STUBS = {
+        "intake": intake_pb2_grpc.IntakeServiceStub,
+        "registry": registry_pb2_grpc.RegistryServiceStub,
+        "notifier": notifier_pb2_grpc.NotifierServiceStub,
+    }
+
+    def __init__(self, platform: LocalPlatform) -> None:
+        self.platform = platform
+        self.channels: list[grpc.aio.Channel] = []
+
+    def stub(self, service: str, party: str):
+        channel, metadata = self.platform.channel(service, party)
+        self.channels.append(channel)
+        return self.STUBS[service](channel), metadata
+
+    async def __aenter__(self) -> Connections:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
 class Psva:
     """A PSVA that watches its changes and acknowledges each once applied."""
 
-    def __init__(self, stub: notifier_pb2_grpc.NotifierServiceStub, party: str) -> None:
-        self.stub, self.metadata = stub, ((PARTY_HEADER, party),)
+    def __init__(self, stub: notifier_pb2_grpc.NotifierServiceStub, metadata: Metadata) -> None:
+        self.stub, self.metadata = stub, metadata
         self.received: dict[str, notifier_pb2.Change] = {}
         self._call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=self.metadata)
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -121,16 +148,12 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
     platform: LocalPlatform, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ends = platform.endpoints
-    async with (
-        grpc.aio.insecure_channel(ends["intake_grpc"]) as intake_channel,
-        grpc.aio.insecure_channel(ends["registry_grpc"]) as registry_channel,
-        grpc.aio.insecure_channel(ends["notifier_grpc"]) as notifier_channel,
-        aiohttp.ClientSession() as web,
-    ):
-        intake = intake_pb2_grpc.IntakeServiceStub(intake_channel)
-        registry = registry_pb2_grpc.RegistryServiceStub(registry_channel)
-        notifier = notifier_pb2_grpc.NotifierServiceStub(notifier_channel)
-        psva_md, regulator_md = ((PARTY_HEADER, "atlas-sms"),), ((PARTY_HEADER, "cndp"),)
+    async with Connections(platform) as conn, aiohttp.ClientSession() as web:
+        registry, regulator_md = conn.stub("registry", "cndp")
+        notifier, _ = conn.stub("notifier", "cndp")
+        intake_psva, psva_md = conn.stub("intake", "atlas-sms")
+        intake_iam, iam_md = conn.stub("intake", "iam")
+        notifier_iam, _ = conn.stub("notifier", "iam")
 
         async def verdict(number: str, sender: str) -> int:
             reply = await registry.Check(
@@ -139,11 +162,13 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
             return reply.verdict
 
         with Operator(platform) as operator:
-            psva = Psva(notifier, "atlas-sms")
-            other_psva = Psva(notifier, "sahara-push")  # concerned by global opt-outs only
+            psva = Psva(*conn.stub("notifier", "atlas-sms"))
+            other_psva = Psva(
+                *conn.stub("notifier", "sahara-push")
+            )  # concerned by global opt-outs only
             try:
                 # The PSVA puts a StopSMS link in its JUMIA campaign.
-                link = await intake.IssueStopLink(
+                link = await intake_psva.IssueStopLink(
                     intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_A, sender_id="JUMIA"),
                     metadata=psva_md,
                 )
@@ -199,9 +224,8 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 assert seconds < 10
 
                 # The same request id twice is one request, and one SuppressionChanged.
-                iam_md = ((PARTY_HEADER, "iam"),)
                 twice = [
-                    await intake.SubmitOptOut(
+                    await intake_iam.SubmitOptOut(
                         intake_pb2.SubmitOptOutRequest(
                             request_id="call-centre-77",
                             msisdn=NUMBER_B,
@@ -225,7 +249,7 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 await eventually(globally_suppressed)
 
                 # ...and an opt-back-in through a JUMIA link re-allows JUMIA only.
-                link_b = await intake.IssueStopLink(
+                link_b = await intake_psva.IssueStopLink(
                     intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_B, sender_id="JUMIA"),
                     metadata=psva_md,
                 )
@@ -243,7 +267,7 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
 
                 # The global opt-out reached the operator and the PSVA too, exactly once.
                 async def global_proven() -> bool:
-                    reply = await notifier.GetPropagation(
+                    reply = await notifier_iam.GetPropagation(
                         notifier_pb2.GetPropagationRequest(request_id="call-centre-77"),
                         metadata=iam_md,
                     )
@@ -257,10 +281,12 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 # Bad input: an invalid link code is a 404 page; an unknown party is refused.
                 async with web.get(ends["intake_http"] + "NotARealCod") as page:
                     assert page.status == 404
+                # A certificate from the platform's CA for a party the directory does not know.
+                create_tls_folder(platform.data_dir / "tls", ["mallory"])
+                mallory, mallory_md = conn.stub("registry", "mallory")
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await registry.Check(
-                        registry_pb2.CheckRequest(msisdn=NUMBER_A),
-                        metadata=((PARTY_HEADER, "mallory"),),
+                    await mallory.Check(
+                        registry_pb2.CheckRequest(msisdn=NUMBER_A), metadata=mallory_md
                     )
                 assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             finally:

@@ -31,6 +31,7 @@ async def test_a_request_kafka_did_not_acknowledge_is_unavailable_and_retried_sa
             kafka_bootstrap=kafka.bootstrap,
             intake_grpc_address=f"127.0.0.1:{free_port()}",
             intake_http_address=f"127.0.0.1:{free_port()}",
+            intake_health_address=f"127.0.0.1:{free_port()}",
             publish_timeout_seconds=3.0,
         )
         intake = IntakeProcess(settings)

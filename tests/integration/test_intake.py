@@ -26,6 +26,7 @@ def settings_for(env: dict[str, str]) -> IntakeSettings:
         env,
         intake_grpc_address=f"127.0.0.1:{free_port()}",
         intake_http_address=f"127.0.0.1:{http}",
+        intake_health_address=f"127.0.0.1:{free_port()}",
         public_base_url=f"http://127.0.0.1:{http}/",
         registry_grpc_address=f"127.0.0.1:{free_port()}",  # no registry: the page still works
     )

@@ -1,21 +1,25 @@
 """Who is calling: the caller's party, mapped through the parties directory, and its audit.
 
-In this first version the identity comes from the ``x-stopsms-party`` metadata header, without
-TLS (development mode). That is only safe on a developer's machine, so it is logged loudly at
-start. Mutual TLS, with the party taken from the client certificate, replaces it for real
-deployments. Every refusal is ``PERMISSION_DENIED`` plus an :class:`AuditEntry`.
+The party is the one named in the caller's client certificate (mutual TLS), mapped through
+the parties directory; a request field never decides it. The development mode takes it from
+the ``x-stopsms-party`` header instead, and says so at start and on every call. Every refusal is
+``PERMISSION_DENIED`` plus an :class:`AuditEntry`; permitted calls on personal data are audited
+too, in batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import NoReturn
 
 import grpc
 
 from stopsms.core.kafka import Publisher, PublishFailed, message_headers
 from stopsms.core.parties import PartiesDirectory, Party
+from stopsms.core.ratelimit import RateLimiter
+from stopsms.core.tls import party_from_sans
 from stopsms.v1 import events_pb2
 
 PARTY_HEADER = "x-stopsms-party"
@@ -23,12 +27,27 @@ log = logging.getLogger(__name__)
 
 
 class AuditTrail:
-    """Publishes audit entries to ``stopsms.audit.v1`` without holding up the call."""
+    """Publishes audit entries to ``stopsms.audit.v1`` in batches, off the hot path.
 
-    def __init__(self, publisher: Publisher | None, topic: str) -> None:
+    ``record`` only appends to a bounded buffer; a background task publishes what accumulated
+    every ``flush_seconds``. Calls are never slowed by Kafka, and a burst costs one batch.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher | None,
+        topic: str,
+        *,
+        flush_seconds: float = 0.05,
+        capacity: int = 100_000,
+    ) -> None:
         self._publisher = publisher
         self._topic = topic
-        self._pending: set[asyncio.Task[None]] = set()
+        self._flush_seconds = flush_seconds
+        self._buffer: deque[events_pb2.AuditEntry] = deque()
+        self._capacity = capacity
+        self._flusher: asyncio.Task[None] | None = None
+        self.dropped = 0
 
     def record(
         self,
@@ -42,6 +61,11 @@ class AuditTrail:
         """Queue one entry for publication."""
         if self._publisher is None:
             return
+        if len(self._buffer) >= self._capacity:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.error("audit buffer full: %d entries dropped so far", self.dropped)
+            return
         entry = events_pb2.AuditEntry(
             party_id=party_id,
             party_kind=party_kind,
@@ -51,32 +75,59 @@ class AuditTrail:
             detail=detail,
         )
         entry.time.GetCurrentTime()
-        task = asyncio.get_running_loop().create_task(self._publish(entry))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._buffer.append(entry)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
-    async def _publish(self, entry: events_pb2.AuditEntry) -> None:
-        assert self._publisher is not None
-        try:
-            await self._publisher.publish(
-                self._topic,
-                entry.party_id.encode(),
-                entry.SerializeToString(),
-                headers=message_headers("stopsms.v1.AuditEntry"),
-            )
-        except PublishFailed:
-            log.error("audit entry for %s on %s not published", entry.party_id, entry.method)
+    async def _flush_forever(self) -> None:
+        while self._buffer:
+            await asyncio.sleep(self._flush_seconds)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Publish everything buffered now (also called on shutdown)."""
+        assert self._publisher is not None or not self._buffer
+        batch = [self._buffer.popleft() for _ in range(len(self._buffer))]
+        if not batch or self._publisher is None:
+            return
+        results = await asyncio.gather(
+            *(
+                self._publisher.publish(
+                    self._topic,
+                    entry.party_id.encode(),
+                    entry.SerializeToString(),
+                    headers=message_headers("stopsms.v1.AuditEntry"),
+                )
+                for entry in batch
+            ),
+            return_exceptions=True,
+        )
+        failed = sum(isinstance(r, PublishFailed) for r in results)
+        if failed:
+            log.error("%d audit entries not published", failed)
 
 
 class Authenticator:
-    """Resolves the calling party of a gRPC call and refuses what it may not do."""
+    """Resolves the calling party of a gRPC call, limits its rate, refuses what it may not do.
+
+    With mutual TLS the party is the one named in the client certificate's subject alternative
+    name; in the development mode it is the ``x-stopsms-party`` header, logged at every call.
+    """
 
     def __init__(
-        self, directory: PartiesDirectory, *, insecure: bool, audit: AuditTrail | None = None
+        self,
+        directory: PartiesDirectory,
+        *,
+        insecure: bool,
+        audit: AuditTrail | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.directory = directory
         self.insecure = insecure
         self.audit = audit or AuditTrail(None, "")
+        self.limiter = limiter or RateLimiter(
+            {p.id: p.rate_limit for p in directory if p.rate_limit is not None}
+        )
         if insecure:
             log.warning(
                 "INSECURE development identity: callers are identified by the %r header, "
@@ -84,14 +135,23 @@ class Authenticator:
                 PARTY_HEADER,
             )
 
+    def _claimed_party(self, context: grpc.aio.ServicerContext) -> str | None:
+        if self.insecure:
+            metadata = dict(context.invocation_metadata() or ())
+            party_id = metadata.get(PARTY_HEADER)
+            log.warning("insecure identity %r taken from a header", party_id)
+            return party_id if isinstance(party_id, str) and party_id else None
+        auth = context.auth_context() or {}
+        return party_from_sans(auth.get("x509_subject_alternative_name", ()))
+
     async def caller(self, context: grpc.aio.ServicerContext, method: str) -> Party:
-        """Return the calling party, or end the call with UNAUTHENTICATED/PERMISSION_DENIED."""
-        metadata = dict(context.invocation_metadata() or ())
-        party_id = metadata.get(PARTY_HEADER)
-        if not isinstance(party_id, str) or not party_id:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, f"no party identity: set the {PARTY_HEADER} header"
+        """Return the calling party, or end the call with the status that says why not."""
+        party_id = self._claimed_party(context)
+        if party_id is None:
+            how = (
+                f"set the {PARTY_HEADER} header" if self.insecure else "present a party certificate"
             )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no party identity: {how}")
             raise AssertionError("unreachable")  # abort always raises
         party = self.directory.get(party_id)
         if party is None:
@@ -107,7 +167,21 @@ class Authenticator:
                 "the calling party is not in the parties directory",
             )
             raise AssertionError("unreachable")
+        wait = self.limiter.retry_after(party.id)
+        if wait:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limit of {party.rate_limit:g} calls/s exceeded; retry after {wait:.2f}s",
+                trailing_metadata=(("retry-after-ms", str(max(1, round(wait * 1000)))),),
+            )
+            raise AssertionError("unreachable")
         return party
+
+    def permitted(self, party: Party, method: str, detail: str, subjects: list[str]) -> None:
+        """Audit a permitted call on personal data (batched, off the hot path)."""
+        self.audit.record(
+            party.id, party.kind, method, events_pb2.AUDIT_DECISION_PERMITTED, detail, subjects
+        )
 
     async def deny(
         self, context: grpc.aio.ServicerContext, party: Party, method: str, detail: str

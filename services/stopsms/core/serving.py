@@ -26,10 +26,20 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class GrpcEndpoint:
-    """One grpc.aio server with the health and reflection services."""
+    """One grpc.aio server (mutual TLS unless in development mode) plus a health-only port.
+
+    The API port requires a client certificate; Kubernetes' gRPC probes cannot present one, so
+    the same health state is also served alone on a plaintext ``health_address``.
+    """
 
     def __init__(
-        self, address: str, registrations: Sequence[Registration], service_names: Sequence[str]
+        self,
+        address: str,
+        registrations: Sequence[Registration],
+        service_names: Sequence[str],
+        *,
+        credentials: grpc.ServerCredentials | None = None,
+        health_address: str | None = None,
     ) -> None:
         self.address = address
         self.service_names = list(service_names)
@@ -46,13 +56,26 @@ class GrpcEndpoint:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self.server.add_insecure_port(address)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {address}")
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
+        if health_address is not None:
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(health_address)
+            if self.health_port == 0:
+                raise RuntimeError(f"cannot listen on {health_address}")
 
     async def start(self) -> None:
         """Start serving and report every service SERVING."""
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         await self.set_serving(True)
         log.info("gRPC listening on %s", self.address)
 
@@ -70,14 +93,23 @@ class GrpcEndpoint:
         """Stop taking new calls, let running ones finish within ``grace`` seconds."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 class HostedEndpoint(mode.Service):
     """Runs a :class:`GrpcEndpoint` inside a faust worker, started and stopped with it."""
 
-    def __init__(self, endpoint: GrpcEndpoint, grace: float, **kwargs: object) -> None:
+    def __init__(
+        self,
+        endpoint: GrpcEndpoint,
+        grace: float,
+        after_stop: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: object,
+    ) -> None:
         self.endpoint = endpoint
         self.grace = grace
+        self.after_stop = after_stop
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
@@ -85,8 +117,10 @@ class HostedEndpoint(mode.Service):
         await self.endpoint.start()
 
     async def on_stop(self) -> None:
-        """Drain and stop the gRPC server."""
+        """Drain and stop the gRPC server, then run ``after_stop`` (the audit's last flush)."""
         await self.endpoint.stop(self.grace)
+        if self.after_stop is not None:
+            await self.after_stop()
 
 
 async def run_until_signalled(

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
+
 from stopsms.core.privacy import Pseudonymiser, ensure_key, load_key
+from stopsms.core.tls import server_credentials
 
 PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -46,17 +49,25 @@ class Settings:
     data_dir: Path = _env("DATA_DIR", Path(".stopsms"), Path)
     pseudonym_key_file: Path | None = _env("PSEUDONYM_KEY_FILE", None, Path)
     data_key_file: Path | None = _env("DATA_KEY_FILE", None, Path)
-    #: Create missing key files with random keys. Only for local runs: in a deployment keys
-    #: come from Secrets, and a missing one must stop the service.
-    generate_keys: bool = _env("GENERATE_KEYS", True, bool)
+    #: Create missing key files with random keys. Only for local runs (``stopsms up`` and the
+    #: tests ask for it): in a deployment keys come from Secrets, and a missing one must stop
+    #: the service at start.
+    generate_keys: bool = _env("GENERATE_KEYS", False, bool)
     parties_file: Path = _env("PARTIES_FILE", PACKAGE_CONFIG / "parties.yaml", Path)
     #: Development identity: the caller's party comes from the ``x-stopsms-party`` header,
-    #: without TLS. Logged loudly; mutual TLS replaces it outside development.
-    insecure_identity: bool = _env("INSECURE_IDENTITY", True, bool)
+    #: without TLS. Only when asked for; logged as a warning at start and on every call.
+    insecure_identity: bool = _env("INSECURE_IDENTITY", False, bool)
+    #: The TLS folder (CA, server and party certificates); ``<data dir>/tls`` when unset.
+    tls_dir: Path | None = _env("TLS_DIR", None, Path)
     intake_grpc_address: str = _env("INTAKE_GRPC_ADDRESS", "127.0.0.1:50051")
     intake_http_address: str = _env("INTAKE_HTTP_ADDRESS", "127.0.0.1:8080")
     registry_grpc_address: str = _env("REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052")
     notifier_grpc_address: str = _env("NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053")
+    #: Plaintext ports serving only gRPC health, for Kubernetes probes (which cannot present a
+    #: client certificate).
+    intake_health_address: str = _env("INTAKE_HEALTH_ADDRESS", "127.0.0.1:50061")
+    registry_health_address: str = _env("REGISTRY_HEALTH_ADDRESS", "127.0.0.1:50062")
+    notifier_health_address: str = _env("NOTIFIER_HEALTH_ADDRESS", "127.0.0.1:50063")
     log_level: str = _env("LOG_LEVEL", "INFO")
     grace_seconds: float = _env("GRACE_SECONDS", 5.0, float)
 
@@ -79,12 +90,33 @@ class Settings:
         """Check cross-field rules; raise :class:`SettingsError` naming the variable."""
         if self.partitions < 1:
             raise SettingsError("STOPSMS_PARTITIONS must be at least 1")
-        for name in ("intake_grpc_address", "registry_grpc_address", "notifier_grpc_address"):
+        for name in (
+            "intake_grpc_address",
+            "registry_grpc_address",
+            "notifier_grpc_address",
+            "intake_health_address",
+            "registry_health_address",
+            "notifier_health_address",
+        ):
             host, _, port = getattr(self, name).rpartition(":")
             if not host or not port.isdigit():
                 raise SettingsError(f"STOPSMS_{name.upper()} must be host:port")
         if not self.parties_file.exists():
             raise SettingsError(f"STOPSMS_PARTIES_FILE: {self.parties_file} does not exist")
+
+    @property
+    def tls_folder(self) -> Path:
+        """Where the CA, server and party certificates are."""
+        return self.tls_dir or self.data_dir / "tls"
+
+    @property
+    def client_tls_folder(self) -> Path | None:
+        """The TLS folder clients use, or None in the development mode."""
+        return None if self.insecure_identity else self.tls_folder
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """Mutual-TLS credentials of the gRPC servers; None in the insecure development mode."""
+        return None if self.insecure_identity else server_credentials(self.tls_folder)
 
     @property
     def key_dir(self) -> Path:

@@ -113,9 +113,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.SubmitOptOutRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.SubmitOptOutResponse:
         """Record an opt-out a party received on its own channel."""
-        party = await self._caller(
-            context, "/stopsms.v1.IntakeService/SubmitOptOut", ("operator", "psva")
-        )
+        method = "/stopsms.v1.IntakeService/SubmitOptOut"
+        party = await self._caller(context, method, ("operator", "psva"))
         try:
             request_id = check_request_id(request.request_id)
             e164 = check_msisdn(request.msisdn)
@@ -129,7 +128,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         published = await self._publish(
             context,
-            party_id=party.id,
+            party,
+            method,
             request_id=request_id,
             e164=e164,
             action=events_pb2.ACTION_OPT_OUT,
@@ -148,9 +148,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.SubmitKeywordRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.SubmitKeywordResponse:
         """Act on an SMS reply forwarded by an operator (START only from the number itself)."""
-        party = await self._caller(
-            context, "/stopsms.v1.IntakeService/SubmitKeyword", ("operator",)
-        )
+        method = "/stopsms.v1.IntakeService/SubmitKeyword"
+        party = await self._caller(context, method, ("operator",))
         try:
             request_id = check_request_id(request.request_id)
             e164 = check_msisdn(request.msisdn)
@@ -174,7 +173,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         published = await self._publish(
             context,
-            party_id=party.id,
+            party,
+            method,
             request_id=request_id,
             e164=e164,
             action=action,
@@ -192,10 +192,18 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
 
     async def _publish(
-        self, context: grpc.aio.ServicerContext, *, e164: str, **fields: object
+        self,
+        context: grpc.aio.ServicerContext,
+        party: Party,
+        method: str,
+        *,
+        e164: str,
+        **fields: object,
     ) -> events_pb2.PreferenceRequested:
+        subject = self._submitter.protect(e164)
+        self._auth.permitted(party, method, f"request {fields['request_id']}", [subject.subject])
         try:
-            return await self._submitter.submit(subject=self._submitter.protect(e164), **fields)  # type: ignore[arg-type]
+            return await self._submitter.submit(party_id=party.id, subject=subject, **fields)  # type: ignore[arg-type]
         except PublishFailed:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -226,8 +234,13 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         return link
 
     async def _record_links(
-        self, context: grpc.aio.ServicerContext, links: list[events_pb2.StopLink]
+        self,
+        context: grpc.aio.ServicerContext,
+        party: Party,
+        method: str,
+        links: list[events_pb2.StopLink],
     ) -> None:
+        self._auth.permitted(party, method, f"{len(links)} links", [link.subject for link in links])
         try:
             await asyncio.gather(
                 *(
@@ -266,7 +279,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PermissionError as exc:
             await self._auth.deny(context, party, method, str(exc))
-        await self._record_links(context, [link])
+        await self._record_links(context, party, method, [link])
         return self._response(link)
 
     async def IssueStopLinks(  # noqa: N802 - gRPC method name
@@ -291,5 +304,5 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PermissionError as exc:
             await self._auth.deny(context, party, method, str(exc))
-        await self._record_links(context, links)
+        await self._record_links(context, party, method, links)
         return intake_pb2.IssueStopLinksResponse(links=[self._response(link) for link in links])

@@ -42,7 +42,7 @@ class IntakeProcess:
             self.publisher, pseudonymiser, directory, topics, settings.partitions
         )
         self.links = LinkDirectory(settings.kafka_bootstrap, topics.links)
-        auth = Authenticator(
+        self.auth = auth = Authenticator(
             directory,
             insecure=settings.insecure_identity,
             audit=AuditTrail(self.publisher, topics.audit),
@@ -58,8 +58,12 @@ class IntakeProcess:
             settings.intake_grpc_address,
             [lambda server: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server)],
             [SERVICE_NAME],
+            credentials=settings.server_credentials(),
+            health_address=settings.intake_health_address,
         )
-        self.lookup = SuppressionLookup(settings.registry_grpc_address, INTAKE_PARTY_ID)
+        self.lookup = SuppressionLookup(
+            settings.registry_grpc_address, INTAKE_PARTY_ID, settings.client_tls_folder
+        )
         self.web_app = create_web_app(
             links=self.links,
             submitter=self.submitter,
@@ -87,6 +91,7 @@ class IntakeProcess:
     async def stop(self) -> None:
         """Drain the gRPC server, close the page, flush Kafka."""
         await self.endpoint.stop(self.settings.grace_seconds)
+        await self.auth.audit.flush()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
         await self.lookup.close()

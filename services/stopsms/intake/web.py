@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from aiohttp import web
 
-from stopsms.core.identity import PARTY_HEADER
+from stopsms.core.clients import party_channel
 from stopsms.core.ids import LINK_PARTY_ID, link_request_id
 from stopsms.core.kafka import PublishFailed
 from stopsms.intake import pages
@@ -35,10 +36,9 @@ ACTIONS = {
 class SuppressionLookup:
     """Asks the registry whether a link's number is currently suppressed for its sender."""
 
-    def __init__(self, target: str, party_id: str) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, party_id: str, tls_folder: Path | None) -> None:
+        self._channel, self._metadata = party_channel(target, party_id, tls_folder)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
-        self._metadata = ((PARTY_HEADER, party_id),)
 
     async def suppressed(self, msisdn: str, sender_id: str) -> bool | None:
         """True or False, or None when the registry cannot answer now."""

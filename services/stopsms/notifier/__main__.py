@@ -42,6 +42,8 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         settings.notifier_grpc_address,
         [lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server)],
         [SERVICE_NAME],
+        credentials=settings.server_credentials(),
+        health_address=settings.notifier_health_address,
     )
     return stream_worker(
         app,
@@ -50,7 +52,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
             offsets,
             propagation,
             ReceiptPoller(app, settings, directory, offsets, recent),
-            HostedEndpoint(endpoint, settings.grace_seconds),
+            HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
         ],
         settings,
     )

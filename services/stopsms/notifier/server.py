@@ -71,6 +71,12 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 start = self._decode(request.cursor)
             except InvalidCursor as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+        self._auth.permitted(
+            party,
+            method,
+            f"watch from {'a cursor' if request.cursor else 'the last acknowledgement'}",
+            [],
+        )
         try:
             if not request.cursor:
                 start = await self._offsets.committed(
@@ -176,4 +182,5 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         if record is None or not (sees_all or record.origin_party_id == party.id):
             # The same answer for "absent" and "not yours": no probing of others' requests.
             await context.abort(grpc.StatusCode.NOT_FOUND, "no propagation record for this request")
+        self._auth.permitted(party, method, f"propagation of {wanted}", [])
         return notifier_pb2.GetPropagationResponse(propagation=record)

@@ -39,6 +39,8 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         settings.registry_grpc_address,
         [lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)],
         [SERVICE_NAME],
+        credentials=settings.server_credentials(),
+        health_address=settings.registry_health_address,
     )
     materialiser = ViewMaterialiser(settings.kafka_bootstrap, topics.suppressions, view)
     return stream_worker(
@@ -46,7 +48,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         [
             audit_publisher,
             materialiser,
-            HostedEndpoint(endpoint, settings.grace_seconds),
+            HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
         ],
         settings,
     )

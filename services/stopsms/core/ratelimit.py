@@ -1,0 +1,48 @@
+"""Per-party rate limits: one token bucket per party, refilled continuously.
+
+A party that exhausts its budget is refused at once with ``RESOURCE_EXHAUSTED`` and a retry
+hint; nothing is queued, so its excess never adds latency to another party's calls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up."""
+
+    rate: float
+    burst: float
+    tokens: float = field(init=False)
+    updated: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens; return 0.0 on success, else the seconds to wait before retrying."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """The buckets of every party with a ``rate_limit`` in the directory (calls per second)."""
+
+    def __init__(self, limits: dict[str, float], burst_seconds: float = 1.0) -> None:
+        self._buckets = {
+            party: TokenBucket(rate, max(1.0, rate * burst_seconds))
+            for party, rate in limits.items()
+        }
+
+    def retry_after(self, party_id: str, cost: float = 1.0) -> float:
+        """0.0 when the call may proceed, else how long the party should wait."""
+        bucket = self._buckets.get(party_id)
+        return 0.0 if bucket is None else bucket.take(cost)

@@ -1,0 +1,222 @@
+"""Mutual TLS: the local certificate authority, and credentials for servers and parties.
+
+Every gRPC API requires a client certificate signed by the platform's CA; the caller's party is
+the one named in the certificate's subject alternative name (``<party id>.party.stopsms``), so
+no request field can claim to be someone else. ``stopsms certs`` makes a development CA, the
+services' server certificate and one client certificate per party of the directory; in a
+deployment the same files come from Secrets (cert-manager or the operators' own PKI).
+
+Layout of a TLS folder::
+
+    ca.pem ca.key            the certificate authority (the key stays with whoever issues)
+    server.pem server.key    the services' certificate (localhost, 127.0.0.1 and given names)
+    parties/<id>.pem .key    one client certificate per party
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+#: Client certificates name their party as a DNS SAN ``<party id>.party.stopsms``.
+PARTY_SAN_SUFFIX = ".party.stopsms"
+SERVER_NAMES = ("localhost", "127.0.0.1")
+
+
+class TlsError(ValueError):
+    """TLS material is missing or unusable; the message names the file."""
+
+
+def party_san(party_id: str) -> str:
+    """The subject alternative name that identifies a party."""
+    return f"{party_id}{PARTY_SAN_SUFFIX}"
+
+
+def party_from_sans(sans: Iterable[bytes | str]) -> str | None:
+    """The party id named by a peer certificate's SANs, or None."""
+    for raw in sans:
+        name = raw.decode() if isinstance(raw, bytes) else raw
+        if name.endswith(PARTY_SAN_SUFFIX) and len(name) > len(PARTY_SAN_SUFFIX):
+            return name[: -len(PARTY_SAN_SUFFIX)]
+    return None
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "StopSMS"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class CertificateAuthority:
+    """A CA that issues the platform's server and party certificates."""
+
+    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self.certificate = certificate
+        self.key = key
+
+    @classmethod
+    def create(
+        cls, common_name: str = "StopSMS development CA", days: int = 3650
+    ) -> CertificateAuthority:
+        """A new self-signed CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = _name(common_name)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_after(_now() + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(certificate, key)
+
+    @classmethod
+    def load(cls, folder: Path) -> CertificateAuthority:
+        """Load ``ca.pem`` and ``ca.key`` from a TLS folder."""
+        certificate = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
+        key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return cls(certificate, key)
+
+    def save(self, folder: Path) -> None:
+        """Write ``ca.pem`` and ``ca.key``."""
+        _write(folder / "ca.pem", self.certificate.public_bytes(serialization.Encoding.PEM))
+        _write(folder / "ca.key", _key_pem(self.key), private=True)
+
+    def issue(
+        self,
+        common_name: str,
+        dns_names: Iterable[str],
+        *,
+        server: bool,
+        days: int = 825,
+        not_before: datetime.datetime | None = None,
+    ) -> tuple[bytes, bytes]:
+        """Issue a leaf certificate; return (certificate PEM, key PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = []
+        for name in dns_names:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                names.append(x509.DNSName(name))
+        start = not_before or _now() - datetime.timedelta(minutes=5)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def create_tls_folder(
+    folder: Path, party_ids: Iterable[str], server_names: Iterable[str] = ()
+) -> list[str]:
+    """Make (or complete) a TLS folder: the CA once, the server certificate, every party's.
+
+    Existing files are kept, so re-running after adding a party only issues what is missing.
+    Returns the files written.
+    """
+    written: list[str] = []
+    if (folder / "ca.pem").exists():
+        ca = CertificateAuthority.load(folder)
+    else:
+        ca = CertificateAuthority.create()
+        ca.save(folder)
+        written.append("ca.pem")
+    if not (folder / "server.pem").exists():
+        cert, key = ca.issue("stopsms services", [*SERVER_NAMES, *server_names], server=True)
+        _write(folder / "server.pem", cert)
+        _write(folder / "server.key", key, private=True)
+        written.append("server.pem")
+    for party_id in party_ids:
+        path = folder / "parties" / f"{party_id}.pem"
+        if not path.exists():
+            cert, key = ca.issue(party_id, [party_san(party_id)], server=False)
+            _write(path, cert)
+            _write(path.with_suffix(".key"), key, private=True)
+            written.append(f"parties/{party_id}.pem")
+    return written
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise TlsError(f"{path} is missing: run `stopsms certs` (or mount the TLS Secret)") from exc
+
+
+def server_credentials(folder: Path) -> grpc.ServerCredentials:
+    """Server credentials that require a client certificate signed by the CA."""
+    return grpc.ssl_server_credentials(
+        [(_read(folder / "server.key"), _read(folder / "server.pem"))],
+        root_certificates=_read(folder / "ca.pem"),
+        require_client_auth=True,
+    )
+
+
+def channel_credentials(folder: Path, party_id: str) -> grpc.ChannelCredentials:
+    """Client credentials of one party."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(folder / "ca.pem"),
+        private_key=_read(folder / "parties" / f"{party_id}.key"),
+        certificate_chain=_read(folder / "parties" / f"{party_id}.pem"),
+    )
