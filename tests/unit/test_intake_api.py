@@ -7,7 +7,7 @@ from stopsms.core.identity import PARTY_HEADER, Authenticator
 from stopsms.core.kafka import InMemoryPublisher
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.serving import GrpcEndpoint
+from stopsms.core.serving import GrpcEndpoint, servicer_registration
 from stopsms.core.settings import IntakeSettings
 from stopsms.core.topics import Topics
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
@@ -39,7 +39,7 @@ async def intake():
     )
     endpoint = GrpcEndpoint(
         "127.0.0.1:0",
-        [lambda s: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, s)],
+        [servicer_registration(servicer, intake_pb2.DESCRIPTOR.services_by_name["IntakeService"])],
         [SERVICE_NAME],
     )
     await endpoint.start()

@@ -7,7 +7,7 @@ from stopsms.core.identity import PARTY_HEADER, Authenticator
 from stopsms.core.kafka import Record
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.serving import GrpcEndpoint
+from stopsms.core.serving import GrpcEndpoint, servicer_registration
 from stopsms.core.settings import Settings
 from stopsms.core.view import InMemorySuppressionView
 from stopsms.registry.materialiser import updates_from
@@ -41,12 +41,18 @@ async def registry():
     )
     endpoint = GrpcEndpoint(
         "127.0.0.1:0",
-        [lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s)],
+        [
+            servicer_registration(
+                servicer, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"]
+            )
+        ],
         [SERVICE_NAME],
     )
     await endpoint.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{endpoint.port}")
-    yield registry_pb2_grpc.RegistryServiceStub(channel)
+    stub = registry_pb2_grpc.RegistryServiceStub(channel)
+    stub.raw_channel = channel  # type: ignore[attr-defined]
+    yield stub
     await channel.close()
     await endpoint.stop(0)
 
@@ -92,3 +98,17 @@ async def test_a_batch_answers_each_chunk_in_order_and_marks_bad_numbers(registr
         registry_pb2.VERDICT_INVALID_NUMBER,
         registry_pb2.VERDICT_ALLOWED,
     ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x0a\x02\xff\xfe", b"\xff\xff\xff", b"\x12\x05JUM"],
+    ids=["invalid-utf8", "corrupt", "truncated"],
+)
+async def test_bytes_that_are_not_a_request_are_invalid_argument(registry, raw: bytes) -> None:
+    # The same server, called without the client's serializer.
+    check = registry.raw_channel.unary_unary("/stopsms.v1.RegistryService/Check")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await check(raw, metadata=((PARTY_HEADER, "iam"),))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("request: not a valid stopsms.v1.CheckRequest")

@@ -11,9 +11,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 import mode
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -23,6 +27,88 @@ Registration = Callable[[grpc.aio.Server], None]
 
 #: Largest request a client may send; a CheckBatch chunk of 10,000 numbers fits well within it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class Malformed:
+    """Stands for a request whose bytes do not parse, so the servicer can say INVALID_ARGUMENT.
+
+    gRPC's own handling of a deserialisation error answers UNKNOWN, which tells the caller
+    nothing and looks like a server fault; the platform answers the caller's mistake instead.
+    """
+
+    def __init__(self, message_name: str, error: Exception) -> None:
+        self.detail = f"request: not a valid {message_name} ({error})"
+
+
+def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
+    name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Malformed(name, exc)
+
+    return parse
+
+
+async def _refuse(context: grpc.aio.ServicerContext, request: Malformed) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+
+
+def servicer_registration(servicer: object, service: ServiceDescriptor) -> Registration:
+    """Register ``servicer`` for ``service``, answering unparsable requests INVALID_ARGUMENT."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        implementation = getattr(servicer, method.name)
+        parse = _safe_parser(GetMessageClass(method.input_type))
+        serialize = GetMessageClass(method.output_type).SerializeToString
+        handlers[method.name] = _handler(method, implementation, parse, serialize)
+
+    def register(server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
+
+    return register
+
+
+def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> grpc.RpcMethodHandler:
+    if method.client_streaming:
+
+        async def stream_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def checked() -> Any:
+                async for request in request_iterator:
+                    if isinstance(request, Malformed):
+                        await _refuse(context, request)
+                    yield request
+
+            async for response in implementation(checked(), context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=parse, response_serializer=serialize
+        )
+    if method.server_streaming:
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Malformed):
+                await _refuse(context, request)
+            async for response in implementation(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, request_deserializer=parse, response_serializer=serialize
+        )
+
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Malformed):
+            await _refuse(context, request)
+        return await implementation(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        unary_unary, request_deserializer=parse, response_serializer=serialize
+    )
 
 
 class GrpcEndpoint:

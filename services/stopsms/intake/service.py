@@ -9,14 +9,14 @@ from aiohttp import web
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import KafkaPublisher, Publisher
 from stopsms.core.parties import PartiesDirectory
-from stopsms.core.serving import GrpcEndpoint
+from stopsms.core.serving import GrpcEndpoint, servicer_registration
 from stopsms.core.settings import IntakeSettings
 from stopsms.core.topics import Topics
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.intake.web import SuppressionLookup, create_web_app
-from stopsms.v1 import intake_pb2_grpc
+from stopsms.v1 import intake_pb2
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,11 @@ class IntakeProcess:
         )
         self.endpoint = GrpcEndpoint(
             settings.intake_grpc_address,
-            [lambda server: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server)],
+            [
+                servicer_registration(
+                    servicer, intake_pb2.DESCRIPTOR.services_by_name["IntakeService"]
+                )
+            ],
             [SERVICE_NAME],
             credentials=settings.server_credentials(),
             health_address=settings.intake_health_address,

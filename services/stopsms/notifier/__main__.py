@@ -7,14 +7,14 @@ import faust
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
-from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
+from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
-from stopsms.v1 import notifier_pb2_grpc
+from stopsms.v1 import notifier_pb2
 
 
 def create_worker(settings: NotifierSettings) -> faust.Worker:
@@ -40,7 +40,11 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     )
     endpoint = GrpcEndpoint(
         settings.notifier_grpc_address,
-        [lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server)],
+        [
+            servicer_registration(
+                servicer, notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"]
+            )
+        ],
         [SERVICE_NAME],
         credentials=settings.server_credentials(),
         health_address=settings.notifier_health_address,

@@ -66,6 +66,15 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await self._auth.deny(
                 context, party, method, "WatchChanges is for PSVAs; operators read the topic"
             )
+        foreign = sorted(set(request.sender_ids) - party.senders)
+        if foreign:
+            await self._auth.deny(
+                context,
+                party,
+                method,
+                f"senders not of party {party.id}: {', '.join(foreign)[:200]}",
+            )
+        wanted = set(request.sender_ids) or party.senders
         if request.cursor:
             try:
                 start = self._decode(request.cursor)
@@ -105,7 +114,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     if record.value is None:
                         continue
                     change = events_pb2.SuppressionChanged.FromString(record.value)
-                    if not party.is_concerned_by(change.sender_id):
+                    if change.sender_id and change.sender_id not in wanted:
                         pending_heartbeat = True
                         continue
                     yield notifier_pb2.WatchChangesResponse(

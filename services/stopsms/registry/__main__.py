@@ -11,7 +11,7 @@ import faust
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
-from stopsms.core.serving import GrpcEndpoint, HostedEndpoint
+from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings
 from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
@@ -20,7 +20,7 @@ from stopsms.core.view import RedisSuppressionView
 from stopsms.registry.app import create_registry_app
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
-from stopsms.v1 import registry_pb2_grpc
+from stopsms.v1 import registry_pb2
 
 
 def create_worker(settings: RegistrySettings) -> faust.Worker:
@@ -37,7 +37,11 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
     servicer = RegistryServicer(view=view, pseudonymiser=settings.pseudonymiser(), auth=auth)
     endpoint = GrpcEndpoint(
         settings.registry_grpc_address,
-        [lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)],
+        [
+            servicer_registration(
+                servicer, registry_pb2.DESCRIPTOR.services_by_name["RegistryService"]
+            )
+        ],
         [SERVICE_NAME],
         credentials=settings.server_credentials(),
         health_address=settings.registry_health_address,

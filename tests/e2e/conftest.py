@@ -1,0 +1,33 @@
+"""The platform the security and fuzzing tests share: all three services, mutual TLS on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stopsms.core.infra import LocalInfrastructure
+from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+
+SECURITY_PARTIES = Path(__file__).parent / "security_parties.yaml"
+
+
+@pytest.fixture(scope="session")
+def secure_platform(
+    infra: LocalInfrastructure, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalPlatform]:
+    """One TLS platform for every security and fuzzing test of the session."""
+    local = LocalPlatform(
+        tmp_path_factory.mktemp("secure-platform"),
+        namespace=f"s{uuid.uuid4().hex[:10]}.",
+        shared_infra=infra,
+        parties_file=SECURITY_PARTIES,
+        preferred_ports={name: 0 for name in DEFAULT_PORTS},
+    )
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()

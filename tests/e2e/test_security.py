@@ -1,0 +1,267 @@
+"""Security with mutual TLS on: entitlements, handshakes, rate limits, and no number at rest."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+import time
+
+import aiohttp
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from kafka import KafkaAdminClient, KafkaConsumer
+
+from stopsms.core.kafka import TopicReader
+from stopsms.core.tls import CertificateAuthority, party_san
+from stopsms.core.topics import Topics
+from stopsms.local_platform import LocalPlatform
+from stopsms.v1 import (
+    events_pb2,
+    intake_pb2,
+    intake_pb2_grpc,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def stub(platform: LocalPlatform, service: str, party: str):
+    channel, metadata = platform.channel(service, party)
+    cls = {
+        "intake": intake_pb2_grpc.IntakeServiceStub,
+        "registry": registry_pb2_grpc.RegistryServiceStub,
+        "notifier": notifier_pb2_grpc.NotifierServiceStub,
+    }[service]
+    return channel, cls(channel), metadata
+
+
+async def test_a_psva_cannot_reach_another_psvas_sender_and_each_refusal_is_audited(
+    secure_platform: LocalPlatform,
+) -> None:
+    checks = []
+    channels = []
+    for service in ("registry", "intake", "notifier"):
+        channel, s, md = stub(secure_platform, service, "atlas-sms")
+        channels.append(channel)
+        checks.append((service, s, md))
+    (_, registry, md), (_, intake, _), (_, notifier, _) = checks
+    refusals = {
+        "Check": registry.Check(
+            registry_pb2.CheckRequest(msisdn="0612345678", sender_id="KITEA"), metadata=md
+        ),
+        "IssueStopLink": intake.IssueStopLink(
+            intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="KITEA"), metadata=md
+        ),
+        "SubmitKeyword": intake.SubmitKeyword(
+            intake_pb2.SubmitKeywordRequest(
+                request_id="sms-1", msisdn="0612345678", sender_id="JUMIA", text="STOP"
+            ),
+            metadata=md,
+        ),
+    }
+    for name, call in refusals.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED, name
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in notifier.WatchChanges(
+            notifier_pb2.WatchChangesRequest(sender_ids=["KITEA"]), metadata=md
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for channel in channels:
+        await channel.close()
+
+    reader = TopicReader(
+        secure_platform.endpoints["kafka"], Topics(secure_platform.namespace).audit
+    )
+    await reader.start()
+    denied: set[str] = set()
+    async with asyncio.timeout(15):
+        while not {"Check", "IssueStopLink", "SubmitKeyword", "WatchChanges"} <= denied:
+            for record in await reader.read(500):
+                entry = events_pb2.AuditEntry.FromString(record.value)
+                if (
+                    entry.party_id == "atlas-sms"
+                    and entry.decision == events_pb2.AUDIT_DECISION_DENIED
+                ):
+                    denied.add(entry.method.rsplit("/", 1)[-1])
+    await reader.stop()
+
+
+def _credentials(ca_pem: bytes, cert: bytes | None = None, key: bytes | None = None):
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=key, certificate_chain=cert
+    )
+
+
+@pytest.mark.parametrize("case", ["no certificate", "expired", "another CA"])
+async def test_the_handshake_refuses_callers_without_a_valid_certificate(
+    secure_platform: LocalPlatform, case: str
+) -> None:
+    folder = secure_platform.data_dir / "tls"
+    ca_pem = (folder / "ca.pem").read_bytes()
+    if case == "no certificate":
+        credentials = _credentials(ca_pem)
+    elif case == "expired":
+        ca = CertificateAuthority.load(folder)
+        long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+        cert, key = ca.issue(
+            "atlas-sms", [party_san("atlas-sms")], server=False, days=1, not_before=long_ago
+        )
+        credentials = _credentials(ca_pem, cert, key)
+    else:
+        stranger = CertificateAuthority.create("someone else's CA")
+        cert, key = stranger.issue("atlas-sms", [party_san("atlas-sms")], server=False)
+        credentials = _credentials(ca_pem, cert, key)
+    async with grpc.aio.secure_channel(
+        secure_platform.endpoints["registry_grpc"], credentials
+    ) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry_pb2_grpc.RegistryServiceStub(channel).Check(
+                registry_pb2.CheckRequest(msisdn="0612345678", sender_id="JUMIA"), timeout=10
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # refused at the handshake
+
+
+async def test_a_party_over_its_rate_is_refused_while_another_is_served(
+    secure_platform: LocalPlatform,
+) -> None:
+    flood_channel, flood, flood_md = stub(secure_platform, "registry", "flood-sms")
+    calm_channel, calm, calm_md = stub(secure_platform, "registry", "atlas-sms")
+
+    async def flood_call():
+        try:
+            await flood.Check(
+                registry_pb2.CheckRequest(msisdn="0612345678", sender_id="FLOODCO"),
+                metadata=flood_md,
+            )
+            return "ok", None
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), dict(exc.trailing_metadata() or ())
+
+    async def calm_call() -> float:
+        started = time.perf_counter()
+        await calm.Check(
+            registry_pb2.CheckRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=calm_md
+        )
+        return time.perf_counter() - started
+
+    results = await asyncio.gather(
+        *(flood_call() for _ in range(40)), *(calm_call() for _ in range(20))
+    )
+    floods, calms = results[:40], results[40:]
+    refused = [meta for code, meta in floods if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert 0 < len(refused) < 40 and all(
+        code in ("ok", grpc.StatusCode.RESOURCE_EXHAUSTED) for code, _ in floods
+    )
+    assert all(int(meta["retry-after-ms"]) > 0 for meta in refused)
+    assert len(calms) == 20  # every call of the other party succeeded
+    await flood_channel.close()
+    await calm_channel.close()
+
+
+def written_forms(e164: str) -> list[bytes]:
+    """Every way the number could have been written down."""
+    national = e164[4:]  # 9 digits: every unseparated form contains them
+    pairs = f"0{national[0]} {national[1:3]} {national[3:5]} {national[5:7]} {national[7:9]}"
+    return [
+        national.encode(),
+        pairs.encode(),
+        pairs.replace(" ", ".").encode(),
+        pairs.replace(" ", "-").encode(),
+        ("+212 " + pairs[1:]).encode(),
+    ]
+
+
+async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPlatform) -> None:
+    import random
+
+    numbers = [f"+2126{random.randrange(10**8):08d}" for _ in range(4)] + [
+        f"+2127{random.randrange(10**8):08d}"
+    ]
+    ends = secure_platform.endpoints
+    intake_channel, intake_iam, iam_md = stub(secure_platform, "intake", "iam")
+    psva_channel, intake_psva, psva_md = stub(secure_platform, "intake", "atlas-sms")
+    registry_channel, registry, cndp_md = stub(secure_platform, "registry", "cndp")
+    await intake_iam.SubmitOptOut(
+        intake_pb2.SubmitOptOutRequest(
+            request_id="p-1", msisdn=numbers[0], sender_id="JUMIA", channel=events_pb2.CHANNEL_WEB
+        ),
+        metadata=iam_md,
+    )
+    await intake_iam.SubmitKeyword(
+        intake_pb2.SubmitKeywordRequest(
+            request_id="p-2", msisdn="0" + numbers[1][4:], sender_id="IAM", text="STOP"
+        ),
+        metadata=iam_md,
+    )
+    link = await intake_psva.IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn=numbers[2], sender_id="MARJANE"), metadata=psva_md
+    )
+    async with aiohttp.ClientSession() as web:
+        async with web.post(link.url, data={"action": "opt_out_all"}) as page:
+            assert page.status == 200
+    await intake_psva.IssueStopLinks(
+        intake_pb2.IssueStopLinksRequest(
+            requests=[
+                intake_pb2.IssueStopLinkRequest(msisdn=n, sender_id="JUMIA") for n in numbers[3:]
+            ]
+        ),
+        metadata=psva_md,
+    )
+    async with asyncio.timeout(30):
+        while (
+            await registry.Check(
+                registry_pb2.CheckRequest(msisdn=numbers[2], sender_id="JUMIA"), metadata=cndp_md
+            )
+        ).verdict != registry_pb2.VERDICT_SUPPRESSED:
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(2)  # let receipts, propagation and audit records land
+    for channel in (intake_channel, psva_channel, registry_channel):
+        await channel.close()
+
+    forms = [form for n in numbers for form in written_forms(n)]
+    found: list[str] = []
+
+    def search(where: str, blob: bytes) -> None:
+        for form in forms:
+            if form in blob:
+                found.append(f"{where}: {form.decode()}")
+
+    admin = KafkaAdminClient(bootstrap_servers=ends["kafka"])
+    topics = [t for t in admin.list_topics() if t.startswith(secure_platform.namespace)]
+    admin.close()
+    assert len(topics) >= 9  # the v1 topics and faust's own
+    consumer = KafkaConsumer(
+        bootstrap_servers=ends["kafka"], auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    consumer.subscribe(topics)
+    seen = 0
+    for record in consumer:
+        seen += 1
+        search(f"{record.topic} key", record.key or b"")
+        search(f"{record.topic} value", record.value or b"")
+        for name, value in record.headers or []:
+            search(f"{record.topic} header {name}", name.encode() + (value or b""))
+    consumer.close()
+    assert seen > 10
+
+    client = aioredis.from_url(ends["redis"])
+    keys = 0
+    async for key in client.scan_iter(count=1000):
+        keys += 1
+        search(f"redis key {key!r}", key)
+        search(f"redis value of {key!r}", await client.dump(key) or b"")
+    await client.aclose()
+    assert keys > 0
+
+    for log in (secure_platform.data_dir / "logs").glob("*.log"):
+        search(f"log {log.name}", log.read_bytes())
+    assert not found, "numbers in clear:\n" + "\n".join(found[:20])
+    assert re.fullmatch(r"[0-9A-Za-z]{11}", link.code)
