@@ -32,8 +32,9 @@ lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
 	$(PYTHON) -m ruff format --check services tests bench examples
 	$(PYTHON) -m mypy
 
-bench:  ## Propagation figures and the raw Kafka round trip; writes bench/results.json.
+bench:  ## Propagation (against a raw Kafka round trip) and audit overhead; writes bench/results.json.
 	$(PYTHON) -m bench.propagation
+	$(PYTHON) -m bench.audit
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.core.infra fetch

@@ -66,6 +66,7 @@ def _channel(service: str, party: str) -> tuple[grpc.Channel, Metadata]:
     ends = _endpoints()
     insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
     tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+    # `stopsms up --insecure` records an empty TLS folder: the platform runs without TLS.
     return party_channel_sync(ends[f"{service}_grpc"], party, tls)
 
 
@@ -77,7 +78,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Run the platform until Ctrl-C."""
     from stopsms.local_platform import LocalPlatform
 
-    platform = LocalPlatform(DATA_DIR.resolve(), kafka_port=9092, redis_port=6379)
+    platform = LocalPlatform(
+        DATA_DIR.resolve(), kafka_port=9092, redis_port=6379, insecure=args.insecure
+    )
+    if args.insecure:
+        print("WARNING: development identity (x-stopsms-party header), no TLS", file=sys.stderr)
     print(
         "starting Kafka, Redis and the services (the first run fetches the Kafka jars)...",
         flush=True,
@@ -224,7 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stopsms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run Kafka, Redis and the three services").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="run Kafka, Redis and the three services")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="development identity from the x-stopsms-party header, without TLS",
+    )
+    up.set_defaults(func=cmd_up)
     link = sub.add_parser("link", help="issue a StopSMS link")
     link.add_argument("msisdn")
     link.add_argument("--sender", required=True)

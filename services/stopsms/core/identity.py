@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import NoReturn
 
 import grpc
@@ -29,8 +28,10 @@ log = logging.getLogger(__name__)
 class AuditTrail:
     """Publishes audit entries to ``stopsms.audit.v1`` in batches, off the hot path.
 
-    ``record`` only appends to a bounded buffer; a background task publishes what accumulated
-    every ``flush_seconds``. Calls are never slowed by Kafka, and a burst costs one batch.
+    A refusal is one entry of its own. Permitted calls are gathered per party and method and
+    published every ``flush_seconds`` as one entry naming all the subjects of the window, so a
+    party scrubbing thousands of numbers a second costs a few records, not thousands. Recording
+    only appends to memory; Kafka is never waited for on a call.
     """
 
     def __init__(
@@ -39,15 +40,30 @@ class AuditTrail:
         topic: str,
         *,
         flush_seconds: float = 0.05,
-        capacity: int = 100_000,
+        capacity: int = 1_000_000,
     ) -> None:
         self._publisher = publisher
         self._topic = topic
         self._flush_seconds = flush_seconds
-        self._buffer: deque[events_pb2.AuditEntry] = deque()
         self._capacity = capacity
+        self._entries: list[events_pb2.AuditEntry] = []
+        self._permitted: dict[tuple[str, int, str], tuple[int, list[str]]] = {}
+        self._buffered = 0
         self._flusher: asyncio.Task[None] | None = None
         self.dropped = 0
+
+    def _room(self, size: int) -> bool:
+        if self._publisher is None:
+            return False
+        if self._buffered + size > self._capacity:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.error("audit buffer full: %d records dropped so far", self.dropped)
+            return False
+        self._buffered += size
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+        return True
 
     def record(
         self,
@@ -58,13 +74,8 @@ class AuditTrail:
         detail: str,
         subjects: list[str] | None = None,
     ) -> None:
-        """Queue one entry for publication."""
-        if self._publisher is None:
-            return
-        if len(self._buffer) >= self._capacity:
-            self.dropped += 1
-            if self.dropped % 1000 == 1:
-                log.error("audit buffer full: %d entries dropped so far", self.dropped)
+        """Queue one entry of its own (a refusal)."""
+        if not self._room(1 + len(subjects or ())):
             return
         entry = events_pb2.AuditEntry(
             party_id=party_id,
@@ -75,20 +86,40 @@ class AuditTrail:
             detail=detail,
         )
         entry.time.GetCurrentTime()
-        self._buffer.append(entry)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        self._entries.append(entry)
 
-    async def _flush_forever(self) -> None:
-        while self._buffer:
-            await asyncio.sleep(self._flush_seconds)
-            await self.flush()
+    def record_permitted(
+        self, party_id: str, party_kind: int, method: str, subjects: list[str]
+    ) -> None:
+        """Count one permitted call into the current window's entry for its party and method."""
+        if not self._room(len(subjects)):
+            return
+        key = (party_id, party_kind, method)
+        calls, gathered = self._permitted.get(key, (0, []))
+        gathered.extend(subjects)
+        self._permitted[key] = (calls + 1, gathered)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._flush_seconds)
+        await self.flush()
 
     async def flush(self) -> None:
         """Publish everything buffered now (also called on shutdown)."""
-        assert self._publisher is not None or not self._buffer
-        batch = [self._buffer.popleft() for _ in range(len(self._buffer))]
-        if not batch or self._publisher is None:
+        entries, self._entries = self._entries, []
+        permitted, self._permitted = self._permitted, {}
+        self._buffered = 0
+        for (party_id, party_kind, method), (calls, subjects) in permitted.items():
+            entry = events_pb2.AuditEntry(
+                party_id=party_id,
+                party_kind=party_kind,
+                method=method,
+                subjects=subjects,
+                decision=events_pb2.AUDIT_DECISION_PERMITTED,
+                detail=f"{calls} permitted calls",
+            )
+            entry.time.GetCurrentTime()
+            entries.append(entry)
+        if not entries or self._publisher is None:
             return
         results = await asyncio.gather(
             *(
@@ -98,7 +129,7 @@ class AuditTrail:
                     entry.SerializeToString(),
                     headers=message_headers("stopsms.v1.AuditEntry"),
                 )
-                for entry in batch
+                for entry in entries
             ),
             return_exceptions=True,
         )
@@ -177,11 +208,9 @@ class Authenticator:
             raise AssertionError("unreachable")
         return party
 
-    def permitted(self, party: Party, method: str, detail: str, subjects: list[str]) -> None:
+    def permitted(self, party: Party, method: str, subjects: list[str]) -> None:
         """Audit a permitted call on personal data (batched, off the hot path)."""
-        self.audit.record(
-            party.id, party.kind, method, events_pb2.AUDIT_DECISION_PERMITTED, detail, subjects
-        )
+        self.audit.record_permitted(party.id, party.kind, method, subjects)
 
     async def deny(
         self, context: grpc.aio.ServicerContext, party: Party, method: str, detail: str

@@ -201,7 +201,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         **fields: object,
     ) -> events_pb2.PreferenceRequested:
         subject = self._submitter.protect(e164)
-        self._auth.permitted(party, method, f"request {fields['request_id']}", [subject.subject])
+        self._auth.permitted(party, method, [subject.subject])
         try:
             return await self._submitter.submit(party_id=party.id, subject=subject, **fields)  # type: ignore[arg-type]
         except PublishFailed:
@@ -240,7 +240,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         method: str,
         links: list[events_pb2.StopLink],
     ) -> None:
-        self._auth.permitted(party, method, f"{len(links)} links", [link.subject for link in links])
+        self._auth.permitted(party, method, [link.subject for link in links])
         try:
             await asyncio.gather(
                 *(

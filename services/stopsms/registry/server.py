@@ -72,7 +72,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         except InvalidNumber as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"msisdn: {exc}")
         subject = self._pseudonymiser.subject(e164)
-        self._auth.permitted(party, method, f"check for {sender_id or 'all marketing'}", [subject])
+        self._auth.permitted(party, method, [subject])
         entries, offsets = await self._view.lookup([subject], sender_id)
         verdict = combine(*entries[0])
         response = registry_pb2.CheckResponse(as_of=_as_of(offsets))
@@ -106,9 +106,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                     positions.append(len(subjects) - 1)
                 except InvalidNumber:
                     positions.append(None)
-            self._auth.permitted(
-                party, method, f"chunk {chunk_index} for {sender_id or 'all marketing'}", subjects
-            )
+            self._auth.permitted(party, method, subjects)
             entries, offsets = await self._view.lookup(subjects, sender_id)
             response = registry_pb2.CheckBatchResponse(
                 chunk_index=chunk_index, as_of=_as_of(offsets)
