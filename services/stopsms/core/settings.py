@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
-from stopsms.core.privacy import Pseudonymiser, ensure_key, load_key
-from stopsms.core.tls import server_credentials
+from stopsms.core.parties import DirectoryError
+from stopsms.core.privacy import KeyMaterialError, Pseudonymiser, ensure_key, load_key
+from stopsms.core.tls import TlsError, server_credentials
 
 PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -167,6 +170,21 @@ class NotifierSettings(Settings):
 
     receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.25, float)
     heartbeat_seconds: float = _env("HEARTBEAT_SECONDS", 5.0, float)
+
+
+@contextmanager
+def refuse_to_start(service: str) -> Iterator[None]:
+    """Turn a configuration problem at start into one clear line and exit status 2.
+
+    A missing key, a malformed variable, an unreadable parties directory or missing TLS
+    material must stop the service before it serves anything, with a message an SRE can act
+    on rather than a traceback.
+    """
+    try:
+        yield
+    except (SettingsError, KeyMaterialError, DirectoryError, TlsError) as exc:
+        print(f"stopsms {service} cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from exc
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 
 from stopsms.core.serving import run_until_signalled
-from stopsms.core.settings import IntakeSettings
+from stopsms.core.settings import IntakeSettings, refuse_to_start
 from stopsms.core.telemetry import configure_logging
 from stopsms.intake.service import IntakeProcess
 
 
 async def _run(settings: IntakeSettings) -> None:
-    process = IntakeProcess(settings)
+    with refuse_to_start("intake"):
+        process = IntakeProcess(settings)
     await run_until_signalled(process.start, process.stop)
 
 
 def main() -> None:
     """Entry point of the intake process."""
-    settings = IntakeSettings.from_env()
+    with refuse_to_start("intake"):
+        settings = IntakeSettings.from_env()
     configure_logging("intake", settings.log_level)
     asyncio.run(_run(settings))
 

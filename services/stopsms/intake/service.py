@@ -30,14 +30,16 @@ class IntakeProcess:
     def __init__(self, settings: IntakeSettings, *, publisher: Publisher | None = None) -> None:
         self.settings = settings
         topics = Topics(settings.topic_namespace)
+        # Keys and the directory first: a bad one stops the start before any connection.
+        directory = PartiesDirectory.load(settings.parties_file)
+        pseudonymiser = settings.pseudonymiser()
+        credentials = settings.server_credentials()
         self._own_publisher = publisher is None
         self.publisher: Publisher = publisher or KafkaPublisher(
             settings.kafka_bootstrap,
             timeout_seconds=settings.publish_timeout_seconds,
             client_id="stopsms-intake",
         )
-        directory = PartiesDirectory.load(settings.parties_file)
-        pseudonymiser = settings.pseudonymiser()
         self.submitter = RequestSubmitter(
             self.publisher, pseudonymiser, directory, topics, settings.partitions
         )
@@ -62,7 +64,7 @@ class IntakeProcess:
                 )
             ],
             [SERVICE_NAME],
-            credentials=settings.server_credentials(),
+            credentials=credentials,
             health_address=settings.intake_health_address,
         )
         self.lookup = SuppressionLookup(

@@ -8,7 +8,7 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
-from stopsms.core.settings import NotifierSettings
+from stopsms.core.settings import NotifierSettings, refuse_to_start
 from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
@@ -64,9 +64,11 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
 
 def main() -> None:
     """Entry point of the notifier process."""
-    settings = NotifierSettings.from_env()
-    configure_logging("notifier", settings.log_level)
-    run_worker(create_worker(settings))
+    with refuse_to_start("notifier"):
+        settings = NotifierSettings.from_env()
+        configure_logging("notifier", settings.log_level)
+        worker = create_worker(settings)
+    run_worker(worker)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
-from stopsms.core.settings import RegistrySettings
+from stopsms.core.settings import RegistrySettings, refuse_to_start
 from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
@@ -60,9 +60,11 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
 
 def main() -> None:
     """Entry point of the registry process."""
-    settings = RegistrySettings.from_env()
-    configure_logging("registry", settings.log_level)
-    run_worker(create_worker(settings))
+    with refuse_to_start("registry"):
+        settings = RegistrySettings.from_env()
+        configure_logging("registry", settings.log_level)
+        worker = create_worker(settings)
+    run_worker(worker)
 
 
 if __name__ == "__main__":

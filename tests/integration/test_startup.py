@@ -1,0 +1,54 @@
+"""A service with a missing or malformed key, or without its TLS material, refuses to start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("service", "setting", "message"),
+    [
+        (
+            "registry",
+            {"STOPSMS_PSEUDONYM_KEY_FILE": "{tmp}/missing.key"},
+            "missing.key does not exist",
+        ),
+        (
+            "intake",
+            {"STOPSMS_DATA_KEY_FILE": "{tmp}/bad.key"},
+            "bad.key: the secret is not hexadecimal",
+        ),
+        ("notifier", {"STOPSMS_TLS_DIR": "{tmp}/no-tls"}, "is missing: run `stopsms certs`"),
+        ("intake", {"STOPSMS_PARTITIONS": "many"}, "STOPSMS_PARTITIONS='many' is malformed"),
+    ],
+)
+def test_a_service_without_valid_keys_or_certificates_stops_with_a_clear_message(
+    service_env: dict[str, str], tmp_path: Path, service: str, setting: dict[str, str], message: str
+) -> None:
+    (tmp_path / "bad.key").write_text("dk1:not-hex\n")
+    env = {
+        **service_env,
+        "STOPSMS_GENERATE_KEYS": "false",
+        "STOPSMS_INSECURE_IDENTITY": "false",
+        **{k: v.format(tmp=tmp_path) for k, v in setting.items()},
+    }
+    for name in ("pseudonym", "data"):  # valid keys, unless the case replaces one
+        path = tmp_path / f"{name}.key"
+        path.write_text(f"{name[0]}k1:{'ab' * 32}\n")
+        env.setdefault(f"STOPSMS_{name.upper()}_KEY_FILE", str(path))
+    result = subprocess.run(
+        [sys.executable, "-m", f"stopsms.{service}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"stopsms {service} cannot start" in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr
