@@ -159,7 +159,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             action_time = check_action_time(request.action_time, request.HasField("action_time"))
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        intent = classify(request.text)
+        intent = classify(request.text, short_code)
         is_platform_code = short_code in self._settings.platform_short_codes
         scope = "" if is_platform_code or intent == intake_pb2.INTENT_OPT_OUT_ALL else short_code
         if intent == intake_pb2.INTENT_NONE:
