@@ -4,7 +4,6 @@ gRPC, HTTP and Kafka interfaces, as a citizen, an operator and a PSVA would."""
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import grpc
 import pytest
 from kafka import KafkaConsumer
 
+from stopsms.core import ids
 from stopsms.core.clients import Metadata
 from stopsms.core.infra import LocalInfrastructure
 from stopsms.core.settings import Settings
@@ -182,7 +182,8 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 clicked = time.time()
                 async with web.post(link.url, data={"action": "opt_out"}) as page:
                     assert page.status == 200
-                    event_id = re.search(r"\(([0-9a-f-]{36})\)", await page.text()).group(1)
+                    assert f"{link.code}:opt_out" in await page.text()  # the reference
+                event_id = ids.event_id("link", f"{link.code}:opt_out")
 
                 async def suppressed() -> bool:
                     return await verdict(NUMBER_A, "JUMIA") == registry_pb2.VERDICT_SUPPRESSED

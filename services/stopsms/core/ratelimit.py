@@ -7,6 +7,7 @@ hint; nothing is queued, so its excess never adds latency to another party's cal
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -46,3 +47,41 @@ class RateLimiter:
         """0.0 when the call may proceed, else how long the party should wait."""
         bucket = self._buckets.get(party_id)
         return 0.0 if bucket is None else bucket.take(cost)
+
+
+class KeyedRateLimiter:
+    """Token buckets per key (a number's subject, a client address), bounded in memory.
+
+    The least recently used keys are forgotten beyond ``max_keys``: a forgotten key starts
+    again with a full bucket, which errs on the side of serving.
+    """
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def _bucket(self, key: str) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket
+
+    def retry_after(self, key: str, cost: float = 1.0) -> float:
+        """Take ``cost`` from ``key``'s bucket: 0.0 when allowed, else seconds to wait."""
+        return self._bucket(key).take(cost)
+
+    def exhausted(self, key: str) -> float:
+        """Seconds until ``key`` has a token again (0.0 when it has one), taking nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        waited = bucket.take(0.0)  # refreshes the level without spending
+        return (
+            waited if waited else (0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate)
+        )

@@ -143,6 +143,10 @@ class IntakeSettings(Settings):
     link_ttl_days: int = _env("LINK_TTL_DAYS", 90, int)
     #: Short codes of the platform itself: STOP sent there is global (DOMAIN.md).
     platform_short_codes: tuple[str, ...] = _env("PLATFORM_SHORT_CODES", ("STOPSMS",), tuple)
+    #: Requests accepted per number and minute (all channels); more is RESOURCE_EXHAUSTED / 429.
+    number_requests_per_minute: int = _env("NUMBER_REQUESTS_PER_MINUTE", 20, int)
+    #: Unknown link codes one client address may try per minute before getting 429.
+    link_misses_per_minute: int = _env("LINK_MISSES_PER_MINUTE", 30, int)
     #: How long intake waits for Kafka's acknowledgement before answering UNAVAILABLE.
     publish_timeout_seconds: float = _env("PUBLISH_TIMEOUT_SECONDS", 10.0, float)
 

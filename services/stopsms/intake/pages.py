@@ -1,121 +1,170 @@
-"""The HTML of the link page, in French and Arabic, readable without JavaScript."""
+"""The HTML of the link page, in French or Arabic (right to left), without JavaScript.
+
+Every page is complete on its own: plain forms, a meta refresh while the change propagates,
+labels and contrast that a screen reader and a keyboard can use, and a switch to the other
+language. Texts live in one table per language so a translation never touches the markup.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 
+LANGUAGES = ("fr", "ar")
+
+Text = Callable[..., str]
+
+TEXTS: dict[str, dict[str, str]] = {
+    "fr": {
+        "switch": "العربية",
+        "confirm": "Vous ne recevrez plus de SMS publicitaires de <b>{sender}</b> une fois confirmé.",
+        "stopped": "Vous ne recevez plus de SMS publicitaires de <b>{sender}</b>.",
+        "stop_sender": "Ne plus recevoir les SMS de {sender}",
+        "stop_all": "Stopper tous les SMS publicitaires",
+        "opt_in": "Recevoir à nouveau les SMS de {sender}",
+        "done_opt_out": "C'est enregistré : vous ne recevrez plus de SMS publicitaires de <b>{sender}</b>.",
+        "done_opt_out_all": "C'est enregistré : vous ne recevrez plus aucun SMS publicitaire.",
+        "done_opt_in": "C'est enregistré : vous recevrez à nouveau les SMS de <b>{sender}</b>.",
+        "reference": "Votre référence",
+        "progress": "Appliqué par {ops} opérateurs sur {ops_total} et {psvas} prestataires sur {psvas_total}.",
+        "progress_wait": "Transmission aux opérateurs et prestataires en cours…",
+        "progress_done": "Tous les opérateurs et prestataires concernés l'ont appliqué.",
+        "expired": (
+            "Ce lien a expiré. Pour ne plus recevoir de SMS de <b>{sender}</b>, répondez "
+            "<b>STOP</b> au SMS reçu de {sender}."
+        ),
+        "not_found": "Ce lien StopSMS n'existe pas. Vérifiez qu'il est complet.",
+        "bad_action": "Cette action n'existe pas.",
+        "unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
+        "too_many": "Trop de tentatives. Réessayez dans une minute.",
+        "footer": "StopSMS — plateforme mutualisée des opérateurs et prestataires SMS (loi 09-08).",
+    },
+    "ar": {
+        "switch": "Français",
+        "confirm": "بعد التأكيد، لن تتلقى الرسائل الإشهارية من <b>{sender}</b>.",
+        "stopped": "لم تعد تتلقى الرسائل الإشهارية من <b>{sender}</b>.",
+        "stop_sender": "إيقاف رسائل {sender}",
+        "stop_all": "إيقاف جميع الرسائل الإشهارية",
+        "opt_in": "استقبال رسائل {sender} من جديد",
+        "done_opt_out": "تم التسجيل: لن تتلقى الرسائل الإشهارية من <b>{sender}</b>.",
+        "done_opt_out_all": "تم التسجيل: لن تتلقى أي رسالة إشهارية بعد الآن.",
+        "done_opt_in": "تم التسجيل: ستتلقى رسائل <b>{sender}</b> من جديد.",
+        "reference": "مرجعك",
+        "progress": "طبقه {ops} من أصل {ops_total} متعاملين و{psvas} من أصل {psvas_total} مقدمي خدمات.",
+        "progress_wait": "جارٍ الإرسال إلى المتعاملين ومقدمي الخدمات…",
+        "progress_done": "طبقه جميع المتعاملين ومقدمي الخدمات المعنيين.",
+        "expired": (
+            "انتهت صلاحية هذا الرابط. لإيقاف رسائل <b>{sender}</b>، أرسل <b>STOP</b> ردا على "
+            "رسالة {sender}."
+        ),
+        "not_found": "رابط StopSMS هذا غير موجود. تحقق من أنه كامل.",
+        "bad_action": "هذا الإجراء غير موجود.",
+        "unavailable": "الخدمة غير متاحة مؤقتا. أعد المحاولة بعد لحظات.",
+        "too_many": "محاولات كثيرة. أعد المحاولة بعد دقيقة.",
+        "footer": "StopSMS — منصة مشتركة بين المتعاملين ومقدمي خدمات الرسائل (القانون 09-08).",
+    },
+}
+
 _STYLE = """
-body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;
-color:#111;background:#fff;line-height:1.5}
-section{border:1px solid #ccc;border-radius:.5rem;padding:1rem;margin:1rem 0}
-section[lang=ar]{direction:rtl;text-align:right}
-button{font-size:1.05rem;padding:.6rem 1rem;margin:.3rem 0;border-radius:.4rem;
-border:1px solid #333;
-background:#05713a;color:#fff;cursor:pointer;width:100%}
-button.secondary{background:#fff;color:#111}
-.ok{color:#064}.muted{color:#444;font-size:.9rem}
+body{font-family:system-ui,"Noto Naskh Arabic",sans-serif;max-width:34rem;margin:2rem auto;
+padding:0 1rem;color:#111;background:#fff;line-height:1.6;font-size:1.05rem}
+header{display:flex;justify-content:space-between;align-items:baseline}
+a{color:#0a4f8a}a:focus,button:focus{outline:3px solid #e07b00;outline-offset:2px}
+section{border:1px solid #767676;border-radius:.5rem;padding:1rem;margin:1rem 0}
+button{font:inherit;padding:.7rem 1rem;margin:.3rem 0;border-radius:.4rem;width:100%;
+border:2px solid #05713a;background:#05713a;color:#fff;cursor:pointer}
+button.secondary{background:#fff;color:#111;border-color:#333}
+.ok{color:#05512a}.muted{color:#444;font-size:.9rem}code{font-size:1rem}
 """
 
 
-def _page(title: str, body: str, status_note: str = "") -> str:
+def choose_language(query: str | None, accept_language: str | None) -> str:
+    """The page's language: ``?lang=`` first, then the browser's preference, else French."""
+    if query in LANGUAGES:
+        return query
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()[:2]
+        if tag in LANGUAGES:
+            return tag
+    return "fr"
+
+
+def _t(lang: str, key: str, **values: str | int) -> str:
+    safe = {k: escape(str(v)) for k, v in values.items()}
+    return TEXTS[lang][key].format(**safe)
+
+
+def page(lang: str, body: str, *, switch_href: str, refresh_seconds: int | None = None) -> str:
+    """A whole page in ``lang``, with the language switch and, if asked, a meta refresh."""
+    other = "ar" if lang == "fr" else "fr"
+    direction = "rtl" if lang == "ar" else "ltr"
+    refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     return (
-        "<!doctype html><html lang=fr><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>StopSMS</h1>{status_note}{body}"
-        "<p class=muted>StopSMS — plateforme mutualisée des opérateurs et prestataires SMS "
-        "(loi 09-08).</p></body></html>"
+        f'<!doctype html><html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"{refresh}<title>StopSMS</title><style>{_STYLE}</style></head><body>"
+        f'<header><h1>StopSMS</h1><a href="{escape(switch_href)}" hreflang="{other}" '
+        f'lang="{other}">{TEXTS[lang]["switch"]}</a></header><main>{body}</main>'
+        f'<footer><p class="muted">{_t(lang, "footer")}</p></footer></body></html>'
     )
 
 
-def _form(code: str, action: str, fr: str, ar: str, secondary: bool = False) -> str:
+def _form(code: str, lang: str, action: str, label: str, secondary: bool = False) -> str:
     cls = ' class="secondary"' if secondary else ""
     return (
-        f'<form method=post action="/{escape(code)}"><input type=hidden name=action '
-        f'value="{escape(action)}"><button{cls} type=submit>{escape(fr)}<br>'
-        f"<bdi lang=ar dir=rtl>{escape(ar)}</bdi></button></form>"
+        f'<form method="post" action="/{escape(code)}?lang={lang}">'
+        f'<input type="hidden" name="action" value="{escape(action)}">'
+        f'<button{cls} type="submit">{escape(label)}</button></form>'
     )
 
 
-def confirm_page(code: str, sender: str, suppressed: bool) -> str:
+def confirm_page(lang: str, code: str, sender: str, suppressed: bool) -> str:
     """GET of a valid link: what will happen, and the buttons (a GET changes nothing)."""
-    s = escape(sender)
     if suppressed:
-        fr = f"<p class=ok>Vous ne recevez plus de SMS publicitaires de <b>{s}</b>.</p>"
-        ar = f"<p class=ok>لم تعد تتلقى الرسائل الإشهارية من <b>{s}</b>.</p>"
-        forms = _form(
-            code,
-            "opt_in",
-            f"Recevoir à nouveau les SMS de {sender}",
-            f"استقبال رسائل {sender} من جديد",
-            secondary=True,
-        )
+        text = f'<section><p class="ok">{_t(lang, "stopped", sender=sender)}</p></section>'
+        forms = _form(code, lang, "opt_in", TEXTS[lang]["opt_in"].format(sender=sender), True)
     else:
-        fr = f"<p>Confirmez pour ne plus recevoir de SMS publicitaires de <b>{s}</b>.</p>"
-        ar = f"<p>أكد لإيقاف الرسائل الإشهارية من <b>{s}</b>.</p>"
-        forms = _form(
-            code, "opt_out", f"Ne plus recevoir les SMS de {sender}", f"إيقاف رسائل {sender}"
-        )
-    forms += _form(
-        code,
-        "opt_out_all",
-        "Stopper tous les SMS publicitaires",
-        "إيقاف جميع الرسائل الإشهارية",
-        secondary=True,
-    )
-    return _page(
-        f"StopSMS — {sender}",
-        f"<section lang=fr>{fr}</section><section lang=ar dir=rtl>{ar}</section>{forms}",
-    )
+        text = f"<section><p>{_t(lang, 'confirm', sender=sender)}</p></section>"
+        forms = _form(code, lang, "opt_out", TEXTS[lang]["stop_sender"].format(sender=sender))
+    forms += _form(code, lang, "opt_out_all", TEXTS[lang]["stop_all"], True)
+    return page(lang, text + forms, switch_href=f"/{code}?lang={'ar' if lang == 'fr' else 'fr'}")
 
 
-def done_page(sender: str, action: str, request_id: str, event_id: str) -> str:
-    """After POST: the request is recorded; the citizen keeps its reference."""
-    s = escape(sender)
-    if action == "opt_in":
-        fr, ar = (
-            f"Vous recevrez à nouveau les SMS de <b>{s}</b>.",
-            f"ستتلقى رسائل <b>{s}</b> من جديد.",
-        )
-    elif action == "opt_out_all":
-        fr, ar = (
-            "Vous ne recevrez plus aucun SMS publicitaire.",
-            "لن تتلقى أي رسالة إشهارية بعد الآن.",
-        )
+def done_page(
+    lang: str,
+    code: str,
+    action: str,
+    sender: str,
+    request_id: str,
+    progress: tuple[int, int, int, int] | None,
+    done: bool,
+) -> str:
+    """After POST: what was recorded, the reference, and how far it has propagated."""
+    if progress is None:
+        status = _t(lang, "progress_wait")
     else:
-        fr, ar = (
-            f"Vous ne recevrez plus de SMS publicitaires de <b>{s}</b>.",
-            f"لن تتلقى رسائل <b>{s}</b> الإشهارية بعد الآن.",
+        ops, ops_total, psvas, psvas_total = progress
+        status = _t(
+            lang, "progress", ops=ops, ops_total=ops_total, psvas=psvas, psvas_total=psvas_total
         )
-    ref = (
-        f"<p class=muted>Référence · المرجع : <code>{escape(request_id)}</code> "
-        f"({escape(event_id)})</p>"
+        if done:
+            status += " " + _t(lang, "progress_done")
+    body = (
+        f'<section><p class="ok">{_t(lang, "done_" + action, sender=sender)}</p>'
+        f'<p>{_t(lang, "reference")} : <code dir="ltr">{escape(request_id)}</code></p></section>'
+        f'<section aria-live="polite"><p id="progress">{status}</p></section>'
     )
-    return _page(
-        "StopSMS — c'est fait",
-        f"<section lang=fr><p class=ok>C'est enregistré. {fr}</p>"
-        "<p>Tous les opérateurs et prestataires sont prévenus en quelques secondes.</p></section>"
-        f"<section lang=ar dir=rtl><p class=ok>تم التسجيل. {ar}</p>"
-        "<p>يتم إشعار جميع المتعاملين ومقدمي الخدمات خلال ثوانٍ.</p></section>" + ref,
-    )
-
-
-def expired_page(sender: str) -> str:
-    """An expired link still lets the citizen object: how to reply STOP."""
-    s = escape(sender)
-    return _page(
-        "StopSMS — lien expiré",
-        f"<section lang=fr><p>Ce lien a expiré. Pour ne plus recevoir de SMS de <b>{s}</b>, "
-        f"répondez <b>STOP</b> au message reçu de {s}.</p></section>"
-        f"<section lang=ar dir=rtl><p>انتهت صلاحية هذا الرابط. لإيقاف رسائل <b>{s}</b>، "
-        f"أرسل <b>STOP</b> ردا على رسالة {s}.</p></section>",
+    other = "ar" if lang == "fr" else "fr"
+    return page(
+        lang,
+        body,
+        switch_href=f"/{code}/done/{action}?lang={other}",
+        refresh_seconds=None if done else 2,
     )
 
 
-def error_page(fr: str, ar: str) -> str:
-    """A 4xx/5xx page that says what went wrong, in both languages."""
-    return _page(
-        "StopSMS — erreur",
-        f"<section lang=fr><p>{escape(fr)}</p></section>"
-        f"<section lang=ar dir=rtl><p>{escape(ar)}</p></section>",
+def message_page(lang: str, key: str, switch_href: str, **values: str) -> str:
+    """A page with one message: expired, not found, unavailable, too many attempts."""
+    return page(
+        lang, f"<section><p>{_t(lang, key, **values)}</p></section>", switch_href=switch_href
     )

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stopsms.core.identity import Authenticator
+from stopsms.core.ids import event_id
 from stopsms.core.kafka import Publisher, PublishFailed, message_headers
 from stopsms.core.numbers import InvalidNumber, normalise_msisdn
 from stopsms.core.parties import InvalidSender, Party, check_sender_id
+from stopsms.core.ratelimit import KeyedRateLimiter
 from stopsms.core.settings import IntakeSettings
 from stopsms.core.topics import Topics
+from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
 from stopsms.intake.keywords import classify
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
@@ -31,6 +37,12 @@ MAX_REQUEST_ID = 128
 MAX_LINKS_PER_BATCH = 10_000
 #: How far in the future an action time may be (clock skew between a party and us).
 MAX_CLOCK_SKEW_SECONDS = 300
+
+
+def number_limiter(settings: IntakeSettings) -> KeyedRateLimiter:
+    """Requests per number: generous for a citizen, a wall for a flood against one number."""
+    per_minute = settings.number_requests_per_minute
+    return KeyedRateLimiter(rate=per_minute / 60, burst=per_minute)
 
 
 class InvalidField(ValueError):
@@ -88,8 +100,12 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         publisher: Publisher,
         links: LinkDirectory,
         auth: Authenticator,
+        answers: AnswerStore | None = None,
+        numbers: KeyedRateLimiter | None = None,
     ) -> None:
         self._settings = settings
+        self._answers = answers or InMemoryAnswerStore()
+        self._numbers = numbers or number_limiter(settings)
         self._submitter = submitter
         self._publisher = publisher
         self._links = links
@@ -126,22 +142,27 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             action_time = check_action_time(request.action_time, request.HasField("action_time"))
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        published = await self._publish(
+
+        def answer(published: events_pb2.PreferenceRequested) -> intake_pb2.SubmitOptOutResponse:
+            return intake_pb2.SubmitOptOutResponse(
+                request_id=request_id,
+                status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
+                event_id=published.event_id,
+                accepted_time=published.accepted_time,
+            )
+
+        return await self._submit_once(
             context,
             party,
             method,
+            answer,
+            intake_pb2.SubmitOptOutResponse,
             request_id=request_id,
             e164=e164,
             action=events_pb2.ACTION_OPT_OUT,
             sender_id=sender_id,
             channel=request.channel,
             action_time=action_time,
-        )
-        return intake_pb2.SubmitOptOutResponse(
-            request_id=request_id,
-            status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
-            event_id=published.event_id,
-            accepted_time=published.accepted_time,
         )
 
     async def SubmitKeyword(  # noqa: N802 - gRPC method name
@@ -171,10 +192,23 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             if intent == intake_pb2.INTENT_OPT_IN
             else events_pb2.ACTION_OPT_OUT
         )
-        published = await self._publish(
+
+        def answer(published: events_pb2.PreferenceRequested) -> intake_pb2.SubmitKeywordResponse:
+            return intake_pb2.SubmitKeywordResponse(
+                intent=intent,
+                request_id=request_id,
+                sender_id=scope,
+                event_id=published.event_id,
+                status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
+                undeclared_sender=published.undeclared_sender,
+            )
+
+        return await self._submit_once(
             context,
             party,
             method,
+            answer,
+            intake_pb2.SubmitKeywordResponse,
             request_id=request_id,
             e164=e164,
             action=action,
@@ -182,34 +216,49 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             channel=events_pb2.CHANNEL_SMS,
             action_time=action_time,
         )
-        return intake_pb2.SubmitKeywordResponse(
-            intent=intent,
-            request_id=request_id,
-            sender_id=scope,
-            event_id=published.event_id,
-            status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
-            undeclared_sender=published.undeclared_sender,
-        )
 
-    async def _publish(
+    async def _submit_once(
         self,
         context: grpc.aio.ServicerContext,
         party: Party,
         method: str,
+        answer: Callable[[events_pb2.PreferenceRequested], Message],
+        response_class: type[Message],
         *,
+        request_id: str,
         e164: str,
         **fields: object,
-    ) -> events_pb2.PreferenceRequested:
+    ) -> Any:
+        """Publish a request once and give every retry the first answer (AIP-155)."""
+        first = await self._answers.get(event_id(party.id, request_id))
+        if first is not None:
+            return response_class.FromString(first)
         subject = self._submitter.protect(e164)
+        wait = self._numbers.retry_after(subject.subject)
+        if wait:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"msisdn: too many requests for this number; retry after {wait:.0f}s",
+                trailing_metadata=(("retry-after-ms", str(round(wait * 1000))),),
+            )
         self._auth.permitted(party, method, [subject.subject])
         try:
-            return await self._submitter.submit(party_id=party.id, subject=subject, **fields)  # type: ignore[arg-type]
+            published = await self._submitter.submit(
+                party_id=party.id,
+                request_id=request_id,
+                subject=subject,
+                **fields,  # type: ignore[arg-type]
+            )
         except PublishFailed:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "Kafka did not acknowledge the request; retry with the same request_id",
             )
             raise
+        kept = await self._answers.keep_first(
+            published.event_id, answer(published).SerializeToString()
+        )
+        return response_class.FromString(kept)
 
     def _new_link(
         self, party: Party, msisdn: str, sender_id: str, field: str

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import KafkaPublisher, Publisher
 from stopsms.core.parties import PartiesDirectory
+from stopsms.core.ratelimit import KeyedRateLimiter
 from stopsms.core.serving import GrpcEndpoint, servicer_registration
 from stopsms.core.settings import IntakeSettings
 from stopsms.core.topics import Topics
+from stopsms.intake.answers import RedisAnswerStore
 from stopsms.intake.links import LinkDirectory
-from stopsms.intake.server import SERVICE_NAME, IntakeServicer
+from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
 from stopsms.intake.submission import RequestSubmitter
-from stopsms.intake.web import SuppressionLookup, create_web_app
+from stopsms.intake.web import PlatformLookups, create_web_app
 from stopsms.v1 import intake_pb2
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,18 @@ class IntakeProcess:
             insecure=settings.insecure_identity,
             audit=AuditTrail(self.publisher, topics.audit),
         )
+        numbers = number_limiter(settings)
+        self.answers = RedisAnswerStore(
+            aioredis.from_url(settings.redis_url), settings.topic_namespace
+        )
         servicer = IntakeServicer(
             settings,
             submitter=self.submitter,
             publisher=self.publisher,
             links=self.links,
             auth=auth,
+            answers=self.answers,
+            numbers=numbers,
         )
         self.endpoint = GrpcEndpoint(
             settings.intake_grpc_address,
@@ -67,13 +76,20 @@ class IntakeProcess:
             credentials=credentials,
             health_address=settings.intake_health_address,
         )
-        self.lookup = SuppressionLookup(
-            settings.registry_grpc_address, INTAKE_PARTY_ID, settings.client_tls_folder
+        self.lookups = PlatformLookups(
+            settings.registry_grpc_address,
+            settings.notifier_grpc_address,
+            INTAKE_PARTY_ID,
+            settings.client_tls_folder,
         )
+        per_minute = settings.link_misses_per_minute
         self.web_app = create_web_app(
             links=self.links,
             submitter=self.submitter,
-            lookup=self.lookup,
+            lookups=self.lookups,
+            answers=self.answers,
+            numbers=numbers,
+            misses=KeyedRateLimiter(rate=per_minute / 60, burst=per_minute),
             unseal=pseudonymiser.unseal,
         )
         self._web_runner: web.AppRunner | None = None
@@ -100,7 +116,8 @@ class IntakeProcess:
         await self.auth.audit.flush()
         if self._web_runner is not None:
             await self._web_runner.cleanup()
-        await self.lookup.close()
+        await self.lookups.close()
+        await self.answers.close()
         await self.links.stop()
         if self._own_publisher:
             await self.publisher.stop()  # type: ignore[attr-defined]

@@ -1,8 +1,10 @@
-"""The link page (HTTP): GET shows what will happen, POST confirms.
+"""The link page (HTTP): GET shows what will happen, POST confirms, then the proof unfolds.
 
 A GET never changes anything, because SMS link previews and security scanners fetch links.
-A click is recorded as party ``link`` with the request id ``<code>:<action>``, so a double
-submit is the same request.
+A click is recorded as party ``link`` with the request id ``<code>:<action>``; a double click
+finds the first answer and publishes nothing more. After the POST the browser is sent to the
+status page (POST/redirect/GET), which counts the operators and providers that applied the
+change, refreshing itself until all have.
 """
 
 from __future__ import annotations
@@ -10,17 +12,26 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
 
 from stopsms.core.clients import party_channel
-from stopsms.core.ids import LINK_PARTY_ID, link_request_id
+from stopsms.core.ids import LINK_PARTY_ID, event_id, link_request_id
 from stopsms.core.kafka import PublishFailed
+from stopsms.core.ratelimit import KeyedRateLimiter
 from stopsms.intake import pages
+from stopsms.intake.answers import AnswerStore
 from stopsms.intake.links import LinkDirectory, is_code
 from stopsms.intake.submission import RequestSubmitter, Subject
-from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
+from stopsms.v1 import (
+    events_pb2,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +44,21 @@ ACTIONS = {
 }
 
 
-class SuppressionLookup:
-    """Asks the registry whether a link's number is currently suppressed for its sender."""
+class PlatformLookups:
+    """What the page asks the other services, as the platform party ``stopsms-intake``."""
 
-    def __init__(self, target: str, party_id: str, tls_folder: Path | None) -> None:
-        self._channel, self._metadata = party_channel(target, party_id, tls_folder)
-        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+    def __init__(
+        self, registry: str, notifier: str, party_id: str, tls_folder: Path | None
+    ) -> None:
+        self._registry_channel, self._metadata = party_channel(registry, party_id, tls_folder)
+        self._notifier_channel, _ = party_channel(notifier, party_id, tls_folder)
+        self._registry = registry_pb2_grpc.RegistryServiceStub(self._registry_channel)
+        self._notifier = notifier_pb2_grpc.NotifierServiceStub(self._notifier_channel)
 
     async def suppressed(self, msisdn: str, sender_id: str) -> bool | None:
-        """True or False, or None when the registry cannot answer now."""
+        """Whether the number is suppressed for the sender; None when the registry is away."""
         try:
-            answer = await self._stub.Check(
+            answer = await self._registry.Check(
                 registry_pb2.CheckRequest(msisdn=msisdn, sender_id=sender_id),
                 metadata=self._metadata,
                 timeout=2.0,
@@ -53,9 +68,35 @@ class SuppressionLookup:
             return None
         return answer.verdict == registry_pb2.VERDICT_SUPPRESSED
 
+    async def propagation(self, event: str) -> events_pb2.PropagationRecord | None:
+        """The proof of a request so far; None before it exists or when the notifier is away."""
+        try:
+            reply = await self._notifier.GetPropagation(
+                notifier_pb2.GetPropagationRequest(event_id=event),
+                metadata=self._metadata,
+                timeout=2.0,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("propagation lookup for the link page failed: %s", exc.code())
+            return None
+        return reply.propagation
+
     async def close(self) -> None:
-        """Close the channel."""
-        await self._channel.close()
+        """Close both channels."""
+        await self._registry_channel.close()
+        await self._notifier_channel.close()
+
+
+def count_applied(record: events_pb2.PropagationRecord) -> tuple[int, int, int, int]:
+    """Operators applied, operators concerned, providers applied, providers concerned."""
+    ops = [d for d in record.deliveries if d.party_kind == events_pb2.PARTY_KIND_OPERATOR]
+    psvas = [d for d in record.deliveries if d.party_kind == events_pb2.PARTY_KIND_PSVA]
+
+    def applied(items: list[Any]) -> int:
+        return sum(d.status == events_pb2.DELIVERY_STATUS_APPLIED for d in items)
+
+    return applied(ops), len(ops), applied(psvas), len(psvas)
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -69,70 +110,109 @@ def _html(text: str, status: int = 200) -> web.Response:
             "X-Robots-Tag": "noindex",
             "Referrer-Policy": "no-referrer",
             "X-Frame-Options": "DENY",
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+            ),
         },
     )
 
 
 def create_web_app(
-    *, links: LinkDirectory, submitter: RequestSubmitter, lookup: SuppressionLookup, unseal
-) -> web.Application:  # type: ignore[no-untyped-def]
+    *,
+    links: LinkDirectory,
+    submitter: RequestSubmitter,
+    lookups: PlatformLookups,
+    answers: AnswerStore,
+    numbers: KeyedRateLimiter,
+    misses: KeyedRateLimiter,
+    unseal: Any,
+) -> web.Application:
     """Build the aiohttp application of the link page."""
 
+    def language(request: web.Request) -> str:
+        return pages.choose_language(
+            request.query.get("lang"), request.headers.get("Accept-Language")
+        )
+
+    def message(request: web.Request, key: str, status: int, **values: str) -> web.Response:
+        lang = language(request)
+        other = "ar" if lang == "fr" else "fr"
+        return _html(
+            pages.message_page(lang, key, f"{request.path}?lang={other}", **values), status
+        )
+
     async def find(request: web.Request) -> events_pb2.StopLink | web.Response:
+        """The link of the request's code, or the page that says why there is none."""
+        client = request.remote or "unknown"
+        wait = misses.exhausted(client)
+        if wait:
+            response = message(request, "too_many", 429)
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+            return response
         code = request.match_info["code"]
         link = await links.get(code) if is_code(code) else None
         if link is None:
-            return _html(
-                pages.error_page(
-                    "Ce lien StopSMS n'existe pas. Vérifiez qu'il est complet.",
-                    "رابط StopSMS هذا غير موجود. تحقق من أنه كامل.",
-                ),
-                404,
-            )
+            misses.retry_after(client)  # enumeration attempts run out of tokens
+            return message(request, "not_found", 404)
+        if link.expire_time.ToDatetime(tzinfo=UTC) < datetime.now(UTC):
+            return message(request, "expired", 410, sender=link.sender_id)
         return link
-
-    def expired(link: events_pb2.StopLink) -> bool:
-        return link.expire_time.ToDatetime(tzinfo=UTC) < datetime.now(UTC)
 
     async def show(request: web.Request) -> web.Response:
         link = await find(request)
         if isinstance(link, web.Response):
             return link
-        if expired(link):
-            return _html(pages.expired_page(link.sender_id), 410)
-        suppressed = await lookup.suppressed(unseal(link.sealed_msisdn), link.sender_id)
-        return _html(pages.confirm_page(link.code, link.sender_id, bool(suppressed)))
+        suppressed = await lookups.suppressed(unseal(link.sealed_msisdn), link.sender_id)
+        return _html(
+            pages.confirm_page(language(request), link.code, link.sender_id, bool(suppressed))
+        )
 
     async def confirm(request: web.Request) -> web.Response:
         link = await find(request)
         if isinstance(link, web.Response):
             return link
-        if expired(link):
-            return _html(pages.expired_page(link.sender_id), 410)
         form = await request.post()
         action = form.get("action")
         if not isinstance(action, str) or action not in ACTIONS:
-            return _html(pages.error_page("Action inconnue.", "إجراء غير معروف."), 400)
+            return message(request, "bad_action", 400)
         request_id = link_request_id(link.code, action)
-        try:
-            published = await submitter.submit(
-                party_id=LINK_PARTY_ID,
-                request_id=request_id,
-                subject=Subject(link.subject, link.sealed_msisdn),
-                action=ACTIONS[action],
-                sender_id="" if action == "opt_out_all" else link.sender_id,
-                channel=events_pb2.CHANNEL_LINK,
-                action_time=None,
+        if await answers.get(event_id(LINK_PARTY_ID, request_id)) is None:
+            wait = numbers.retry_after(link.subject)
+            if wait:
+                response = message(request, "too_many", 429)
+                response.headers["Retry-After"] = str(max(1, round(wait)))
+                return response
+            try:
+                published = await submitter.submit(
+                    party_id=LINK_PARTY_ID,
+                    request_id=request_id,
+                    subject=Subject(link.subject, link.sealed_msisdn),
+                    action=ACTIONS[action],
+                    sender_id="" if action == "opt_out_all" else link.sender_id,
+                    channel=events_pb2.CHANNEL_LINK,
+                    action_time=None,
+                )
+            except PublishFailed:
+                return message(request, "unavailable", 503)
+            await answers.keep_first(published.event_id, published.SerializeToString())
+        raise web.HTTPSeeOther(f"/{link.code}/done/{action}?lang={language(request)}")
+
+    async def status(request: web.Request) -> web.Response:
+        link = await find(request)
+        if isinstance(link, web.Response):
+            return link
+        action = request.match_info["action"]
+        if action not in ACTIONS:
+            return message(request, "bad_action", 404)
+        request_id = link_request_id(link.code, action)
+        record = await lookups.propagation(event_id(LINK_PARTY_ID, request_id))
+        progress = count_applied(record) if record is not None else None
+        done = bool(record is not None and record.done)
+        return _html(
+            pages.done_page(
+                language(request), link.code, action, link.sender_id, request_id, progress, done
             )
-        except PublishFailed:
-            return _html(
-                pages.error_page(
-                    "Le service est momentanément indisponible. Réessayez dans un instant.",
-                    "الخدمة غير متاحة مؤقتا. أعد المحاولة بعد لحظات.",
-                ),
-                503,
-            )
-        return _html(pages.done_page(link.sender_id, action, request_id, published.event_id))
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -141,4 +221,5 @@ def create_web_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/{code}", show)
     app.router.add_post("/{code}", confirm)
+    app.router.add_get("/{code}/done/{action}", status)
     return app
