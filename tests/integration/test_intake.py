@@ -41,6 +41,7 @@ async def read_requests(
     async with asyncio.timeout(20):
         while len(records) < count:
             records += await reader.read(timeout_ms=300)
+    records += await reader.read(timeout_ms=1000)  # and nothing more than expected?
     await reader.stop()
     return [events_pb2.PreferenceRequested.FromString(r.value) for r in records]
 
@@ -92,3 +93,46 @@ async def test_requests_are_on_kafka_when_answered_and_links_survive_a_restart(
     clicked = requests[-1] if requests[-1].party_id == "link" else requests[0]
     assert clicked.party_id == "link" and clicked.request_id == f"{link.code}:opt_out"
     assert clicked.channel == events_pb2.CHANNEL_LINK and clicked.subject == request.subject
+
+
+async def test_retries_after_a_restart_and_double_clicks_make_one_request(
+    service_env: dict[str, str],
+) -> None:
+    settings = settings_for(service_env)
+    request = intake_pb2.SubmitOptOutRequest(
+        request_id="call-9",
+        msisdn="0711223344",
+        sender_id="",
+        channel=events_pb2.CHANNEL_CALL_CENTER,
+    )
+    answers = []
+    for _ in range(2):  # intake restarted between the two calls
+        process = IntakeProcess(settings_for(service_env) if answers else settings)
+        await process.start()
+        try:
+            async with grpc.aio.insecure_channel(process.settings.intake_grpc_address) as channel:
+                stub = intake_pb2_grpc.IntakeServiceStub(channel)
+                iam = ((PARTY_HEADER, "iam"),)
+                answers.append(await stub.SubmitOptOut(request, metadata=iam))
+                if len(answers) == 1:
+                    link = await stub.IssueStopLink(
+                        intake_pb2.IssueStopLinkRequest(msisdn="0711223344", sender_id="JUMIA"),
+                        metadata=((PARTY_HEADER, "atlas-sms"),),
+                    )
+                    url = settings.public_base_url + link.code
+                    async with aiohttp.ClientSession() as web:
+                        for _ in range(2):  # a double click
+                            async with web.post(url, data={"action": "opt_out"}) as page:
+                                assert page.status == 200
+                                assert f"{link.code}:opt_out" in await page.text()
+                        misses = []
+                        for i in range(35):  # someone trying codes
+                            async with web.get(settings.public_base_url + f"Guess{i:06d}") as page:
+                                misses.append(page.status)
+                        assert misses[:30] == [404] * 30  # the budget, then mostly refused
+                        assert misses[30:].count(429) >= 3 and set(misses) == {404, 429}
+        finally:
+            await process.stop()
+    assert answers[0] == answers[1]  # the first answer, accepted time included
+    requests = await read_requests(settings, 2)
+    assert sorted(r.request_id for r in requests) == sorted(["call-9", f"{link.code}:opt_out"])

@@ -201,3 +201,28 @@ async def test_an_oversized_message_is_refused_before_anything_is_read(intake) -
         )
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert not publisher.records
+
+
+async def test_a_retry_gets_the_first_answer_and_publishes_nothing_more(intake) -> None:
+    stub, publisher = intake
+    first = await stub.SubmitOptOut(opt_out(request_id="again"), metadata=as_party("iam"))
+    retry = await stub.SubmitOptOut(opt_out(request_id="again"), metadata=as_party("iam"))
+    assert retry == first  # the same accepted time too
+    assert len(publisher.records["stopsms.requests.v1"]) == 1
+
+
+async def test_a_flood_of_requests_for_one_number_is_resource_exhausted(intake) -> None:
+    stub, publisher = intake
+    codes = []
+    for i in range(25):
+        try:
+            await stub.SubmitOptOut(opt_out(request_id=f"flood-{i}"), metadata=as_party("iam"))
+            codes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+    assert codes.count(grpc.StatusCode.OK) == 20
+    assert codes[20:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 5
+    other = await stub.SubmitOptOut(
+        opt_out(request_id="other", msisdn="0700000001"), metadata=as_party("iam")
+    )
+    assert other.status == intake_pb2.SUBMISSION_STATUS_ACCEPTED
