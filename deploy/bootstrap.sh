@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine ready to run StopSMS: redis-server, Java and Maven (for the Kafka broker
-# jars) from the system's packages, and the Python package with its development tools.
+# jars), Chromium and its driver (the link page's browser test) from the system's packages,
+# and the Python package with its development tools.
 # Idempotent and quick when everything is there; `make up` and `make test` run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ missing=()
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# The link page is tested in a real headless browser.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}..." >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else

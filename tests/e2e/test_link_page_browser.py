@@ -1,0 +1,191 @@
+"""The link page in a real headless browser (Debian's Chromium through Selenium).
+
+A citizen opens a link, reads it in French and in Arabic, confirms, and watches the count of
+operators and providers reach all of them; an expired link and a bad code get pages of their
+own. A screenshot of each state is saved under ``test-output/screenshots`` (or
+``$STOPSMS_TEST_OUTPUT``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from kafka import KafkaProducer
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from stopsms.core.clients import party_channel_sync
+from stopsms.core.settings import Settings
+from stopsms.core.topics import Topics
+from stopsms.intake.links import new_code
+from stopsms.local_platform import LocalPlatform
+from stopsms.operator_feed import follow
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, notifier_pb2, notifier_pb2_grpc
+
+pytestmark = pytest.mark.e2e
+SCREENSHOTS = (
+    Path(os.environ.get("STOPSMS_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
+    / "screenshots"
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=480,900",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver: webdriver.Chrome, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def watch_as_psva(platform: LocalPlatform, party: str, stop: threading.Event) -> None:
+    """A PSVA that acknowledges everything it is sent."""
+    channel, metadata = party_channel_sync(
+        platform.endpoints["notifier_grpc"], party, platform.tls_folder
+    )
+    stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+    while not stop.is_set():
+        try:
+            for response in stub.WatchChanges(
+                notifier_pb2.WatchChangesRequest(), metadata=metadata, timeout=2
+            ):
+                stub.Acknowledge(
+                    notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=metadata
+                )
+        except grpc.RpcError:
+            pass  # the deadline: open the stream again from the acknowledged cursor
+    channel.close()
+
+
+def wait_for_text(driver: webdriver.Chrome, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in driver.find_element(By.TAG_NAME, "body").text:
+        assert time.monotonic() < deadline, f"{text!r} never appeared:\n{driver.page_source[:2000]}"
+        time.sleep(0.3)
+
+
+def test_a_citizen_confirms_in_a_browser_and_sees_everyone_apply_it(
+    secure_platform: LocalPlatform, browser: webdriver.Chrome
+) -> None:
+    ends = secure_platform.endpoints
+    channel, metadata = party_channel_sync(
+        ends["intake_grpc"], "atlas-sms", secure_platform.tls_folder
+    )
+    link = intake_pb2_grpc.IntakeServiceStub(channel).IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn="0655443322", sender_id="JUMIA"), metadata=metadata
+    )
+    channel.close()
+    settings = Settings.from_env({"STOPSMS_DATA_DIR": str(secure_platform.data_dir)})
+    stop = threading.Event()
+    helpers = [
+        threading.Thread(
+            target=follow,
+            args=(ends["kafka"], "iam", settings.pseudonymiser(), secure_platform.namespace),
+            kwargs={"apply": lambda msisdn, change: None, "stop": stop},
+            daemon=True,
+        ),
+        threading.Thread(
+            target=watch_as_psva, args=(secure_platform, "atlas-sms", stop), daemon=True
+        ),
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        browser.get(link.url + "?lang=fr")
+        html = browser.find_element(By.TAG_NAME, "html")
+        assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("fr", "ltr")
+        button = browser.find_element(By.CSS_SELECTOR, "button[type=submit]")
+        assert "JUMIA" in browser.page_source and "Ne plus recevoir les SMS de JUMIA" in button.text
+        shot(browser, "1-confirm-fr")
+
+        browser.find_element(By.LINK_TEXT, "العربية").click()
+        html = browser.find_element(By.TAG_NAME, "html")
+        assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
+        assert (
+            "إيقاف رسائل JUMIA" in browser.find_element(By.CSS_SELECTOR, "button[type=submit]").text
+        )
+        shot(browser, "2-confirm-ar")
+
+        browser.find_element(By.LINK_TEXT, "Français").click()
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # confirm
+        wait_for_text(browser, "C'est enregistré")
+        assert f"{link.code}:opt_out" in browser.page_source
+        shot(browser, "3-recorded")
+        wait_for_text(browser, "Tous les opérateurs et prestataires concernés l'ont appliqué.")
+        assert (
+            "1 opérateurs sur 1 et 1 prestataires sur 1"
+            in browser.find_element(By.ID, "progress").text
+        )
+        shot(browser, "4-applied-by-all")
+
+        browser.get(link.url + "?lang=fr")
+        assert "Recevoir à nouveau les SMS de JUMIA" in browser.page_source
+        shot(browser, "5-opted-out-offers-opt-in")
+    finally:
+        stop.set()
+        for helper in helpers:
+            helper.join(10)
+
+
+def test_an_expired_link_and_a_bad_code_are_not_dead_ends(
+    secure_platform: LocalPlatform, browser: webdriver.Chrome
+) -> None:
+    settings = Settings.from_env({"STOPSMS_DATA_DIR": str(secure_platform.data_dir)})
+    pseudonymiser = settings.pseudonymiser()
+    expired = events_pb2.StopLink(
+        code=new_code(),
+        subject=pseudonymiser.subject("+212655443311"),
+        sender_id="MARJANE",
+        issuer_party_id="atlas-sms",
+    )
+    expired.sealed_msisdn.CopyFrom(pseudonymiser.seal("+212655443311"))
+    expired.issued_time.FromDatetime(datetime.now(UTC) - timedelta(days=120))
+    expired.expire_time.FromDatetime(datetime.now(UTC) - timedelta(days=30))
+    producer = KafkaProducer(bootstrap_servers=secure_platform.endpoints["kafka"], acks="all")
+    producer.send(
+        Topics(secure_platform.namespace).links,
+        key=expired.code.encode(),
+        value=expired.SerializeToString(),
+    ).get(timeout=10)
+    producer.close()
+
+    base = secure_platform.endpoints["intake_http"]
+    browser.get(f"{base}{expired.code}?lang=fr")
+    assert "Ce lien a expiré" in browser.page_source and "STOP" in browser.page_source
+    assert "MARJANE" in browser.page_source
+    shot(browser, "6-expired")
+    browser.get(f"{base}{expired.code}?lang=ar")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl"
+    shot(browser, "7-expired-ar")
+    browser.get(f"{base}NotACode000?lang=fr")
+    assert "n'existe pas" in browser.page_source
+    shot(browser, "8-bad-code")
