@@ -62,6 +62,8 @@ class LocalPlatform:
     #: The development mode (party from a header, no TLS); mutual TLS otherwise.
     insecure: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The services to run (a benchmark of one service runs only that one).
+    services: tuple[str, ...] = SERVICES
     #: A Kafka and Redis already running (the test session's); not stopped with the platform.
     shared_infra: LocalInfrastructure | None = None
     infra: LocalInfrastructure | None = None
@@ -149,7 +151,7 @@ class LocalPlatform:
             self.prepare_secrets()  # before the services, which only load them
             for name, default in DEFAULT_PORTS.items():
                 self.ports[name] = _port(self.preferred_ports.get(name, default))
-            for service in SERVICES:
+            for service in self.services:
                 self.start_service(service)
             self.wait_until_serving(timeout)
         except BaseException:
@@ -171,7 +173,7 @@ class LocalPlatform:
     def wait_until_serving(self, timeout: float) -> None:
         """Poll each service's gRPC health until it says SERVING."""
         deadline = time.monotonic() + timeout
-        for service in SERVICES:
+        for service in self.services:
             address = f"127.0.0.1:{self.ports[f'{service}_health']}"
             while True:
                 process = self.processes[service]
