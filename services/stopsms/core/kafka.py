@@ -12,12 +12,13 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,12 @@ class Publisher(Protocol):
         """Publish and return (partition, offset); raise :class:`PublishFailed` otherwise."""
         ...
 
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Publish keyed records placed by key; return once all are acknowledged."""
+        ...
+
 
 class KafkaPublisher:
     """An idempotent aiokafka producer with acks=all and a bounded wait for the acknowledgement."""
@@ -119,6 +126,47 @@ class KafkaPublisher:
             ) from exc
         return metadata.partition, metadata.offset
 
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Publish many keyed records at once, in batches per partition, all acknowledged.
+
+        Placement is Kafka's default (murmur2 of the key), as :meth:`publish` would choose;
+        building the batches directly skips the per-record bookkeeping of ``send``, which is
+        what makes campaign-sized link batches fast.
+        """
+        partitions = sorted(await self._producer.partitions_for(topic))
+        batches: dict[int, list[Any]] = {}
+        futures = []
+        try:
+            for key, value in records:
+                partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+                open_batches = batches.setdefault(partition, [self._producer.create_batch()])
+                if (
+                    open_batches[-1].append(
+                        key=key, value=value, timestamp=None, headers=headers or []
+                    )
+                    is None
+                ):
+                    futures.append(
+                        await self._producer.send_batch(
+                            open_batches[-1], topic, partition=partition
+                        )
+                    )
+                    open_batches.append(self._producer.create_batch())
+                    open_batches[-1].append(
+                        key=key, value=value, timestamp=None, headers=headers or []
+                    )
+            for partition, open_batches in batches.items():
+                futures.append(
+                    await self._producer.send_batch(open_batches[-1], topic, partition=partition)
+                )
+            await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishFailed(
+                f"Kafka did not acknowledge the records on {topic}: {exc!r}"
+            ) from exc
+
 
 class PublisherService(mode.Service):
     """A :class:`KafkaPublisher` that starts and stops with a faust worker (audit entries)."""
@@ -155,6 +203,14 @@ class PublisherService(mode.Service):
             topic, key, value, partition=partition, headers=headers
         )
 
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Publish many records through the running producer."""
+        if self._publisher is None:
+            raise PublishFailed("the publisher is not started")
+        await self._publisher.publish_many(topic, records, headers)
+
 
 @dataclass
 class InMemoryPublisher:
@@ -178,6 +234,13 @@ class InMemoryPublisher:
         bucket = self.records.setdefault(topic, [])
         bucket.append((key, value, partition))
         return partition or 0, len(bucket) - 1
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Append every record, or raise :class:`PublishFailed` when ``failing`` is set."""
+        for key, value in records:
+            await self.publish(topic, key, value, headers=headers)
 
 
 class TopicReader:

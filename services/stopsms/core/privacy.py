@@ -11,7 +11,6 @@ Both keys carry ids so that a later rotation can re-key from the sealed numbers.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -89,7 +88,7 @@ class Pseudonymiser:
 
     def subject(self, e164: str) -> str:
         """Return the keyed pseudonym of an E.164 number."""
-        digest = hmac.new(self._pseudonym_key.secret, e164.encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self._pseudonym_key.secret, e164.encode(), "sha256")
         return f"{self._pseudonym_key.key_id}:{digest[:SUBJECT_DIGEST_BYTES].hex()}"
 
     def seal(self, e164: str) -> events_pb2.SealedMsisdn:

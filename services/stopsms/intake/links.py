@@ -20,9 +20,20 @@ _ALPHABET = string.digits + string.ascii_letters
 _CODE = re.compile(rf"[0-9A-Za-z]{{{CODE_LENGTH}}}")
 
 
+_CODE_SPACE = len(_ALPHABET) ** CODE_LENGTH
+
+
 def new_code() -> str:
-    """Draw a fresh random link code."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(CODE_LENGTH))
+    """Draw a fresh random link code, uniformly over all 62¹¹ codes."""
+    while True:
+        number = int.from_bytes(secrets.token_bytes(9), "big") >> 6  # 66 random bits
+        if number < _CODE_SPACE:  # reject the excess rather than bias the draw
+            break
+    digits = []
+    for _ in range(CODE_LENGTH):
+        number, digit = divmod(number, len(_ALPHABET))
+        digits.append(_ALPHABET[digit])
+    return "".join(digits)
 
 
 def is_code(text: str) -> bool:

@@ -8,7 +8,6 @@ request id is safe (same event id, deduplicated by the registry).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -260,8 +259,21 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         return response_class.FromString(kept)
 
+    def _link_times(self) -> tuple[Timestamp, Timestamp]:
+        """When links issued now were issued, and when they expire (one pair per call)."""
+        issued = Timestamp()
+        issued.GetCurrentTime()
+        expires = Timestamp()
+        expires.FromDatetime(issued.ToDatetime() + timedelta(days=self._settings.link_ttl_days))
+        return issued, expires
+
     def _new_link(
-        self, party: Party, msisdn: str, sender_id: str, field: str
+        self,
+        party: Party,
+        msisdn: str,
+        sender_id: str,
+        field: str,
+        times: tuple[Timestamp, Timestamp],
     ) -> events_pb2.StopLink:
         """Validate one link request and build its record (nothing published yet)."""
         e164 = check_msisdn(msisdn, f"{field}msisdn")
@@ -269,18 +281,15 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         if not party.sends_for(sender):
             raise PermissionError(f"sender {sender!r} is not one of {party.id}'s senders")
         protected = self._submitter.protect(e164)
-        link = events_pb2.StopLink(
+        return events_pb2.StopLink(
             code=new_code(),
             subject=protected.subject,
+            sealed_msisdn=protected.sealed,
             sender_id=sender,
             issuer_party_id=party.id,
+            issued_time=times[0],
+            expire_time=times[1],
         )
-        link.sealed_msisdn.CopyFrom(protected.sealed)
-        link.issued_time.GetCurrentTime()
-        link.expire_time.FromDatetime(
-            link.issued_time.ToDatetime() + timedelta(days=self._settings.link_ttl_days)
-        )
-        return link
 
     async def _record_links(
         self,
@@ -291,16 +300,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> None:
         self._auth.permitted(party, method, [link.subject for link in links])
         try:
-            await asyncio.gather(
-                *(
-                    self._publisher.publish(
-                        self._topics.links,
-                        link.code.encode(),
-                        link.SerializeToString(),
-                        headers=message_headers("stopsms.v1.StopLink"),
-                    )
-                    for link in links
-                )
+            await self._publisher.publish_many(
+                self._topics.links,
+                [(link.code.encode(), link.SerializeToString()) for link in links],
+                headers=message_headers("stopsms.v1.StopLink"),
             )
         except PublishFailed:
             await context.abort(
@@ -323,7 +326,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         method = "/stopsms.v1.IntakeService/IssueStopLink"
         party = await self._caller(context, method, ("operator", "psva"))
         try:
-            link = self._new_link(party, request.msisdn, request.sender_id, "")
+            link = self._new_link(party, request.msisdn, request.sender_id, "", self._link_times())
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PermissionError as exc:
@@ -344,9 +347,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"requests: at most {MAX_LINKS_PER_BATCH} per call",
             )
+        times = self._link_times()
         try:
             links = [
-                self._new_link(party, item.msisdn, item.sender_id, f"requests[{i}].")
+                self._new_link(party, item.msisdn, item.sender_id, f"requests[{i}].", times)
                 for i, item in enumerate(request.requests)
             ]
         except InvalidField as exc:
