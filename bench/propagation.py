@@ -1,8 +1,9 @@
 """Propagation benchmark: from the citizen's action to every concerned party's receipt.
 
 Runs the whole platform (real Kafka, Redis, the three services as processes) with the default
-parties directory: three operators follow the list with the reference kafka-python consumer
-and commit after applying, two PSVAs watch their changes and acknowledge each. N opt-outs go
+parties directory: its three operators follow the list with the reference kafka-python consumer
+and commit after applying, its two PSVAs watch their changes and acknowledge each
+(:mod:`stopsms.demo_parties`). N opt-outs go
 through intake at a steady rate, for a mix of senders and the global scope; for each, the
 platform's own proof (``done_time - action_time`` of its propagation record) is the figure.
 
@@ -20,7 +21,6 @@ import asyncio
 import random
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,14 +29,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.results import figure, percentile, record
 from stopsms.core.kafka import TopicReader
+from stopsms.core.parties import PartiesDirectory
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
+from stopsms.demo_parties import DemoParties
 from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
-from stopsms.operator_feed import follow
-from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, notifier_pb2, notifier_pb2_grpc
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
-OPERATORS = ("iam", "orange", "inwi")
-PSVAS = ("atlas-sms", "sahara-push")
 SENDERS = ("JUMIA", "MARJANE", "LYDEC", "ELECTROPLANET", "KITEA", "IAM", "")
 
 
@@ -65,24 +64,6 @@ async def kafka_round_trips(bootstrap: str, topic: str, count: int) -> list[floa
     return times
 
 
-async def watch_and_acknowledge(platform: LocalPlatform, party: str, stop: asyncio.Event) -> None:
-    """A PSVA: apply each change, then acknowledge it."""
-    channel, metadata = platform.channel("notifier", party)
-    async with channel:
-        stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-        call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=metadata)
-        stopper = asyncio.create_task(stop.wait())
-        stopper.add_done_callback(lambda _: call.cancel())
-        try:
-            async for response in call:
-                if response.HasField("change"):
-                    await stub.Acknowledge(
-                        notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=metadata
-                    )
-        except asyncio.CancelledError:
-            pass
-
-
 async def run(count: int, rate: float, platform: LocalPlatform) -> list[dict[str, object]]:
     """Drive the load and collect the figures."""
     ends = platform.endpoints
@@ -90,21 +71,15 @@ async def run(count: int, rate: float, platform: LocalPlatform) -> list[dict[str
     print("raw Kafka round trips...", flush=True)
     raw = await kafka_round_trips(ends["kafka"], topics.dlq, max(50, count // 2))
 
-    pseudonymiser = Settings.from_env({"STOPSMS_DATA_DIR": str(platform.data_dir)}).pseudonymiser()
-    stop_threads = threading.Event()
-    operators = [
-        threading.Thread(
-            target=follow,
-            args=(ends["kafka"], op, pseudonymiser, platform.namespace),
-            kwargs={"apply": lambda msisdn, change: None, "stop": stop_threads},
-            daemon=True,
-        )
-        for op in OPERATORS
-    ]
-    for thread in operators:
-        thread.start()
-    stop = asyncio.Event()
-    watchers = [asyncio.create_task(watch_and_acknowledge(platform, p, stop)) for p in PSVAS]
+    settings = Settings.from_env(platform.environment_for_keys())
+    parties = DemoParties(  # three operators and two PSVAs, applying and acknowledging
+        PartiesDirectory.load(settings.parties_file),
+        kafka=ends["kafka"],
+        notifier=ends["notifier_grpc"],
+        namespace=platform.namespace,
+        pseudonymiser=settings.pseudonymiser(),
+        tls_folder=platform.tls_folder,
+    ).start()
     proofs = TopicReader(ends["kafka"], topics.propagation)
     await proofs.start()
 
@@ -137,11 +112,7 @@ async def run(count: int, rate: float, platform: LocalPlatform) -> list[dict[str
                 seconds = proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()
                 done[proof.event_id] = seconds / 1000
     await proofs.stop()
-    stop.set()
-    await asyncio.gather(*watchers, return_exceptions=True)
-    stop_threads.set()
-    for thread in operators:
-        thread.join(5)
+    parties.stop()
     if len(done) < len(submitted):
         print(
             f"warning: {len(submitted) - len(done)} requests not fully propagated in time",

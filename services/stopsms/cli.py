@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -103,6 +104,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         platform.stop()
         return 130
     signal.signal(signal.SIGINT, _stop)
+    demo = None
     try:
         platform.write_endpoints(ENDPOINTS_FILE.resolve())
         ends = platform.endpoints
@@ -112,6 +114,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"intake http {ends['intake_http']}")
         print(f"registry grpc {ends['registry_grpc']}")
         print(f"notifier grpc {ends['notifier_grpc']}")
+        if not args.no_demo_parties:
+            demo = _demo_parties(platform)
+            print("stand-ins for every operator and PSVA are applying and acknowledging changes")
         link = _issue_link(DEMO_NUMBER, "JUMIA", "atlas-sms")
         print(f"click this StopSMS link (number {DEMO_NUMBER}, sender JUMIA): {link}")
         print("Ctrl-C stops everything; logs are in", DATA_DIR / "logs", flush=True)
@@ -128,9 +133,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         print("stopping...", flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
+        if demo is not None:
+            demo.stop()
         platform.stop()
         ENDPOINTS_FILE.unlink(missing_ok=True)
     return 0
+
+
+def _demo_parties(platform: Any) -> Any:
+    from stopsms.core.parties import PartiesDirectory
+    from stopsms.core.settings import Settings
+    from stopsms.demo_parties import DemoParties
+
+    settings = Settings.from_env(platform.environment_for_keys())
+    return DemoParties(
+        PartiesDirectory.load(settings.parties_file),
+        kafka=platform.endpoints["kafka"],
+        notifier=platform.endpoints["notifier_grpc"],
+        namespace=platform.namespace,
+        pseudonymiser=settings.pseudonymiser(),
+        tls_folder=platform.tls_folder,
+    ).start()
 
 
 def _issue_link(msisdn: str, sender: str, party: str) -> str:
@@ -234,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="development identity from the x-stopsms-party header, without TLS",
+    )
+    up.add_argument(
+        "--no-demo-parties",
+        action="store_true",
+        help="do not run stand-ins for the directory's operators and PSVAs",
     )
     up.set_defaults(func=cmd_up)
     link = sub.add_parser("link", help="issue a StopSMS link")

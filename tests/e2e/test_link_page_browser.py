@@ -9,13 +9,11 @@ own. A screenshot of each state is saved under ``test-output/screenshots`` (or
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import pytest
 from kafka import KafkaProducer
 from selenium import webdriver
@@ -23,12 +21,13 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from stopsms.core.clients import party_channel_sync
+from stopsms.core.parties import PartiesDirectory
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
+from stopsms.demo_parties import DemoParties
 from stopsms.intake.links import new_code
 from stopsms.local_platform import LocalPlatform
-from stopsms.operator_feed import follow
-from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, notifier_pb2, notifier_pb2_grpc
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = (
@@ -67,25 +66,6 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
     assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
-def watch_as_psva(platform: LocalPlatform, party: str, stop: threading.Event) -> None:
-    """A PSVA that acknowledges everything it is sent."""
-    channel, metadata = party_channel_sync(
-        platform.endpoints["notifier_grpc"], party, platform.tls_folder
-    )
-    stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-    while not stop.is_set():
-        try:
-            for response in stub.WatchChanges(
-                notifier_pb2.WatchChangesRequest(), metadata=metadata, timeout=2
-            ):
-                stub.Acknowledge(
-                    notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=metadata
-                )
-        except grpc.RpcError:
-            pass  # the deadline: open the stream again from the acknowledged cursor
-    channel.close()
-
-
 def wait_for_text(driver: webdriver.Chrome, text: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while text not in driver.find_element(By.TAG_NAME, "body").text:
@@ -104,21 +84,15 @@ def test_a_citizen_confirms_in_a_browser_and_sees_everyone_apply_it(
         intake_pb2.IssueStopLinkRequest(msisdn="0655443322", sender_id="JUMIA"), metadata=metadata
     )
     channel.close()
-    settings = Settings.from_env({"STOPSMS_DATA_DIR": str(secure_platform.data_dir)})
-    stop = threading.Event()
-    helpers = [
-        threading.Thread(
-            target=follow,
-            args=(ends["kafka"], "iam", settings.pseudonymiser(), secure_platform.namespace),
-            kwargs={"apply": lambda msisdn, change: None, "stop": stop},
-            daemon=True,
-        ),
-        threading.Thread(
-            target=watch_as_psva, args=(secure_platform, "atlas-sms", stop), daemon=True
-        ),
-    ]
-    for helper in helpers:
-        helper.start()
+    settings = Settings.from_env(secure_platform.environment_for_keys())
+    parties = DemoParties(  # the operator and the PSVAs, applying and acknowledging
+        PartiesDirectory.load(settings.parties_file),
+        kafka=ends["kafka"],
+        notifier=ends["notifier_grpc"],
+        namespace=secure_platform.namespace,
+        pseudonymiser=settings.pseudonymiser(),
+        tls_folder=secure_platform.tls_folder,
+    ).start()
     try:
         browser.get(link.url + "?lang=fr")
         html = browser.find_element(By.TAG_NAME, "html")
@@ -151,9 +125,7 @@ def test_a_citizen_confirms_in_a_browser_and_sees_everyone_apply_it(
         assert "Recevoir à nouveau les SMS de JUMIA" in browser.page_source
         shot(browser, "5-opted-out-offers-opt-in")
     finally:
-        stop.set()
-        for helper in helpers:
-            helper.join(10)
+        parties.stop()
 
 
 def test_an_expired_link_and_a_bad_code_are_not_dead_ends(
