@@ -29,8 +29,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.results import figure, percentile, record
 from stopsms.core.kafka import TopicReader
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 from stopsms.demo_parties import DemoParties
 from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
@@ -71,15 +69,7 @@ async def run(count: int, rate: float, platform: LocalPlatform) -> list[dict[str
     print("raw Kafka round trips...", flush=True)
     raw = await kafka_round_trips(ends["kafka"], topics.dlq, max(50, count // 2))
 
-    settings = Settings.from_env(platform.environment_for_keys())
-    parties = DemoParties(  # three operators and two PSVAs, applying and acknowledging
-        PartiesDirectory.load(settings.parties_file),
-        kafka=ends["kafka"],
-        notifier=ends["notifier_grpc"],
-        namespace=platform.namespace,
-        pseudonymiser=settings.pseudonymiser(),
-        tls_folder=platform.tls_folder,
-    ).start()
+    parties = DemoParties.for_platform(platform).start()
     proofs = TopicReader(ends["kafka"], topics.propagation)
     await proofs.start()
 

@@ -25,7 +25,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -77,6 +76,7 @@ def _print_message(message: object) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the platform until Ctrl-C."""
+    from stopsms.demo_parties import DemoParties
     from stopsms.local_platform import LocalPlatform
 
     platform = LocalPlatform(
@@ -115,7 +115,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"registry grpc {ends['registry_grpc']}")
         print(f"notifier grpc {ends['notifier_grpc']}")
         if not args.no_demo_parties:
-            demo = _demo_parties(platform)
+            demo = DemoParties.for_platform(platform).start()
             print("stand-ins for every operator and PSVA are applying and acknowledging changes")
         link = _issue_link(DEMO_NUMBER, "JUMIA", "atlas-sms")
         print(f"click this StopSMS link (number {DEMO_NUMBER}, sender JUMIA): {link}")
@@ -138,22 +138,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         platform.stop()
         ENDPOINTS_FILE.unlink(missing_ok=True)
     return 0
-
-
-def _demo_parties(platform: Any) -> Any:
-    from stopsms.core.parties import PartiesDirectory
-    from stopsms.core.settings import Settings
-    from stopsms.demo_parties import DemoParties
-
-    settings = Settings.from_env(platform.environment_for_keys())
-    return DemoParties(
-        PartiesDirectory.load(settings.parties_file),
-        kafka=platform.endpoints["kafka"],
-        notifier=platform.endpoints["notifier_grpc"],
-        namespace=platform.namespace,
-        pseudonymiser=settings.pseudonymiser(),
-        tls_folder=platform.tls_folder,
-    ).start()
 
 
 def _issue_link(msisdn: str, sender: str, party: str) -> str:

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from stopsms.core.clients import party_channel_sync
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.privacy import Pseudonymiser
+from stopsms.core.settings import Settings
 from stopsms.operator_feed import follow
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
+
+if TYPE_CHECKING:
+    from stopsms.local_platform import LocalPlatform
 
 
 def acknowledge_everything(
@@ -79,6 +84,19 @@ class DemoParties:
             for party in directory
             if party.is_psva
         ]
+
+    @classmethod
+    def for_platform(cls, platform: LocalPlatform) -> DemoParties:
+        """Stand-ins for every operator and PSVA of a local platform's directory."""
+        settings = Settings.from_env(platform.environment_for_keys())
+        return cls(
+            PartiesDirectory.load(settings.parties_file),
+            kafka=platform.endpoints["kafka"],
+            notifier=platform.endpoints["notifier_grpc"],
+            namespace=platform.namespace,
+            pseudonymiser=settings.pseudonymiser(),
+            tls_folder=platform.tls_folder,
+        )
 
     def start(self) -> DemoParties:
         """Start every stand-in."""

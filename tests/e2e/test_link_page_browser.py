@@ -21,7 +21,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from stopsms.core.clients import party_channel_sync
-from stopsms.core.parties import PartiesDirectory
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 from stopsms.demo_parties import DemoParties
@@ -84,15 +83,7 @@ def test_a_citizen_confirms_in_a_browser_and_sees_everyone_apply_it(
         intake_pb2.IssueStopLinkRequest(msisdn="0655443322", sender_id="JUMIA"), metadata=metadata
     )
     channel.close()
-    settings = Settings.from_env(secure_platform.environment_for_keys())
-    parties = DemoParties(  # the operator and the PSVAs, applying and acknowledging
-        PartiesDirectory.load(settings.parties_file),
-        kafka=ends["kafka"],
-        notifier=ends["notifier_grpc"],
-        namespace=secure_platform.namespace,
-        pseudonymiser=settings.pseudonymiser(),
-        tls_folder=secure_platform.tls_folder,
-    ).start()
+    parties = DemoParties.for_platform(secure_platform).start()
     try:
         browser.get(link.url + "?lang=fr")
         html = browser.find_element(By.TAG_NAME, "html")
