@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stopsms.core.identity import PARTY_HEADER
 from stopsms.core.ids import event_id
@@ -103,6 +104,13 @@ async def test_each_request_is_decided_once_published_and_answered(
                 while (
                     await check("0612345678", "MARJANE")
                 ).verdict != registry_pb2.VERDICT_SUPPRESSED:
+                    await asyncio.sleep(0.1)
+            health = health_pb2_grpc.HealthStub(channel)
+            service = health_pb2.HealthCheckRequest(service="stopsms.v1.RegistryService")
+            async with asyncio.timeout(20):  # SERVING once the view caught up with the topic
+                while (
+                    await health.Check(service)
+                ).status != health_pb2.HealthCheckResponse.SERVING:
                     await asyncio.sleep(0.1)
             answer = await check("0612345678", "JUMIA")
             assert answer.matched_scope == registry_pb2.MATCHED_SCOPE_SENDER and answer.as_of

@@ -126,9 +126,13 @@ class GrpcEndpoint:
         *,
         credentials: grpc.ServerCredentials | None = None,
         health_address: str | None = None,
+        ready_later: Sequence[str] = (),
     ) -> None:
         self.address = address
         self.service_names = list(service_names)
+        #: Services that report NOT_SERVING until :meth:`mark_serving` (the process itself
+        #: stays SERVING, so a liveness probe never kills a service that is catching up).
+        self._pending = set(ready_later)
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -166,14 +170,20 @@ class GrpcEndpoint:
         log.info("gRPC listening on %s", self.address)
 
     async def set_serving(self, serving: bool) -> None:
-        """Report the overall process and each service as SERVING or NOT_SERVING."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        """Report the process and each ready service SERVING (or all NOT_SERVING)."""
         for name in ["", *self.service_names]:
-            await self.health.set(name, status)
+            ready = serving and name not in self._pending
+            await self.health.set(
+                name,
+                health_pb2.HealthCheckResponse.SERVING
+                if ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+
+    async def mark_serving(self, name: str) -> None:
+        """A service that was catching up is ready: report it SERVING."""
+        self._pending.discard(name)
+        await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
         """Stop taking new calls, let running ones finish within ``grace`` seconds."""

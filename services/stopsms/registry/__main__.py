@@ -45,8 +45,15 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         [SERVICE_NAME],
         credentials=settings.server_credentials(),
         health_address=settings.registry_health_address,
+        ready_later=[SERVICE_NAME],
     )
-    materialiser = ViewMaterialiser(settings.kafka_bootstrap, topics.suppressions, view)
+
+    async def view_ready() -> None:
+        await endpoint.mark_serving(SERVICE_NAME)
+
+    materialiser = ViewMaterialiser(
+        settings.kafka_bootstrap, topics.suppressions, view, on_caught_up=view_ready
+    )
     return stream_worker(
         app,
         [

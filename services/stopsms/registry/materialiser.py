@@ -1,5 +1,7 @@
 """The view materialiser: fills the Redis view from ``stopsms.suppressions.v1`` only.
 
+Until it has applied everything that was in the topic when it started, the registry reports
+``stopsms.v1.RegistryService`` NOT_SERVING, so no replica answers from a view that is behind.
 It resumes from the offsets stored in the view itself (written in the same atomic step as the
 entries), so a restart neither skips nor needs to replay; an empty view starts from offset 0,
 which is also how the view is rebuilt. Nothing else ever writes the view.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import mode
 
@@ -41,10 +44,19 @@ def updates_from(records: list) -> tuple[list[ViewUpdate], dict[int, int]]:  # t
 class ViewMaterialiser(mode.Service):
     """Reads every partition of the suppressions topic and applies it to the view."""
 
-    def __init__(self, bootstrap: str, topic: str, view: SuppressionView, **kwargs: object) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        view: SuppressionView,
+        on_caught_up: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: object,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.view = view
+        self.on_caught_up = on_caught_up
+        self._targets: dict[int, int] = {}
         self.reader: TopicReader | None = None
         self.caught_up = asyncio.Event()
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -55,6 +67,7 @@ class ViewMaterialiser(mode.Service):
         log.info("view resumes at %d applied records", sum(offsets.values()))
         self.reader = TopicReader(self.bootstrap, self.topic, start_offsets=offsets)
         await self.reader.start()
+        self._targets = await self.reader.end_offsets()  # caught up once these are applied
 
     async def on_stop(self) -> None:
         """Close the reader."""
@@ -66,15 +79,22 @@ class ViewMaterialiser(mode.Service):
         assert self.reader is not None
         while not self.should_stop:
             records = await self.reader.read(timeout_ms=100)
-            if not records:
-                if not self.caught_up.is_set():
-                    self.caught_up.set()
-                continue
-            updates, offsets = updates_from(records)
-            while not self.should_stop:
-                try:
-                    await self.view.apply(updates, offsets)
-                    break
-                except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
-                    log.exception("applying %d changes to the view failed; retrying", len(updates))
-                    await asyncio.sleep(1.0)
+            if records:
+                updates, offsets = updates_from(records)
+                while not self.should_stop:
+                    try:
+                        await self.view.apply(updates, offsets)
+                        break
+                    except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
+                        log.exception("applying %d changes failed; retrying", len(updates))
+                        await asyncio.sleep(1.0)
+            if not self.caught_up.is_set() and await self._reached_targets():
+                self.caught_up.set()
+                log.info("the view has caught up with the suppression list")
+                if self.on_caught_up is not None:
+                    await self.on_caught_up()
+
+    async def _reached_targets(self) -> bool:
+        assert self.reader is not None
+        positions = await self.reader.positions()
+        return all(positions.get(p, 0) >= end for p, end in self._targets.items())
