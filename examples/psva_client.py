@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
-import grpc
-
+from stopsms.core.clients import party_channel
 from stopsms.v1 import (
     notifier_pb2,
     notifier_pb2_grpc,
@@ -24,11 +24,14 @@ async def main() -> None:
     parser.add_argument("--notifier", default="127.0.0.1:50053")
     parser.add_argument("--party", default="atlas-sms")
     parser.add_argument("--sender", default="JUMIA")
+    parser.add_argument(
+        "--tls", type=Path, default=Path(".stopsms/tls"), help="CA and certificates"
+    )
     parser.add_argument("numbers", nargs="*")
     args = parser.parse_args()
-    metadata = (("x-stopsms-party", args.party),)  # development identity; mTLS in production
 
-    async with grpc.aio.insecure_channel(args.registry) as channel:
+    channel, metadata = party_channel(args.registry, args.party, args.tls)
+    async with channel:
         registry = registry_pb2_grpc.RegistryServiceStub(channel)
 
         async def chunks():
@@ -43,7 +46,8 @@ async def main() -> None:
                 print(args.numbers[offset], registry_pb2.Verdict.Name(result.verdict))
                 offset += 1
 
-    async with grpc.aio.insecure_channel(args.notifier) as channel:
+    channel, metadata = party_channel(args.notifier, args.party, args.tls)
+    async with channel:
         notifier = notifier_pb2_grpc.NotifierServiceStub(channel)
         async for response in notifier.WatchChanges(
             notifier_pb2.WatchChangesRequest(), metadata=metadata
