@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from stopsms.core import ids
-from stopsms.core.clients import Metadata
+from stopsms.core.clients import STUBS, Metadata
 from stopsms.core.infra import LocalInfrastructure
 from stopsms.core.settings import Settings
 from stopsms.core.tls import create_tls_folder
@@ -25,11 +25,9 @@ from stopsms.operator_feed import follow
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,
-    intake_pb2_grpc,
     notifier_pb2,
     notifier_pb2_grpc,
     registry_pb2,
-    registry_pb2_grpc,
 )
 
 from ..conftest import E2E_PARTIES
@@ -85,12 +83,6 @@ class Operator:
 class Connections:
     """gRPC stubs as each party: its own client certificate (mutual TLS)."""
 
-    STUBS = {
-        "intake": intake_pb2_grpc.IntakeServiceStub,
-        "registry": registry_pb2_grpc.RegistryServiceStub,
-        "notifier": notifier_pb2_grpc.NotifierServiceStub,
-    }
-
     def __init__(self, platform: LocalPlatform) -> None:
         self.platform = platform
         self.channels: list[grpc.aio.Channel] = []
@@ -98,7 +90,7 @@ class Connections:
     def stub(self, service: str, party: str):
         channel, metadata = self.platform.channel(service, party)
         self.channels.append(channel)
-        return self.STUBS[service](channel), metadata
+        return STUBS[service](channel), metadata
 
     async def __aenter__(self) -> Connections:
         return self

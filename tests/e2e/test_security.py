@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from kafka import KafkaAdminClient, KafkaConsumer
 
+from stopsms.core.clients import STUBS
 from stopsms.core.kafka import TopicReader
 from stopsms.core.tls import CertificateAuthority, party_san
 from stopsms.core.topics import Topics
@@ -20,9 +21,7 @@ from stopsms.local_platform import LocalPlatform
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,
-    intake_pb2_grpc,
     notifier_pb2,
-    notifier_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
@@ -32,12 +31,7 @@ pytestmark = pytest.mark.e2e
 
 def stub(platform: LocalPlatform, service: str, party: str):
     channel, metadata = platform.channel(service, party)
-    cls = {
-        "intake": intake_pb2_grpc.IntakeServiceStub,
-        "registry": registry_pb2_grpc.RegistryServiceStub,
-        "notifier": notifier_pb2_grpc.NotifierServiceStub,
-    }[service]
-    return channel, cls(channel), metadata
+    return channel, STUBS[service](channel), metadata
 
 
 async def test_a_psva_cannot_reach_another_psvas_sender_and_each_refusal_is_audited(

@@ -13,6 +13,7 @@ import grpc
 
 from stopsms.core.identity import PARTY_HEADER
 from stopsms.core.tls import channel_credentials
+from stopsms.v1 import intake_pb2_grpc, notifier_pb2_grpc, registry_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -37,3 +38,11 @@ def party_channel_sync(
     if tls_folder is None:
         return grpc.insecure_channel(address), ((PARTY_HEADER, party_id),)
     return grpc.secure_channel(address, channel_credentials(tls_folder, party_id)), ()
+
+
+#: The client stub of each service, by the name the platform gives it.
+STUBS = {
+    "intake": intake_pb2_grpc.IntakeServiceStub,
+    "registry": registry_pb2_grpc.RegistryServiceStub,
+    "notifier": notifier_pb2_grpc.NotifierServiceStub,
+}

@@ -163,9 +163,7 @@ class IntakeSettings(Settings):
 
 @dataclass(frozen=True)
 class RegistrySettings(Settings):
-    """Registry: the faust worker's data folder and the view's batch size."""
-
-    view_batch_size: int = _env("VIEW_BATCH_SIZE", 500, int)
+    """Registry: the shared settings (its own come with the view's rebuild work)."""
 
 
 @dataclass(frozen=True)

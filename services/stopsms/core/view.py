@@ -117,10 +117,6 @@ class RedisSuppressionView:
         """Close the connection pool."""
         await self._redis.aclose()
 
-    async def ping(self) -> bool:
-        """True when Redis answers."""
-        return bool(await self._redis.ping())
-
     async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
         """Apply a batch with one script call (entries and offsets in one atomic step)."""
         args: list[str | int] = [len(updates)]
