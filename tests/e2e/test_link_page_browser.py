@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -65,9 +66,21 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
     assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
+def visible_text(driver: webdriver.Chrome, element_id: str | None = None) -> str:
+    """The text of the page (or of one element), read again if the page refreshed meanwhile."""
+    for _ in range(20):
+        try:
+            if element_id is None:
+                return driver.find_element(By.TAG_NAME, "body").text
+            return driver.find_element(By.ID, element_id).text
+        except (StaleElementReferenceException, NoSuchElementException):
+            time.sleep(0.1)  # the status page refreshes itself every two seconds
+    raise AssertionError("the page kept reloading")
+
+
 def wait_for_text(driver: webdriver.Chrome, text: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while text not in driver.find_element(By.TAG_NAME, "body").text:
+    while text not in visible_text(driver):
         assert time.monotonic() < deadline, f"{text!r} never appeared:\n{driver.page_source[:2000]}"
         time.sleep(0.3)
 
@@ -106,10 +119,7 @@ def test_a_citizen_confirms_in_a_browser_and_sees_everyone_apply_it(
         assert f"{link.code}:opt_out" in browser.page_source
         shot(browser, "3-recorded")
         wait_for_text(browser, "Tous les opérateurs et prestataires concernés l'ont appliqué.")
-        assert (
-            "1 opérateurs sur 1 et 1 prestataires sur 1"
-            in browser.find_element(By.ID, "progress").text
-        )
+        assert "1 opérateurs sur 1 et 1 prestataires sur 1" in visible_text(browser, "progress")
         shot(browser, "4-applied-by-all")
 
         browser.get(link.url + "?lang=fr")
