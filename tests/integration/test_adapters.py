@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +17,13 @@ from stopsms.core.kafka import (
     TopicReader,
 )
 from stopsms.core.topics import Topics
-from stopsms.core.view import RedisSuppressionView, ScopeEntry, ViewUpdate
+from stopsms.core.view import (
+    CensusCounter,
+    RedisSuppressionView,
+    ScopeEntry,
+    ViewLayout,
+    ViewUpdate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +90,14 @@ async def test_group_offsets_are_committed_and_read_without_joining(
         await offsets.stop()
 
 
+def subject(n: int) -> str:
+    """A subject shaped like the pseudonymiser's: key id and 16 digest bytes."""
+    return "pk1:" + hashlib.sha256(str(n).encode()).hexdigest()[:32]
+
+
+AA, BB, CC = subject(1), subject(2), subject(3)
+
+
 async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(
     infra: LocalInfrastructure, namespace: str
 ) -> None:
@@ -90,25 +105,53 @@ async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(
     try:
         await view.apply(
             [
-                ViewUpdate("pk1:aa", "JUMIA", ScopeEntry(1, 2, 100)),
-                ViewUpdate("pk1:aa", "", ScopeEntry(1, 3, 200)),
+                ViewUpdate(AA, "JUMIA", ScopeEntry(1, 2, 100)),
+                ViewUpdate(AA, "", ScopeEntry(1, 3, 200)),
             ],
             {4: 10},
         )
         # A replay of an older record, from an older position, changes nothing.
-        await view.apply([ViewUpdate("pk1:aa", "JUMIA", ScopeEntry(2, 1, 50))], {4: 7})
-        entries, offsets = await view.lookup(["pk1:aa", "pk1:bb"], "JUMIA")
+        await view.apply([ViewUpdate(AA, "JUMIA", ScopeEntry(2, 1, 50))], {4: 7})
+        entries, offsets = await view.lookup([AA, BB], "JUMIA")
         assert entries == [(ScopeEntry(1, 2, 100), ScopeEntry(1, 3, 200)), (None, None)]
         assert offsets == {4: 10}
-        entries, _ = await view.lookup(["pk1:aa"], "")
+        entries, _ = await view.lookup([AA], "")
+        assert entries == [(None, ScopeEntry(1, 3, 200))]
+        entries, _ = await view.lookup([AA], "NEVER-SEEN")
         assert entries == [(None, ScopeEntry(1, 3, 200))]
         await asyncio.gather(
-            *(
-                view.apply([ViewUpdate("pk1:cc", "X", ScopeEntry(1, v, v))], {1: v})
-                for v in range(1, 30)
-            )
+            *(view.apply([ViewUpdate(CC, "X", ScopeEntry(1, v, v))], {1: v}) for v in range(1, 30))
         )
-        entries, offsets = await view.lookup(["pk1:cc"], "X")
+        entries, offsets = await view.lookup([CC], "X")
         assert entries[0][0].version == 29 and offsets[1] == 29
+    finally:
+        await view.close()
+
+
+async def test_the_view_packs_entries_into_listpack_buckets_and_counts_them(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    client = aioredis.from_url(infra.redis.url)
+    view = RedisSuppressionView(client, namespace, ViewLayout(bucket_bits=4))
+    try:
+        updates = [
+            ViewUpdate(subject(n), "" if n % 3 == 0 else f"S{n % 200}", ScopeEntry(1, n, n))
+            for n in range(3000)
+        ]
+        await view.apply(updates, {0: 3000})
+        census, offsets = await view.census()
+        expected = CensusCounter()
+        for u in updates:
+            bucket, field = view.layout.locate(u.subject)
+            expected.add(bucket + field, u.sender_id, u.entry.pack())
+        assert census == expected.census() and census.count == 3000 and offsets == {0: 3000}
+        bucket, _ = view.layout.locate(AA)
+        assert await client.object("encoding", f"{namespace}view:b:".encode() + bucket) == (
+            b"listpack"
+        )
+        entries, _ = await view.lookup([subject(7)], "S7")
+        assert entries == [(ScopeEntry(1, 7, 7), None)]
+        await view.clear()
+        assert (await view.census())[0].count == 0
     finally:
         await view.close()

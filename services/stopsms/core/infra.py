@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stopsms.core.topics import Topics
+from stopsms.core.view import LISTPACK_ENTRIES
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,9 @@ class LocalRedis:
                 "",
                 "--appendonly",
                 "no",
+                # the registry's view packs entries into listpack buckets (core.view)
+                "--hash-max-listpack-entries",
+                str(LISTPACK_ENTRIES),
                 "--dir",
                 str(self.workdir),
                 "--daemonize",

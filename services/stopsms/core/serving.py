@@ -185,6 +185,11 @@ class GrpcEndpoint:
         self._pending.discard(name)
         await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def mark_not_serving(self, name: str) -> None:
+        """A service must catch up again (a view rebuild): NOT_SERVING until marked serving."""
+        self._pending.add(name)
+        await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def stop(self, grace: float) -> None:
         """Stop taking new calls, let running ones finish within ``grace`` seconds."""
         await self.health.enter_graceful_shutdown()

@@ -163,7 +163,21 @@ class IntakeSettings(Settings):
 
 @dataclass(frozen=True)
 class RegistrySettings(Settings):
-    """Registry: the shared settings (its own come with the view's rebuild work)."""
+    """Registry: the view's layout and how lookups use the machine."""
+
+    #: The view's buckets are 2^bits Redis hashes; size it so a bucket holds ~50–3,000
+    #: entries (14 fits 1–50 million). Changing it rebuilds the view.
+    view_bucket_bits: int = _env("VIEW_BUCKET_BITS", 14, int)
+    #: Processes that hash CheckBatch numbers beside the serving one (0: hash in-process).
+    hash_workers: int = _env("HASH_WORKERS", 1, int)
+
+    def validate(self) -> None:
+        """Check the registry's own settings as well as the shared ones."""
+        super().validate()
+        if not 1 <= self.view_bucket_bits <= 16:
+            raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 16")
+        if not 0 <= self.hash_workers <= 64:
+            raise SettingsError("STOPSMS_HASH_WORKERS must be between 0 and 64")
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,35 @@
-"""The registry's query view in Redis: subject and scope to state and version.
+"""The registry's query view in Redis: subject and scope to state, version and since when.
 
 The view is filled only from ``stopsms.suppressions.v1`` (by the registry's materialiser), so
 it can always be rebuilt from the topic. Each batch is applied by one Lua script that writes the
 entries *and* the applied offsets together, and never moves an entry to an older version: a
 replay, or two materialisers, can only bring the view forward.
 
-Layout (``<ns>`` is the deployment's namespace):
-* ``<ns>view:s:<subject>``: a hash, field = sender id or ``*`` (global), value =
-  ``<state>,<version>,<action time in ms>``.
-* ``<ns>view:offsets``: a hash, field = partition, value = next offset to apply.
+Layout: built to hold all of Morocco's ~50 million lines in little memory. One Redis key per
+entry costs ~70–140 bytes (key object, dict entry, value object); instead entries are packed
+into small hashes that Redis stores as *listpacks* (flat byte arrays, a few bytes of overhead
+per field), the classic bucketing trick. ``<ns>`` is the deployment's namespace:
+
+* ``<ns>view:b:<bucket>``: a hash per bucket, ``bucket`` = the first ``bucket_bits`` bits of
+  the subject's HMAC digest (2 bytes, big-endian). Field = the next 10 digest bytes (80 bits;
+  with the bucket, ~94 bits of a keyed hash, so two of 50 million subjects collide with
+  probability ~10⁻¹³), followed by the scope code (nothing for global, a varint for a sender).
+  Value = action time in ms (6 bytes) + varint(version << 2 | state).
+* ``<ns>view:senders``: sender id → scope code, assigned by the apply script on first sight,
+  read by the lookup script in the same server-side step, so a code is never guessed by a
+  client. The field ``#next`` holds the last code handed out.
+* ``<ns>view:offsets``: partition → next offset to apply, written with the entries.
+* ``<ns>view:meta``: the layout version and bucket bits; a view written with another layout is
+  cleared and rebuilt rather than misread.
+
+Redis keeps a hash as a listpack only up to ``hash-max-listpack-entries`` fields (default 128);
+:data:`LISTPACK_ENTRIES` is what the layout needs, set by the local launcher and the
+deployment's Redis config, and checked by the registry at start.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,23 +38,71 @@ import redis.asyncio as aioredis
 
 from stopsms.core.topics import GLOBAL_SCOPE
 
-_APPLY_SCRIPT = """
+LAYOUT_VERSION = "1"
+#: Default bucket bits: 2¹⁴ buckets hold ~60 entries each at a million entries and ~3,000 at
+#: fifty million, both well inside a listpack.
+DEFAULT_BUCKET_BITS = 14
+#: Fields a bucket may hold and stay a listpack (Redis' hash-max-listpack-entries).
+LISTPACK_ENTRIES = 8192
+DIGEST_FIELD_BYTES = 10
+_TIME_BYTES = 6
+_NEXT_CODE = "#next"
+
+_LUA_HELPERS = """
+local function varint(n)
+  local s = ''
+  while n >= 128 do
+    s = s .. string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  return s .. string.char(n)
+end
+local function version_of(value)
+  local x, mul = 0, 1
+  for i = 7, #value do
+    local b = string.byte(value, i)
+    x = x + (b % 128) * mul
+    if b < 128 then break end
+    mul = mul * 128
+  end
+  return math.floor(x / 4)
+end
+"""
+
+# KEYS: bucket prefix, senders, offsets. ARGV: n, then per update: bucket, digest field,
+# sender id ('' = global), version, value; then partition/offset pairs.
+_APPLY_SCRIPT = (
+    _LUA_HELPERS
+    + """
+local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
+local codes = {}
+local function code_of(sender)
+  if sender == '' then return '' end
+  local code = codes[sender]
+  if code then return code end
+  local n = redis.call('HGET', senders, sender)
+  if not n then
+    n = redis.call('HINCRBY', senders, '#next', 1)
+    redis.call('HSET', senders, sender, n)
+  end
+  code = varint(tonumber(n))
+  codes[sender] = code
+  return code
+end
 local n = tonumber(ARGV[1])
 local i = 2
+local written = 0
 for _ = 1, n do
-  local key, field = KEYS[1] .. ARGV[i], ARGV[i + 1]
-  local version, value = tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local key = prefix .. ARGV[i]
+  local field = ARGV[i + 1] .. code_of(ARGV[i + 2])
+  local version, value = tonumber(ARGV[i + 3]), ARGV[i + 4]
   local current = redis.call('HGET', key, field)
-  local current_version = -1
-  if current then
-    current_version = tonumber(string.match(current, '^[^,]*,([^,]*)'))
-  end
-  if version > current_version then
+  if (not current) or version > version_of(current) then
     redis.call('HSET', key, field, value)
+    written = written + 1
   end
-  i = i + 4
+  i = i + 5
 end
-local offsets = KEYS[2]
 while i <= #ARGV do
   local partition, offset = ARGV[i], tonumber(ARGV[i + 1])
   local current = tonumber(redis.call('HGET', offsets, partition) or '-1')
@@ -46,8 +111,46 @@ while i <= #ARGV do
   end
   i = i + 2
 end
-return n
+return written
 """
+)
+
+# KEYS: bucket prefix, senders, offsets. ARGV: sender id, then bucket/digest-field pairs.
+# Returns the offsets (flat), then per subject its sender value and its global value.
+_LOOKUP_SCRIPT = """
+local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
+local sender = ARGV[1]
+local out = {redis.call('HGETALL', offsets)}
+local code = false
+if sender ~= '' then
+  local n = redis.call('HGET', senders, sender)
+  if n then
+    n = tonumber(n)
+    code = ''
+    while n >= 128 do
+      code = code .. string.char(n % 128 + 128)
+      n = math.floor(n / 128)
+    end
+    code = code .. string.char(n)
+  end
+end
+for i = 2, #ARGV, 2 do
+  local key, field = prefix .. ARGV[i], ARGV[i + 1]
+  if code then
+    local pair = redis.call('HMGET', key, field .. code, field)
+    out[#out + 1] = pair[1]
+    out[#out + 1] = pair[2]
+  else
+    out[#out + 1] = false
+    out[#out + 1] = redis.call('HGET', key, field)
+  end
+end
+return out
+"""
+
+
+class SubjectFormatError(ValueError):
+    """A subject that is not ``<key id>:<hex digest>`` of at least 12 bytes."""
 
 
 @dataclass(frozen=True)
@@ -58,18 +161,19 @@ class ScopeEntry:
     version: int
     action_time_ms: int
 
-    def encode(self) -> str:
-        """The compact string stored in Redis."""
-        return f"{self.state},{self.version},{self.action_time_ms}"
+    def pack(self) -> bytes:
+        """The compact value stored in a bucket: action time, then version and state."""
+        return self.action_time_ms.to_bytes(_TIME_BYTES, "big") + _varint(
+            self.version << 2 | self.state
+        )
 
     @classmethod
-    def decode(cls, raw: bytes | str | None) -> ScopeEntry | None:
+    def unpack(cls, raw: bytes | None) -> ScopeEntry | None:
         """Parse a stored value (None stays None)."""
         if raw is None:
             return None
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        state, version, action = text.split(",")
-        return cls(int(state), int(version), int(action))
+        packed, _ = _read_varint(raw, _TIME_BYTES)
+        return cls(packed & 3, packed >> 2, int.from_bytes(raw[:_TIME_BYTES], "big"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +183,75 @@ class ViewUpdate:
     subject: str
     sender_id: str
     entry: ScopeEntry
+
+
+@dataclass(frozen=True)
+class Census:
+    """How many entries a view holds and an order-independent checksum of them."""
+
+    count: int
+    checksum: int
+
+    def __str__(self) -> str:
+        return f"{self.count} entries, checksum {self.checksum:016x}"
+
+
+class CensusCounter:
+    """Adds up entries into a :class:`Census`; the same sum whoever computes it.
+
+    Each entry contributes a 64-bit BLAKE2b of (subject digest, scope, packed value), summed
+    modulo 2⁶⁴: independent of order, so the view scanned bucket by bucket and the records read
+    from the topic give the same figure when, and only when, they hold the same entries.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.checksum = 0
+
+    def add(self, digest: bytes, sender_id: str, value: bytes) -> None:
+        """Count one entry."""
+        h = hashlib.blake2b(digest, digest_size=8)
+        h.update(b"\0" + sender_id.encode() + b"\0" + value)
+        self.count += 1
+        self.checksum = (self.checksum + int.from_bytes(h.digest(), "big")) & 0xFFFFFFFFFFFFFFFF
+
+    def census(self) -> Census:
+        """The figures so far."""
+        return Census(self.count, self.checksum)
+
+
+@dataclass(frozen=True)
+class ViewLayout:
+    """Where a subject's entries live: bucket key suffix and field prefix."""
+
+    bucket_bits: int = DEFAULT_BUCKET_BITS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bucket_bits <= 16:
+            raise ValueError("bucket_bits must be between 1 and 16")
+
+    @property
+    def buckets(self) -> int:
+        """How many bucket keys the layout uses."""
+        return 1 << self.bucket_bits
+
+    def locate(self, subject: str) -> tuple[bytes, bytes]:
+        """The bucket (2 bytes) and digest field of a subject."""
+        digest = subject_digest(subject)
+        bucket = (int.from_bytes(digest[:2], "big") >> (16 - self.bucket_bits)).to_bytes(2, "big")
+        return bucket, digest[2 : 2 + DIGEST_FIELD_BYTES]
+
+
+def subject_digest(subject: str) -> bytes:
+    """The digest bytes of a subject ``<key id>:<hex>``."""
+    _, sep, hex_digest = subject.rpartition(":")
+    try:
+        digest = bytes.fromhex(hex_digest)
+    except ValueError:
+        digest = b""
+    if not sep or len(digest) < 2 + DIGEST_FIELD_BYTES:
+        raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
+    return digest
 
 
 class SuppressionView(Protocol):
@@ -100,18 +273,32 @@ class SuppressionView(Protocol):
 
 
 class RedisSuppressionView:
-    """The view on a real redis-server."""
+    """The view on a real redis-server, in the bucketed layout described above."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str = "") -> None:
+    def __init__(
+        self, client: aioredis.Redis, namespace: str = "", layout: ViewLayout | None = None
+    ) -> None:
         self._redis = client
-        self._subject_prefix = f"{namespace}view:s:"
+        self.layout = layout or ViewLayout()
+        self._prefix = f"{namespace}view:b:".encode()
+        self._senders_key = f"{namespace}view:senders"
         self._offsets_key = f"{namespace}view:offsets"
+        self._meta_key = f"{namespace}view:meta"
+        self._keys: list[bytes | str] = [self._prefix, self._senders_key, self._offsets_key]
         self._apply = client.register_script(_APPLY_SCRIPT)
+        self._lookup = client.register_script(_LOOKUP_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, namespace: str = "") -> RedisSuppressionView:
+    def from_url(
+        cls, url: str, namespace: str = "", layout: ViewLayout | None = None
+    ) -> RedisSuppressionView:
         """Connect lazily to the Redis at ``url``."""
-        return cls(aioredis.from_url(url), namespace)
+        return cls(aioredis.from_url(url), namespace, layout)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client (for health checks and configuration checks)."""
+        return self._redis
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -119,31 +306,96 @@ class RedisSuppressionView:
 
     async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
         """Apply a batch with one script call (entries and offsets in one atomic step)."""
-        args: list[str | int] = [len(updates)]
+        args: list[bytes | str | int] = [len(updates)]
+        locate = self.layout.locate
         for u in updates:
-            args += [u.subject, u.sender_id or GLOBAL_SCOPE, u.entry.version, u.entry.encode()]
+            bucket, field = locate(u.subject)
+            args += [bucket, field, u.sender_id, u.entry.version, u.entry.pack()]
         for partition, offset in offsets.items():
             args += [partition, offset]
-        await self._apply(keys=[self._subject_prefix, self._offsets_key], args=args)
+        await self._apply(keys=self._keys, args=args)
 
     async def lookup(
         self, subjects: Sequence[str], sender_id: str
     ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
-        """Read both scopes of every subject and the offsets in one transaction."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for subject in subjects:
-                pipe.hmget(self._subject_prefix + subject, sender_id or GLOBAL_SCOPE, GLOBAL_SCOPE)
-            pipe.hgetall(self._offsets_key)
-            replies = await pipe.execute()
+        """Read both scopes of every subject and the offsets in one server-side step."""
+        args: list[bytes | str] = [sender_id]
+        locate = self.layout.locate
+        for subject in subjects:
+            args += locate(subject)
+        return self._parse_lookup(await self._lookup(keys=self._keys, args=args))
+
+    async def lookup_located(
+        self, located: Sequence[bytes], sender_id: str
+    ) -> tuple[list[bytes | None], dict[int, int]]:
+        """The raw values for pre-located subjects (bucket, field, bucket, field, …).
+
+        The batch path: returns the flat list [sender value, global value, …] undecoded, since
+        most are empty and decoding them all would cost more than the lookup.
+        """
+        reply = await self._lookup(keys=self._keys, args=[sender_id, *located])
+        return reply[1:], _pairs_to_offsets(reply[0])
+
+    @staticmethod
+    def _parse_lookup(
+        reply: list[Any],
+    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
+        values = reply[1:]
         entries = [
-            (ScopeEntry.decode(s) if sender_id else None, ScopeEntry.decode(g))
-            for s, g in replies[:-1]
+            (ScopeEntry.unpack(values[i]), ScopeEntry.unpack(values[i + 1]))
+            for i in range(0, len(values), 2)
         ]
-        return entries, _decode_offsets(replies[-1])
+        return entries, _pairs_to_offsets(reply[0])
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
         return _decode_offsets(await self._redis.hgetall(self._offsets_key))
+
+    async def meta(self) -> dict[str, str]:
+        """The layout the view was written with (empty for a view never written)."""
+        raw: dict[Any, Any] = await self._redis.hgetall(self._meta_key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def expected_meta(self) -> dict[str, str]:
+        """The layout this process writes."""
+        return {"layout": LAYOUT_VERSION, "bucket_bits": str(self.layout.bucket_bits)}
+
+    async def write_meta(self) -> None:
+        """Record this process's layout (at the start of a rebuild)."""
+        await self._redis.hset(self._meta_key, mapping=dict(self.expected_meta()))  # type: ignore[arg-type]
+
+    async def clear(self) -> None:
+        """Remove every key of the view (before a rebuild from offset 0)."""
+        keys: list[bytes | str] = [self._senders_key, self._offsets_key, self._meta_key]
+        keys += [self._prefix + b.to_bytes(2, "big") for b in range(1 << 16)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(keys), 4096):
+                pipe.unlink(*keys[start : start + 4096])
+            await pipe.execute()
+
+    async def census(self) -> tuple[Census, dict[int, int]]:
+        """Count and checksum every entry, scanning bucket by bucket; plus the offsets."""
+        senders: dict[Any, Any] = await self._redis.hgetall(self._senders_key)
+        by_code = {
+            _varint(int(code)): sender.decode()
+            for sender, code in senders.items()
+            if sender.decode() != _NEXT_CODE
+        }
+        counter = CensusCounter()
+        buckets = self.layout.buckets
+        for start in range(0, buckets, 512):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for b in range(start, min(start + 512, buckets)):
+                    pipe.hgetall(self._prefix + b.to_bytes(2, "big"))
+                replies = await pipe.execute()
+            for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
+                bucket = b.to_bytes(2, "big")
+                for field, value in fields.items():
+                    digest = field[:DIGEST_FIELD_BYTES]
+                    code = field[DIGEST_FIELD_BYTES:]
+                    sender = by_code.get(code, f"#{code.hex()}") if code else ""
+                    counter.add(bucket + digest, sender, value)
+        return counter.census(), await self.applied_offsets()
 
 
 class InMemorySuppressionView:
@@ -180,5 +432,29 @@ class InMemorySuppressionView:
         return dict(self.offsets)
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = raw[at]
+        value |= (b & 0x7F) << shift
+        at += 1
+        if b < 0x80:
+            return value, at
+        shift += 7
+
+
 def _decode_offsets(raw: Mapping[Any, Any]) -> dict[int, int]:
     return {int(p): int(o) for p, o in raw.items()}
+
+
+def _pairs_to_offsets(flat: Sequence[Any]) -> dict[int, int]:
+    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}

@@ -16,7 +16,7 @@ from stopsms.core.settings import RegistrySettings, refuse_to_start
 from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
-from stopsms.core.view import RedisSuppressionView
+from stopsms.core.view import RedisSuppressionView, ViewLayout
 from stopsms.registry.app import create_registry_app
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
@@ -28,7 +28,9 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-registry-audit")
     app = create_registry_app(settings)
-    view = RedisSuppressionView.from_url(settings.redis_url, settings.topic_namespace)
+    view = RedisSuppressionView.from_url(
+        settings.redis_url, settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
+    )
     auth = Authenticator(
         PartiesDirectory.load(settings.parties_file),
         insecure=settings.insecure_identity,
@@ -51,8 +53,15 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
     async def view_ready() -> None:
         await endpoint.mark_serving(SERVICE_NAME)
 
+    async def view_behind() -> None:
+        await endpoint.mark_not_serving(SERVICE_NAME)
+
     materialiser = ViewMaterialiser(
-        settings.kafka_bootstrap, topics.suppressions, view, on_caught_up=view_ready
+        settings.kafka_bootstrap,
+        topics.suppressions,
+        view,
+        on_caught_up=view_ready,
+        on_behind=view_behind,
     )
     return stream_worker(
         app,

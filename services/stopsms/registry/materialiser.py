@@ -1,36 +1,58 @@
 """The view materialiser: fills the Redis view from ``stopsms.suppressions.v1`` only.
 
-Until it has applied everything that was in the topic when it started, the registry reports
-``stopsms.v1.RegistryService`` NOT_SERVING, so no replica answers from a view that is behind.
 It resumes from the offsets stored in the view itself (written in the same atomic step as the
-entries), so a restart neither skips nor needs to replay; an empty view starts from offset 0,
-which is also how the view is rebuilt. Nothing else ever writes the view.
+entries), so a restart neither skips nor needs to replay. The view is *rebuilt* from offset 0
+when it is empty (a new Redis, a flush, a replacement), written with another layout, or when
+it falls behind what this process has already applied (a failover that lost acknowledged
+writes, a flush while running): the materialiser notices within a second by comparing the
+stored offsets with its own.
+
+While it catches up (to the topic's end offsets taken when the phase began), the registry
+reports ``stopsms.v1.RegistryService`` NOT_SERVING, so no replica answers from a view that is
+behind; the process itself stays SERVING. After a rebuild from offset 0 it verifies the view:
+the count and checksum of every entry in Redis must equal those of the latest entry per subject
+and scope among the records it read. Nothing else ever writes the view.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import mode
 
 from stopsms.core.kafka import TopicReader
-from stopsms.core.view import ScopeEntry, SuppressionView, ViewUpdate
+from stopsms.core.view import (
+    Census,
+    CensusCounter,
+    RedisSuppressionView,
+    ScopeEntry,
+    ViewLayout,
+    ViewUpdate,
+)
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+
+#: Records read per poll: large polls keep a rebuild fast, and a steady state takes what comes.
+READ_BATCH = 10_000
+#: How often the stored offsets are compared with this process's own (a flush is seen this fast).
+CHECK_INTERVAL_S = 1.0
 
 
 def updates_from(records: list) -> tuple[list[ViewUpdate], dict[int, int]]:  # type: ignore[type-arg]
     """Turn suppression records into view updates and the offsets after them."""
     updates: list[ViewUpdate] = []
     offsets: dict[int, int] = {}
+    parse = events_pb2.SuppressionChanged.FromString
     for record in records:
         offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
         if record.value is None:
             continue  # an erasure tombstone; erasure arrives with the retention work
-        change = events_pb2.SuppressionChanged.FromString(record.value)
+        change = parse(record.value)
         updates.append(
             ViewUpdate(
                 change.subject,
@@ -41,6 +63,56 @@ def updates_from(records: list) -> tuple[list[ViewUpdate], dict[int, int]]:  # t
     return updates, offsets
 
 
+class ExpectedView:
+    """The latest entry per subject and scope among the records read: what the view must hold.
+
+    Kept only during a rebuild from offset 0 (about 150 bytes per entry in this process).
+    """
+
+    def __init__(self, layout: ViewLayout) -> None:
+        self._layout = layout
+        self._entries: dict[tuple[bytes, str], ScopeEntry] = {}
+
+    def add(self, updates: list[ViewUpdate]) -> None:
+        """Keep each update that is newer than what is held for its subject and scope."""
+        entries = self._entries
+        for u in updates:
+            bucket, field = self._layout.locate(u.subject)
+            key = (bucket + field, u.sender_id)
+            held = entries.get(key)
+            if held is None or u.entry.version > held.version:
+                entries[key] = u.entry
+
+    def census(self) -> Census:
+        """Count and checksum, computed exactly as the view's own census."""
+        counter = CensusCounter()
+        for (digest, sender), entry in self._entries.items():
+            counter.add(digest, sender, entry.pack())
+        return counter.census()
+
+
+@dataclass
+class Progress:
+    """Where the current catch-up stands (shown by ``stopsms registry rebuild``)."""
+
+    rebuilding: bool = False
+    started: float = 0.0
+    start_records: int = 0
+    target_records: int = 0
+    applied_records: int = 0
+    entries_read: int = 0
+    verified: Census | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Time since the phase began."""
+        return time.monotonic() - self.started
+
+
+class ViewVerificationError(RuntimeError):
+    """After a rebuild the view does not hold what was read from the topic."""
+
+
 class ViewMaterialiser(mode.Service):
     """Reads every partition of the suppressions topic and applies it to the view."""
 
@@ -48,53 +120,195 @@ class ViewMaterialiser(mode.Service):
         self,
         bootstrap: str,
         topic: str,
-        view: SuppressionView,
+        view: RedisSuppressionView,
         on_caught_up: Callable[[], Awaitable[None]] | None = None,
+        on_behind: Callable[[], Awaitable[None]] | None = None,
+        *,
+        rebuild: bool = False,
         **kwargs: object,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.view = view
         self.on_caught_up = on_caught_up
+        self.on_behind = on_behind
+        self._force_rebuild = rebuild
         self._targets: dict[int, int] = {}
+        self._applied: dict[int, int] = {}
+        self._expected: ExpectedView | None = None
+        self._failed_verifications = 0
+        self._verify_after = 0.0
         self.reader: TopicReader | None = None
         self.caught_up = asyncio.Event()
+        self.progress = Progress()
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
-        """Open a reader positioned at the offsets the view says it has applied."""
-        offsets = await self.view.applied_offsets()
-        log.info("view resumes at %d applied records", sum(offsets.values()))
-        self.reader = TopicReader(self.bootstrap, self.topic, start_offsets=offsets)
-        await self.reader.start()
-        self._targets = await self.reader.end_offsets()  # caught up once these are applied
+        """Decide between resuming and rebuilding, and position the reader."""
+        await self._begin_phase(clear=self._force_rebuild)
 
     async def on_stop(self) -> None:
         """Close the reader."""
         if self.reader is not None:
             await self.reader.stop()
 
+    async def _begin_phase(self, *, clear: bool = False) -> None:
+        meta = await self.view.meta()
+        offsets = await self.view.applied_offsets()
+        if meta != self.view.expected_meta() and (meta or offsets):
+            log.warning(
+                "the view was written with layout %s, this registry uses %s: rebuilding",
+                meta or "(unrecorded)",
+                self.view.expected_meta(),
+            )
+            clear = True
+        if clear:
+            await self.view.clear()
+            offsets = {}
+        rebuilding = not offsets
+        if rebuilding:
+            await self.view.write_meta()
+            self._expected = ExpectedView(self.view.layout)
+        else:
+            self._expected = None
+        if self.reader is not None:
+            await self.reader.stop()
+        self.reader = TopicReader(
+            self.bootstrap, self.topic, start_offsets=offsets, max_records=READ_BATCH
+        )
+        await self.reader.start()
+        self._targets = await self.reader.end_offsets()
+        self._applied = {p: offsets.get(p, 0) for p in self._targets}
+        self.progress = Progress(
+            rebuilding=rebuilding,
+            started=time.monotonic(),
+            start_records=sum(self._applied.values()),
+            target_records=sum(self._targets.values()),
+            applied_records=sum(self._applied.values()),
+        )
+        self.caught_up.clear()
+        log.info(
+            "%s the view: %d of %d records applied",
+            "rebuilding" if rebuilding else "resuming",
+            self.progress.applied_records,
+            self.progress.target_records,
+        )
+
     @mode.Service.task
     async def _apply_forever(self) -> None:
-        assert self.reader is not None
+        last_check = time.monotonic()
         while not self.should_stop:
+            assert self.reader is not None
             records = await self.reader.read(timeout_ms=100)
             if records:
                 updates, offsets = updates_from(records)
-                while not self.should_stop:
-                    try:
-                        await self.view.apply(updates, offsets)
-                        break
-                    except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
-                        log.exception("applying %d changes failed; retrying", len(updates))
-                        await asyncio.sleep(1.0)
-            if not self.caught_up.is_set() and await self._reached_targets():
-                self.caught_up.set()
-                log.info("the view has caught up with the suppression list")
-                if self.on_caught_up is not None:
-                    await self.on_caught_up()
+                if self._expected is not None:
+                    self._expected.add(updates)
+                await self._apply(updates, offsets)
+                self.progress.entries_read += len(updates)
+            if (
+                not self.caught_up.is_set()
+                and self._reached_targets()
+                and time.monotonic() >= self._verify_after
+            ):
+                await self._finish_phase()
+            if time.monotonic() - last_check >= CHECK_INTERVAL_S:
+                last_check = time.monotonic()
+                await self._check_not_behind()
 
-    async def _reached_targets(self) -> bool:
-        assert self.reader is not None
-        positions = await self.reader.positions()
-        return all(positions.get(p, 0) >= end for p, end in self._targets.items())
+    async def _apply(self, updates: list[ViewUpdate], offsets: dict[int, int]) -> None:
+        while not self.should_stop:
+            try:
+                await self.view.apply(updates, offsets)
+                break
+            except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
+                log.exception("applying %d changes failed; retrying", len(updates))
+                await asyncio.sleep(1.0)
+        for p, o in offsets.items():
+            self._applied[p] = max(self._applied.get(p, 0), o)
+        self.progress.applied_records = sum(self._applied.values())
+
+    def _reached_targets(self) -> bool:
+        return all(self._applied.get(p, 0) >= end for p, end in self._targets.items())
+
+    async def _finish_phase(self) -> None:
+        if self._expected is not None:
+            expected = self._expected.census()
+            actual, stored = await self.view.census()
+            if actual != expected:
+                if stored != self._applied:
+                    # another materialiser wrote further: verify again once level with it
+                    self._verify_after = time.monotonic() + CHECK_INTERVAL_S
+                    return
+                self._failed_verifications += 1
+                log.error(
+                    "view verification failed: read %s, the view holds %s; rebuilding again",
+                    expected,
+                    actual,
+                )
+                await asyncio.sleep(min(30.0, 2.0**self._failed_verifications))
+                await self._begin_phase(clear=True)
+                return
+            self.progress.verified = actual
+            seconds = self.progress.seconds
+            log.info(
+                "view rebuilt and verified: %s, %d records in %.1f s (%.0f entries/s)",
+                actual,
+                self.progress.applied_records,
+                seconds,
+                self.progress.entries_read / max(seconds, 1e-9),
+            )
+            self._expected = None
+            self._failed_verifications = 0
+        self.caught_up.set()
+        log.info("the view has caught up with the suppression list")
+        if self.on_caught_up is not None:
+            await self.on_caught_up()
+
+    async def _check_not_behind(self) -> None:
+        try:
+            stored = await self.view.applied_offsets()
+        except Exception:  # noqa: BLE001 - Redis away: the next apply retries and logs
+            return
+        behind = {p: o for p, o in self._applied.items() if o > stored.get(p, 0)}
+        if not behind:
+            return
+        log.warning(
+            "the view is behind what this registry applied (%d partitions; flushed or failed "
+            "over): catching up from its stored offsets",
+            len(behind),
+        )
+        if self.on_behind is not None:
+            await self.on_behind()
+        await self._begin_phase()
+
+
+async def rebuild_view(
+    bootstrap: str,
+    topic: str,
+    view: RedisSuppressionView,
+    on_progress: Callable[[Progress], None] | None = None,
+    interval_s: float = 0.2,
+) -> Progress:
+    """Clear the view, rebuild it from offset 0 to the end and verify it.
+
+    What ``stopsms registry rebuild`` runs. Registries running beside it notice that the view
+    went back and rejoin the rebuild; version-checked writes make that safe.
+    """
+    materialiser = ViewMaterialiser(bootstrap, topic, view, rebuild=True)
+    await materialiser.start()
+    try:
+        while not materialiser.caught_up.is_set():
+            if materialiser.crashed:
+                raise RuntimeError("the rebuild stopped: see the log")
+            if on_progress is not None:
+                on_progress(materialiser.progress)
+            try:
+                await asyncio.wait_for(materialiser.caught_up.wait(), interval_s)
+            except TimeoutError:
+                pass
+        if on_progress is not None:
+            on_progress(materialiser.progress)
+        return materialiser.progress
+    finally:
+        await materialiser.stop()

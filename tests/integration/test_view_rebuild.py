@@ -1,0 +1,118 @@
+"""The registry's view is rebuilt from the topic when Redis loses it, and verified exactly."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stopsms.core.infra import free_port
+from stopsms.core.kafka import KafkaPublisher, TopicReader
+from stopsms.core.settings import Settings
+from stopsms.core.topics import Topics, partition_for_key
+from stopsms.core.view import RedisSuppressionView
+from stopsms.registry.materialiser import ExpectedView, updates_from
+from stopsms.v1 import events_pb2
+
+from ..conftest import running_service
+from .test_registry import preference
+
+pytestmark = pytest.mark.integration
+
+SERVICE = health_pb2.HealthCheckRequest(service="stopsms.v1.RegistryService")
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+async def read_all(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]
+    reader = TopicReader(settings.kafka_bootstrap, topic)
+    await reader.start()
+    try:
+        ends = await reader.end_offsets()
+        records = []
+        async with asyncio.timeout(30):
+            while any(pos < ends[p] for p, pos in (await reader.positions()).items()):
+                records += await reader.read(timeout_ms=200)
+        return records
+    finally:
+        await reader.stop()
+
+
+async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serving(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    address = f"127.0.0.1:{free_port()}"
+    senders = ["", "JUMIA", "KITEA", "MARJANE"]
+    requests = [
+        preference(
+            settings,
+            f"+2126{n % 1500:08d}",
+            f"flush-{n}",
+            events_pb2.ACTION_OPT_OUT if n % 7 else events_pb2.ACTION_OPT_IN,
+            senders[n % 4],
+        )
+        for n in range(3000)
+    ]
+    view = RedisSuppressionView(aioredis.from_url(settings.redis_url), namespace)
+    with running_service("registry", service_env, address, tmp_path):
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            async with asyncio.timeout(30):
+                while (await health.Check(SERVICE)).status != SERVING:
+                    await asyncio.sleep(0.1)
+            statuses: list[int] = []
+
+            async def watch_health() -> None:
+                while True:
+                    statuses.append((await health.Check(SERVICE)).status)
+                    await asyncio.sleep(0.02)
+
+            async def load() -> None:
+                publisher = KafkaPublisher(settings.kafka_bootstrap)
+                await publisher.start()
+                try:
+                    for start in range(0, len(requests), 100):
+                        for r in requests[start : start + 100]:
+                            key = r.subject.encode()
+                            await publisher.publish(
+                                topics.requests,
+                                key,
+                                r.SerializeToString(),
+                                partition=partition_for_key(key, settings.partitions),
+                            )
+                        await asyncio.sleep(0.1)
+                finally:
+                    await publisher.stop()
+
+            watcher = asyncio.create_task(watch_health())
+            loading = asyncio.create_task(load())
+            await asyncio.sleep(1.5)  # mid-load
+            assert statuses[-1] == SERVING
+            await view.clear()  # what FLUSHALL or a failover to an empty replica does to it
+            await loading
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            async with asyncio.timeout(60):  # the rebuild: NOT_SERVING, then SERVING again
+                while not_serving not in statuses or statuses[-1] != SERVING:
+                    await asyncio.sleep(0.1)
+            # Every request has been decided once the topic holds a change for each.
+            async with asyncio.timeout(60):
+                while len(await read_all(settings, topics.suppressions)) < len(requests):
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(2)  # the materialiser applies the last ones
+            watcher.cancel()
+
+    records = await read_all(settings, topics.suppressions)
+    expected = ExpectedView(view.layout)
+    updates, ends = updates_from(records)
+    expected.add(updates)
+    census, offsets = await view.census()
+    await view.close()
+    assert census == expected.census()
+    assert offsets == {p: o for p, o in ends.items()}
+    log = (tmp_path / "registry.log").read_text()
+    assert "view rebuilt and verified" in log
