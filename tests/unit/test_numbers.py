@@ -20,6 +20,8 @@ from stopsms.core.numbers import InvalidNumber, normalise_msisdn
         ("212612345678", "+212612345678"),
         ("212 712345678", "+212712345678"),
         ("  0612345678  ", "+212612345678"),
+        ("٠٦١٢٣٤٥٦٧٨", "+212612345678"),  # Arabic-Indic digits
+        ("+٢١٢ ۶۱۲۳۴۵۶۷۸", "+212612345678"),  # Eastern Arabic-Indic digits
     ],
 )
 def test_every_moroccan_mobile_form_normalises_to_e164(written: str, e164: str) -> None:
@@ -41,6 +43,7 @@ def test_every_moroccan_mobile_form_normalises_to_e164(written: str, e164: str) 
         ("06123A5678", "digits"),
         ("0612345678" * 4, "longer"),
         ("+212 8 12 34 56 78", "mobile"),
+        ("06१२३४५६७८", "digits"),  # Devanagari digits are not Moroccan writing
     ],
 )
 def test_foreign_landline_short_and_malformed_numbers_are_refused(written: str, why: str) -> None:

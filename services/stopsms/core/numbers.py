@@ -15,7 +15,10 @@ import re
 MAX_INPUT_LENGTH = 32
 
 _SEPARATORS = re.compile(r"[\s.\-/()]")
-_NATIONAL = re.compile(r"[67]\d{8}")
+_NATIONAL = re.compile(r"[67][0-9]{8}", re.ASCII)
+#: Arabic-Indic and Eastern Arabic-Indic digits, as Arabic keyboards write them, read as the
+#: same digits: one number, one subject, whatever script it was typed in.
+_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
 
 
 class InvalidNumber(ValueError):
@@ -33,7 +36,7 @@ def normalise_msisdn(raw: str) -> str:
         raise InvalidNumber("the number is empty")
     if len(raw) > MAX_INPUT_LENGTH:
         raise InvalidNumber(f"the number is longer than {MAX_INPUT_LENGTH} characters")
-    digits = _SEPARATORS.sub("", raw.strip())
+    digits = _SEPARATORS.sub("", raw.strip().translate(_DIGITS))
     if digits.startswith("+"):
         if not digits.startswith("+212"):
             raise InvalidNumber("only Moroccan numbers (+212) are covered")
@@ -50,7 +53,7 @@ def normalise_msisdn(raw: str) -> str:
         raise InvalidNumber("the number has no recognisable prefix (06, 07, +212, 00212 or 212)")
     if national.startswith("0") and len(national) == 10:
         national = national[1:]  # "+212 (0)6…": the trunk zero written after the country code
-    if not national.isdigit():
+    if not (national.isascii() and national.isdigit()):
         raise InvalidNumber("the number contains characters other than digits and separators")
     if len(national) != 9:
         raise InvalidNumber("a Moroccan mobile number has 9 digits after the country code")

@@ -86,6 +86,11 @@ class Pseudonymiser:
         self._data_key = data_keys[0]
         self._ciphers = {k.key_id: AESGCM(k.secret) for k in data_keys}
 
+    @property
+    def pseudonym_key(self) -> Key:
+        """The key subjects are computed with (the registry's batch hashing needs it)."""
+        return self._pseudonym_key
+
     def subject(self, e164: str) -> str:
         """Return the keyed pseudonym of an E.164 number."""
         digest = hmac.digest(self._pseudonym_key.secret, e164.encode(), "sha256")

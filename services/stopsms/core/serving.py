@@ -62,7 +62,7 @@ def servicer_registration(servicer: object, service: ServiceDescriptor) -> Regis
     for method in service.methods:
         implementation = getattr(servicer, method.name)
         parse = _safe_parser(GetMessageClass(method.input_type))
-        serialize = GetMessageClass(method.output_type).SerializeToString
+        serialize = _serializer(GetMessageClass(method.output_type))
         handlers[method.name] = _handler(method, implementation, parse, serialize)
 
     def register(server: grpc.aio.Server) -> None:
@@ -71,6 +71,20 @@ def servicer_registration(servicer: object, service: ServiceDescriptor) -> Regis
         )
 
     return register
+
+
+def _serializer(message_class: Any) -> Callable[[Any], bytes]:
+    """Serialise responses; a servicer may also yield bytes it serialised itself.
+
+    CheckBatch writes a million results faster as bytes than as message objects.
+    """
+
+    def serialize(message: Any) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        return message_class.SerializeToString(message)  # type: ignore[no-any-return]
+
+    return serialize
 
 
 def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> grpc.RpcMethodHandler:

@@ -149,6 +149,42 @@ return out
 """
 
 
+# The batch form: ARGV[1] = sender id, ARGV[2] = located subjects, 12 bytes each (bucket and
+# digest field) joined into one argument, which costs the client one buffer instead of two
+# arguments per number. Returns the offsets (flat), then per subject its two values.
+_LOOKUP_PACKED_SCRIPT = """
+local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
+local sender, packed = ARGV[1], ARGV[2]
+local out = {redis.call('HGETALL', offsets)}
+local code = false
+if sender ~= '' then
+  local n = redis.call('HGET', senders, sender)
+  if n then
+    n = tonumber(n)
+    code = ''
+    while n >= 128 do
+      code = code .. string.char(n % 128 + 128)
+      n = math.floor(n / 128)
+    end
+    code = code .. string.char(n)
+  end
+end
+for i = 1, #packed, 12 do
+  local key = prefix .. string.sub(packed, i, i + 1)
+  local field = string.sub(packed, i + 2, i + 11)
+  if code then
+    local pair = redis.call('HMGET', key, field .. code, field)
+    out[#out + 1] = pair[1]
+    out[#out + 1] = pair[2]
+  else
+    out[#out + 1] = false
+    out[#out + 1] = redis.call('HGET', key, field)
+  end
+end
+return out
+"""
+
+
 class SubjectFormatError(ValueError):
     """A subject that is not ``<key id>:<hex digest>`` of at least 12 bytes."""
 
@@ -287,6 +323,7 @@ class RedisSuppressionView:
         self._keys: list[bytes | str] = [self._prefix, self._senders_key, self._offsets_key]
         self._apply = client.register_script(_APPLY_SCRIPT)
         self._lookup = client.register_script(_LOOKUP_SCRIPT)
+        self._lookup_packed = client.register_script(_LOOKUP_PACKED_SCRIPT)
 
     @classmethod
     def from_url(
@@ -325,16 +362,35 @@ class RedisSuppressionView:
             args += locate(subject)
         return self._parse_lookup(await self._lookup(keys=self._keys, args=args))
 
-    async def lookup_located(
-        self, located: Sequence[bytes], sender_id: str
-    ) -> tuple[list[bytes | None], dict[int, int]]:
-        """The raw values for pre-located subjects (bucket, field, bucket, field, …).
+    async def lookup_packed(
+        self, located: bytes, sender_id: str
+    ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
+        """Raw (sender value, global value) for located subjects (12 bytes each, joined).
 
-        The batch path: returns the flat list [sender value, global value, …] undecoded, since
-        most are empty and decoding them all would cost more than the lookup.
+        The batch path: values stay undecoded, since most are empty.
         """
-        reply = await self._lookup(keys=self._keys, args=[sender_id, *located])
-        return reply[1:], _pairs_to_offsets(reply[0])
+        reply = await self._lookup_packed(keys=self._keys, args=[sender_id, located])
+        values = reply[1:]
+        return list(zip(values[::2], values[1::2], strict=True)), _pairs_to_offsets(reply[0])
+
+    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
+        """Every located subject the view holds (12 bytes each, joined), and offsets.
+
+        The offsets are read before the scan, so the view held at least everything up to them:
+        what the registry's subject filter starts from.
+        """
+        offsets = await self.applied_offsets()
+        found: list[bytes] = []
+        buckets = self.layout.buckets
+        for start in range(0, buckets, 512):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for b in range(start, min(start + 512, buckets)):
+                    pipe.hkeys(self._prefix + b.to_bytes(2, "big"))
+                replies = await pipe.execute()
+            for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
+                bucket = b.to_bytes(2, "big")
+                found += [bucket + f[:DIGEST_FIELD_BYTES] for f in fields]
+        return b"".join(found), offsets
 
     @staticmethod
     def _parse_lookup(
@@ -350,6 +406,24 @@ class RedisSuppressionView:
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
         return _decode_offsets(await self._redis.hgetall(self._offsets_key))
+
+    async def listpack_warning(self) -> str | None:
+        """A warning when Redis would store buckets as full hash tables, or None.
+
+        Full hash tables take several times the memory. A managed Redis may refuse CONFIG;
+        then nothing can be said.
+        """
+        try:
+            config = await self._redis.config_get("hash-max-listpack-entries")
+        except Exception:  # noqa: BLE001 - CONFIG disabled: not our call to make
+            return None
+        configured = int(next(iter(config.values()), 0) or 0)
+        if configured >= LISTPACK_ENTRIES:
+            return None
+        return (
+            f"redis hash-max-listpack-entries is {configured}; the view needs {LISTPACK_ENTRIES} "
+            "to stay compact (it works, using several times the memory)"
+        )
 
     async def meta(self) -> dict[str, str]:
         """The layout the view was written with (empty for a view never written)."""

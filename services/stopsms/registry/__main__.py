@@ -18,6 +18,7 @@ from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ViewLayout
 from stopsms.registry.app import create_registry_app
+from stopsms.registry.lookup import BatchChecker, HashPool, SubjectFilter
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import registry_pb2
@@ -36,7 +37,17 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         insecure=settings.insecure_identity,
         audit=AuditTrail(audit_publisher, topics.audit),
     )
-    servicer = RegistryServicer(view=view, pseudonymiser=settings.pseudonymiser(), auth=auth)
+    pseudonymiser = settings.pseudonymiser()
+    subject_filter = (
+        SubjectFilter(settings.subject_filter_bits) if settings.subject_filter_bits else None
+    )
+    hashing = HashPool(pseudonymiser.pseudonym_key, settings.hash_workers)
+    servicer = RegistryServicer(
+        view=view,
+        pseudonymiser=pseudonymiser,
+        auth=auth,
+        batch=BatchChecker(view, hashing, pseudonymiser.pseudonym_key.key_id, subject_filter),
+    )
     endpoint = GrpcEndpoint(
         settings.registry_grpc_address,
         [
@@ -62,6 +73,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         view,
         on_caught_up=view_ready,
         on_behind=view_behind,
+        subject_filter=subject_filter,
     )
     return stream_worker(
         app,

@@ -33,6 +33,7 @@ from stopsms.core.view import (
     ViewLayout,
     ViewUpdate,
 )
+from stopsms.registry.lookup import SubjectFilter
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class ViewMaterialiser(mode.Service):
         on_behind: Callable[[], Awaitable[None]] | None = None,
         *,
         rebuild: bool = False,
+        subject_filter: SubjectFilter | None = None,
         **kwargs: object,
     ) -> None:
         self.bootstrap = bootstrap
@@ -133,6 +135,7 @@ class ViewMaterialiser(mode.Service):
         self.on_caught_up = on_caught_up
         self.on_behind = on_behind
         self._force_rebuild = rebuild
+        self.subject_filter = subject_filter
         self._targets: dict[int, int] = {}
         self._applied: dict[int, int] = {}
         self._expected: ExpectedView | None = None
@@ -145,6 +148,9 @@ class ViewMaterialiser(mode.Service):
 
     async def on_start(self) -> None:
         """Decide between resuming and rebuilding, and position the reader."""
+        warning = await self.view.listpack_warning()
+        if warning:
+            log.warning(warning)
         await self._begin_phase(clear=self._force_rebuild)
 
     async def on_stop(self) -> None:
@@ -171,6 +177,12 @@ class ViewMaterialiser(mode.Service):
             self._expected = ExpectedView(self.view.layout)
         else:
             self._expected = None
+        if self.subject_filter is not None and not self.subject_filter.ready:
+            located, covered = await self.view.located_subjects()
+            self.subject_filter.add(located)
+            self.subject_filter.covered(covered)
+            self.subject_filter.ready = True
+            log.info("subject filter filled with %d subjects", len(located) // 12)
         if self.reader is not None:
             await self.reader.stop()
         self.reader = TopicReader(
@@ -224,6 +236,10 @@ class ViewMaterialiser(mode.Service):
             except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
                 log.exception("applying %d changes failed; retrying", len(updates))
                 await asyncio.sleep(1.0)
+        if self.subject_filter is not None:
+            locate = self.view.layout.locate
+            self.subject_filter.add(b"".join(b"".join(locate(u.subject)) for u in updates))
+            self.subject_filter.covered(offsets)
         for p, o in offsets.items():
             self._applied[p] = max(self._applied.get(p, 0), o)
         self.progress.applied_records = sum(self._applied.values())

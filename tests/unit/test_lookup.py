@@ -1,0 +1,133 @@
+"""The batch lookup's parts: hashing equals the pseudonymiser, the filter never forgets."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stopsms.core.numbers import InvalidNumber, normalise_msisdn
+from stopsms.core.privacy import Key, Pseudonymiser
+from stopsms.core.view import ScopeEntry, ViewLayout
+from stopsms.registry.lookup import (
+    BatchChecker,
+    HashPool,
+    NumberHasher,
+    SubjectFilter,
+    e164_or_none,
+    locate_digests,
+)
+from stopsms.v1 import registry_pb2
+
+KEY = Key("pk1", bytes(range(32)))
+PSEUDONYMS = Pseudonymiser(KEY, [Key("dk1", bytes(32))])
+
+written_numbers = st.one_of(
+    st.from_regex(r"(\+212|00212|212|0)[5-8][0-9]{8}", fullmatch=True),
+    st.from_regex(r"\+212 ?\(0\)[67][0-9 ]{8,12}", fullmatch=True),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=500)
+@given(written_numbers)
+def test_the_fast_spelling_agrees_with_normalise(raw: str) -> None:
+    try:
+        expected: str | None = normalise_msisdn(raw)
+    except InvalidNumber:
+        expected = None
+    assert e164_or_none(raw) == expected
+
+
+@settings(max_examples=300)
+@given(st.lists(written_numbers, max_size=40))
+def test_the_batch_hasher_gives_the_pseudonymisers_subjects(numbers: list[str]) -> None:
+    digests, invalid = NumberHasher(KEY.secret).hash_chunk(numbers)
+    expected = [e164_or_none(n) for n in numbers]
+    assert invalid == [i for i, e in enumerate(expected) if e is None]
+    subjects = [PSEUDONYMS.subject(e) for e in expected if e is not None]
+    assert [f"pk1:{digests[i : i + 16].hex()}" for i in range(0, len(digests), 16)] == subjects
+
+
+async def test_worker_processes_hash_the_same_as_this_one() -> None:
+    numbers = [f"06{n:08d}" for n in range(3000)] + ["garbage"] + ["+212 7 00 00 00 01"] * 5
+    pool = HashPool(KEY, workers=1)
+    try:
+        assert await pool.hash_chunk(numbers) == NumberHasher(KEY.secret).hash_chunk(numbers)
+    finally:
+        pool.close()
+
+
+def test_the_filter_never_forgets_a_subject_and_rarely_says_maybe() -> None:
+    layout = ViewLayout()
+    held = locate_digests(os.urandom(16 * 20_000), layout)
+    others = locate_digests(os.urandom(16 * 20_000), layout)
+    subject_filter = SubjectFilter(1 << 20)
+    subject_filter.add(held.tobytes())
+    assert subject_filter.might_hold(held).all()
+    assert subject_filter.might_hold(others).mean() < 0.01
+
+
+def test_located_digests_match_the_views_layout() -> None:
+    layout = ViewLayout(bucket_bits=11)
+    digests = os.urandom(16 * 50)
+    located = locate_digests(digests, layout)
+    for i in range(50):
+        bucket, field = layout.locate("pk1:" + digests[16 * i : 16 * i + 16].hex())
+        assert located[i].tobytes() == bucket + field
+
+
+class FakeView:
+    """Holds entries by located subject, as the Redis view would answer lookup_packed."""
+
+    layout = ViewLayout()
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, tuple[bytes | None, bytes | None]] = {}
+        self.asked = 0
+
+    async def lookup_packed(self, located: bytes, sender_id: str):  # type: ignore[no-untyped-def]
+        rows = [located[i : i + 12] for i in range(0, len(located), 12)]
+        self.asked += len(rows)
+        return [self.values.get(r, (None, None)) for r in rows], {0: 10, 1: 7}
+
+
+@pytest.mark.parametrize("with_filter", [True, False])
+async def test_a_chunk_is_answered_in_order_with_invalid_numbers_in_place(
+    with_filter: bool,
+) -> None:
+    view = FakeView()
+    numbers = ["0612345678", "bad", "0700000001", "+212 6 00 00 00 02", "0522123456"]
+    digests, _ = NumberHasher(KEY.secret).hash_chunk(numbers)
+    located = locate_digests(digests, view.layout)
+    suppressed = ScopeEntry(1, 3, 1_700_000_000_000).pack()
+    view.values[located[1].tobytes()] = (None, suppressed)  # 0700000001: a global opt-out
+    subject_filter = None
+    if with_filter:
+        subject_filter = SubjectFilter(1 << 16)
+        subject_filter.add(located[1].tobytes())
+        subject_filter.covered({0: 9, 1: 7})
+        subject_filter.ready = True
+    pool = HashPool(KEY, workers=0)
+    checker = BatchChecker(view, pool, "pk1", subject_filter)  # type: ignore[arg-type]
+    answer = await checker.check(numbers, "JUMIA", chunk_index=4)
+    response = registry_pb2.CheckBatchResponse.FromString(answer.response)
+    assert [r.verdict for r in response.results] == [
+        registry_pb2.VERDICT_ALLOWED,
+        registry_pb2.VERDICT_INVALID_NUMBER,
+        registry_pb2.VERDICT_SUPPRESSED,
+        registry_pb2.VERDICT_ALLOWED,
+        registry_pb2.VERDICT_INVALID_NUMBER,
+    ]
+    assert response.results[2].matched_scope == registry_pb2.MATCHED_SCOPE_GLOBAL
+    assert response.results[2].since.ToMilliseconds() == 1_700_000_000_000
+    assert response.chunk_index == 4
+    offsets = {p.partition: p.offset for p in response.as_of}
+    # The filter covers partition 0 only up to 9: the answer says so rather than claim 10.
+    assert offsets == ({0: 9, 1: 7} if with_filter else {0: 10, 1: 7})
+    assert answer.subjects == [f"pk1:{digests[i : i + 16].hex()}" for i in range(0, 48, 16)]
+    assert view.asked == (1 if with_filter else 3)
+    assert np.array_equal(located, locate_digests(digests, view.layout))
