@@ -7,6 +7,9 @@
     stopsms propagation <request id> --party iam
     stopsms operator-feed --party iam   follow the suppression list as an operator would
     stopsms certs                       development CA and one client certificate per party
+    stopsms scrub campaign.csv --sender JUMIA --party atlas-sms
+                                        clean and suppressed lists of a campaign
+    stopsms registry rebuild            rebuild the registry's view from the topic, verified
 
 Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
 ``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
@@ -53,6 +56,7 @@ def _endpoints() -> dict[str, str]:
         "registry_grpc": ("STOPSMS_REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052"),
         "notifier_grpc": ("STOPSMS_NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053"),
         "kafka": ("STOPSMS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "redis": ("STOPSMS_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "tls_folder": ("STOPSMS_TLS_DIR", str(DATA_DIR / "tls")),
     }
     return {
@@ -230,6 +234,119 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scrub(args: argparse.Namespace) -> int:
+    """Split a campaign CSV into the numbers the sender may message and those it may not."""
+    import asyncio
+
+    from rich.console import Console
+
+    from stopsms.core.clients import party_channel
+    from stopsms.scrub import scrub_csv
+
+    console = Console(stderr=True)
+    path = Path(args.csv)
+    if not path.is_file():
+        console.print(f"stopsms scrub: {path}: no such file")
+        return 2
+    ends = _endpoints()
+    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
+    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+
+    async def run() -> object:
+        channel, metadata = party_channel(ends["registry_grpc"], args.party, tls)
+        async with channel:
+            return await scrub_csv(
+                channel,
+                metadata,
+                path,
+                args.sender,
+                out_dir=Path(args.out_dir) if args.out_dir else None,
+                console=console,
+            )
+
+    try:
+        summary = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        console.print(f"stopsms scrub: {exc.code().name}: {exc.details()}")
+        return 1
+    from stopsms.scrub import ScrubSummary
+
+    assert isinstance(summary, ScrubSummary)
+    console.print(
+        f"{summary.numbers:,} numbers in {summary.seconds:.1f} s ({summary.rate:,.0f}/s): "
+        f"{summary.clean:,} clean, {summary.suppressed:,} suppressed, "
+        f"{summary.rejected:,} rejected"
+    )
+    console.print(f"clean list: {summary.clean_path}")
+    console.print(f"suppressed: {summary.suppressed_path}")
+    console.print(f"rejects:    {summary.rejects_path}")
+    return 0
+
+
+def cmd_registry_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the registry's Redis view from stopsms.suppressions.v1 and verify it."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from stopsms.core.settings import RegistrySettings
+    from stopsms.core.topics import Topics
+    from stopsms.core.view import RedisSuppressionView, ViewLayout
+    from stopsms.registry.materialiser import Progress as RebuildProgress
+    from stopsms.registry.materialiser import rebuild_view
+
+    console = Console(stderr=True)
+    ends = _endpoints()
+    settings = RegistrySettings.from_env(data_dir=DATA_DIR)
+    view = RedisSuppressionView.from_url(
+        ends["redis"], settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
+    )
+
+    async def run() -> RebuildProgress:
+        with Progress(
+            TextColumn("[bold]rebuilding the view[/]"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} records · {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("rebuild", total=1, rate="")
+
+            def show(progress: RebuildProgress) -> None:
+                rate = progress.entries_read / max(progress.seconds, 1e-9)
+                bar.update(
+                    task,
+                    total=max(progress.target_records, 1),
+                    completed=progress.applied_records,
+                    rate=f"{rate:,.0f} entries/s",
+                )
+
+            try:
+                return await rebuild_view(
+                    ends["kafka"], Topics(settings.topic_namespace).suppressions, view, show
+                )
+            finally:
+                await view.close()
+
+    progress = asyncio.run(run())
+    seconds = progress.seconds
+    console.print(
+        f"view rebuilt and verified: {progress.verified}; {progress.entries_read:,} records "
+        f"in {seconds:.1f} s ({progress.entries_read / max(seconds, 1e-9):,.0f} entries/s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -276,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     feed = sub.add_parser("operator-feed", help="follow the suppression list as an operator")
     feed.add_argument("--party", default="iam")
     feed.set_defaults(func=cmd_operator_feed)
+    scrub = sub.add_parser("scrub", help="split a campaign CSV into clean and suppressed lists")
+    scrub.add_argument("csv", help="a CSV whose first column is the number")
+    scrub.add_argument("--sender", required=True, help="the sender the campaign is for")
+    scrub.add_argument("--party", default="atlas-sms", help="the PSVA (or operator) asking")
+    scrub.add_argument("--out-dir", help="where the three lists go (default: beside the CSV)")
+    scrub.set_defaults(func=cmd_scrub)
+    registry = sub.add_parser("registry", help="registry maintenance")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    rebuild = registry_sub.add_parser(
+        "rebuild", help="rebuild the Redis view from stopsms.suppressions.v1, then verify it"
+    )
+    rebuild.set_defaults(func=cmd_registry_rebuild)
     return parser
 
 

@@ -116,3 +116,63 @@ async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serv
     assert offsets == {p: o for p, o in ends.items()}
     log = (tmp_path / "registry.log").read_text()
     assert "view rebuilt and verified" in log
+
+
+async def test_scrub_splits_a_campaign_and_rebuild_runs_on_demand(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    address = f"127.0.0.1:{free_port()}"
+    opted_out = [f"+2126{n:08d}" for n in range(0, 400, 4)]  # every fourth number
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    for i, number in enumerate(opted_out):
+        r = preference(
+            settings, number, f"scrub-{i}", events_pb2.ACTION_OPT_OUT, "JUMIA" if i % 2 else ""
+        )
+        key = r.subject.encode()
+        await publisher.publish(
+            topics.requests,
+            key,
+            r.SerializeToString(),
+            partition=partition_for_key(key, settings.partitions),
+        )
+    await publisher.stop()
+    campaign = tmp_path / "campaign.csv"
+    lines = ["msisdn,name"] + [f"06{n:08d},client {n}" for n in range(400)]
+    lines += ["0522123456,a landline", "", "garbage,who"]
+    campaign.write_text("\n".join(lines) + "\n")
+    env = {
+        **service_env,
+        "STOPSMS_REGISTRY_GRPC_ADDRESS": address,
+        "STOPSMS_DATA_DIR": str(tmp_path / "cli"),
+    }
+    with running_service("registry", service_env, address, tmp_path):
+        async with asyncio.timeout(60):
+            while len(await read_all(settings, topics.suppressions)) < len(opted_out):
+                await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)  # the view applies the last changes
+        scrub = await asyncio.create_subprocess_exec(
+            "stopsms", "scrub", str(campaign), "--sender", "JUMIA", "--party", "atlas-sms",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await scrub.communicate()
+        assert scrub.returncode == 0, err.decode()
+        assert "400 clean" not in err.decode() and "100 suppressed" in err.decode(), err.decode()
+        clean = (tmp_path / "campaign.clean.csv").read_text().splitlines()
+        suppressed = (tmp_path / "campaign.suppressed.csv").read_text().splitlines()
+        rejects = (tmp_path / "campaign.rejects.csv").read_text().splitlines()
+        assert clean[0] == "msisdn,name" and len(clean) == 1 + 300
+        assert suppressed[0] == "msisdn,name,matched_scope,since" and len(suppressed) == 1 + 100
+        assert {line.split(",")[2] for line in suppressed[1:]} == {"sender", "global"}
+        assert [line.split(",")[0] for line in rejects[1:]] == ["402", "404"]
+        assert "mobile" in rejects[1] and "prefix" in rejects[2]
+
+        rebuild = await asyncio.create_subprocess_exec(
+            "stopsms", "registry", "rebuild",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await rebuild.communicate()
+        assert rebuild.returncode == 0, err.decode()
+        assert "view rebuilt and verified: 100 entries" in err.decode(), err.decode()
