@@ -15,7 +15,7 @@ from stopsms.core.kafka import KafkaPublisher, TopicReader
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key
 from stopsms.core.view import RedisSuppressionView
-from stopsms.registry.materialiser import ExpectedView, updates_from
+from stopsms.registry.materialiser import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
 from ..conftest import running_service
@@ -107,9 +107,10 @@ async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serv
             watcher.cancel()
 
     records = await read_all(settings, topics.suppressions)
-    expected = ExpectedView(view.layout)
-    updates, ends = updates_from(records)
-    expected.add(updates)
+    expected = ExpectedView()
+    batch = decode_changes(records, view.layout)
+    expected.add(batch)
+    ends = batch.offsets
     census, offsets = await view.census()
     await view.close()
     assert census == expected.census()

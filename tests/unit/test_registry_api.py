@@ -9,8 +9,7 @@ from stopsms.core.parties import PartiesDirectory
 from stopsms.core.privacy import Key, Pseudonymiser
 from stopsms.core.serving import GrpcEndpoint, servicer_registration
 from stopsms.core.settings import Settings
-from stopsms.core.view import InMemorySuppressionView
-from stopsms.registry.materialiser import updates_from
+from stopsms.core.view import InMemorySuppressionView, ScopeEntry, ViewUpdate
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
@@ -28,13 +27,22 @@ def suppression(offset: int, msisdn: str, sender: str, state: int, version: int)
 @pytest.fixture
 async def registry():
     view = InMemorySuppressionView()
-    updates, offsets = updates_from(
+    records = [
+        suppression(0, "+212612345678", "", events_pb2.STATE_SUPPRESSED, 1),
+        suppression(1, "+212612345678", "JUMIA", events_pb2.STATE_ALLOWED, 2),
+    ]
+    changes = [events_pb2.SuppressionChanged.FromString(r.value) for r in records]
+    await view.apply(
         [
-            suppression(0, "+212612345678", "", events_pb2.STATE_SUPPRESSED, 1),
-            suppression(1, "+212612345678", "JUMIA", events_pb2.STATE_ALLOWED, 2),
-        ]
+            ViewUpdate(
+                c.subject,
+                c.sender_id,
+                ScopeEntry(c.state, c.version, c.action_time.ToMilliseconds()),
+            )
+            for c in changes
+        ],
+        {0: 2},
     )
-    await view.apply(updates, offsets)
     directory = PartiesDirectory.load(Settings().parties_file)
     servicer = RegistryServicer(
         view=view, pseudonymiser=PSEUDONYMISER, auth=Authenticator(directory, insecure=True)

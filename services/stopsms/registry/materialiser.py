@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import mode
 
@@ -31,7 +32,7 @@ from stopsms.core.view import (
     RedisSuppressionView,
     ScopeEntry,
     ViewLayout,
-    ViewUpdate,
+    pack_update,
 )
 from stopsms.registry.lookup import SubjectFilter
 from stopsms.v1 import events_pb2
@@ -44,24 +45,47 @@ READ_BATCH = 10_000
 CHECK_INTERVAL_S = 1.0
 
 
-def updates_from(records: list) -> tuple[list[ViewUpdate], dict[int, int]]:  # type: ignore[type-arg]
-    """Turn suppression records into view updates and the offsets after them."""
-    updates: list[ViewUpdate] = []
-    offsets: dict[int, int] = {}
+@dataclass
+class ChangeBatch:
+    """Suppression records decoded for the view: located subject, sender, packed entry."""
+
+    located: list[bytes] = field(default_factory=list)
+    senders: list[str] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    #: The next offset per partition after these records.
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    def packed(self) -> bytes:
+        """The entries as the view's apply script takes them."""
+        return b"".join(
+            map(pack_update, self.located, self.senders, self.values)  # type: ignore[arg-type]
+        )
+
+    def __len__(self) -> int:
+        return len(self.located)
+
+
+def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
+    """Decode suppression records (anything with partition, offset and value) for the view."""
+    batch = ChangeBatch()
+    offsets = batch.offsets
     parse = events_pb2.SuppressionChanged.FromString
+    located = layout.located
     for record in records:
-        offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
+        end = record.offset + 1
+        if end > offsets.get(record.partition, 0):
+            offsets[record.partition] = end
         if record.value is None:
             continue  # an erasure tombstone; erasure arrives with the retention work
         change = parse(record.value)
-        updates.append(
-            ViewUpdate(
-                change.subject,
-                change.sender_id,
-                ScopeEntry(change.state, change.version, change.action_time.ToMilliseconds()),
-            )
-        )
-    return updates, offsets
+        at = change.action_time
+        entry = ScopeEntry(change.state, change.version, at.seconds * 1000 + at.nanos // 1_000_000)
+        batch.located.append(located(change.subject))
+        batch.senders.append(change.sender_id)
+        batch.values.append(entry.pack())
+        batch.versions.append(change.version)
+    return batch
 
 
 class ExpectedView:
@@ -70,25 +94,24 @@ class ExpectedView:
     Kept only during a rebuild from offset 0 (about 150 bytes per entry in this process).
     """
 
-    def __init__(self, layout: ViewLayout) -> None:
-        self._layout = layout
-        self._entries: dict[tuple[bytes, str], ScopeEntry] = {}
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[int, bytes]] = {}
 
-    def add(self, updates: list[ViewUpdate]) -> None:
-        """Keep each update that is newer than what is held for its subject and scope."""
+    def add(self, batch: ChangeBatch) -> None:
+        """Keep each entry that is newer than what is held for its subject and scope."""
         entries = self._entries
-        for u in updates:
-            bucket, field = self._layout.locate(u.subject)
-            key = (bucket + field, u.sender_id)
+        for located, sender, value, version in zip(
+            batch.located, batch.senders, batch.values, batch.versions, strict=True
+        ):
+            key = located + b"\0" + sender.encode()
             held = entries.get(key)
-            if held is None or u.entry.version > held.version:
-                entries[key] = u.entry
+            if held is None or version > held[0]:
+                entries[key] = (version, value)
 
     def census(self) -> Census:
         """Count and checksum, computed exactly as the view's own census."""
         counter = CensusCounter()
-        for (digest, sender), entry in self._entries.items():
-            counter.add(digest, sender, entry.pack())
+        counter.add_many([key + b"\0" + value for key, (_, value) in self._entries.items()])
         return counter.census()
 
 
@@ -141,6 +164,7 @@ class ViewMaterialiser(mode.Service):
         self._expected: ExpectedView | None = None
         self._failed_verifications = 0
         self._verify_after = 0.0
+        self._applying: asyncio.Task[None] | None = None
         self.reader: TopicReader | None = None
         self.caught_up = asyncio.Event()
         self.progress = Progress()
@@ -174,7 +198,7 @@ class ViewMaterialiser(mode.Service):
         rebuilding = not offsets
         if rebuilding:
             await self.view.write_meta()
-            self._expected = ExpectedView(self.view.layout)
+            self._expected = ExpectedView()
         else:
             self._expected = None
         if self.subject_filter is not None and not self.subject_filter.ready:
@@ -211,13 +235,18 @@ class ViewMaterialiser(mode.Service):
         last_check = time.monotonic()
         while not self.should_stop:
             assert self.reader is not None
-            records = await self.reader.read(timeout_ms=100)
+            records = await self.reader.read_plain(timeout_ms=100)
             if records:
-                updates, offsets = updates_from(records)
+                batch = decode_changes(records, self.view.layout)
                 if self._expected is not None:
-                    self._expected.add(updates)
-                await self._apply(updates, offsets)
-                self.progress.entries_read += len(updates)
+                    self._expected.add(batch)
+                # Redis applies one batch while this process decodes the next; batches are
+                # still applied one after the other, so the stored offsets only move forward.
+                await self._settle()
+                self._applying = asyncio.create_task(self._apply(batch))
+                self.progress.entries_read += len(batch)
+            else:
+                await self._settle()
             if (
                 not self.caught_up.is_set()
                 and self._reached_targets()
@@ -226,28 +255,36 @@ class ViewMaterialiser(mode.Service):
                 await self._finish_phase()
             if time.monotonic() - last_check >= CHECK_INTERVAL_S:
                 last_check = time.monotonic()
+                await self._settle()
                 await self._check_not_behind()
 
-    async def _apply(self, updates: list[ViewUpdate], offsets: dict[int, int]) -> None:
+    async def _apply(self, batch: ChangeBatch) -> None:
+        packed = batch.packed()
         while not self.should_stop:
             try:
-                await self.view.apply(updates, offsets)
+                await self.view.apply_packed(packed, batch.offsets)
                 break
             except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
-                log.exception("applying %d changes failed; retrying", len(updates))
+                log.exception("applying %d changes failed; retrying", len(batch))
                 await asyncio.sleep(1.0)
         if self.subject_filter is not None:
-            locate = self.view.layout.locate
-            self.subject_filter.add(b"".join(b"".join(locate(u.subject)) for u in updates))
-            self.subject_filter.covered(offsets)
-        for p, o in offsets.items():
+            self.subject_filter.add(b"".join(batch.located))
+            self.subject_filter.covered(batch.offsets)
+        for p, o in batch.offsets.items():
             self._applied[p] = max(self._applied.get(p, 0), o)
         self.progress.applied_records = sum(self._applied.values())
+
+    async def _settle(self) -> None:
+        """Wait for the batch being applied, if any."""
+        if self._applying is not None:
+            await self._applying
+            self._applying = None
 
     def _reached_targets(self) -> bool:
         return all(self._applied.get(p, 0) >= end for p, end in self._targets.items())
 
     async def _finish_phase(self) -> None:
+        await self._settle()
         if self._expected is not None:
             expected = self._expected.census()
             actual, stored = await self.view.census()

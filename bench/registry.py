@@ -1,0 +1,361 @@
+"""Registry benchmark: view size, rebuild rate, Check latency and throughput, list scrubbing.
+
+On a real broker and redis-server, with the registry as its own process behind mutual TLS:
+
+1. 1,000,000 suppression records (90 % for one of 20 senders, 10 % global) are published, and
+   the view is rebuilt from them (``stopsms registry rebuild``'s code): entries per second,
+   verification included, and Redis bytes per entry of the project's layout. The same entries
+   written one key per entry give the naive figure, measured on the same Redis.
+2. ``Check`` at a steady 1,000 requests/s (open loop, latency from the scheduled send) gives
+   the p99; ``Check`` and a raw grpc.aio echo service with the same TLS, each driven by the
+   same number of concurrent callers, give the throughput ratio.
+3. A list of 1,000,000 numbers (5 % of them opted out) is scrubbed with one ``CheckBatch``
+   through the project's client, end to end; a raw single-process loop (HMAC each number, MGET
+   1,000 keys per round trip against the naive keys) scrubs the same list in the same run.
+4. ``stopsms scrub`` on a CSV of the same list.
+
+    python -m bench.registry [--entries 1000000] [--numbers 1000000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.echo_server import METHOD
+from bench.results import figure, percentile, record
+from stopsms.core.infra import free_port, start_process, stop_process
+from stopsms.core.kafka import KafkaPublisher
+from stopsms.core.settings import Settings
+from stopsms.core.tls import channel_credentials
+from stopsms.core.topics import Topics, suppression_key
+from stopsms.core.view import RedisSuppressionView
+from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.registry.client import chunked, scrub
+from stopsms.registry.lookup import NumberHasher
+from stopsms.registry.materialiser import rebuild_view
+from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
+
+SENDERS = [f"S{i:02d}" for i in range(20)]
+CAMPAIGN_SENDER = "S00"
+PARTY = "iam"  # an operator: may check any sender
+
+
+def opted_out_number(n: int) -> str:
+    """The n-th number with a record (spread over the 06 range)."""
+    return f"+2126{n * 97:08d}"
+
+
+def campaign(numbers: int, entries: int) -> list[str]:
+    """The list to scrub: 5 % numbers with a record, the rest never seen."""
+    out = []
+    for i in range(numbers):
+        out.append(opted_out_number(i * 7 % entries) if i % 20 == 0 else f"+2127{i:08d}")
+    return out
+
+
+async def publish_entries(settings: Settings, topic: str, entries: int) -> None:
+    """Publish ``entries`` suppression records, as the registry would have."""
+    hasher = NumberHasher(settings.pseudonymiser().pseudonym_key.secret)
+    key_id = settings.pseudonymiser().pseudonym_key.key_id
+    publisher = KafkaPublisher(settings.kafka_bootstrap, timeout_seconds=120)
+    await publisher.start()
+    started = time.perf_counter()
+    try:
+        batch: list[tuple[bytes, bytes]] = []
+        for n in range(entries):
+            digests, _ = hasher.hash_chunk([opted_out_number(n)])
+            subject = f"{key_id}:{digests.hex()}"
+            sender = "" if n % 10 == 0 else SENDERS[n % 20]
+            change = events_pb2.SuppressionChanged(
+                event_id=f"bench-{n}",
+                request_id=f"bench-{n}",
+                party_id="iam",
+                action=events_pb2.ACTION_OPT_OUT,
+                sender_id=sender,
+                channel=events_pb2.CHANNEL_LINK,
+                subject=subject,
+                state=events_pb2.STATE_SUPPRESSED,
+                version=1,
+                changed=True,
+            )
+            change.action_time.FromMilliseconds(1_764_000_000_000 + n)
+            batch.append((suppression_key(subject, sender).encode(), change.SerializeToString()))
+            if len(batch) == 50_000:
+                await publisher.publish_many(topic, batch)
+                batch = []
+                print(f"  published {n + 1:,} records", flush=True)
+        if batch:
+            await publisher.publish_many(topic, batch)
+    finally:
+        await publisher.stop()
+    print(f"  {entries:,} records in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def used_memory(client: redis.Redis) -> int:
+    """Redis' used_memory after letting freed memory settle."""
+    client.execute_command("MEMORY", "PURGE")
+    return int(client.info("memory")["used_memory"])
+
+
+def naive_keys(settings: Settings, namespace: str, entries: int) -> list[str]:
+    """One key per entry: ``<ns>naive:<subject>:<scope>``."""
+    hasher = NumberHasher(settings.pseudonymiser().pseudonym_key.secret)
+    keys = []
+    for n in range(entries):
+        digests, _ = hasher.hash_chunk([opted_out_number(n)])
+        scope = "*" if n % 10 == 0 else SENDERS[n % 20]
+        keys.append(f"{namespace}naive:pk1:{digests.hex()}:{scope}")
+    return keys
+
+
+def raw_loop(settings: Settings, namespace: str, numbers: list[str], url: str) -> float:
+    """Seconds for the plain loop: HMAC each number, MGET 1,000 keys per round trip."""
+    secret = settings.pseudonymiser().pseudonym_key.secret
+    client = redis.Redis.from_url(url)
+    prefix = f"{namespace}naive:pk1:"
+    suffix = f":{CAMPAIGN_SENDER}"
+    started = time.perf_counter()
+    found = 0
+    for start in range(0, len(numbers), 1000):
+        keys = [
+            prefix + hmac.digest(secret, n.encode(), "sha256")[:16].hex() + suffix
+            for n in numbers[start : start + 1000]
+        ]
+        found += sum(v is not None for v in client.mget(keys))
+    seconds = time.perf_counter() - started
+    client.close()
+    print(f"  raw loop: {found:,} found, {seconds:.2f} s", flush=True)
+    return seconds
+
+
+async def wait_until_view_serving(channel: grpc.aio.Channel, timeout: float = 300) -> None:
+    """Wait for stopsms.v1.RegistryService SERVING (the view caught up, the filter filled)."""
+    health = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="stopsms.v1.RegistryService")
+    deadline = time.monotonic() + timeout
+    while (await health.Check(request)).status != health_pb2.HealthCheckResponse.SERVING:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the registry did not report its view ready")
+        await asyncio.sleep(0.2)
+
+
+async def check_latencies(stub, metadata, rate: float, seconds: float, entries: int) -> list[float]:
+    """Open loop at ``rate``: latency measured from each call's scheduled time."""
+    latencies: list[float] = []
+
+    async def one(i: int, scheduled: float) -> None:
+        number = opted_out_number(i % entries) if i % 2 else f"+2127{i:08d}"
+        await stub.Check(
+            registry_pb2.CheckRequest(msisdn=number, sender_id=CAMPAIGN_SENDER), metadata=metadata
+        )
+        latencies.append(time.perf_counter() - scheduled)
+
+    tasks = []
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        scheduled = started + i / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def calls_per_second(call, seconds: float, concurrency: int) -> float:
+    """Completed calls per second with ``concurrency`` callers, each awaiting its call."""
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def caller(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < deadline:
+            await call(i)
+            done += 1
+            i += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def scrub_list(channel: grpc.aio.Channel, metadata, numbers: list[str]) -> tuple[float, int]:
+    """Seconds to scrub ``numbers`` with one CheckBatch, and how many were suppressed."""
+    suppressed = 0
+    started = time.perf_counter()
+    async for chunk in scrub(channel, chunked(numbers), CAMPAIGN_SENDER, metadata):
+        suppressed += chunk.verdicts.count(registry_pb2.VERDICT_SUPPRESSED)
+    return time.perf_counter() - started, suppressed
+
+
+async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[str, object]]:
+    """Every measurement, in order."""
+    settings = Settings.from_env(platform.environment())
+    topics = Topics(platform.namespace)
+    url = platform.endpoints["redis"]
+    client = redis.Redis.from_url(url)
+    figures: list[dict[str, object]] = []
+
+    print(f"publishing {args.entries:,} suppression records...", flush=True)
+    await publish_entries(settings, topics.suppressions, args.entries)
+
+    print("rebuilding the view from the topic...", flush=True)
+    before = used_memory(client)
+    view = RedisSuppressionView.from_url(url, platform.namespace)
+    progress = await rebuild_view(platform.endpoints["kafka"], topics.suppressions, view)
+    await view.close()
+    rebuild_rate = progress.entries_read / progress.seconds
+    assert progress.verified is not None
+    entries = progress.verified.count
+    compact = (used_memory(client) - before) / entries
+    print(f"  {progress.verified} in {progress.seconds:.1f} s", flush=True)
+
+    print("the same entries one key per entry...", flush=True)
+    keys = naive_keys(settings, platform.namespace, args.entries)
+    before = used_memory(client)
+    with client.pipeline(transaction=False) as pipe:
+        for i, key in enumerate(keys):
+            pipe.set(key, f"1,1,{1_764_000_000_000 + i}")
+            if i % 10_000 == 9_999:
+                pipe.execute()
+        pipe.execute()
+    naive = (used_memory(client) - before) / len(keys)
+    figures += [
+        figure("redis_bytes_per_entry", compact, "B", naive),
+        figure("redis_bytes_per_entry_naive", naive, "B"),
+        figure("rebuild_entries_per_s", rebuild_rate, "1/s"),
+    ]
+
+    numbers = campaign(args.numbers, args.entries)
+    print(f"raw loop over {len(numbers):,} numbers...", flush=True)
+    raw_seconds = raw_loop(settings, platform.namespace, numbers, url)
+    with client.pipeline(transaction=False) as pipe:
+        for start in range(0, len(keys), 10_000):
+            pipe.unlink(*keys[start : start + 10_000])
+        pipe.execute()
+
+    print("starting the registry...", flush=True)
+    platform.services = ("registry",)
+    platform.start_service("registry")
+    platform.wait_until_serving(300)
+    channel, metadata = platform.channel("registry", PARTY)
+    echo_address = f"127.0.0.1:{free_port()}"
+    assert platform.tls_folder is not None
+    echo = start_process(
+        [sys.executable, "-m", "bench.echo_server", echo_address, str(platform.tls_folder)],
+        platform.data_dir / "logs" / "echo.log",
+        dict(os.environ),
+    )
+    try:
+        async with channel:
+            await wait_until_view_serving(channel)
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            await scrub_list(channel, metadata, numbers[:50_000])  # warm-up
+            print(f"CheckBatch of {len(numbers):,} numbers...", flush=True)
+            batch_seconds, suppressed = await scrub_list(channel, metadata, numbers)
+            print(f"  {suppressed:,} suppressed, {batch_seconds:.2f} s", flush=True)
+            figures += [
+                figure("scrub_1m_seconds", batch_seconds, "s"),
+                figure("checkbatch_numbers_per_s", len(numbers) / batch_seconds, "1/s"),
+                figure("checkbatch_ratio_to_raw_loop", raw_seconds / batch_seconds, "ratio"),
+                figure("raw_loop_numbers_per_s", len(numbers) / raw_seconds, "1/s"),
+            ]
+
+            print(f"Check at a steady 1,000/s for {args.seconds:.0f} s...", flush=True)
+            await check_latencies(stub, metadata, 1000, 1, args.entries)  # warm-up
+            latencies = await check_latencies(stub, metadata, 1000, args.seconds, args.entries)
+
+            async def check(i: int) -> None:
+                number = opted_out_number(i % args.entries) if i % 2 else f"+2127{i:08d}"
+                await stub.Check(
+                    registry_pb2.CheckRequest(msisdn=number, sender_id=CAMPAIGN_SENDER),
+                    metadata=metadata,
+                )
+
+            print(f"Check and raw echo, {args.concurrency} callers each...", flush=True)
+            check_rate = await calls_per_second(check, args.seconds / 2, args.concurrency)
+            echo_channel = grpc.aio.secure_channel(
+                echo_address, channel_credentials(platform.tls_folder, PARTY)
+            )
+            async with echo_channel:
+                echo_call = echo_channel.unary_unary(
+                    METHOD,
+                    request_serializer=registry_pb2.CheckRequest.SerializeToString,
+                    response_deserializer=registry_pb2.CheckRequest.FromString,
+                )
+
+                async def echo_once(i: int) -> None:
+                    await echo_call(
+                        registry_pb2.CheckRequest(msisdn=f"+2127{i:08d}", sender_id=CAMPAIGN_SENDER)
+                    )
+
+                await calls_per_second(echo_once, 1, args.concurrency)  # warm-up
+                echo_rate = await calls_per_second(echo_once, args.seconds / 2, args.concurrency)
+            figures += [
+                figure("check_p99_ms_at_1000", percentile(latencies, 99) * 1000, "ms"),
+                figure("check_p50_ms_at_1000", percentile(latencies, 50) * 1000, "ms"),
+                figure("check_per_s", check_rate, "1/s", echo_rate),
+                figure("check_ratio_to_raw_grpc", check_rate / echo_rate, "ratio"),
+                figure("raw_grpc_echo_per_s", echo_rate, "1/s"),
+            ]
+    finally:
+        stop_process(echo)
+
+    print(f"stopsms scrub on a CSV of {len(numbers):,} numbers...", flush=True)
+    csv_path = platform.data_dir / "campaign.csv"
+    with csv_path.open("w") as handle:
+        handle.write("msisdn,first_name\n")
+        for i, number in enumerate(numbers):
+            handle.write(f"0{number[4:]},client {i}\n")
+    env = {
+        **os.environ,
+        "STOPSMS_REGISTRY_GRPC_ADDRESS": platform.endpoints["registry_grpc"],
+        "STOPSMS_TLS_DIR": str(platform.tls_folder),
+        "STOPSMS_DATA_DIR": str(platform.data_dir),
+    }
+    started = time.perf_counter()
+    subprocess.run(
+        ["stopsms", "scrub", str(csv_path), "--sender", CAMPAIGN_SENDER, "--party", PARTY],
+        env=env,
+        check=True,
+    )
+    csv_seconds = time.perf_counter() - started
+    figures.append(figure("scrub_csv_numbers_per_s", len(numbers) / csv_seconds, "1/s"))
+    client.close()
+    return figures
+
+
+def main() -> int:
+    """Entry point: ``python -m bench.registry``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--numbers", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stopsms-bench-") as tmp:
+        print("starting Kafka and Redis...", flush=True)
+        platform = LocalPlatform(
+            Path(tmp),
+            preferred_ports={name: 0 for name in DEFAULT_PORTS},
+            services=(),
+        )
+        with platform:
+            figures = asyncio.run(run(platform, args))
+    record(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
