@@ -8,6 +8,7 @@ stops.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -230,6 +231,10 @@ class HostedEndpoint(mode.Service):
     async def on_start(self) -> None:
         """Start the gRPC server."""
         await self.endpoint.start()
+        # Everything allocated so far (faust, grpc, protobuf modules: hundreds of thousands of
+        # objects) lives as long as the process; leaving it out of the collector's full
+        # passes keeps those passes short, which is what a p99 latency sees.
+        gc.freeze()
 
     async def on_stop(self) -> None:
         """Drain and stop the gRPC server, then run ``after_stop`` (the audit's last flush)."""

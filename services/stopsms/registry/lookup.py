@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,14 @@ class NumberHasher:
         block = block.ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def digest(self, e164: str) -> bytes:
+        """The subject digest of one E.164 number."""
+        h = self._inner.copy()
+        h.update(e164.encode())
+        o = self._outer.copy()
+        o.update(h.digest())
+        return o.digest()[:SUBJECT_DIGEST_BYTES]
 
     def hash_chunk(self, numbers: Sequence[str]) -> tuple[bytes, list[int]]:
         """The subject digests of the valid numbers, joined, and the positions of the others."""
@@ -120,6 +129,11 @@ class HashPool:
             if workers
             else None
         )
+
+    @property
+    def hasher(self) -> NumberHasher:
+        """The hasher of the serving process itself."""
+        return self._hasher
 
     def close(self) -> None:
         """Stop the worker processes."""
@@ -194,6 +208,18 @@ class SubjectFilter:
         present = (bytes_ >> (positions & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
         return np.asarray(present.all(axis=1))
 
+    def might_hold_one(self, located: bytes) -> bool:
+        """:meth:`might_hold` for one subject, without numpy's per-call overhead (``Check``)."""
+        field = located[2 : 2 + DIGEST_FIELD_BYTES]
+        h1 = int.from_bytes(field[:5], "big")
+        h2 = int.from_bytes(field[5:], "big") | 1
+        array, bits = self._array, self.bits
+        for probe in range(FILTER_PROBES):
+            position = (h1 + probe * h2) % bits
+            if not array[position >> 3] >> (position & 7) & 1:
+                return False
+        return True
+
     def covered(self, partition_offsets: dict[int, int]) -> None:
         """Record that every subject up to these offsets has been added."""
         for p, o in partition_offsets.items():
@@ -266,6 +292,22 @@ class BatchChecker:
         self._hashing = hashing
         self._key_id = key_id
         self._filter = subject_filter
+        self.single = SingleLookups(view, subject_filter)
+
+    @property
+    def hasher(self) -> NumberHasher:
+        """The in-process hasher (``Check`` hashes one number here)."""
+        return self._hashing.hasher
+
+    @property
+    def key_id(self) -> str:
+        """The pseudonym key's id, which prefixes every subject."""
+        return self._key_id
+
+    @property
+    def layout(self) -> ViewLayout:
+        """The view's layout."""
+        return self._view.layout
 
     async def check(self, numbers: Sequence[str], sender_id: str, chunk_index: int) -> ChunkAnswer:
         """Verdicts for one chunk, in order, as a serialised CheckBatchResponse."""
@@ -303,3 +345,77 @@ class BatchChecker:
         width = 2 * SUBJECT_DIGEST_BYTES
         subjects = [prefix + hex_digests[i : i + width] for i in range(0, len(hex_digests), width)]
         return ChunkAnswer(b"".join(answers) + tail, subjects, len(maybe))
+
+
+def locate_digest(digest: bytes, layout: ViewLayout) -> bytes:
+    """The view's address (bucket + field, 12 bytes) of one subject digest."""
+    bucket = int.from_bytes(digest[:2], "big") >> (16 - layout.bucket_bits)
+    return bucket.to_bytes(2, "big") + digest[2 : 2 + DIGEST_FIELD_BYTES]
+
+
+@dataclass
+class SingleAnswer:
+    """What ``Check`` needs from a lookup: both scopes' entries and the offsets it is as of."""
+
+    sender: ScopeEntry | None
+    global_: ScopeEntry | None
+    as_of: dict[int, int]
+
+
+class SingleLookups:
+    """``Check``'s lookups: the filter first, then Redis, with concurrent calls coalesced.
+
+    Under load, many ``Check`` calls wait for Redis at once; rather than one round trip each
+    (whose client-side cost is most of a call's), the calls that arrive while two round trips
+    are in flight share the next one.
+    """
+
+    MAX_IN_FLIGHT = 2
+
+    def __init__(self, view: RedisSuppressionView, subject_filter: SubjectFilter | None) -> None:
+        self._view = view
+        self._filter = subject_filter
+        self._waiting: dict[str, list[tuple[bytes, asyncio.Future[Any]]]] = {}
+        self._in_flight = 0
+
+    async def lookup(self, located: bytes, sender_id: str) -> SingleAnswer:
+        """The entries of one located subject for ``sender_id`` (and global)."""
+        subject_filter = self._filter
+        if subject_filter is not None and subject_filter.ready:
+            if not subject_filter.might_hold_one(located):
+                return SingleAnswer(None, None, dict(subject_filter.offsets))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(sender_id, []).append((located, future))
+        self._send()
+        (sender_value, global_value), stored = await future
+        as_of = stored
+        if subject_filter is not None and subject_filter.ready:
+            covered = subject_filter.offsets
+            as_of = {p: min(o, covered.get(p, 0)) for p, o in stored.items()}
+        return SingleAnswer(ScopeEntry.unpack(sender_value), ScopeEntry.unpack(global_value), as_of)
+
+    def _send(self) -> None:
+        while self._waiting and self._in_flight < self.MAX_IN_FLIGHT:
+            sender_id = next(iter(self._waiting))
+            waiting = self._waiting.pop(sender_id)
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._round_trip(sender_id, waiting))
+
+    async def _round_trip(
+        self, sender_id: str, waiting: list[tuple[bytes, asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            values, stored = await self._view.lookup_packed(
+                b"".join(located for located, _ in waiting), sender_id
+            )
+        except Exception as exc:  # noqa: BLE001 - every caller gets the failure
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), pair in zip(waiting, values, strict=True):
+                if not future.done():
+                    future.set_result((pair, stored))
+        finally:
+            self._in_flight -= 1
+            self._send()

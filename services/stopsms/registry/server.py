@@ -13,7 +13,7 @@ from stopsms.core.numbers import InvalidNumber, normalise_msisdn
 from stopsms.core.parties import InvalidSender, Party, check_sender_id
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.view import SuppressionView
-from stopsms.registry.lookup import BatchChecker, ChunkAnswer
+from stopsms.registry.lookup import BatchChecker, ChunkAnswer, locate_digest
 from stopsms.registry.rules import Verdict, combine
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
 
@@ -80,9 +80,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             e164 = normalise_msisdn(request.msisdn)
         except InvalidNumber as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"msisdn: {exc}")
-        subject = self._pseudonymiser.subject(e164)
-        self._auth.permitted(party, method, [subject])
-        entries, offsets = await self._view.lookup([subject], sender_id)
+        if self._batch is not None:  # the deployed registry: filter, then coalesced Redis
+            digest = self._batch.hasher.digest(e164)
+            self._auth.permitted(party, method, [f"{self._batch.key_id}:{digest.hex()}"])
+            answer = await self._batch.single.lookup(
+                locate_digest(digest, self._batch.layout), sender_id
+            )
+            entries, offsets = [(answer.sender, answer.global_)], answer.as_of
+        else:
+            subject = self._pseudonymiser.subject(e164)
+            self._auth.permitted(party, method, [subject])
+            entries, offsets = await self._view.lookup([subject], sender_id)
         verdict = combine(*entries[0])
         response = registry_pb2.CheckResponse(as_of=_as_of(offsets))
         _fill(response, verdict)
