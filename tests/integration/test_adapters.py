@@ -135,7 +135,7 @@ async def test_the_view_packs_entries_into_listpack_buckets_and_counts_them(
     view = RedisSuppressionView(client, namespace, ViewLayout(bucket_bits=4))
     try:
         updates = [
-            ViewUpdate(subject(n), "" if n % 3 == 0 else f"S{n % 200}", ScopeEntry(1, n, n))
+            ViewUpdate(subject(n), "" if n % 3 == 0 else f"S{n % 200}", ScopeEntry(1, n, 1000 * n))
             for n in range(3000)
         ]
         await view.apply(updates, {0: 3000})
@@ -150,7 +150,7 @@ async def test_the_view_packs_entries_into_listpack_buckets_and_counts_them(
             b"listpack"
         )
         entries, _ = await view.lookup([subject(7)], "S7")
-        assert entries == [(ScopeEntry(1, 7, 7), None)]
+        assert entries == [(ScopeEntry(1, 7, 7000), None)]
         await view.clear()
         assert (await view.census())[0].count == 0
     finally:

@@ -14,7 +14,7 @@ per field), the classic bucketing trick. ``<ns>`` is the deployment's namespace:
   the subject's HMAC digest (2 bytes, big-endian). Field = the next 10 digest bytes (80 bits;
   with the bucket, ~94 bits of a keyed hash, so two of 50 million subjects collide with
   probability ~10⁻¹³), followed by the scope code (nothing for global, a varint for a sender).
-  Value = action time in ms (6 bytes) + varint(version << 2 | state).
+  Value = action time in centiseconds (5 bytes) + varint(version << 2 | state).
 * ``<ns>view:senders``: sender id → scope code, assigned by the apply script on first sight,
   read by the lookup script in the same server-side step, so a code is never guessed by a
   client. The field ``#next`` holds the last code handed out.
@@ -38,14 +38,16 @@ import redis.asyncio as aioredis
 
 from stopsms.core.topics import GLOBAL_SCOPE
 
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 #: Default bucket bits: 2¹⁴ buckets hold ~60 entries each at a million entries and ~3,000 at
 #: fifty million, both well inside a listpack.
 DEFAULT_BUCKET_BITS = 14
 #: Fields a bucket may hold and stay a listpack (Redis' hash-max-listpack-entries).
 LISTPACK_ENTRIES = 8192
 DIGEST_FIELD_BYTES = 10
-_TIME_BYTES = 6
+#: Action time in centiseconds since 1970 in 5 bytes (good until the year 2318): "since when"
+#: to a hundredth of a second; the exact time stays in the record on the topic.
+_TIME_BYTES = 5
 _NEXT_CODE = "#next"
 
 _LUA_HELPERS = """
@@ -59,7 +61,7 @@ local function varint(n)
 end
 local function version_of(value)
   local x, mul = 0, 1
-  for i = 7, #value do
+  for i = 6, #value do
     local b = string.byte(value, i)
     x = x + (b % 128) * mul
     if b < 128 then break end
@@ -209,7 +211,7 @@ class ScopeEntry:
 
     def pack(self) -> bytes:
         """The compact value stored in a bucket: action time, then version and state."""
-        return self.action_time_ms.to_bytes(_TIME_BYTES, "big") + _varint(
+        return (max(self.action_time_ms, 0) // 10).to_bytes(_TIME_BYTES, "big") + varint(
             self.version << 2 | self.state
         )
 
@@ -218,8 +220,8 @@ class ScopeEntry:
         """Parse a stored value (None stays None)."""
         if raw is None:
             return None
-        packed, _ = _read_varint(raw, _TIME_BYTES)
-        return cls(packed & 3, packed >> 2, int.from_bytes(raw[:_TIME_BYTES], "big"))
+        packed, _ = _readvarint(raw, _TIME_BYTES)
+        return cls(packed & 3, packed >> 2, int.from_bytes(raw[:_TIME_BYTES], "big") * 10)
 
 
 @dataclass(frozen=True)
@@ -474,7 +476,7 @@ class RedisSuppressionView:
         """Count and checksum every entry, scanning bucket by bucket; plus the offsets."""
         senders: dict[Any, Any] = await self._redis.hgetall(self._senders_key)
         by_code = {
-            _varint(int(code)): bytes(sender)
+            varint(int(code)): bytes(sender)
             for sender, code in senders.items()
             if sender.decode() != _NEXT_CODE
         }
@@ -532,7 +534,8 @@ class InMemorySuppressionView:
         return dict(self.offsets)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Protobuf-style varint of a non-negative integer."""
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
@@ -541,7 +544,7 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
+def _readvarint(raw: bytes, at: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         b = raw[at]

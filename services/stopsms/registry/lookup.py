@@ -366,11 +366,11 @@ class SingleLookups:
     """``Check``'s lookups: the filter first, then Redis, with concurrent calls coalesced.
 
     Under load, many ``Check`` calls wait for Redis at once; rather than one round trip each
-    (whose client-side cost is most of a call's), the calls that arrive while two round trips
-    are in flight share the next one.
+    (whose client-side cost is most of a call's), the calls that arrive while a round trip is in
+    flight share the next one.
     """
 
-    MAX_IN_FLIGHT = 2
+    MAX_IN_FLIGHT = 1
 
     def __init__(self, view: RedisSuppressionView, subject_filter: SubjectFilter | None) -> None:
         self._view = view

@@ -55,6 +55,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self._pseudonymiser = pseudonymiser
         self._auth = auth
         self._batch = batch
+        self._as_of_cache: tuple[tuple[tuple[int, int], ...], bytes] | None = None
 
     async def _authorised_sender(
         self, context: grpc.aio.ServicerContext, party: Party, sender_id: str, method: str
@@ -71,7 +72,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def Check(  # noqa: N802 - gRPC method name
         self, request: registry_pb2.CheckRequest, context: grpc.aio.ServicerContext
-    ) -> registry_pb2.CheckResponse:
+    ) -> bytes:
         """Answer for one number and one sender (empty sender: the global scope only)."""
         method = "/stopsms.v1.RegistryService/Check"
         party = await self._auth.caller(context, method)
@@ -92,11 +93,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             self._auth.permitted(party, method, [subject])
             entries, offsets = await self._view.lookup([subject], sender_id)
         verdict = combine(*entries[0])
-        response = registry_pb2.CheckResponse(as_of=_as_of(offsets))
+        response = registry_pb2.CheckResponse()
         _fill(response, verdict)
         if verdict.record is not None:
             response.version = verdict.record.version
-        return response
+        # The offsets change far less often than calls arrive: their serialised form is kept,
+        # and appended to the rest (concatenated protobuf messages merge).
+        return response.SerializeToString() + self._as_of_bytes(offsets)
+
+    def _as_of_bytes(self, offsets: dict[int, int]) -> bytes:
+        key = tuple(sorted(offsets.items()))
+        cached = self._as_of_cache
+        if cached is None or cached[0] != key:
+            as_of = registry_pb2.CheckResponse(as_of=_as_of(offsets)).SerializeToString()
+            self._as_of_cache = cached = (key, as_of)
+        return cached[1]
 
     async def CheckBatch(  # noqa: N802 - gRPC method name
         self,
