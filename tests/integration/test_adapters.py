@@ -22,6 +22,7 @@ from stopsms.core.view import (
     RedisSuppressionView,
     ScopeEntry,
     ViewLayout,
+    ViewLost,
     ViewUpdate,
 )
 
@@ -103,6 +104,10 @@ async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(
 ) -> None:
     view = RedisSuppressionView(aioredis.from_url(infra.redis.url), namespace)
     try:
+        with pytest.raises(ViewLost):  # never built: nothing is written into it
+            await view.apply([ViewUpdate(AA, "", ScopeEntry(1, 1, 100))], {4: 1})
+        assert await view.applied_offsets() == {}
+        await view.write_meta()  # what a rebuild does first
         await view.apply(
             [
                 ViewUpdate(AA, "JUMIA", ScopeEntry(1, 2, 100)),
@@ -134,6 +139,7 @@ async def test_the_view_packs_entries_into_listpack_buckets_and_counts_them(
     client = aioredis.from_url(infra.redis.url)
     view = RedisSuppressionView(client, namespace, ViewLayout(bucket_bits=4))
     try:
+        await view.write_meta()
         updates = [
             ViewUpdate(subject(n), "" if n % 3 == 0 else f"S{n % 200}", ScopeEntry(1, n, 1000 * n))
             for n in range(3000)

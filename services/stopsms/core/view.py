@@ -71,13 +71,16 @@ local function version_of(value)
 end
 """
 
-# KEYS: bucket prefix, senders, offsets. ARGV[1]: the updates packed into one string (see
+# KEYS: bucket prefix, senders, offsets, meta. ARGV[1]: the updates packed into one string (see
 # pack_update: one buffer instead of five arguments per entry, which is what makes a rebuild
 # fast), then partition/offset pairs.
 _APPLY_SCRIPT = (
     _LUA_HELPERS
     + """
-local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
+local prefix, senders, offsets, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta) == 0 then
+  return -1  -- the view was flushed or never built: writing into it would hide the loss
+end
 local codes = {}
 local function code_of(sender)
   if sender == '' then return '' end
@@ -195,6 +198,10 @@ for i = 1, #packed, 12 do
 end
 return out
 """
+
+
+class ViewLost(RuntimeError):
+    """The view was flushed (or never built): it must be rebuilt from offset 0."""
 
 
 class SubjectFormatError(ValueError):
@@ -371,11 +378,16 @@ class RedisSuppressionView:
         await self.apply_packed(packed, offsets)
 
     async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
-        """Apply entries already packed with :func:`pack_update`, and the offsets after them."""
+        """Apply entries already packed with :func:`pack_update`, and the offsets after them.
+
+        Raises :class:`ViewLost` when the view's layout record is gone (a flush, an empty
+        replica): the entries before these would be missing, so nothing is written.
+        """
         args: list[bytes | int] = [packed]
         for partition, offset in offsets.items():
             args += [partition, offset]
-        await self._apply(keys=self._keys, args=args)
+        if await self._apply(keys=[*self._keys, self._meta_key], args=args) == -1:
+            raise ViewLost("the view has no layout record: it was flushed or never built")
 
     async def lookup(
         self, subjects: Sequence[str], sender_id: str

@@ -33,6 +33,7 @@ from stopsms.core.view import (
     RedisSuppressionView,
     SubjectFormatError,
     ViewLayout,
+    ViewLost,
     varint,
 )
 from stopsms.registry.lookup import SubjectFilter
@@ -272,9 +273,9 @@ class ViewMaterialiser(mode.Service):
                     self._expected.add(batch)
                 # Redis applies one batch while this process decodes the next; batches are
                 # still applied one after the other, so the stored offsets only move forward.
-                await self._settle()
-                self._applying = asyncio.create_task(self._apply(batch))
-                self.progress.entries_read += len(batch)
+                if await self._settle():
+                    self._applying = asyncio.create_task(self._apply(batch))
+                    self.progress.entries_read += len(batch)
             else:
                 await self._settle()
             if (
@@ -294,6 +295,8 @@ class ViewMaterialiser(mode.Service):
             try:
                 await self.view.apply_packed(packed, batch.offsets)
                 break
+            except ViewLost:
+                raise
             except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
                 log.exception("applying %d changes failed; retrying", len(batch))
                 await asyncio.sleep(1.0)
@@ -304,17 +307,26 @@ class ViewMaterialiser(mode.Service):
             self._applied[p] = max(self._applied.get(p, 0), o)
         self.progress.applied_records = sum(self._applied.values())
 
-    async def _settle(self) -> None:
-        """Wait for the batch being applied, if any."""
+    async def _settle(self) -> bool:
+        """Wait for the batch being applied, if any.
+
+        False when the view was lost and a new phase has begun: anything read before is stale.
+        """
         if self._applying is not None:
-            await self._applying
-            self._applying = None
+            applying, self._applying = self._applying, None
+            try:
+                await applying
+            except ViewLost:
+                await self._view_went_back("the view was flushed")
+                return False
+        return True
 
     def _reached_targets(self) -> bool:
         return all(self._applied.get(p, 0) >= end for p, end in self._targets.items())
 
     async def _finish_phase(self) -> None:
-        await self._settle()
+        if not await self._settle():
+            return
         if self._expected is not None:
             verify_started = time.monotonic()
             expected = self._expected.census()
@@ -352,17 +364,22 @@ class ViewMaterialiser(mode.Service):
 
     async def _check_not_behind(self) -> None:
         try:
+            meta = await self.view.meta()
             stored = await self.view.applied_offsets()
         except Exception:  # noqa: BLE001 - Redis away: the next apply retries and logs
             return
-        behind = {p: o for p, o in self._applied.items() if o > stored.get(p, 0)}
-        if not behind:
+        if not meta:
+            await self._view_went_back("the view was flushed")
             return
-        log.warning(
-            "the view is behind what this registry applied (%d partitions; flushed or failed "
-            "over): catching up from its stored offsets",
-            len(behind),
-        )
+        behind = {p: o for p, o in self._applied.items() if o > stored.get(p, 0)}
+        if behind:
+            await self._view_went_back(
+                f"the view is behind what this registry applied ({len(behind)} partitions; "
+                "a failover lost writes)"
+            )
+
+    async def _view_went_back(self, why: str) -> None:
+        log.warning("%s: NOT_SERVING until it has caught up from its stored offsets", why)
         if self.on_behind is not None:
             await self.on_behind()
         await self._begin_phase()
