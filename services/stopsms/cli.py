@@ -301,7 +301,7 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
     from stopsms.core.topics import Topics
     from stopsms.core.view import RedisSuppressionView, ViewLayout
     from stopsms.registry.materialiser import Progress as RebuildProgress
-    from stopsms.registry.materialiser import rebuild_view
+    from stopsms.registry.rebuild import ViewVerificationError, rebuild_in_parallel
 
     console = Console(stderr=True)
     ends = _endpoints()
@@ -332,17 +332,33 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
                 )
 
             try:
-                return await rebuild_view(
-                    ends["kafka"], Topics(settings.topic_namespace).suppressions, view, show
+                return await rebuild_in_parallel(
+                    ends["kafka"],
+                    Topics(settings.topic_namespace).suppressions,
+                    view,
+                    ends["redis"],
+                    settings.topic_namespace,
+                    args.workers or settings.rebuild_workers,
+                    show,
                 )
             finally:
                 await view.close()
 
-    progress = asyncio.run(run())
+    try:
+        progress = asyncio.run(run())
+    except ViewVerificationError as exc:
+        console.print(f"stopsms registry rebuild: the view does not match the topic: {exc}")
+        return 1
     seconds = progress.seconds
+    rate = progress.entries_read / max(seconds, 1e-9)
+    how = (
+        f"view rebuilt and verified: {progress.verified}"
+        if progress.verified
+        else "view rebuilt; another registry wrote it meanwhile, so it verifies it"
+    )
     console.print(
-        f"view rebuilt and verified: {progress.verified}; {progress.entries_read:,} records "
-        f"in {seconds:.1f} s ({progress.entries_read / max(seconds, 1e-9):,.0f} entries/s)"
+        f"{how}; {progress.entries_read:,} records in {seconds:.1f} s ({rate:,.0f} entries/s, "
+        f"verification {progress.verify_seconds:.1f} s)"
     )
     return 0
 
@@ -403,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     registry_sub = registry.add_subparsers(dest="registry_command", required=True)
     rebuild = registry_sub.add_parser(
         "rebuild", help="rebuild the Redis view from stopsms.suppressions.v1, then verify it"
+    )
+    rebuild.add_argument(
+        "--workers", type=int, help="processes (default STOPSMS_REBUILD_WORKERS, 2)"
     )
     rebuild.set_defaults(func=cmd_registry_rebuild)
     return parser

@@ -258,9 +258,11 @@ class TopicReader:
         start_offsets: dict[int, int] | None = None,
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
+        only_partitions: Sequence[int] | None = None,
     ) -> None:
         self.topic = topic
         self._start_offsets = start_offsets or {}
+        self._only = set(only_partitions) if only_partitions is not None else None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
@@ -291,6 +293,8 @@ class TopicReader:
         if not ids:
             await self._consumer.stop()
             raise RuntimeError(f"topic {self.topic} does not exist")
+        if self._only is not None:
+            ids &= self._only
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
         self._consumer.assign(self.partitions)
         for tp in self.partitions:

@@ -170,6 +170,8 @@ class RegistrySettings(Settings):
     view_bucket_bits: int = _env("VIEW_BUCKET_BITS", 14, int)
     #: Processes that hash CheckBatch numbers beside the serving one (0: hash in-process).
     hash_workers: int = _env("HASH_WORKERS", 1, int)
+    #: Processes that rebuild an empty view from the topic, each taking some partitions.
+    rebuild_workers: int = _env("REBUILD_WORKERS", 2, int)
     #: Size of the in-process filter of subjects with a record (bits; 0 turns it off). The
     #: default, 64 MiB, keeps false "maybe"s under 1 % up to 50 million subjects.
     subject_filter_bits: int = _env("SUBJECT_FILTER_BITS", 1 << 29, int)
@@ -179,6 +181,8 @@ class RegistrySettings(Settings):
         super().validate()
         if not 1 <= self.view_bucket_bits <= 16:
             raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 16")
+        if not 1 <= self.rebuild_workers <= 64:
+            raise SettingsError("STOPSMS_REBUILD_WORKERS must be between 1 and 64")
         if not 0 <= self.hash_workers <= 64:
             raise SettingsError("STOPSMS_HASH_WORKERS must be between 0 and 64")
         if self.subject_filter_bits and (

@@ -74,6 +74,9 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         on_caught_up=view_ready,
         on_behind=view_behind,
         subject_filter=subject_filter,
+        rebuild_workers=settings.rebuild_workers,
+        redis_url=settings.redis_url,
+        namespace=settings.topic_namespace,
     )
     return stream_worker(
         app,

@@ -164,10 +164,6 @@ class Progress:
         return time.monotonic() - self.started
 
 
-class ViewVerificationError(RuntimeError):
-    """After a rebuild the view does not hold what was read from the topic."""
-
-
 class ViewMaterialiser(mode.Service):
     """Reads every partition of the suppressions topic and applies it to the view."""
 
@@ -181,6 +177,9 @@ class ViewMaterialiser(mode.Service):
         *,
         rebuild: bool = False,
         subject_filter: SubjectFilter | None = None,
+        rebuild_workers: int = 1,
+        redis_url: str = "",
+        namespace: str = "",
         **kwargs: object,
     ) -> None:
         self.bootstrap = bootstrap
@@ -190,6 +189,10 @@ class ViewMaterialiser(mode.Service):
         self.on_behind = on_behind
         self._force_rebuild = rebuild
         self.subject_filter = subject_filter
+        #: Processes a rebuild from offset 0 uses (see :mod:`stopsms.registry.rebuild`).
+        self.rebuild_workers = rebuild_workers if redis_url else 1
+        self._redis_url = redis_url
+        self._namespace = namespace
         self._targets: dict[int, int] = {}
         self._applied: dict[int, int] = {}
         self._expected: ExpectedView | None = None
@@ -227,6 +230,9 @@ class ViewMaterialiser(mode.Service):
             await self.view.clear()
             offsets = {}
         rebuilding = not offsets
+        if rebuilding and self.rebuild_workers > 1:
+            offsets = await self._rebuild_in_parallel()
+            rebuilding = False  # verified already: what is left is an ordinary catch-up
         if rebuilding:
             await self.view.write_meta()
             self._expected = ExpectedView()
@@ -260,6 +266,44 @@ class ViewMaterialiser(mode.Service):
             self.progress.applied_records,
             self.progress.target_records,
         )
+
+    async def _rebuild_in_parallel(self) -> dict[int, int]:
+        """Rebuild from offset 0 on several cores until verified; the offsets reached."""
+        from stopsms.registry.rebuild import ViewVerificationError, rebuild_in_parallel
+
+        failures = 0
+        while True:
+            try:
+                progress = await rebuild_in_parallel(
+                    self.bootstrap,
+                    self.topic,
+                    self.view,
+                    self._redis_url,
+                    self._namespace,
+                    self.rebuild_workers,
+                )
+                break
+            except ViewVerificationError as exc:
+                failures += 1
+                log.error("view verification failed (%s); rebuilding again", exc)
+                await asyncio.sleep(min(30.0, 2.0**failures))
+        seconds = progress.seconds
+        log.info(
+            "view rebuilt and verified: %s, %d records in %.1f s by %d processes "
+            "(%.0f entries/s, verification %.1f s)",
+            progress.verified,
+            progress.entries_read,
+            seconds,
+            self.rebuild_workers,
+            progress.entries_read / max(seconds, 1e-9),
+            progress.verify_seconds,
+        )
+        self.progress = progress
+        if self.subject_filter is not None:
+            located, covered = await self.view.located_subjects()
+            self.subject_filter.add(located)
+            self.subject_filter.covered(covered)
+        return await self.view.applied_offsets()
 
     @mode.Service.task
     async def _apply_forever(self) -> None:
@@ -383,34 +427,3 @@ class ViewMaterialiser(mode.Service):
         if self.on_behind is not None:
             await self.on_behind()
         await self._begin_phase()
-
-
-async def rebuild_view(
-    bootstrap: str,
-    topic: str,
-    view: RedisSuppressionView,
-    on_progress: Callable[[Progress], None] | None = None,
-    interval_s: float = 0.2,
-) -> Progress:
-    """Clear the view, rebuild it from offset 0 to the end and verify it.
-
-    What ``stopsms registry rebuild`` runs. Registries running beside it notice that the view
-    went back and rejoin the rebuild; version-checked writes make that safe.
-    """
-    materialiser = ViewMaterialiser(bootstrap, topic, view, rebuild=True)
-    await materialiser.start()
-    try:
-        while not materialiser.caught_up.is_set():
-            if materialiser.crashed:
-                raise RuntimeError("the rebuild stopped: see the log")
-            if on_progress is not None:
-                on_progress(materialiser.progress)
-            try:
-                await asyncio.wait_for(materialiser.caught_up.wait(), interval_s)
-            except TimeoutError:
-                pass
-        if on_progress is not None:
-            on_progress(materialiser.progress)
-        return materialiser.progress
-    finally:
-        await materialiser.stop()

@@ -1,0 +1,159 @@
+"""Rebuilding the view from offset 0 on every core, then verifying it.
+
+Decoding millions of records is Python work, so a rebuild splits the partitions of
+``stopsms.suppressions.v1`` among worker processes. That is exact because every record of one
+subject is in one partition (the topic is partitioned by subject): each worker keeps the latest
+entry of its own subjects and computes their census, and since the checksum is a sum, the
+workers' censuses add up to what the whole view must hold. Writes are version-checked, so a
+registry that rebuilds beside this one cannot make the view wrong, only the check inconclusive.
+
+Used by ``stopsms registry rebuild`` and by the registry itself when it finds its view empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from stopsms.core.kafka import TopicReader
+from stopsms.core.view import Census, RedisSuppressionView, ViewLayout
+from stopsms.registry.materialiser import READ_BATCH, ExpectedView, Progress, decode_changes
+
+log = logging.getLogger(__name__)
+
+
+class ViewVerificationError(RuntimeError):
+    """After a rebuild the view does not hold what was read from the topic."""
+
+
+@dataclass(frozen=True)
+class _Share:
+    bootstrap: str
+    topic: str
+    redis_url: str
+    namespace: str
+    bucket_bits: int
+    targets: dict[int, int]
+
+
+@dataclass(frozen=True)
+class _ShareResult:
+    records: int
+    census: Census
+    applied: dict[int, int]
+
+
+def _rebuild_share(share: _Share) -> _ShareResult:
+    """Worker process: apply the share's partitions from offset 0 to their targets."""
+    return asyncio.run(_apply_share(share))
+
+
+async def _apply_share(share: _Share) -> _ShareResult:
+    layout = ViewLayout(share.bucket_bits)
+    view = RedisSuppressionView.from_url(share.redis_url, share.namespace, layout)
+    reader = TopicReader(
+        share.bootstrap,
+        share.topic,
+        start_offsets={p: 0 for p in share.targets},
+        max_records=READ_BATCH,
+        only_partitions=list(share.targets),
+    )
+    expected = ExpectedView()
+    applied = {p: 0 for p in share.targets}
+    records = 0
+    await reader.start()
+    try:
+        applying: asyncio.Task[None] | None = None
+        while any(applied[p] < end for p, end in share.targets.items()):
+            batch = decode_changes(await reader.read_plain(timeout_ms=200), layout)
+            if not batch.offsets:
+                continue
+            expected.add(batch)
+            if applying is not None:
+                await applying  # one batch in Redis while the next is decoded
+            applying = asyncio.create_task(view.apply_packed(batch.packed(), batch.offsets))
+            records += len(batch)
+            for p, o in batch.offsets.items():
+                applied[p] = max(applied[p], o)
+        if applying is not None:
+            await applying
+    finally:
+        await reader.stop()
+        await view.close()
+    return _ShareResult(records, expected.census(), applied)
+
+
+async def rebuild_in_parallel(
+    bootstrap: str,
+    topic: str,
+    view: RedisSuppressionView,
+    redis_url: str,
+    namespace: str,
+    workers: int = 2,
+    on_progress: Callable[[Progress], None] | None = None,
+    interval_s: float = 0.2,
+) -> Progress:
+    """Clear the view, rebuild it from offset 0 to the current end, and verify it."""
+    reader = TopicReader(bootstrap, topic)
+    await reader.start()
+    try:
+        targets = await reader.end_offsets()
+    finally:
+        await reader.stop()
+    progress = Progress(
+        rebuilding=True, started=time.monotonic(), target_records=sum(targets.values())
+    )
+    await view.clear()
+    await view.write_meta()
+    partitions = sorted(targets)
+    workers = max(1, min(workers, len(partitions)))
+    shares = [
+        _Share(
+            bootstrap,
+            topic,
+            redis_url,
+            namespace,
+            view.layout.bucket_bits,
+            {p: targets[p] for p in partitions[i::workers]},
+        )
+        for i in range(workers)
+    ]
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [loop.run_in_executor(pool, _rebuild_share, share) for share in shares]
+        done = asyncio.gather(*futures)
+        while not done.done():
+            progress.applied_records = sum((await view.applied_offsets()).values())
+            if on_progress is not None:
+                on_progress(progress)
+            await asyncio.wait([done], timeout=interval_s)
+        results: list[_ShareResult] = done.result()
+    progress.entries_read = sum(r.records for r in results)
+    applied = {p: o for r in results for p, o in r.applied.items()}
+    progress.applied_records = sum(applied.values())
+    verify_started = time.monotonic()
+    expected = Census(
+        sum(r.census.count for r in results),
+        sum(r.census.checksum for r in results) & 0xFFFFFFFFFFFFFFFF,
+    )
+    actual, stored = await view.census()
+    progress.verify_seconds = time.monotonic() - verify_started
+    if actual == expected:
+        progress.verified = actual
+    elif stored != applied:
+        log.warning(
+            "another registry wrote the view during this rebuild (read %s, the view holds %s): "
+            "not verifiable here; that registry verifies its own rebuild",
+            expected,
+            actual,
+        )
+    else:
+        raise ViewVerificationError(f"read {expected}, the view holds {actual}")
+    if on_progress is not None:
+        on_progress(progress)
+    return progress
