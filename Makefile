@@ -32,10 +32,11 @@ lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
 	$(PYTHON) -m ruff format --check services tests bench examples
 	$(PYTHON) -m mypy
 
-bench:  ## Propagation, audit overhead, intake throughput (each against a raw baseline); writes bench/results.json.
+bench:  ## Propagation, audit overhead, intake, registry (each against a raw baseline); writes bench/results.json.
 	$(PYTHON) -m bench.propagation
 	$(PYTHON) -m bench.audit
 	$(PYTHON) -m bench.intake
+	$(PYTHON) -m bench.registry
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.core.infra fetch
