@@ -145,7 +145,7 @@ async def test_scrub_splits_a_campaign_and_rebuild_runs_on_demand(
     campaign = tmp_path / "campaign.csv"
     lines = ["msisdn,name"] + [f"06{n:08d},client {n}" for n in range(400)]
     lines += ["0522123456,a landline", "", "garbage,who"]
-    campaign.write_text("\n".join(lines) + "\n")
+    campaign.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe not text\n")
     env = {
         **service_env,
         "STOPSMS_REGISTRY_GRPC_ADDRESS": address,
@@ -169,8 +169,10 @@ async def test_scrub_splits_a_campaign_and_rebuild_runs_on_demand(
         assert clean[0] == "msisdn,name" and len(clean) == 1 + 300
         assert suppressed[0] == "msisdn,name,matched_scope,since" and len(suppressed) == 1 + 100
         assert {line.split(",")[2] for line in suppressed[1:]} == {"sender", "global"}
-        assert [line.split(",")[0] for line in rejects[1:]] == ["402", "404"]
-        assert "mobile" in rejects[1] and "prefix" in rejects[2]
+        reasons = {line.split(",")[0]: line for line in rejects[1:]}
+        assert sorted(reasons) == ["402", "404", "405"]
+        assert "mobile" in reasons["402"] and "prefix" in reasons["404"]
+        assert "UTF-8" in reasons["405"]
 
         rebuild = await asyncio.create_subprocess_exec(
             "stopsms", "registry", "rebuild",

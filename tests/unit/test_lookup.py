@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import numpy as np
@@ -16,6 +17,7 @@ from stopsms.registry.lookup import (
     BatchChecker,
     HashPool,
     NumberHasher,
+    SingleLookups,
     SubjectFilter,
     e164_or_none,
     locate_digests,
@@ -131,3 +133,36 @@ async def test_a_chunk_is_answered_in_order_with_invalid_numbers_in_place(
     assert answer.subjects == [f"pk1:{digests[i : i + 16].hex()}" for i in range(0, 48, 16)]
     assert view.asked == (1 if with_filter else 3)
     assert np.array_equal(located, locate_digests(digests, view.layout))
+
+
+class SlowView(FakeView):
+    """A view whose round trips take a moment, counting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.round_trips = 0
+
+    async def lookup_packed(self, located: bytes, sender_id: str):  # type: ignore[no-untyped-def]
+        self.round_trips += 1
+        await asyncio.sleep(0.01)
+        return await super().lookup_packed(located, sender_id)
+
+
+async def test_concurrent_checks_share_round_trips_and_the_filter_spares_most() -> None:
+    view = SlowView()
+    digests, _ = NumberHasher(KEY.secret).hash_chunk([f"06{n:08d}" for n in range(200)])
+    located = locate_digests(digests, view.layout)
+    held = located[:10]
+    for row in held:
+        view.values[row.tobytes()] = (None, ScopeEntry(1, 2, 5_000).pack())
+    subject_filter = SubjectFilter(1 << 16)
+    subject_filter.add(held.tobytes())
+    subject_filter.covered({0: 10, 1: 7})
+    subject_filter.ready = True
+    lookups = SingleLookups(view, subject_filter)  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(lookups.lookup(row.tobytes(), "JUMIA") for row in located))
+    assert all(a.global_ == ScopeEntry(1, 2, 5_000) for a in answers[:10])
+    assert all(a.global_ is None and a.sender is None for a in answers[10:])
+    assert answers[0].as_of == {0: 10, 1: 7} and answers[50].as_of == {0: 10, 1: 7}
+    # 10 numbers (plus the filter's rare "maybe"s) go to Redis, in a couple of round trips
+    assert view.asked < 20 and view.round_trips <= 3
