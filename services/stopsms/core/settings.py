@@ -172,6 +172,8 @@ class RegistrySettings(Settings):
     hash_workers: int = _env("HASH_WORKERS", 1, int)
     #: Processes that rebuild an empty view from the topic, each taking some partitions.
     rebuild_workers: int = _env("REBUILD_WORKERS", 2, int)
+    #: A smaller topic is rebuilt in the registry's own process (workers take a while to start).
+    parallel_rebuild_from: int = _env("PARALLEL_REBUILD_FROM", 50_000, int)
     #: Size of the in-process filter of subjects with a record (bits; 0 turns it off). The
     #: default, 64 MiB, keeps false "maybe"s under 1 % up to 50 million subjects.
     subject_filter_bits: int = _env("SUBJECT_FILTER_BITS", 1 << 29, int)

@@ -75,6 +75,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         on_behind=view_behind,
         subject_filter=subject_filter,
         rebuild_workers=settings.rebuild_workers,
+        parallel_rebuild_from=settings.parallel_rebuild_from,
         redis_url=settings.redis_url,
         namespace=settings.topic_namespace,
     )

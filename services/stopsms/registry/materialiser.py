@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Records read per poll: large polls keep a rebuild fast, and a steady state takes what comes.
 READ_BATCH = 10_000
+#: Below this many records a rebuild stays in this process: starting workers would cost more.
+PARALLEL_REBUILD_FROM = 50_000
 #: How often the stored offsets are compared with this process's own (a flush is seen this fast).
 CHECK_INTERVAL_S = 1.0
 
@@ -178,6 +180,7 @@ class ViewMaterialiser(mode.Service):
         rebuild: bool = False,
         subject_filter: SubjectFilter | None = None,
         rebuild_workers: int = 1,
+        parallel_rebuild_from: int = PARALLEL_REBUILD_FROM,
         redis_url: str = "",
         namespace: str = "",
         **kwargs: object,
@@ -191,6 +194,7 @@ class ViewMaterialiser(mode.Service):
         self.subject_filter = subject_filter
         #: Processes a rebuild from offset 0 uses (see :mod:`stopsms.registry.rebuild`).
         self.rebuild_workers = rebuild_workers if redis_url else 1
+        self.parallel_rebuild_from = parallel_rebuild_from
         self._redis_url = redis_url
         self._namespace = namespace
         self._targets: dict[int, int] = {}
@@ -230,7 +234,11 @@ class ViewMaterialiser(mode.Service):
             await self.view.clear()
             offsets = {}
         rebuilding = not offsets
-        if rebuilding and self.rebuild_workers > 1:
+        if (
+            rebuilding
+            and self.rebuild_workers > 1
+            and await self._records_in_topic() >= self.parallel_rebuild_from
+        ):
             offsets = await self._rebuild_in_parallel()
             rebuilding = False  # verified already: what is left is an ordinary catch-up
         if rebuilding:
@@ -266,6 +274,14 @@ class ViewMaterialiser(mode.Service):
             self.progress.applied_records,
             self.progress.target_records,
         )
+
+    async def _records_in_topic(self) -> int:
+        reader = TopicReader(self.bootstrap, self.topic)
+        await reader.start()
+        try:
+            return sum((await reader.end_offsets()).values())
+        finally:
+            await reader.stop()
 
     async def _rebuild_in_parallel(self) -> dict[int, int]:
         """Rebuild from offset 0 on several cores until verified; the offsets reached."""
