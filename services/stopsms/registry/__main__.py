@@ -61,6 +61,10 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         ready_later=[SERVICE_NAME],
     )
 
+    async def after_stop() -> None:
+        await auth.audit.flush()
+        hashing.close()
+
     async def view_ready() -> None:
         await endpoint.mark_serving(SERVICE_NAME)
 
@@ -84,7 +88,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         [
             audit_publisher,
             materialiser,
-            HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
+            HostedEndpoint(endpoint, settings.grace_seconds, after_stop),
         ],
         settings,
     )
