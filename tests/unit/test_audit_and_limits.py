@@ -2,7 +2,7 @@
 
 import asyncio
 
-from stopsms.core.identity import AuditTrail
+from stopsms.core.identity import SUBJECTS_PER_ENTRY, AuditTrail
 from stopsms.core.kafka import InMemoryPublisher
 from stopsms.core.ratelimit import RateLimiter
 from stopsms.v1 import events_pb2
@@ -25,6 +25,21 @@ async def test_permitted_calls_are_gathered_and_refusals_kept_apart() -> None:
     assert len(permitted) == 1 and len(permitted[0].subjects) == 500
     assert permitted[0].detail == "500 permitted calls"
     assert len(denied) == 1 and denied[0].detail == "KITEA"
+
+
+async def test_a_scrubs_subjects_are_split_into_entries_kafka_accepts() -> None:
+    publisher = InMemoryPublisher()
+    trail = AuditTrail(publisher, "stopsms.audit.v1", flush_seconds=10)
+    for chunk in range(3):
+        subjects = [f"pk1:{chunk:02x}{i:030x}" for i in range(10_000)]
+        trail.record_permitted("iam", events_pb2.PARTY_KIND_OPERATOR, "/CheckBatch", subjects)
+    await trail.flush()
+    records = publisher.records["stopsms.audit.v1"]
+    entries = [events_pb2.AuditEntry.FromString(v) for _, v, _ in records]
+    assert [len(e.subjects) for e in entries] == [SUBJECTS_PER_ENTRY] * 3
+    assert entries[2].detail == "3 permitted calls (part 3 of 3)"
+    assert max(len(v) for _, v, _ in records) < 1_000_000
+    assert len({s for e in entries for s in e.subjects}) == 30_000
 
 
 async def test_a_full_audit_buffer_drops_and_counts_instead_of_growing() -> None:

@@ -25,6 +25,10 @@ PARTY_HEADER = "x-stopsms-party"
 log = logging.getLogger(__name__)
 
 
+#: Subjects listed in one audit entry (about 40 bytes each: ~400 KB per record).
+SUBJECTS_PER_ENTRY = 10_000
+
+
 class AuditTrail:
     """Publishes audit entries to ``stopsms.audit.v1`` in batches, off the hot path.
 
@@ -109,16 +113,21 @@ class AuditTrail:
         permitted, self._permitted = self._permitted, {}
         self._buffered = 0
         for (party_id, party_kind, method), (calls, subjects) in permitted.items():
-            entry = events_pb2.AuditEntry(
-                party_id=party_id,
-                party_kind=party_kind,
-                method=method,
-                subjects=subjects,
-                decision=events_pb2.AUDIT_DECISION_PERMITTED,
-                detail=f"{calls} permitted calls",
-            )
-            entry.time.GetCurrentTime()
-            entries.append(entry)
+            # A scrub lists hundreds of thousands of subjects a second: one entry per piece
+            # keeps each record well under Kafka's message size limit (1 MiB by default).
+            pieces = range(0, max(len(subjects), 1), SUBJECTS_PER_ENTRY)
+            for part, start in enumerate(pieces, start=1):
+                entry = events_pb2.AuditEntry(
+                    party_id=party_id,
+                    party_kind=party_kind,
+                    method=method,
+                    subjects=subjects[start : start + SUBJECTS_PER_ENTRY],
+                    decision=events_pb2.AUDIT_DECISION_PERMITTED,
+                    detail=f"{calls} permitted calls"
+                    + (f" (part {part} of {len(pieces)})" if len(pieces) > 1 else ""),
+                )
+                entry.time.GetCurrentTime()
+                entries.append(entry)
         if not entries or self._publisher is None:
             return
         results = await asyncio.gather(
