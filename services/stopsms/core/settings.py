@@ -201,6 +201,13 @@ class NotifierSettings(Settings):
 
     receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.25, float)
     heartbeat_seconds: float = _env("HEARTBEAT_SECONDS", 5.0, float)
+    #: Webhook retries wait a random time up to base × 2^attempt, at most the cap.
+    webhook_retry_base_seconds: float = _env("WEBHOOK_RETRY_BASE_SECONDS", 0.5, float)
+    webhook_retry_cap_seconds: float = _env("WEBHOOK_RETRY_CAP_SECONDS", 60.0, float)
+    #: Consecutive failures after which a receiver is marked degraded (and alerted on).
+    webhook_degraded_after: int = _env("WEBHOOK_DEGRADED_AFTER", 5, int)
+    #: Where Prometheus scrapes the notifier's metrics (host:port; empty: not served).
+    notifier_metrics_address: str = _env("NOTIFIER_METRICS_ADDRESS", "")
 
 
 @contextmanager

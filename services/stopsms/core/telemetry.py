@@ -16,3 +16,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def serve_metrics(address: str) -> int:
+    """Serve the process's Prometheus metrics on ``host:port`` (a thread); the port bound."""
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    server, _ = start_http_server(int(port), addr=host or "0.0.0.0")
+    return int(server.server_port)

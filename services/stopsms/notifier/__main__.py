@@ -10,10 +10,11 @@ from stopsms.core.parties import PartiesDirectory
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start
 from stopsms.core.streams import run_worker, stream_worker
-from stopsms.core.telemetry import configure_logging
+from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
+from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
 
 
@@ -31,12 +32,13 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         insecure=settings.insecure_identity,
         audit=AuditTrail(audit_publisher, topics.audit),
     )
+    pseudonymiser = settings.pseudonymiser()
     servicer = NotifierServicer(
         settings,
         auth=auth,
         offsets=offsets,
         propagation=propagation,
-        pseudonymiser=settings.pseudonymiser(),
+        pseudonymiser=pseudonymiser,
     )
     endpoint = GrpcEndpoint(
         settings.notifier_grpc_address,
@@ -56,6 +58,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
             offsets,
             propagation,
             ReceiptPoller(app, settings, directory, offsets, recent),
+            WebhookSender(app, settings, directory, offsets, pseudonymiser),
             HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
         ],
         settings,
@@ -68,6 +71,8 @@ def main() -> None:
         settings = NotifierSettings.from_env()
         configure_logging("notifier", settings.log_level)
         worker = create_worker(settings)
+        if settings.notifier_metrics_address:
+            serve_metrics(settings.notifier_metrics_address)
     run_worker(worker)
 
 

@@ -22,6 +22,7 @@ from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
 from stopsms.notifier.cursor import InvalidCursor, decode_cursor, encode_cursor
+from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 SERVICE_NAME = "stopsms.v1.NotifierService"
@@ -132,18 +133,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await reader.stop()
 
     def _to_change(self, change: events_pb2.SuppressionChanged) -> notifier_pb2.Change:
-        out = notifier_pb2.Change(
-            event_id=change.event_id,
-            msisdn=self._pseudonymiser.unseal(change.sealed_msisdn),
-            sender_id=change.sender_id,
-            state=change.state,
-            action=change.action,
-            version=change.version,
-            changed=change.changed,
-            subject=change.subject,
-        )
-        out.action_time.CopyFrom(change.action_time)
-        return out
+        return to_change(change, self._pseudonymiser)
 
     async def Acknowledge(  # noqa: N802 - gRPC method name
         self, request: notifier_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,152 @@
+"""Webhooks against a real broker: signed batches, retries with backoff, receipts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+
+from stopsms.core.infra import free_port
+from stopsms.core.kafka import GroupOffsets, KafkaPublisher
+from stopsms.core.settings import Settings
+from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.notifier.webhooks import SIGNATURE_HEADER, SignatureError, sign, verify
+
+from ..conftest import E2E_PARTIES, running_service
+from .test_notifier import NAME, change
+
+pytestmark = pytest.mark.integration
+SECRET = b"oasis-webhook-secret-0123456789"
+
+
+class Receiver:
+    """A PSVA's webhook endpoint that fails its first ``failures`` requests."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.accepted: list[dict] = []  # type: ignore[type-arg]
+        self.bad_signatures = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            verify(SECRET, request.headers.get(SIGNATURE_HEADER, ""), body)
+        except SignatureError:
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            return web.Response(status=503)
+        self.accepted.append(json.loads(body))
+        return web.Response(status=204)
+
+
+async def test_a_receiver_that_fails_three_times_gets_every_entitled_change_once(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    receiver = Receiver(failures=3)
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+
+    (tmp_path / "oasis.secret").write_bytes(SECRET + b"\n")
+    directory = yaml.safe_load(E2E_PARTIES.read_text())
+    directory["parties"].append(
+        {
+            "id": "oasis-hooks",
+            "kind": "psva",
+            "name": "Oasis Hooks",
+            "senders": ["JUMIA"],
+            "webhook": {
+                "url": f"http://127.0.0.1:{hook_port}/hook",
+                "secret_file": str(tmp_path / "oasis.secret"),
+            },
+        }
+    )
+    parties = tmp_path / "parties.yaml"
+    parties.write_text(yaml.safe_dump(directory))
+    metrics_port = free_port()
+    env = {
+        **service_env,
+        "STOPSMS_PARTIES_FILE": str(parties),
+        "STOPSMS_NOTIFIER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+        "STOPSMS_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
+        "STOPSMS_WEBHOOK_DEGRADED_AFTER": "3",
+    }
+    changes = [
+        change(settings, "+212611111111", "e-jumia", "JUMIA"),
+        change(settings, "+212622222222", "e-kitea", "KITEA"),  # not Oasis's sender
+        change(settings, "+212633333333", "e-global", ""),
+    ]
+    address = f"127.0.0.1:{free_port()}"
+    try:
+        with running_service("notifier", env, address, tmp_path):
+            publisher = KafkaPublisher(settings.kafka_bootstrap)
+            await publisher.start()
+            for c in changes:
+                key = suppression_key(c.subject, c.sender_id).encode()
+                await publisher.publish(
+                    topics.suppressions,
+                    key,
+                    c.SerializeToString(),
+                    partition=partition_for_key(key, 12),
+                )
+            await publisher.stop()
+            async with asyncio.timeout(30):
+                while sum(len(b.get("changes", [])) for b in receiver.accepted) < 2:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # nothing more may arrive
+            metrics = await asyncio.to_thread(
+                lambda: (
+                    urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics")
+                    .read()
+                    .decode()
+                )
+            )
+            offsets = GroupOffsets(settings.kafka_bootstrap)
+            await offsets.start()
+            committed = await offsets.committed(
+                topics.psva_group("oasis-hooks"), topics.suppressions
+            )
+            await offsets.stop()
+    finally:
+        await runner.cleanup()
+
+    delivered = [c for batch in receiver.accepted for c in batch["changes"]]
+    assert sorted(NAME[c["eventId"]] for c in delivered) == ["e-global", "e-jumia"]
+    assert {c["msisdn"] for c in delivered} == {"+212611111111", "+212633333333"}
+    assert all(batch["partyId"] == "oasis-hooks" and batch["cursor"] for batch in receiver.accepted)
+    assert receiver.attempts == 3 + len(receiver.accepted) and receiver.bad_signatures == 0
+    assert 'stopsms_webhook_retries_total{party="oasis-hooks"} 3.0' in metrics
+    assert 'stopsms_webhook_changes_delivered_total{party="oasis-hooks"} 2.0' in metrics
+    assert 'stopsms_webhook_degraded{party="oasis-hooks"} 0.0' in metrics
+    assert sum(committed.values()) == 3  # the cursor moved past all three, receipts follow
+    log = (tmp_path / "notifier.log").read_text()
+    assert "marked degraded" in log and "is back" in log
+
+
+def test_signatures_are_checked_as_a_receiver_must() -> None:
+    body = b'{"changes":[]}'
+    header = sign(SECRET, body, 1_800_000_000)
+    assert verify(SECRET, header, body, now=1_800_000_010) == 1_800_000_000
+    with pytest.raises(SignatureError, match="stale"):
+        verify(SECRET, header, body, now=1_800_000_000 + 301)
+    with pytest.raises(SignatureError, match="match"):
+        verify(SECRET, header, body + b" ", now=1_800_000_000)
+    with pytest.raises(SignatureError, match="match"):
+        verify(b"another secret of some length", header, body, now=1_800_000_000)
+    rotated = header + ",v1=" + "0" * 64
+    assert verify(SECRET, rotated, body, now=1_800_000_000) == 1_800_000_000
+    with pytest.raises(SignatureError, match="malformed"):
+        verify(SECRET, "v1=abc", body)
