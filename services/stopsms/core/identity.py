@@ -147,6 +147,10 @@ class AuditTrail:
             log.error("%d audit entries not published", failed)
 
 
+def _limits(directory: PartiesDirectory) -> dict[str, float]:
+    return {p.id: p.rate_limit for p in directory if p.rate_limit is not None}
+
+
 class Authenticator:
     """Resolves the calling party of a gRPC call, limits its rate, refuses what it may not do.
 
@@ -165,9 +169,9 @@ class Authenticator:
         self.directory = directory
         self.insecure = insecure
         self.audit = audit or AuditTrail(None, "")
-        self.limiter = limiter or RateLimiter(
-            {p.id: p.rate_limit for p in directory if p.rate_limit is not None}
-        )
+        self.limiter = limiter or RateLimiter(_limits(directory))
+        if limiter is None:
+            directory.on_replace(lambda d: self.limiter.update(_limits(d)))
         if insecure:
             log.warning(
                 "INSECURE development identity: callers are identified by the %r header, "

@@ -8,7 +8,7 @@ both read it, so a sender added here is entitled and notified everywhere at once
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,15 +117,35 @@ class Party:
 
 
 class PartiesDirectory:
-    """The loaded directory, indexed by party id and by sender id."""
+    """The loaded directory, indexed by party id and by sender id.
 
-    def __init__(self, parties: Iterable[Party]) -> None:
+    One object per process, shared by everything that reads the directory; :meth:`replace`
+    swaps its contents when the file changes (:class:`DirectoryReloader`), so every reader sees
+    the new directory at once, and listeners (rate limits, say) are told.
+    """
+
+    def __init__(self, parties: Iterable[Party], source: Path | None = None) -> None:
+        self.source = source
         self._by_id: dict[str, Party] = {}
         for party in parties:
             if party.id in self._by_id:
                 raise DirectoryError(f"party id {party.id!r} is listed twice")
             self._by_id[party.id] = party
         self._declared = frozenset(s for p in self._by_id.values() for s in p.senders)
+        self._listeners: list[Callable[[PartiesDirectory], None]] = []
+
+    def on_replace(self, listener: Callable[[PartiesDirectory], None]) -> None:
+        """Call ``listener`` with this directory after each :meth:`replace`."""
+        self._listeners.append(listener)
+
+    def replace(self, newer: PartiesDirectory) -> list[str]:
+        """Take the contents of ``newer``; returns what changed, one line per party."""
+        changes = describe_changes(self, newer)
+        self._by_id = dict(newer._by_id)
+        self._declared = newer._declared
+        for listener in self._listeners:
+            listener(self)
+        return changes
 
     @classmethod
     def load(cls, path: Path) -> PartiesDirectory:
@@ -136,7 +156,10 @@ class PartiesDirectory:
             raise DirectoryError(f"cannot read the parties directory {path}: {exc}") from exc
         if not isinstance(document, dict) or not isinstance(document.get("parties"), list):
             raise DirectoryError(f"{path}: expected a mapping with a 'parties' list")
-        return cls(_parse_party(path, i, raw) for i, raw in enumerate(document["parties"]))
+        unknown = set(document) - {"parties"}
+        if unknown:
+            raise DirectoryError(f"{path}: unknown top-level fields: {', '.join(sorted(unknown))}")
+        return cls((_parse_party(path, i, raw) for i, raw in enumerate(document["parties"])), path)
 
     def get(self, party_id: str) -> Party | None:
         """Return the party with this id, or None."""
@@ -157,6 +180,29 @@ class PartiesDirectory:
         )
 
 
+def describe_changes(older: PartiesDirectory, newer: PartiesDirectory) -> list[str]:
+    """What a reload changes: parties added or removed, senders granted or withdrawn."""
+    before = {p.id: p for p in older}
+    after = {p.id: p for p in newer}
+    lines = [f"+ {i} ({after[i].name})" for i in sorted(set(after) - set(before))]
+    lines += [f"- {i}" for i in sorted(set(before) - set(after))]
+    for party_id in sorted(set(before) & set(after)):
+        old, new = before[party_id], after[party_id]
+        granted, withdrawn = new.senders - old.senders, old.senders - new.senders
+        if granted:
+            lines.append(f"{party_id}: senders granted {', '.join(sorted(granted))}")
+        if withdrawn:
+            lines.append(f"{party_id}: senders withdrawn {', '.join(sorted(withdrawn))}")
+        if (new.kind, new.webhook, new.rate_limit, new.name) != (
+            old.kind,
+            old.webhook,
+            old.rate_limit,
+            old.name,
+        ):
+            lines.append(f"{party_id}: settings changed")
+    return lines
+
+
 def _parse_party(path: Path, index: int, raw: object) -> Party:
     """Validate one entry of the ``parties`` list."""
     where = f"{path}: parties[{index}]"
@@ -173,13 +219,32 @@ def _parse_party(path: Path, index: int, raw: object) -> Party:
     senders = raw.get("senders") or []
     if not isinstance(senders, list) or not all(isinstance(s, str | int) for s in senders):
         raise DirectoryError(f"{where} ({party_id}): senders must be a list of ids")
+    for sender in senders:
+        try:
+            check_sender_id(str(sender), required=True)
+        except InvalidSender as exc:
+            raise DirectoryError(f"{where} ({party_id}): sender {sender!r}: {exc}") from exc
+    repeated = sorted({str(s) for s in senders if senders.count(s) > 1})
+    if repeated:
+        raise DirectoryError(f"{where} ({party_id}): senders listed twice: {', '.join(repeated)}")
+    if kind in ("regulator", "platform") and senders:
+        raise DirectoryError(f"{where} ({party_id}): a {kind} claims no sender")
     webhook = raw.get("webhook")
     hook = None
     if webhook is not None:
-        if not isinstance(webhook, dict) or "url" not in webhook:
-            raise DirectoryError(f"{where} ({party_id}): webhook needs a url")
-        hook = Webhook(str(webhook["url"]), str(webhook.get("secret_file", "")))
+        if kind != "psva":
+            raise DirectoryError(f"{where} ({party_id}): only a PSVA receives webhooks")
+        if not isinstance(webhook, dict) or set(webhook) != {"url", "secret_file"}:
+            raise DirectoryError(
+                f"{where} ({party_id}): webhook needs exactly url and secret_file (the secret "
+                "itself comes from a mounted Secret, never from the directory)"
+            )
+        if not str(webhook["url"]).startswith(("https://", "http://")):
+            raise DirectoryError(f"{where} ({party_id}): webhook url must be http(s)")
+        hook = Webhook(str(webhook["url"]), str(webhook["secret_file"]))
     rate = raw.get("rate_limit")
+    if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
+        raise DirectoryError(f"{where} ({party_id}): rate_limit must be a positive number")
     return Party(
         id=party_id,
         kind=KIND_BY_NAME[kind],

@@ -43,6 +43,15 @@ class RateLimiter:
             for party, rate in limits.items()
         }
 
+    def update(self, limits: dict[str, float], burst_seconds: float = 1.0) -> None:
+        """Follow a reloaded directory: new and changed limits, removed ones gone."""
+        for party in set(self._buckets) - set(limits):
+            del self._buckets[party]
+        for party, rate in limits.items():
+            bucket = self._buckets.get(party)
+            if bucket is None or bucket.rate != rate:
+                self._buckets[party] = TokenBucket(rate, max(1.0, rate * burst_seconds))
+
     def retry_after(self, party_id: str, cost: float = 1.0) -> float:
         """0.0 when the call may proceed, else how long the party should wait."""
         bucket = self._buckets.get(party_id)

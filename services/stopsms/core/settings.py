@@ -57,6 +57,8 @@ class Settings:
     #: the service at start.
     generate_keys: bool = _env("GENERATE_KEYS", False, bool)
     parties_file: Path = _env("PARTIES_FILE", PACKAGE_CONFIG / "parties.yaml", Path)
+    #: How often the parties directory's file is checked for changes (seconds).
+    parties_reload_seconds: float = _env("PARTIES_RELOAD_SECONDS", 2.0, float)
     #: Development identity: the caller's party comes from the ``x-stopsms-party`` header,
     #: without TLS. Only when asked for; logged as a warning at start and on every call.
     insecure_identity: bool = _env("INSECURE_IDENTITY", False, bool)

@@ -11,6 +11,7 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import KafkaPublisher, Publisher
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.ratelimit import KeyedRateLimiter
+from stopsms.core.reloading import DirectoryReloader
 from stopsms.core.serving import GrpcEndpoint, servicer_registration
 from stopsms.core.settings import IntakeSettings
 from stopsms.core.topics import Topics
@@ -93,6 +94,7 @@ class IntakeProcess:
             unseal=pseudonymiser.unseal,
         )
         self._web_runner: web.AppRunner | None = None
+        self.reloader = DirectoryReloader(directory, settings.parties_reload_seconds)
 
     async def start(self) -> None:
         """Connect to Kafka, load the links, then open the gRPC and HTTP ports."""
@@ -105,6 +107,7 @@ class IntakeProcess:
             host, _, port = self.settings.intake_http_address.rpartition(":")
             await web.TCPSite(self._web_runner, host, int(port)).start()
             await self.endpoint.start()
+            await self.reloader.start()
         except BaseException:
             await self.stop()
             raise
@@ -112,6 +115,7 @@ class IntakeProcess:
 
     async def stop(self) -> None:
         """Drain the gRPC server, close the page, flush Kafka."""
+        await self.reloader.stop()
         await self.endpoint.stop(self.settings.grace_seconds)
         await self.auth.audit.flush()
         if self._web_runner is not None:

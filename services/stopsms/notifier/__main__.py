@@ -7,6 +7,7 @@ import faust
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
+from stopsms.core.reloading import DirectoryReloader
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start
 from stopsms.core.streams import run_worker, stream_worker
@@ -55,6 +56,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         app,
         [
             audit_publisher,
+            DirectoryReloader(directory, settings.parties_reload_seconds),
             offsets,
             propagation,
             ReceiptPoller(app, settings, directory, offsets, recent),

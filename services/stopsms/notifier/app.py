@@ -192,9 +192,13 @@ class ReceiptPoller(mode.Service):
         self.recent = recent
         self.topics = Topics(settings.topic_namespace)
         self.ranges = RangeReader(settings.kafka_bootstrap, self.topics.suppressions)
-        self.parties = [p for p in directory if p.is_operator or p.is_psva]
         self.watermarks: dict[str, dict[int, int]] = {}
         super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def parties(self) -> list[Party]:
+        """The operators and PSVAs of the directory as it is now (it may be reloaded)."""
+        return [p for p in self.directory if p.is_operator or p.is_psva]
 
     async def on_start(self) -> None:
         """Connect the range reader."""
@@ -249,16 +253,17 @@ class ReceiptPoller(mode.Service):
         if not mine:
             return 0
         topic = self.topics.suppressions
+        parties = self.parties
         committed = await asyncio.gather(
-            *(self.offsets.committed(party_group(self.topics, p), topic) for p in self.parties)
+            *(self.offsets.committed(party_group(self.topics, p), topic) for p in parties)
         )
-        for party in self.parties:
+        for party in parties:
             if party.id not in self.watermarks:
                 self.watermarks[party.id] = await self.offsets.committed(
                     self.topics.receipted_group(party.id), topic
                 )
         advancing: dict[int, list[tuple[Party, int, int]]] = {}
-        for party, confirmed_by_partition in zip(self.parties, committed, strict=True):
+        for party, confirmed_by_partition in zip(parties, committed, strict=True):
             marks = self.watermarks[party.id]
             for partition in mine:
                 done = marks.get(partition, 0)
@@ -302,6 +307,7 @@ class ReceiptPoller(mode.Service):
             self.watermarks[party_id].update(marks)
         for partition in mine:
             self.recent.prune(
-                partition, min(self.watermarks[p.id].get(partition, 0) for p in self.parties)
+                partition,
+                min((self.watermarks[p.id].get(partition, 0) for p in parties), default=0),
             )
         return len(deliveries)

@@ -151,6 +151,7 @@ class WebhookSender(mode.Service):
         self.pseudonymiser = pseudonymiser
         self.topics = Topics(settings.topic_namespace)
         self._loops: dict[str, asyncio.Task[None]] = {}
+        self._serving: dict[str, Party] = {}
         self._session: aiohttp.ClientSession | None = None
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
@@ -189,11 +190,15 @@ class WebhookSender(mode.Service):
                 self._loops.pop(party_id).cancel()
                 log.info("webhooks of %s are now delivered by another replica", party_id)
             for party_id, task in list(self._loops.items()):
-                if task.done():  # a loop that failed (say, a missing secret) starts again
+                # a loop that failed (say, a missing secret) starts again, and one whose party
+                # changed in a reloaded directory starts again with the new settings
+                if task.done() or self.directory.get(party_id) != self._serving.get(party_id):
+                    task.cancel()
                     del self._loops[party_id]
             for party_id in owned - set(self._loops):
                 party = self.directory.get(party_id)
                 if party is not None:
+                    self._serving[party_id] = party
                     self._loops[party_id] = asyncio.create_task(self._deliver_forever(party))
             await self.sleep(1.0)
 

@@ -11,6 +11,7 @@ import faust
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
+from stopsms.core.reloading import DirectoryReloader
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
 from stopsms.core.streams import run_worker, stream_worker
@@ -32,8 +33,9 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
     view = RedisSuppressionView.from_url(
         settings.redis_url, settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
     )
+    directory = PartiesDirectory.load(settings.parties_file)
     auth = Authenticator(
-        PartiesDirectory.load(settings.parties_file),
+        directory,
         insecure=settings.insecure_identity,
         audit=AuditTrail(audit_publisher, topics.audit),
     )
@@ -87,6 +89,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         app,
         [
             audit_publisher,
+            DirectoryReloader(directory, settings.parties_reload_seconds),
             materialiser,
             HostedEndpoint(endpoint, settings.grace_seconds, after_stop),
         ],
