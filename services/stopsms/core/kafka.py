@@ -437,6 +437,9 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def on_value(self, key: str, value: V | None) -> None:
+        """Called for every record read (None: a tombstone); subclasses keep what they need."""
+
     @mode.Service.task
     async def _follow(self) -> None:
         assert self._reader is not None
@@ -448,9 +451,11 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
                 key = record.key.decode()
                 if record.value is None:
                     self._values.pop(key, None)
+                    self.on_value(key, None)
                 else:
                     try:
-                        self._values[key] = self._parse(record.value)
+                        self._values[key] = value = self._parse(record.value)
+                        self.on_value(key, value)
                     except Exception:  # noqa: BLE001 - one bad record must not stop the index
                         log.exception(
                             "unreadable record at %s[%d]@%d",

@@ -203,6 +203,8 @@ class NotifierSettings(Settings):
 
     receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.25, float)
     heartbeat_seconds: float = _env("HEARTBEAT_SECONDS", 5.0, float)
+    #: A party that has not applied a change this long after the citizen's action is late.
+    propagation_slo_seconds: float = _env("PROPAGATION_SLO_SECONDS", 5.0, float)
     #: Webhook retries wait a random time up to base × 2^attempt, at most the cap.
     webhook_retry_base_seconds: float = _env("WEBHOOK_RETRY_BASE_SECONDS", 0.5, float)
     webhook_retry_cap_seconds: float = _env("WEBHOOK_RETRY_CAP_SECONDS", 60.0, float)

@@ -14,6 +14,7 @@ from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
+from stopsms.notifier.lateness import LatenessWatcher
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
@@ -61,6 +62,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
             propagation,
             ReceiptPoller(app, settings, directory, offsets, recent),
             WebhookSender(app, settings, directory, offsets, pseudonymiser),
+            LatenessWatcher(propagation.open, settings.propagation_slo_seconds),
             HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
         ],
         settings,

@@ -26,6 +26,7 @@ from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.streams import faust_app
 from stopsms.core.topics import Topics
+from stopsms.notifier.lateness import observe_applied
 from stopsms.notifier.propagation import Propagation, fold
 from stopsms.v1 import events_pb2
 
@@ -163,6 +164,8 @@ def create_notifier_app(
             state, changed = fold(Propagation.from_json(stored) if stored else None, receipt)
             if not changed:
                 continue
+            if receipt.status == events_pb2.DELIVERY_STATUS_APPLIED:
+                observe_applied(receipt)
             table[key] = state.to_json()
             await propagation_topic.send(
                 key=key,

@@ -22,6 +22,7 @@ from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
 from stopsms.notifier.cursor import InvalidCursor, decode_cursor, encode_cursor
+from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
@@ -33,6 +34,15 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
 
     def __init__(self, bootstrap: str, topic: str, **kwargs: object) -> None:
         super().__init__(bootstrap, topic, events_pb2.PropagationRecord.FromString, **kwargs)
+        #: The records not done yet: what the lateness watcher looks at.
+        self.open: dict[str, events_pb2.PropagationRecord] = {}
+
+    def on_value(self, key: str, value: events_pb2.PropagationRecord | None) -> None:
+        """Keep the set of records still waiting for some party."""
+        if value is None or value.done:
+            self.open.pop(key, None)
+        else:
+            self.open[key] = value
 
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
@@ -181,4 +191,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             # The same answer for "absent" and "not yours": no probing of others' requests.
             await context.abort(grpc.StatusCode.NOT_FOUND, "no propagation record for this request")
         self._auth.permitted(party, method, [])
-        return notifier_pb2.GetPropagationResponse(propagation=record)
+        return notifier_pb2.GetPropagationResponse(
+            propagation=with_lateness(record, self._settings.propagation_slo_seconds)
+        )
