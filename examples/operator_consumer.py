@@ -1,17 +1,23 @@
-"""An operator's consumer of the StopSMS suppression list (kafka-python).
+r"""An operator's consumer of the StopSMS suppression list (kafka-python), as in docs/operators.md.
 
-Reads ``stopsms.suppressions.v1`` with the group ``stopsms.operator.<id>`` from offset 0 (the
-compacted topic is the full current list), unseals each number with the data key the operator
-received at onboarding, applies the change to its own store, and commits only after applying:
-the committed offset is the operator's receipt.
+Reads ``stopsms.suppressions.v1`` with the group ``stopsms.operator.<id>``. A new group starts
+at offset 0: the topic is compacted, so reading it from the start bootstraps the full current
+list. Each number is unsealed with the data key the operator received at onboarding, and the
+change is applied to a local SQLite store. Only after the store's transaction has committed is
+the Kafka offset committed: the committed offset is the operator's receipt, so the platform
+never counts a change as applied that is not applied.
 
     python examples/operator_consumer.py --bootstrap 127.0.0.1:9092 --operator iam \
-        --data-key .stopsms/keys/data.key
+        --data-key .stopsms/keys/data.key --store suppressions.db
+    # against the platform's TLS listener:
+    python examples/operator_consumer.py --bootstrap kafka.stopsms.ma:9093 --operator iam \
+        --data-key /secrets/data.key --tls-ca ca.pem --tls-cert iam.pem --tls-key iam.key
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -19,46 +25,109 @@ from kafka import KafkaConsumer
 
 from stopsms.v1 import events_pb2
 
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS suppression (
+    msisdn TEXT NOT NULL,           -- E.164
+    sender_id TEXT NOT NULL,        -- '' for every marketing sender (global)
+    suppressed INTEGER NOT NULL,    -- 1: do not send; 0: an explicit opt-back-in
+    version INTEGER NOT NULL,       -- the registry's per-subject version: newer wins
+    since_ms INTEGER NOT NULL,
+    PRIMARY KEY (msisdn, sender_id)
+)
+"""
+
+UPSERT = """
+INSERT INTO suppression VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (msisdn, sender_id) DO UPDATE SET
+    suppressed = excluded.suppressed, version = excluded.version, since_ms = excluded.since_ms
+WHERE excluded.version > suppression.version
+"""
+
+
+def may_send(store: sqlite3.Connection, msisdn: str, sender_id: str) -> bool:
+    """The rule of DOMAIN.md: the sender's record, else the global one if it is newer."""
+    rows = dict(
+        ((s, (sup, v)) for s, sup, v in store.execute(
+            "SELECT sender_id, suppressed, version FROM suppression "
+            "WHERE msisdn = ? AND sender_id IN (?, '')",
+            (msisdn, sender_id),
+        ))
+    )  # fmt: skip
+    own, everyone = rows.get(sender_id), rows.get("")
+    if own and own[0]:
+        return False
+    return not (everyone and everyone[0] and (own is None or own[1] < everyone[1]))
+
 
 def main() -> None:
+    """Follow the list until interrupted."""
     parser = argparse.ArgumentParser(description="Follow the StopSMS suppression list.")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--operator", default="iam")
+    parser.add_argument("--topic", default="stopsms.suppressions.v1")
     parser.add_argument("--data-key", type=Path, default=Path(".stopsms/keys/data.key"))
+    parser.add_argument("--store", type=Path, default=Path("suppressions.db"))
+    parser.add_argument("--tls-ca", help="the platform's CA (PEM), for its TLS listener")
+    parser.add_argument("--tls-cert", help="this operator's client certificate (PEM)")
+    parser.add_argument("--tls-key", help="this operator's private key (PEM)")
     args = parser.parse_args()
 
     key_id, _, secret = args.data_key.read_text().strip().partition(":")
     cipher = AESGCM(bytes.fromhex(secret))
-    suppressed: dict[tuple[str, str], bool] = {}  # the operator's own store, here in memory
-
+    store = sqlite3.connect(args.store)
+    store.execute(SCHEMA)
+    tls = (
+        {
+            "security_protocol": "SSL",
+            "ssl_cafile": args.tls_ca,
+            "ssl_certfile": args.tls_cert,
+            "ssl_keyfile": args.tls_key,
+        }
+        if args.tls_ca
+        else {}
+    )
     consumer = KafkaConsumer(
-        "stopsms.suppressions.v1",
+        args.topic,
         bootstrap_servers=args.bootstrap,
         group_id=f"stopsms.operator.{args.operator}",
-        auto_offset_reset="earliest",
+        auto_offset_reset="earliest",  # a new operator bootstraps the whole list
         enable_auto_commit=False,
+        **tls,
     )
+    applied = 0
     try:
         while True:
-            batch = consumer.poll(timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    if record.value is None:  # erasure at the end of retention
-                        continue
-                    change = events_pb2.SuppressionChanged.FromString(record.value)
-                    sealed = change.sealed_msisdn
-                    if sealed.key_id != key_id:
-                        raise SystemExit(f"change sealed with unknown key {sealed.key_id}")
-                    msisdn = cipher.decrypt(sealed.nonce, sealed.ciphertext, None).decode()
-                    scope = change.sender_id or "*"
-                    suppressed[(msisdn, scope)] = change.state == events_pb2.STATE_SUPPRESSED
-                    print(f"{msisdn} {scope} {events_pb2.State.Name(change.state)}", flush=True)
-            if batch:
-                consumer.commit()  # after applying: this is the receipt
+            batches = consumer.poll(timeout_ms=1000, max_records=5000)
+            if not batches:
+                continue
+            with store:  # one transaction per poll
+                for records in batches.values():
+                    for record in records:
+                        if record.value is None:
+                            continue  # erasure: the key's earlier records are gone too
+                        change = events_pb2.SuppressionChanged.FromString(record.value)
+                        sealed = change.sealed_msisdn
+                        if sealed.key_id != key_id:
+                            raise SystemExit(f"data key {sealed.key_id!r} needed; ask StopSMS")
+                        msisdn = cipher.decrypt(sealed.nonce, sealed.ciphertext, None).decode()
+                        store.execute(
+                            UPSERT,
+                            (
+                                msisdn,
+                                change.sender_id,
+                                int(change.state == events_pb2.STATE_SUPPRESSED),
+                                change.version,
+                                change.action_time.ToMilliseconds(),
+                            ),
+                        )
+                        applied += 1
+            consumer.commit()  # after the store committed: this is the receipt
+            print(f"{applied} changes applied", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         consumer.close()
+        store.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""examples/operator_consumer.py against the real broker: bootstrap, unseal, store, commit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stopsms.core.kafka import GroupOffsets, KafkaPublisher
+from stopsms.core.settings import Settings
+from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.v1 import events_pb2
+
+from .test_notifier import change
+
+pytestmark = pytest.mark.integration
+GROUP = "stopsms.operator.iam"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "operator_consumer.py"
+
+
+async def test_the_operator_example_bootstraps_the_list_and_commits_after_applying(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    changes = [
+        change(settings, "+212611111111", "e-jumia", "JUMIA"),
+        change(settings, "+212633333333", "e-global", ""),
+    ]
+    opt_in = change(settings, "+212611111111", "e-kitea", "JUMIA")  # later: back in for JUMIA
+    opt_in.state, opt_in.version = events_pb2.STATE_ALLOWED, 2
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    for c in [*changes, opt_in]:
+        key = suppression_key(c.subject, c.sender_id).encode()
+        await publisher.publish(
+            topics.suppressions, key, c.SerializeToString(), partition=partition_for_key(key, 12)
+        )
+    await publisher.stop()
+
+    store = tmp_path / "suppressions.db"
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--bootstrap", settings.kafka_bootstrap,
+            "--operator", "iam",
+            "--topic", topics.suppressions,
+            "--data-key", str(settings.key_dir / "data.key"),
+            "--store", str(store),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    offsets = GroupOffsets(settings.kafka_bootstrap)
+    await offsets.start()
+    try:
+        async with asyncio.timeout(60):
+            # The example names its group as an operator does; the topic is this test's own.
+            while sum((await offsets.committed(GROUP, topics.suppressions)).values()) < 3:
+                assert consumer.poll() is None, consumer.stdout.read()  # type: ignore[union-attr]
+                await asyncio.sleep(0.3)
+    finally:
+        await offsets.stop()
+        consumer.send_signal(signal.SIGINT)
+        output, _ = consumer.communicate(timeout=20)
+    assert "3 changes applied" in output
+    with sqlite3.connect(store) as db:
+        rows = sorted(db.execute("SELECT msisdn, sender_id, suppressed, version FROM suppression"))
+    assert rows == [("+212611111111", "JUMIA", 0, 2), ("+212633333333", "", 1, 1)]
