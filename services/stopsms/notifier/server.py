@@ -85,7 +85,16 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 method,
                 f"senders not of party {party.id}: {', '.join(foreign)[:200]}",
             )
-        wanted = set(request.sender_ids) or party.senders
+        asked = set(request.sender_ids)
+
+        def entitled(sender_id: str) -> bool:
+            # The directory may be reloaded while the stream runs: a sender granted since is
+            # streamed from then on, one withdrawn is not.
+            live = self._auth.directory.get(party.id)
+            return (
+                live is not None and sender_id in live.senders and (not asked or sender_id in asked)
+            )
+
         if request.cursor:
             try:
                 start = self._decode(request.cursor)
@@ -124,7 +133,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     if record.value is None:
                         continue
                     change = events_pb2.SuppressionChanged.FromString(record.value)
-                    if change.sender_id and change.sender_id not in wanted:
+                    if change.sender_id and not entitled(change.sender_id):
                         pending_heartbeat = True
                         continue
                     yield notifier_pb2.WatchChangesResponse(
