@@ -14,6 +14,7 @@ from stopsms.core.streams import run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
+from stopsms.notifier.backfill import Backfills, follow_grants
 from stopsms.notifier.lateness import LatenessWatcher
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.notifier.webhooks import WebhookSender
@@ -35,12 +36,15 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         audit=AuditTrail(audit_publisher, topics.audit),
     )
     pseudonymiser = settings.pseudonymiser()
+    backfills = Backfills(settings.kafka_bootstrap, topics, offsets)
+    follow_grants(directory, backfills)
     servicer = NotifierServicer(
         settings,
         auth=auth,
         offsets=offsets,
         propagation=propagation,
         pseudonymiser=pseudonymiser,
+        backfills=backfills,
     )
     endpoint = GrpcEndpoint(
         settings.notifier_grpc_address,

@@ -21,7 +21,14 @@ from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, TopicReader
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
-from stopsms.notifier.cursor import InvalidCursor, decode_cursor, encode_cursor
+from stopsms.notifier.backfill import Backfills
+from stopsms.notifier.cursor import (
+    InvalidCursor,
+    decode_cursor,
+    encode_backfill_cursor,
+    encode_cursor,
+    parse_cursor,
+)
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
@@ -56,8 +63,10 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         offsets: GroupOffsets,
         propagation: PropagationIndex,
         pseudonymiser: Pseudonymiser,
+        backfills: Backfills | None = None,
     ) -> None:
         self._settings = settings
+        self._backfills = backfills
         self._auth = auth
         self._offsets = offsets
         self._propagation = propagation
@@ -123,6 +132,17 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             )
         try:
             positions = await reader.positions()
+            backfilled: list[str] = []
+            if self._backfills is not None:
+                live = self._auth.directory.get(party.id)
+                in_scope = (live.senders if live else set()) & (asked or party.senders)
+                for sender, progress, until in await self._backfills.pending(party.id, in_scope):
+                    async for change, at in self._backfills.read(sender, progress, until):
+                        yield notifier_pb2.WatchChangesResponse(
+                            change=self._to_change(change),
+                            cursor=encode_backfill_cursor(sender, at),
+                        )
+                    backfilled.append(sender)
             loop = asyncio.get_running_loop()
             last_sent = loop.time()
             pending_heartbeat = True
@@ -137,7 +157,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                         pending_heartbeat = True
                         continue
                     yield notifier_pb2.WatchChangesResponse(
-                        change=self._to_change(change), cursor=encode_cursor(positions)
+                        change=self._to_change(change),
+                        cursor=encode_cursor(positions, backfilled),
                     )
                     last_sent = loop.time()
                     pending_heartbeat = False
@@ -145,7 +166,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     pending_heartbeat
                     and loop.time() - last_sent >= self._settings.heartbeat_seconds
                 ):
-                    yield notifier_pb2.WatchChangesResponse(cursor=encode_cursor(positions))
+                    yield notifier_pb2.WatchChangesResponse(
+                        cursor=encode_cursor(positions, backfilled)
+                    )
                     last_sent = loop.time()
                     pending_heartbeat = False
         finally:
@@ -163,16 +186,31 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         if not party.is_psva:
             await self._auth.deny(context, party, method, "Acknowledge is for PSVAs")
         try:
-            acknowledged = self._decode(request.cursor)
+            cursor = parse_cursor(request.cursor, self._settings.partitions)
         except InvalidCursor as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+        foreign = {cursor.backfill_sender, *cursor.backfilled} - {""} - party.senders
+        if foreign:
+            await self._auth.deny(context, party, method, "a cursor of another party's senders")
+        if cursor.backfill_sender:  # backfill progress: its own group, never a receipt
+            if self._backfills is not None:
+                try:
+                    await self._backfills.advance(party.id, cursor.backfill_sender, cursor.offsets)
+                except Exception as exc:  # noqa: BLE001 - Kafka unavailable: the PSVA retries
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}"
+                    )
+            return notifier_pb2.AcknowledgeResponse(cursor=request.cursor)
         group = self._topics.psva_group(party.id)
         topic = self._topics.suppressions
         try:
             durable = await self._offsets.committed(group, topic)
-            forward = {p: o for p, o in acknowledged.items() if o > durable.get(p, -1)}
+            forward = {p: o for p, o in cursor.offsets.items() if o > durable.get(p, -1)}
             if forward:
                 await self._offsets.commit(group, topic, forward)
+            if self._backfills is not None:
+                for sender in cursor.backfilled:
+                    await self._backfills.close(party.id, sender)
         except Exception as exc:  # noqa: BLE001 - Kafka unavailable: the PSVA retries
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}")
         durable.update(forward)
