@@ -15,6 +15,7 @@ from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
 from stopsms.notifier.backfill import Backfills, follow_grants
+from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.lateness import LatenessWatcher
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.notifier.webhooks import WebhookSender
@@ -38,6 +39,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     pseudonymiser = settings.pseudonymiser()
     backfills = Backfills(settings.kafka_bootstrap, topics, offsets)
     follow_grants(directory, backfills)
+    feed = LiveFeed(settings.kafka_bootstrap, topics.suppressions)
     servicer = NotifierServicer(
         settings,
         auth=auth,
@@ -45,6 +47,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         propagation=propagation,
         pseudonymiser=pseudonymiser,
         backfills=backfills,
+        feed=feed,
     )
     endpoint = GrpcEndpoint(
         settings.notifier_grpc_address,
@@ -64,6 +67,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
             DirectoryReloader(directory, settings.parties_reload_seconds),
             offsets,
             propagation,
+            feed,
             ReceiptPoller(app, settings, directory, offsets, recent),
             WebhookSender(app, settings, directory, offsets, pseudonymiser),
             LatenessWatcher(propagation.open, settings.propagation_slo_seconds),

@@ -10,14 +10,14 @@ heartbeat carries the cursor forward so it can acknowledge past changes that wer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 from aiokafka.errors import KafkaError
 
 from stopsms.core.identity import Authenticator
 from stopsms.core.ids import event_id
-from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, TopicReader
+from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, Record, TopicReader
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
@@ -29,6 +29,7 @@ from stopsms.notifier.cursor import (
     encode_cursor,
     parse_cursor,
 )
+from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
@@ -64,8 +65,10 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         propagation: PropagationIndex,
         pseudonymiser: Pseudonymiser,
         backfills: Backfills | None = None,
+        feed: LiveFeed | None = None,
     ) -> None:
         self._settings = settings
+        self._feed = feed
         self._backfills = backfills
         self._auth = auth
         self._offsets = offsets
@@ -119,19 +122,13 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 start = await self._offsets.committed(
                     self._topics.psva_group(party.id), self._topics.suppressions
                 )
-            reader = TopicReader(
-                self._settings.kafka_bootstrap,
-                self._topics.suppressions,
-                start_offsets=start,
-                client_id=f"stopsms-watch-{party.id}",
-            )
-            await reader.start()
         except KafkaError as exc:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}"
             )
+        records_after = self._feed.follow(start) if self._feed else self._own_reader(start)
         try:
-            positions = await reader.positions()
+            positions = {p: start.get(p, 0) for p in range(self._settings.partitions)}
             backfilled: list[str] = []
             if self._backfills is not None:
                 live = self._auth.directory.get(party.id)
@@ -146,8 +143,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             loop = asyncio.get_running_loop()
             last_sent = loop.time()
             pending_heartbeat = True
-            while not context.done():
-                records = await reader.read(timeout_ms=500)
+            async for records in records_after:
+                if context.done():
+                    break
                 for record in records:
                     positions[record.partition] = record.offset + 1
                     if record.value is None:
@@ -171,6 +169,21 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     )
                     last_sent = loop.time()
                     pending_heartbeat = False
+        finally:
+            await records_after.aclose()
+
+    async def _own_reader(self, start: dict[int, int]) -> AsyncGenerator[list[Record], None]:
+        """Without a live feed (unit tests): a reader of the stream's own."""
+        reader = TopicReader(
+            self._settings.kafka_bootstrap,
+            self._topics.suppressions,
+            start_offsets=start,
+            client_id="stopsms-watch",
+        )
+        await reader.start()
+        try:
+            while True:
+                yield await reader.read(timeout_ms=500)
         finally:
             await reader.stop()
 
