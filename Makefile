@@ -37,6 +37,7 @@ bench:  ## Propagation, audit overhead, intake, registry (each against a raw bas
 	$(PYTHON) -m bench.audit
 	$(PYTHON) -m bench.intake
 	$(PYTHON) -m bench.registry
+	$(PYTHON) -m bench.propagation_load
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.core.infra fetch

@@ -1,0 +1,166 @@
+"""Propagation under load: 500 opt-outs/s for 60 s, 3 operators and 50 PSVA streams.
+
+The whole platform runs (real Kafka and Redis, the three services with mutual TLS). Three
+operators consume the list with their groups and commit after each poll. Fifty PSVAs each
+hold one stream and acknowledge the latest cursor every 100 ms, spread over two client
+processes. A separate process submits opt-outs through intake at a steady rate: 90 % for one
+sender (its PSVA and the three operators are concerned) and 10 % global (every party is
+concerned). For each accepted request, the platform's own proof (``done_time - action_time``
+of its propagation record) is the figure. In the same run, a raw produce-to-consume round trip
+on the same broker is the baseline.
+
+    python -m bench.propagation_load [--rate 500] [--seconds 60] [--psvas 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.propagation import kafka_round_trips
+from bench.results import figure, percentile, record
+from stopsms.core.infra import start_process, stop_process
+from stopsms.core.kafka import TopicReader
+from stopsms.core.settings import PACKAGE_CONFIG
+from stopsms.core.topics import Topics
+from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.v1 import events_pb2
+
+OPERATORS = ("iam", "orange", "inwi")
+
+
+def write_parties(path: Path, psvas: int) -> list[str]:
+    """The directory of the run: 3 operators, ``psvas`` PSVAs, the platform's identities."""
+    default = yaml.safe_load((PACKAGE_CONFIG / "parties.yaml").read_text())
+    keep = [p for p in default["parties"] if p["kind"] in ("platform", "regulator")]
+    operators = [{"id": o, "kind": "operator", "senders": [o.upper()]} for o in OPERATORS]
+    ids = [f"psva-{i:02d}" for i in range(1, psvas + 1)]
+    psva_entries = [
+        {"id": p, "kind": "psva", "senders": [f"SHOP{i:02d}"]} for i, p in enumerate(ids, 1)
+    ]
+    path.write_text(yaml.safe_dump({"parties": operators + psva_entries + keep}))
+    return ids
+
+
+async def collect(
+    bootstrap: str, topic: str, wanted: set[str], deadline_s: float
+) -> dict[str, float]:
+    """Seconds from action to done for every wanted request that got done in time."""
+    reader = TopicReader(bootstrap, topic)
+    await reader.start()
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + deadline_s
+    try:
+        while len(done) < len(wanted) and time.monotonic() < deadline:
+            for rec in await reader.read(timeout_ms=500):
+                proof = events_pb2.PropagationRecord.FromString(rec.value)
+                if proof.done and proof.event_id in wanted and proof.event_id not in done:
+                    ms = proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()
+                    done[proof.event_id] = ms / 1000
+    finally:
+        await reader.stop()
+    return done
+
+
+def main() -> int:
+    """Entry point: ``python -m bench.propagation_load``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--psvas", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stopsms-bench-") as tmp:
+        work = Path(tmp)
+        psvas = write_parties(work / "parties.yaml", args.psvas)
+        (work / "senders").write_text("SHOP01\n")
+        print("starting the platform...", flush=True)
+        platform = LocalPlatform(
+            work / "platform",
+            preferred_ports={name: 0 for name in DEFAULT_PORTS},
+            parties_file=work / "parties.yaml",
+            extra_env={"STOPSMS_NUMBER_REQUESTS_PER_MINUTE": "1000000"},
+        )
+        clients: list[subprocess.Popen[bytes]] = []
+        with platform:
+            ends = platform.endpoints
+            topics = Topics(platform.namespace)
+            tls = str(platform.tls_folder)
+            print("raw Kafka round trips...", flush=True)
+            raw = asyncio.run(kafka_round_trips(ends["kafka"], topics.dlq, 200))
+            logs = work / "clients"
+            logs.mkdir()
+            command = [sys.executable, "-m", "bench.load_clients"]
+            clients.append(
+                start_process(
+                    [*command, "operators", ends["kafka"], platform.namespace, *OPERATORS],
+                    logs / "operators.log",
+                )
+            )
+            half = len(psvas) // 2
+            for i, group in enumerate((psvas[:half], psvas[half:])):
+                clients.append(
+                    start_process(
+                        [*command, "psvas", ends["notifier_grpc"], tls, *group],
+                        logs / f"psvas-{i}.log",
+                    )
+                )
+            try:
+                time.sleep(8)  # streams connected, groups joined
+                print(
+                    f"{args.rate:.0f} opt-outs/s for {args.seconds:.0f} s, "
+                    f"{len(OPERATORS)} operators, {len(psvas)} PSVA streams...",
+                    flush=True,
+                )
+                accepted_file = work / "accepted"
+                started = time.monotonic()
+                subprocess.run(
+                    [
+                        *command,
+                        "load",
+                        ends["intake_grpc"],
+                        tls,
+                        str(args.rate),
+                        str(args.seconds),
+                        str(work / "senders"),
+                        str(accepted_file),
+                    ],
+                    check=True,
+                )
+                load_seconds = time.monotonic() - started
+                accepted = set(filter(None, accepted_file.read_text().split()))
+                print(f"collecting the proofs of {len(accepted)} requests...", flush=True)
+                done = asyncio.run(collect(ends["kafka"], topics.propagation, accepted, 120))
+            finally:
+                for client in clients:
+                    stop_process(client)
+    times = sorted(done.values())
+    if len(done) < len(accepted):
+        print(f"warning: {len(accepted) - len(done)} requests not proven done within 120 s")
+    raw_p50, raw_p99 = percentile(raw, 50), percentile(raw, 99)
+    print(
+        f"propagated {len(done)}/{len(accepted)}; p50 {percentile(times, 50):.3f} s, "
+        f"p99 {percentile(times, 99):.3f} s, max {times[-1]:.3f} s"
+    )
+    record(
+        [
+            figure("propagation_load_p50_s", percentile(times, 50), "s", raw_p50),
+            figure("propagation_load_p95_s", percentile(times, 95), "s", raw_p50),
+            figure("propagation_load_p99_s", percentile(times, 99), "s", raw_p99),
+            figure("propagation_load_rate_per_s", len(accepted) / load_seconds, "1/s"),
+            figure("propagation_load_done_share", len(done) / max(len(accepted), 1), "ratio"),
+            figure("psva_streams", len(psvas), "streams"),
+            figure("load_kafka_roundtrip_p99_s", raw_p99, "s"),
+        ]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
