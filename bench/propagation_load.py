@@ -49,6 +49,41 @@ def write_parties(path: Path, psvas: int) -> list[str]:
     return ids
 
 
+async def stage_delays(bootstrap: str, topics: Topics, wanted: set[str]) -> dict[str, float]:
+    """Where the time goes, in seconds after the citizen's action.
+
+    The decision on the list, the PENDING receipt, the APPLIED receipts by party kind.
+    """
+    stages: dict[str, list[float]] = {}
+    for topic, parse in (
+        (topics.suppressions, events_pb2.SuppressionChanged.FromString),
+        (topics.receipts, events_pb2.DeliveryReceipt.FromString),
+    ):
+        reader = TopicReader(bootstrap, topic)
+        await reader.start()
+        try:
+            ends = await reader.end_offsets()
+            while any(pos < ends[p] for p, pos in (await reader.positions()).items()):
+                for rec in await reader.read(timeout_ms=500):
+                    message = parse(rec.value)
+                    if message.event_id not in wanted:
+                        continue
+                    delay = (rec.timestamp_ms - message.action_time.ToMilliseconds()) / 1000
+                    if topic == topics.suppressions:
+                        stage = "decided"
+                    elif message.status == events_pb2.DELIVERY_STATUS_PENDING:
+                        stage = "pending_receipt"
+                    else:
+                        stage = f"applied_{'operator' if message.party_kind == 1 else 'psva'}"
+                    stages.setdefault(stage, []).append(delay)
+        finally:
+            await reader.stop()
+    for stage, delays in sorted(stages.items()):
+        p50, p99 = percentile(delays, 50), percentile(delays, 99)
+        print(f"  {stage:<18} p50 {p50:7.3f} s   p99 {p99:7.3f} s")
+    return {stage: percentile(delays, 99) for stage, delays in stages.items()}
+
+
 async def collect(
     bootstrap: str, topic: str, wanted: set[str], deadline_s: float
 ) -> dict[str, float]:
@@ -137,6 +172,8 @@ def main() -> int:
                 accepted = set(filter(None, accepted_file.read_text().split()))
                 print(f"collecting the proofs of {len(accepted)} requests...", flush=True)
                 done = asyncio.run(collect(ends["kafka"], topics.propagation, accepted, 120))
+                print("where the time goes, after the citizen's action:", flush=True)
+                asyncio.run(stage_delays(ends["kafka"], topics, accepted))
             finally:
                 for client in clients:
                     stop_process(client)

@@ -32,6 +32,10 @@ from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
+PENDING = events_pb2.DELIVERY_STATUS_PENDING
+#: How often a request's intermediate progress is published (the link page shows it).
+PROGRESS_EVERY_S = 0.2
+
 
 def party_group(topics: Topics, party: Party) -> str:
     """The consumer group whose commits are this party's confirmations."""
@@ -41,16 +45,15 @@ def party_group(topics: Topics, party: Party) -> str:
 def pending_receipts(
     change: events_pb2.SuppressionChanged, partition: int, offset: int, directory: PartiesDirectory
 ) -> list[events_pb2.DeliveryReceipt]:
-    """One PENDING receipt per party concerned by a change, each naming all of them."""
+    """The PENDING receipt of a change: one, naming every concerned party.
+
+    One record rather than one per party: a global opt-out concerns every operator and every
+    PSVA, and the receipts topic carries enough already.
+    """
     concerned = directory.concerned_by(change.sender_id)
-    ids = [p.id for p in concerned]
-    targets: list[Party | None] = list(concerned) or [None]  # no party: done at once
-    receipts = []
-    for party in targets:
-        receipt = _receipt(change, partition, offset, events_pb2.DELIVERY_STATUS_PENDING, party)
-        receipt.concerned_party_ids.extend(ids)
-        receipts.append(receipt)
-    return receipts
+    receipt = _receipt(change, partition, offset, events_pb2.DELIVERY_STATUS_PENDING, None)
+    receipt.concerned_party_ids.extend(p.id for p in concerned)
+    return [receipt]
 
 
 def _receipt(
@@ -166,12 +169,40 @@ def create_notifier_app(
                 continue
             if receipt.status == events_pb2.DELIVERY_STATUS_APPLIED:
                 observe_applied(receipt)
+            else:
+                for party_id in state.concerned or []:  # the kinds of those still pending
+                    if party_id not in state.parties:
+                        party = directory.get(party_id)
+                        state.parties[party_id] = [party.kind if party else 0, PENDING, 0]
             table[key] = state.to_json()
-            await propagation_topic.send(
-                key=key,
-                value=state.to_record().SerializeToString(),
-                headers=message_headers("stopsms.v1.PropagationRecord"),
-            )
+            if state.done or receipt.status == events_pb2.DELIVERY_STATUS_PENDING:
+                # The start and the end of a proof are published at once; progress in between
+                # is published at most every PROGRESS_EVERY_S per request (the latest wins).
+                progress.pop(key, None)
+                await publish(key, state)
+            else:
+                progress[key] = state
+                if not flushing:
+                    flushing.append(asyncio.get_running_loop().call_later(
+                        PROGRESS_EVERY_S, lambda: asyncio.ensure_future(flush())
+                    ))  # fmt: skip
+
+    progress: dict[bytes, Propagation] = {}
+    flushing: list[asyncio.TimerHandle] = []
+
+    async def publish(key: bytes, state: Propagation) -> None:
+        await propagation_topic.send(
+            key=key,
+            value=state.to_record().SerializeToString(),
+            headers=message_headers("stopsms.v1.PropagationRecord"),
+        )
+
+    async def flush() -> None:
+        flushing.clear()
+        pending = dict(progress)
+        progress.clear()
+        for key, state in pending.items():
+            await publish(key, state)
 
     return app
 

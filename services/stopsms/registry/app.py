@@ -16,11 +16,14 @@ subject's hash), so one subject's state lives beside its requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from typing import Any
 
 import faust
 import mode
+from faust.streams import _current_event
 
 from stopsms.core.kafka import message_headers
 from stopsms.core.settings import Settings
@@ -30,6 +33,10 @@ from stopsms.registry.rules import SubjectDecisions, decide
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+
+#: Requests decided together at most, and how long the agent waits to fill a batch.
+DECISION_BATCH = 500
+DECISION_WAIT_S = 0.005
 
 
 def create_registry_app(settings: Settings) -> faust.App:
@@ -49,29 +56,54 @@ def create_registry_app(settings: Settings) -> faust.App:
 
     @app.agent(requests, name="decide-requests", supervisor_strategy=mode.CrashingSupervisor)
     async def decide_requests(stream: Any) -> None:
-        """Decide each request and publish its SuppressionChanged before anything else."""
-        async for event in stream.events():
-            message = event.message
-            try:
-                request = events_pb2.PreferenceRequested.FromString(event.value)
-                if not request.subject or not request.event_id:
-                    raise ValueError("a request needs a subject and an event id")
-            except Exception as exc:  # noqa: BLE001 - anything unreadable goes to the DLQ
-                await _dead_letter(dead_letters, message, f"unreadable request: {exc}")
-                continue
-            state = SubjectDecisions.from_json(decisions.get(request.subject.encode()))
-            record, new_state = decide(state, request, int(round((message.timestamp or 0) * 1000)))
-            if record is None:
-                continue  # already decided and published: a duplicate request
-            key = suppression_key(record.subject, record.sender_id).encode()
-            delivery = await suppressions.send(
-                key=key,
-                value=record.SerializeToString(),
-                partition=partition_for_key(key, settings.partitions),
-                headers=message_headers("stopsms.v1.SuppressionChanged", _trace(message)),
-            )
-            await delivery  # acknowledged by Kafka before the decision is remembered
-            decisions[request.subject.encode()] = new_state.to_json().encode()
+        """Decide requests and publish their SuppressionChanged before anything else.
+
+        Requests are taken in small batches: each is decided in order (a later request of the
+        same subject sees the earlier one's state), every record is sent, and only when Kafka
+        has acknowledged all of them are the decisions remembered. Waiting for each record's
+        acknowledgement in turn would bound the registry at one broker round trip per request.
+        A crash in between decides the batch again from the same state: identical records.
+        """
+        async for events in stream.take_events(DECISION_BATCH, within=DECISION_WAIT_S):
+            states: dict[bytes, SubjectDecisions] = {}
+            sources: dict[bytes, Any] = {}
+            deliveries = []
+            for event in events:
+                message = event.message
+                try:
+                    request = events_pb2.PreferenceRequested.FromString(event.value)
+                    if not request.subject or not request.event_id:
+                        raise ValueError("a request needs a subject and an event id")
+                except Exception as exc:  # noqa: BLE001 - anything unreadable goes to the DLQ
+                    await _dead_letter(dead_letters, message, f"unreadable request: {exc}")
+                    continue
+                subject = request.subject.encode()
+                state = states.get(subject) or SubjectDecisions.from_json(decisions.get(subject))
+                record, new_state = decide(
+                    state, request, int(round((message.timestamp or 0) * 1000))
+                )
+                if record is None:
+                    continue  # already decided and published: a duplicate request
+                states[subject] = new_state
+                sources[subject] = event
+                key = suppression_key(record.subject, record.sender_id).encode()
+                deliveries.append(
+                    await suppressions.send(
+                        key=key,
+                        value=record.SerializeToString(),
+                        partition=partition_for_key(key, settings.partitions),
+                        headers=message_headers("stopsms.v1.SuppressionChanged", _trace(message)),
+                    )
+                )
+            await asyncio.gather(*deliveries)  # acknowledged before the decisions are remembered
+            for subject, new_state in states.items():
+                # faust places a table write in its changelog by the event being processed:
+                # name the request's own event (same partition as the subject's requests)
+                token = _current_event.set(weakref.ref(sources[subject]))
+                try:
+                    decisions[subject] = new_state.to_json().encode()
+                finally:
+                    _current_event.reset(token)
 
     return app
 
