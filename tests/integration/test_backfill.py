@@ -17,7 +17,8 @@ from stopsms.notifier.cursor import encode_backfill_cursor
 from stopsms.v1 import notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import E2E_PARTIES, running_service
-from .test_notifier_replicas import changes, publish
+from .test_notifier import publish
+from .test_notifier_replicas import changes
 
 pytestmark = pytest.mark.integration
 SAHARA = ((PARTY_HEADER, "sahara-push"),)

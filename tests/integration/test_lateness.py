@@ -11,13 +11,12 @@ import pytest
 
 from stopsms.core.identity import PARTY_HEADER
 from stopsms.core.infra import free_port
-from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.core.topics import Topics
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import running_service
-from .test_notifier import EVENT, change
+from .test_notifier import EVENT, change, publish
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +35,7 @@ async def test_a_party_that_does_not_apply_in_time_is_late_in_the_proof_metrics_
     address = f"127.0.0.1:{free_port()}"
     with running_service("notifier", env, address, tmp_path):
         c = change(settings, "+212611111111", "e-jumia", "JUMIA")
-        key = suppression_key(c.subject, c.sender_id).encode()
-        publisher = KafkaPublisher(settings.kafka_bootstrap)
-        await publisher.start()
-        await publisher.publish(
-            topics.suppressions, key, c.SerializeToString(), partition=partition_for_key(key, 12)
-        )
-        await publisher.stop()
+        await publish(settings, topics.suppressions, [c])
         async with grpc.aio.insecure_channel(address) as channel:
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)
             statuses: dict[str, int] = {}

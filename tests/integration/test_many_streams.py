@@ -16,7 +16,8 @@ from stopsms.core.topics import Topics
 from stopsms.v1 import notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import running_service
-from .test_notifier_replicas import changes, publish
+from .test_notifier import publish
+from .test_notifier_replicas import changes
 
 pytestmark = pytest.mark.integration
 STREAMS = 200

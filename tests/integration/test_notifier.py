@@ -45,6 +45,20 @@ def change(
     return c
 
 
+async def publish(
+    settings: Settings, topic: str, items: list[events_pb2.SuppressionChanged]
+) -> None:
+    """Publish changes as the registry does: keyed by subject and scope, placed by subject."""
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    for c in items:
+        key = suppression_key(c.subject, c.sender_id).encode()
+        await publisher.publish(
+            topic, key, c.SerializeToString(), partition=partition_for_key(key, 12)
+        )
+    await publisher.stop()
+
+
 def operator_applies_everything(bootstrap: str, topics: Topics, expected: int) -> None:
     consumer = KafkaConsumer(
         topics.suppressions,
@@ -72,17 +86,7 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
         change(settings, "+212633333333", "e-global", ""),
     ]
     with running_service("notifier", service_env, address, tmp_path):
-        publisher = KafkaPublisher(settings.kafka_bootstrap)
-        await publisher.start()
-        for c in changes:
-            key = suppression_key(c.subject, c.sender_id).encode()
-            await publisher.publish(
-                topics.suppressions,
-                key,
-                c.SerializeToString(),
-                partition=partition_for_key(key, 12),
-            )
-        await publisher.stop()
+        await publish(settings, topics.suppressions, changes)
 
         async with grpc.aio.insecure_channel(address) as channel:
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)

@@ -14,13 +14,13 @@ from aiohttp import web
 
 from stopsms.core.identity import PARTY_HEADER
 from stopsms.core.infra import free_port
-from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, verify
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import E2E_PARTIES, running_service
+from .test_notifier import publish
 
 pytestmark = pytest.mark.integration
 SECRET = b"replica-webhook-secret-0123456789"
@@ -48,17 +48,6 @@ def changes(settings: Settings, count: int, prefix: str) -> list[events_pb2.Supp
         c.action_time.GetCurrentTime()
         out.append(c)
     return out
-
-
-async def publish(settings: Settings, topic: str, items: list[events_pb2.SuppressionChanged]):
-    publisher = KafkaPublisher(settings.kafka_bootstrap)
-    await publisher.start()
-    for c in items:
-        key = suppression_key(c.subject, c.sender_id).encode()
-        await publisher.publish(
-            topic, key, c.SerializeToString(), partition=partition_for_key(key, 12)
-        )
-    await publisher.stop()
 
 
 async def watch(

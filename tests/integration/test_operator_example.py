@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.kafka import GroupOffsets, KafkaPublisher
+from stopsms.core.kafka import GroupOffsets
 from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.core.topics import Topics
 from stopsms.v1 import events_pb2
 
-from .test_notifier import change
+from .test_notifier import change, publish
 
 pytestmark = pytest.mark.integration
 GROUP = "stopsms.operator.iam"
@@ -34,14 +34,7 @@ async def test_the_operator_example_bootstraps_the_list_and_commits_after_applyi
     ]
     opt_in = change(settings, "+212611111111", "e-kitea", "JUMIA")  # later: back in for JUMIA
     opt_in.state, opt_in.version = events_pb2.STATE_ALLOWED, 2
-    publisher = KafkaPublisher(settings.kafka_bootstrap)
-    await publisher.start()
-    for c in [*changes, opt_in]:
-        key = suppression_key(c.subject, c.sender_id).encode()
-        await publisher.publish(
-            topics.suppressions, key, c.SerializeToString(), partition=partition_for_key(key, 12)
-        )
-    await publisher.stop()
+    await publish(settings, topics.suppressions, [*changes, opt_in])
 
     store = tmp_path / "suppressions.db"
     consumer = subprocess.Popen(

@@ -12,13 +12,13 @@ import yaml
 from aiohttp import web
 
 from stopsms.core.infra import free_port
-from stopsms.core.kafka import GroupOffsets, KafkaPublisher
+from stopsms.core.kafka import GroupOffsets
 from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.core.topics import Topics
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, SignatureError, sign, verify
 
 from ..conftest import E2E_PARTIES, running_service
-from .test_notifier import NAME, change
+from .test_notifier import NAME, change, publish
 
 pytestmark = pytest.mark.integration
 SECRET = b"oasis-webhook-secret-0123456789"
@@ -92,17 +92,7 @@ async def test_a_receiver_that_fails_three_times_gets_every_entitled_change_once
     address = f"127.0.0.1:{free_port()}"
     try:
         with running_service("notifier", env, address, tmp_path):
-            publisher = KafkaPublisher(settings.kafka_bootstrap)
-            await publisher.start()
-            for c in changes:
-                key = suppression_key(c.subject, c.sender_id).encode()
-                await publisher.publish(
-                    topics.suppressions,
-                    key,
-                    c.SerializeToString(),
-                    partition=partition_for_key(key, 12),
-                )
-            await publisher.stop()
+            await publish(settings, topics.suppressions, changes)
             async with asyncio.timeout(30):
                 while sum(len(b.get("changes", [])) for b in receiver.accepted) < 2:
                     await asyncio.sleep(0.1)

@@ -130,44 +130,13 @@ def pack_update(located: bytes, sender_id: str, value: bytes) -> bytes:
     return located + bytes((len(sender),)) + sender + bytes((len(value),)) + value
 
 
-# KEYS: bucket prefix, senders, offsets. ARGV: sender id, then bucket/digest-field pairs.
-# Returns the offsets (flat), then per subject its sender value and its global value.
-_LOOKUP_SCRIPT = """
-local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
-local sender = ARGV[1]
-local out = {redis.call('HGETALL', offsets)}
-local code = false
-if sender ~= '' then
-  local n = redis.call('HGET', senders, sender)
-  if n then
-    n = tonumber(n)
-    code = ''
-    while n >= 128 do
-      code = code .. string.char(n % 128 + 128)
-      n = math.floor(n / 128)
-    end
-    code = code .. string.char(n)
-  end
-end
-for i = 2, #ARGV, 2 do
-  local key, field = prefix .. ARGV[i], ARGV[i + 1]
-  if code then
-    local pair = redis.call('HMGET', key, field .. code, field)
-    out[#out + 1] = pair[1]
-    out[#out + 1] = pair[2]
-  else
-    out[#out + 1] = false
-    out[#out + 1] = redis.call('HGET', key, field)
-  end
-end
-return out
-"""
-
-
-# The batch form: ARGV[1] = sender id, ARGV[2] = located subjects, 12 bytes each (bucket and
-# digest field) joined into one argument, which costs the client one buffer instead of two
-# arguments per number. Returns the offsets (flat), then per subject its two values.
-_LOOKUP_PACKED_SCRIPT = """
+# KEYS: bucket prefix, senders, offsets. ARGV[1] = sender id, ARGV[2] = located subjects, 12
+# bytes each (bucket and digest field) joined into one argument, which costs the client one
+# buffer instead of two arguments per number. Returns the offsets (flat), then per subject its
+# sender value and its global value.
+_LOOKUP_SCRIPT = (
+    _LUA_HELPERS
+    + """
 local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
 local sender, packed = ARGV[1], ARGV[2]
 local out = {redis.call('HGETALL', offsets)}
@@ -175,13 +144,7 @@ local code = false
 if sender ~= '' then
   local n = redis.call('HGET', senders, sender)
   if n then
-    n = tonumber(n)
-    code = ''
-    while n >= 128 do
-      code = code .. string.char(n % 128 + 128)
-      n = math.floor(n / 128)
-    end
-    code = code .. string.char(n)
+    code = varint(tonumber(n))
   end
 end
 for i = 1, #packed, 12 do
@@ -198,6 +161,7 @@ for i = 1, #packed, 12 do
 end
 return out
 """
+)
 
 
 class ViewLost(RuntimeError):
@@ -301,7 +265,10 @@ class ViewLayout:
 
     def located(self, subject: str) -> bytes:
         """Bucket and digest field joined (12 bytes): the view's address of a subject."""
-        digest = subject_digest(subject)
+        return self.located_digest(subject_digest(subject))
+
+    def located_digest(self, digest: bytes) -> bytes:
+        """The view's address of a subject given by its digest bytes."""
         bucket = (int.from_bytes(digest[:2], "big") >> (16 - self.bucket_bits)).to_bytes(2, "big")
         return bucket + digest[2 : 2 + DIGEST_FIELD_BYTES]
 
@@ -351,7 +318,6 @@ class RedisSuppressionView:
         self._keys: list[bytes | str] = [self._prefix, self._senders_key, self._offsets_key]
         self._apply = client.register_script(_APPLY_SCRIPT)
         self._lookup = client.register_script(_LOOKUP_SCRIPT)
-        self._lookup_packed = client.register_script(_LOOKUP_PACKED_SCRIPT)
 
     @classmethod
     def from_url(
@@ -371,9 +337,9 @@ class RedisSuppressionView:
 
     async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
         """Apply a batch with one script call (entries and offsets in one atomic step)."""
-        locate = self.layout.locate
+        located = self.layout.located
         packed = b"".join(
-            pack_update(b"".join(locate(u.subject)), u.sender_id, u.entry.pack()) for u in updates
+            pack_update(located(u.subject), u.sender_id, u.entry.pack()) for u in updates
         )
         await self.apply_packed(packed, offsets)
 
@@ -393,11 +359,9 @@ class RedisSuppressionView:
         self, subjects: Sequence[str], sender_id: str
     ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
         """Read both scopes of every subject and the offsets in one server-side step."""
-        args: list[bytes | str] = [sender_id]
-        locate = self.layout.locate
-        for subject in subjects:
-            args += locate(subject)
-        return self._parse_lookup(await self._lookup(keys=self._keys, args=args))
+        located = b"".join(self.layout.located(subject) for subject in subjects)
+        pairs, offsets = await self.lookup_packed(located, sender_id)
+        return [(ScopeEntry.unpack(s), ScopeEntry.unpack(g)) for s, g in pairs], offsets
 
     async def lookup_packed(
         self, located: bytes, sender_id: str
@@ -406,7 +370,7 @@ class RedisSuppressionView:
 
         The batch path: values stay undecoded, since most are empty.
         """
-        reply = await self._lookup_packed(keys=self._keys, args=[sender_id, located])
+        reply = await self._lookup(keys=self._keys, args=[sender_id, located])
         values = reply[1:]
         return list(zip(values[::2], values[1::2], strict=True)), _pairs_to_offsets(reply[0])
 
@@ -428,17 +392,6 @@ class RedisSuppressionView:
                 bucket = b.to_bytes(2, "big")
                 found += [bucket + f[:DIGEST_FIELD_BYTES] for f in fields]
         return b"".join(found), offsets
-
-    @staticmethod
-    def _parse_lookup(
-        reply: list[Any],
-    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
-        values = reply[1:]
-        entries = [
-            (ScopeEntry.unpack(values[i]), ScopeEntry.unpack(values[i + 1]))
-            for i in range(0, len(values), 2)
-        ]
-        return entries, _pairs_to_offsets(reply[0])
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""

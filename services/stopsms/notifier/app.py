@@ -37,6 +37,11 @@ PENDING = events_pb2.DELIVERY_STATUS_PENDING
 PROGRESS_EVERY_S = 0.2
 
 
+def assigned_partitions(app: faust.App, topic: str) -> set[int]:
+    """The partitions of ``topic`` this replica holds: the work it does once for everyone."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
 def party_group(topics: Topics, party: Party) -> str:
     """The consumer group whose commits are this party's confirmations."""
     return topics.operator_group(party.id) if party.is_operator else topics.psva_group(party.id)
@@ -252,11 +257,7 @@ class ReceiptPoller(mode.Service):
                 log.exception("receipt polling failed; retrying")
 
     def _my_partitions(self) -> set[int]:
-        return {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.topics.suppressions
-        }
+        return assigned_partitions(self.app, self.topics.suppressions)
 
     async def _changes(
         self, partition: int, start: int, end: int

@@ -37,6 +37,7 @@ from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
+from stopsms.notifier.app import assigned_partitions
 from stopsms.notifier.cursor import encode_cursor
 from stopsms.v1 import events_pb2, notifier_pb2
 
@@ -168,11 +169,7 @@ class WebhookSender(mode.Service):
             await self._session.close()
 
     def _owned(self) -> set[str]:
-        mine = {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.topics.suppressions
-        }
+        mine = assigned_partitions(self.app, self.topics.suppressions)
         return {
             party.id
             for party in self.directory

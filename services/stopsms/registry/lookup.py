@@ -30,7 +30,13 @@ import numpy as np
 
 from stopsms.core.numbers import InvalidNumber, normalise_msisdn
 from stopsms.core.privacy import SUBJECT_DIGEST_BYTES, Key
-from stopsms.core.view import DIGEST_FIELD_BYTES, RedisSuppressionView, ScopeEntry, ViewLayout
+from stopsms.core.view import (
+    DIGEST_FIELD_BYTES,
+    RedisSuppressionView,
+    ScopeEntry,
+    ViewLayout,
+    varint,
+)
 from stopsms.registry.rules import combine
 from stopsms.v1 import registry_pb2
 
@@ -251,22 +257,13 @@ _NO_RECORD = b"\x0a\x02\x08" + bytes([registry_pb2.VERDICT_ALLOWED])
 _INVALID = b"\x0a\x02\x08" + bytes([registry_pb2.VERDICT_INVALID_NUMBER])
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _result_bytes(sender: ScopeEntry | None, global_: ScopeEntry | None) -> bytes:
     verdict = combine(sender, global_)
     result = registry_pb2.CheckResult(verdict=verdict.verdict, matched_scope=verdict.matched_scope)
     if verdict.record is not None:
         result.since.FromMilliseconds(verdict.record.action_time_ms)
     body = result.SerializeToString()
-    return b"\x0a" + _varint(len(body)) + body
+    return b"\x0a" + varint(len(body)) + body
 
 
 @dataclass
@@ -345,12 +342,6 @@ class BatchChecker:
         width = 2 * SUBJECT_DIGEST_BYTES
         subjects = [prefix + hex_digests[i : i + width] for i in range(0, len(hex_digests), width)]
         return ChunkAnswer(b"".join(answers) + tail, subjects, len(maybe))
-
-
-def locate_digest(digest: bytes, layout: ViewLayout) -> bytes:
-    """The view's address (bucket + field, 12 bytes) of one subject digest."""
-    bucket = int.from_bytes(digest[:2], "big") >> (16 - layout.bucket_bits)
-    return bucket.to_bytes(2, "big") + digest[2 : 2 + DIGEST_FIELD_BYTES]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from stopsms.core.numbers import InvalidNumber, normalise_msisdn
 from stopsms.core.parties import InvalidSender, Party, check_sender_id
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.view import SuppressionView
-from stopsms.registry.lookup import BatchChecker, ChunkAnswer, locate_digest
+from stopsms.registry.lookup import BatchChecker, ChunkAnswer
 from stopsms.registry.rules import Verdict, combine
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
 
@@ -85,7 +85,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             digest = self._batch.hasher.digest(e164)
             self._auth.permitted(party, method, [f"{self._batch.key_id}:{digest.hex()}"])
             answer = await self._batch.single.lookup(
-                locate_digest(digest, self._batch.layout), sender_id
+                self._batch.layout.located_digest(digest), sender_id
             )
             entries, offsets = [(answer.sender, answer.global_)], answer.as_of
         else:
