@@ -77,3 +77,18 @@ def test_recent_changes_cover_a_contiguous_span_and_forget_what_all_confirmed() 
     recent.prune(0, 6)
     assert recent.span(0) == (6, 7)
     assert recent.span(1) is None
+
+
+def test_one_applied_receipt_may_speak_for_several_parties() -> None:
+    (pending,) = pending_receipts(change("JUMIA"), 3, 7, DIRECTORY)
+    state, _ = fold(None, pending)
+    round_ = events_pb2.DeliveryReceipt(
+        event_id="e1", status=events_pb2.DELIVERY_STATUS_APPLIED, applied_party_ids=["iam", "atlas"]
+    )
+    round_.applied_time.FromMilliseconds(1_800)
+    state, changed = fold(state, round_)
+    assert changed and state.applied() == {"iam", "atlas"} and not state.done
+    state, changed = fold(state, round_)
+    assert not changed
+    state, _ = fold(state, applied("orange", OP, 2_000))
+    assert state.done and state.done_time_ms == 2_000

@@ -33,6 +33,7 @@ from stopsms.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 PENDING = events_pb2.DELIVERY_STATUS_PENDING
+APPLIED = events_pb2.DELIVERY_STATUS_APPLIED
 #: How often a request's intermediate progress is published (the link page shows it).
 PROGRESS_EVERY_S = 0.2
 
@@ -169,16 +170,18 @@ def create_notifier_app(
             receipt = events_pb2.DeliveryReceipt.FromString(event.value)
             key = receipt.event_id.encode()
             stored = table.get(key)
-            state, changed = fold(Propagation.from_json(stored) if stored else None, receipt)
+            previous = Propagation.from_json(stored) if stored else None
+            applied_before = previous.applied() if previous else set()
+            state, changed = fold(previous, receipt)
             if not changed:
                 continue
-            if receipt.status == events_pb2.DELIVERY_STATUS_APPLIED:
-                observe_applied(receipt)
-            else:
-                for party_id in state.concerned or []:  # the kinds of those still pending
-                    if party_id not in state.parties:
-                        party = directory.get(party_id)
-                        state.parties[party_id] = [party.kind if party else 0, PENDING, 0]
+            for party_id in state.concerned or []:
+                state.parties.setdefault(party_id, [0, PENDING, 0])
+            for party_id, entry in state.parties.items():
+                if not entry[0]:  # the receipts of a polling round name parties, not kinds
+                    entry[0] = kind_of(party_id)
+                if entry[1] == APPLIED and party_id not in applied_before:
+                    observe_applied(entry[0], state.action_time_ms, entry[2])
             table[key] = state.to_json()
             if state.done or receipt.status == events_pb2.DELIVERY_STATUS_PENDING:
                 # The start and the end of a proof are published at once; progress in between
@@ -191,6 +194,10 @@ def create_notifier_app(
                     flushing.append(asyncio.get_running_loop().call_later(
                         PROGRESS_EVERY_S, lambda: asyncio.ensure_future(flush())
                     ))  # fmt: skip
+
+    def kind_of(party_id: str) -> int:
+        party = directory.get(party_id)
+        return party.kind if party else 0
 
     progress: dict[bytes, Propagation] = {}
     flushing: list[asyncio.TimerHandle] = []
@@ -314,19 +321,26 @@ class ReceiptPoller(mode.Service):
             for offset, change in await self._changes(partition, start, end):
                 if change is None:
                     continue
-                for party, done, confirmed in items:
-                    if done <= offset < confirmed and party.is_concerned_by(change.sender_id):
-                        receipt = _receipt(
-                            change, partition, offset, events_pb2.DELIVERY_STATUS_APPLIED, party
-                        )
-                        receipt.applied_time.FromMilliseconds(now_ms)
-                        deliveries.append(
-                            await receipts_topic.send(
-                                key=change.event_id.encode(),
-                                value=receipt.SerializeToString(),
-                                headers=message_headers("stopsms.v1.DeliveryReceipt"),
-                            )
-                        )
+                confirmed_by = [
+                    party.id
+                    for party, done, confirmed in items
+                    if done <= offset < confirmed and party.is_concerned_by(change.sender_id)
+                ]
+                if not confirmed_by:
+                    continue
+                # One receipt for every party that passed this change in this round.
+                receipt = _receipt(
+                    change, partition, offset, events_pb2.DELIVERY_STATUS_APPLIED, None
+                )
+                receipt.applied_party_ids.extend(confirmed_by)
+                receipt.applied_time.FromMilliseconds(now_ms)
+                deliveries.append(
+                    await receipts_topic.send(
+                        key=change.event_id.encode(),
+                        value=receipt.SerializeToString(),
+                        headers=message_headers("stopsms.v1.DeliveryReceipt"),
+                    )
+                )
         await asyncio.gather(*deliveries)  # acknowledged before the progress is recorded
         progress: dict[str, dict[int, int]] = {}
         for partition, items in advancing.items():

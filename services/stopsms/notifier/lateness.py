@@ -3,8 +3,9 @@
 The SLO (``STOPSMS_PROPAGATION_SLO_SECONDS``, 5 s by default) runs from the citizen's action.
 A delivery still PENDING past it is reported LATE by ``GetPropagation`` (computed when asked,
 so the proof never claims more than what happened), counted in the per-party lag metrics, and
-logged once per change and party. Webhook receivers are retried until they answer; stream
-PSVAs get the change again when they reconnect from their acknowledged cursor.
+logged once per change and party (one line per party and round, naming the oldest, so a backlog
+does not flood the log). Webhook receivers are retried until they answer; stream PSVAs get
+the change again when they reconnect from their acknowledged cursor.
 
 Metrics (Prometheus):
 * ``stopsms_propagation_seconds{party_kind}``: action to applied, per delivery (a histogram);
@@ -53,15 +54,11 @@ LATE_CHANGES = Gauge(
 PENDING_CHANGES_PARTIES: set[str] = set()
 
 
-def observe_applied(receipt: events_pb2.DeliveryReceipt) -> None:
-    """Record one delivery's propagation time (called once per APPLIED receipt folded)."""
-    if receipt.HasField("action_time") and receipt.HasField("applied_time"):
-        seconds = (
-            receipt.applied_time.ToMilliseconds() - receipt.action_time.ToMilliseconds()
-        ) / 1000
-        PROPAGATION_SECONDS.labels(KIND_NAMES.get(receipt.party_kind, "unknown")).observe(
-            max(seconds, 0.0)
-        )
+def observe_applied(party_kind: int, action_time_ms: int, applied_time_ms: int) -> None:
+    """Record one delivery's propagation time (called once per party's APPLIED folded)."""
+    if action_time_ms and applied_time_ms:
+        seconds = (applied_time_ms - action_time_ms) / 1000
+        PROPAGATION_SECONDS.labels(KIND_NAMES.get(party_kind, "unknown")).observe(max(seconds, 0.0))
 
 
 def with_lateness(
@@ -98,6 +95,7 @@ class LatenessWatcher(mode.Service):
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         lag: dict[str, tuple[int, float, int]] = {}
         still_open = set()
+        newly_late: dict[str, list[tuple[float, str]]] = {}
         for event_id, record in list(self.open_records.items()):
             age = (now_ms - record.action_time.ToMilliseconds()) / 1000
             for delivery in record.deliveries:
@@ -110,13 +108,18 @@ class LatenessWatcher(mode.Service):
                 still_open.add(key)
                 if is_late and key not in self._reported:
                     self._reported.add(key)
-                    log.warning(
-                        "%s is late: request %s not applied %.1f s after the action (SLO %g s)",
-                        delivery.party_id,
-                        record.request_id,
-                        age,
-                        self.slo_seconds,
-                    )
+                    newly_late.setdefault(delivery.party_id, []).append((age, record.request_id))
+        for party_id, items in newly_late.items():
+            # One line per party and round, naming its oldest: a backlog must not flood the log.
+            age, request_id = max(items)
+            log.warning(
+                "%s is late: request %s not applied %.1f s after the action (SLO %g s)%s",
+                party_id,
+                request_id,
+                age,
+                self.slo_seconds,
+                f"; {len(items) - 1} more changes late" if len(items) > 1 else "",
+            )
         self._reported &= still_open
         for party in {*lag, *PENDING_CHANGES_PARTIES}:
             pending, oldest, late = lag.get(party, (0, 0.0, 0))

@@ -40,6 +40,10 @@ class Propagation:
             self.parties.get(p, [0, PENDING, 0])[1] == APPLIED for p in self.concerned
         )
 
+    def applied(self) -> set[str]:
+        """The parties that applied the change."""
+        return {p for p, (_, status, _) in self.parties.items() if status == APPLIED}
+
     def to_json(self) -> bytes:
         """Serialise for the faust table."""
         return json.dumps(self.__dict__, separators=(",", ":")).encode()
@@ -70,30 +74,51 @@ class Propagation:
         return record
 
 
+def applied_parties(receipt: events_pb2.DeliveryReceipt) -> list[str]:
+    """The parties a receipt speaks for: its ``party_id``, or the several of an APPLIED round."""
+    if receipt.party_id:
+        return [receipt.party_id]
+    if receipt.status == APPLIED:
+        return list(receipt.applied_party_ids)
+    return []
+
+
 def fold(
     state: Propagation | None, receipt: events_pb2.DeliveryReceipt
 ) -> tuple[Propagation, bool]:
-    """Fold one receipt into the state; return the new state and whether it changed."""
-    before = state.to_json() if state is not None else b""
+    """Fold one receipt into the state; return the new state and whether it changed.
+
+    A receipt that names several parties (``applied_party_ids``) carries no kind; the kinds
+    come from the PENDING receipt's directory lookup, or stay 0 until then.
+    """
     current = state or Propagation(event_id=receipt.event_id)
+    changed = state is None
     if not current.request_id and receipt.request_id:
         current.request_id = receipt.request_id
         current.origin_party_id = receipt.origin_party_id
         current.sender_id = receipt.sender_id
         current.action = receipt.action
+        changed = True
     if not current.action_time_ms and receipt.HasField("action_time"):
         current.action_time_ms = receipt.action_time.ToMilliseconds()
+        changed = True
     if receipt.status == PENDING:
-        current.concerned = sorted(set(current.concerned or []) | set(receipt.concerned_party_ids))
-    if receipt.party_id:
-        kind, status, applied_ms = current.parties.get(
-            receipt.party_id, [receipt.party_kind, PENDING, 0]
-        )
+        concerned = sorted(set(current.concerned or []) | set(receipt.concerned_party_ids))
+        if concerned != current.concerned:
+            current.concerned = concerned
+            changed = True
+    for party_id in applied_parties(receipt):
+        before = current.parties.get(party_id)
+        kind, status, applied_ms = before or [receipt.party_kind, PENDING, 0]
         if receipt.status == APPLIED and status != APPLIED:
             status, applied_ms = APPLIED, receipt.applied_time.ToMilliseconds()
-        current.parties[receipt.party_id] = [kind or receipt.party_kind, status, applied_ms]
+        after = [kind or receipt.party_kind, status, applied_ms]
+        if after != before:
+            current.parties[party_id] = after
+            changed = True
     if current.done and not current.done_time_ms:
         current.done_time_ms = max(
             [current.parties[p][2] for p in current.concerned or []] or [current.action_time_ms]
         )
-    return current, current.to_json() != before
+        changed = True
+    return current, changed
