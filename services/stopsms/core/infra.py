@@ -140,6 +140,17 @@ def fetch_kafka(cache_dir: Path = CACHE_DIR) -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka makes them: never starting with "-".
+
+    One id in 64 would otherwise begin with "-", which the storage tool reads as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class LocalKafka:
     """A single-node KRaft broker whose data lives in ``workdir``."""
@@ -200,32 +211,22 @@ class LocalKafka:
             classpath,
         ]
         if not (log_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            for attempt in (1, 2):  # seen once to fail for no lasting reason: try twice
-                result = subprocess.run(  # noqa: S603
-                    [
-                        *jvm,
-                        "kafka.tools.StorageTool",
-                        "format",
-                        "--standalone",
-                        "-t",
-                        cluster_id,
-                        "-c",
-                        str(config),
-                    ],
-                    capture_output=True,
-                    text=True,
-                )
-                if result.returncode == 0:
-                    break
-                log.warning(
-                    "formatting Kafka storage failed (attempt %d): %s",
-                    attempt,
-                    result.stderr[-500:],
-                )
-                shutil.rmtree(log_dir, ignore_errors=True)
-                time.sleep(1)
+            result = subprocess.run(  # noqa: S603
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    new_cluster_id(),
+                    "-c",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
+                shutil.rmtree(log_dir, ignore_errors=True)
                 raise InfrastructureError(
                     f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
                 )
