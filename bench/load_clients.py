@@ -91,11 +91,13 @@ async def load(
     channel, metadata = party_channel(address, "iam", tls)
     stub = intake_pb2_grpc.IntakeServiceStub(channel)
     accepted: list[str] = []
+    latencies: list[float] = []
     failed = 0
 
     async def one() -> None:
         nonlocal failed
         sender = senders[0] if random.random() < 0.9 else ""
+        asked = time.perf_counter()
         try:
             reply = await stub.SubmitOptOut(
                 intake_pb2.SubmitOptOutRequest(
@@ -108,6 +110,7 @@ async def load(
                 timeout=30,
             )
             accepted.append(reply.event_id)
+            latencies.append(time.perf_counter() - asked)
         except grpc.aio.AioRpcError:
             failed += 1
 
@@ -119,7 +122,13 @@ async def load(
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     out.write_text("\n".join(accepted) + "\n")
-    print(f"load: {len(accepted)} accepted, {failed} failed in {elapsed:.1f} s", flush=True)
+    latencies.sort()
+    p50, p99 = (latencies[int(len(latencies) * q)] if latencies else 0.0 for q in (0.5, 0.99))
+    print(
+        f"load: {len(accepted)} accepted, {failed} failed in {elapsed:.1f} s; "
+        f"intake answered in p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
+        flush=True,
+    )
     await channel.close()
 
 
