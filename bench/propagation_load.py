@@ -32,6 +32,7 @@ from stopsms.core.settings import PACKAGE_CONFIG
 from stopsms.core.topics import Topics
 from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import events_pb2
+from stopsms.verify import read_ledger
 
 OPERATORS = ("iam", "orange", "inwi")
 
@@ -62,9 +63,8 @@ async def stage_delays(bootstrap: str, topics: Topics, wanted: set[str]) -> dict
         reader = TopicReader(bootstrap, topic)
         await reader.start()
         try:
-            ends = await reader.end_offsets()
-            while any(pos < ends[p] for p, pos in (await reader.positions()).items()):
-                for rec in await reader.read(timeout_ms=500):
+            async for records in reader.read_to_end():
+                for rec in records:
                     message = parse(rec.value)
                     if message.event_id not in wanted:
                         continue
@@ -114,7 +114,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stopsms-bench-") as tmp:
         work = Path(tmp)
         psvas = write_parties(work / "parties.yaml", args.psvas)
-        (work / "senders").write_text("SHOP01\n")
+        (work / "senders").write_text("SHOP01 9\n* 1\n")
         print("starting the platform...", flush=True)
         platform = LocalPlatform(
             work / "platform",
@@ -161,15 +161,15 @@ def main() -> int:
                         "load",
                         ends["intake_grpc"],
                         tls,
-                        str(args.rate),
-                        str(args.seconds),
-                        str(work / "senders"),
-                        str(accepted_file),
+                        f"--rate={args.rate}",
+                        f"--count={int(args.rate * args.seconds)}",
+                        f"--senders={work / 'senders'}",
+                        f"--ledger={accepted_file}",
                     ],
                     check=True,
                 )
                 load_seconds = time.monotonic() - started
-                accepted = set(filter(None, accepted_file.read_text().split()))
+                accepted = set(read_ledger(accepted_file))
                 print(f"collecting the proofs of {len(accepted)} requests...", flush=True)
                 done = asyncio.run(collect(ends["kafka"], topics.propagation, accepted, 120))
                 print("where the time goes, after the citizen's action:", flush=True)

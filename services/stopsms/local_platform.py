@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from stopsms.core.infra import (
     LocalInfrastructure,
     create_topics,
     free_port,
+    kill_process,
     port_is_free,
     start_process,
     stop_process,
@@ -69,6 +72,8 @@ class LocalPlatform:
     infra: LocalInfrastructure | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    #: The plaintext health address of each running process, by name.
+    health: dict[str, str] = field(default_factory=dict)
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -159,35 +164,61 @@ class LocalPlatform:
             raise
         return self
 
-    def start_service(self, service: str) -> subprocess.Popen[bytes]:
-        """Start (or restart) one service process; its log goes to ``<data dir>/logs``."""
-        env = {**os.environ, **self.environment()}
+    def start_service(
+        self, service: str, name: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start (or restart) one service process; its log goes to ``<data dir>/logs``.
+
+        ``name`` (default: the service) tells replicas apart; ``env`` adds to its settings.
+        """
+        name = name or service
+        env = {**os.environ, **self.environment(), **(env or {})}
         process = start_process(
             [sys.executable, "-m", f"stopsms.{service}"],
-            self.data_dir / "logs" / f"{service}.log",
+            self.data_dir / "logs" / f"{name}.log",
             env,
         )
-        self.processes[service] = process
+        self.processes[name] = process
+        self.health[name] = env[f"STOPSMS_{service.upper()}_HEALTH_ADDRESS"]
         return process
 
-    def wait_until_serving(self, timeout: float) -> None:
+    def start_replica(self, service: str, name: str) -> subprocess.Popen[bytes]:
+        """Another process of ``service``: its own ports; the same keys, topics and groups."""
+        prefix = f"STOPSMS_{service.upper()}"
+        return self.start_service(
+            service,
+            name,
+            {
+                f"{prefix}_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+                f"{prefix}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
+            },
+        )
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to a service's process group; after SIGKILL, reap it (a crash)."""
+        process = self.processes[name]
+        if sig == signal.SIGKILL:
+            kill_process(process)
+        else:
+            os.killpg(process.pid, sig)
+
+    def wait_until_serving(self, timeout: float, names: Sequence[str] | None = None) -> None:
         """Poll each service's gRPC health until it says SERVING."""
         deadline = time.monotonic() + timeout
-        for service in self.services:
-            address = f"127.0.0.1:{self.ports[f'{service}_health']}"
+        for name in names or self.services:
+            address = self.health[name]
             while True:
-                process = self.processes[service]
+                process = self.processes[name]
                 if process.poll() is not None:
                     raise InfrastructureError(
-                        f"{service} exited at start; see {self.data_dir / 'logs' / service}.log:\n"
-                        + self.log_tail(service)
+                        f"{name} exited at start; see {self.data_dir / 'logs' / name}.log:\n"
+                        + self.log_tail(name)
                     )
                 if is_serving(address):
                     break
                 if time.monotonic() > deadline:
                     raise InfrastructureError(
-                        f"{service} did not become SERVING within {timeout}s:\n"
-                        + self.log_tail(service)
+                        f"{name} did not become SERVING within {timeout}s:\n" + self.log_tail(name)
                     )
                 time.sleep(0.3)
 
@@ -201,9 +232,13 @@ class LocalPlatform:
         stop_process(self.processes.pop(service, None), timeout=20)
 
     def stop(self) -> None:
-        """Stop the services, then Redis and Kafka."""
-        for service in reversed(SERVICES):
-            self.stop_service(service)
+        """Stop the services (replicas first), then Redis and Kafka."""
+
+        def order(name: str) -> int:  # replicas, then intake, notifier and registry
+            return len(SERVICES) - SERVICES.index(name) if name in SERVICES else -1
+
+        for name in sorted(self.processes, key=order):
+            self.stop_service(name)
         if self.infra is not None and self.infra is not self.shared_infra:
             self.infra.stop()
 

@@ -31,11 +31,10 @@ async def read_all(settings: Settings, topic: str) -> list:  # type: ignore[type
     reader = TopicReader(settings.kafka_bootstrap, topic)
     await reader.start()
     try:
-        ends = await reader.end_offsets()
         records = []
         async with asyncio.timeout(30):
-            while any(pos < ends[p] for p, pos in (await reader.positions()).items()):
-                records += await reader.read(timeout_ms=200)
+            async for batch in reader.read_to_end():
+                records += batch
         return records
     finally:
         await reader.stop()

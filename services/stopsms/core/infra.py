@@ -102,6 +102,17 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0)
         process.wait(5)
 
 
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL the child's process group and reap it: a crash, with no chance to clean up."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    process.wait(timeout=30)
+
+
 def fetch_kafka(cache_dir: Path = CACHE_DIR) -> Path:
     """Return the folder of broker jars, fetching them with Maven the first time."""
     pom = KAFKA_DEPLOY_DIR / "pom.xml"
@@ -267,6 +278,11 @@ class LocalKafka:
         stop_process(self.process, timeout=30)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash (the fault tests); ``start`` brings it back on its data."""
+        kill_process(self.process)
+        self.process = None
+
 
 @dataclass
 class LocalRedis:
@@ -324,6 +340,11 @@ class LocalRedis:
     def stop(self) -> None:
         """Stop redis-server."""
         stop_process(self.process, timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: without persistence, ``start`` brings it back empty, on the same port."""
+        kill_process(self.process)
         self.process = None
 
 

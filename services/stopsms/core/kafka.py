@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -335,6 +335,14 @@ class TopicReader:
         if len(batches) == 1:
             return next(iter(batches.values()))
         return [m for messages in batches.values() for m in messages]
+
+    async def read_to_end(self, timeout_ms: int = 500) -> AsyncIterator[list[Record]]:
+        """Batches of records up to the end of every partition as it is at the call."""
+        ends = await self.end_offsets()
+        while any(pos < ends.get(p, 0) for p, pos in (await self.positions()).items()):
+            records = await self.read(timeout_ms=timeout_ms)
+            if records:
+                yield records
 
     async def positions(self) -> dict[int, int]:
         """The next offset to read, per partition."""

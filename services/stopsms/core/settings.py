@@ -75,6 +75,9 @@ class Settings:
     notifier_health_address: str = _env("NOTIFIER_HEALTH_ADDRESS", "127.0.0.1:50063")
     log_level: str = _env("LOG_LEVEL", "INFO")
     grace_seconds: float = _env("GRACE_SECONDS", 5.0, float)
+    #: How long a stream processor may be silent before its partitions go to another replica:
+    #: the failover time after a crash (heartbeats go every tenth of it).
+    kafka_session_timeout_seconds: float = _env("KAFKA_SESSION_TIMEOUT_SECONDS", 30.0, float)
 
     @classmethod
     def from_env(cls: type[_S], environ: Mapping[str, str] | None = None, **overrides: Any) -> _S:

@@ -28,6 +28,8 @@ def faust_app(settings: Settings, service: str, data_dir: Path | None = None) ->
         key_serializer="raw",
         value_serializer="raw",
         table_standby_replicas=0,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 10,
     )
 
 

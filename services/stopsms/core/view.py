@@ -30,7 +30,7 @@ deployment's Redis config, and checked by the registry at start.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -437,31 +437,40 @@ class RedisSuppressionView:
                 pipe.unlink(*keys[start : start + 4096])
             await pipe.execute()
 
-    async def census(self) -> tuple[Census, dict[int, int]]:
-        """Count and checksum every entry, scanning bucket by bucket; plus the offsets."""
+    async def entries(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """Every entry, a chunk of buckets at a time: (located subject, NUL, sender; value).
+
+        The address is the one :class:`~stopsms.registry.materialiser.ChangeBatch` gives the
+        same entry read from the topic, so the two sides compare key by key.
+        """
         senders: dict[Any, Any] = await self._redis.hgetall(self._senders_key)
         by_code = {
             varint(int(code)): bytes(sender)
             for sender, code in senders.items()
             if sender.decode() != _NEXT_CODE
         }
-        counter = CensusCounter()
         buckets = self.layout.buckets
         for start in range(0, buckets, 512):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for b in range(start, min(start + 512, buckets)):
                     pipe.hgetall(self._prefix + b.to_bytes(2, "big"))
                 replies = await pipe.execute()
-            entries: list[bytes] = []
+            chunk: list[tuple[bytes, bytes]] = []
             for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
                 bucket = b.to_bytes(2, "big")
                 for field, value in fields.items():
                     code = field[DIGEST_FIELD_BYTES:]
                     sender = by_code.get(code, b"#" + code.hex().encode()) if code else b""
-                    entries.append(
-                        b"".join((bucket, field[:DIGEST_FIELD_BYTES], b"\0", sender, b"\0", value))
+                    chunk.append(
+                        (b"".join((bucket, field[:DIGEST_FIELD_BYTES], b"\0", sender)), value)
                     )
-            counter.add_many(entries)
+            yield chunk
+
+    async def census(self) -> tuple[Census, dict[int, int]]:
+        """Count and checksum every entry, scanning bucket by bucket; plus the offsets."""
+        counter = CensusCounter()
+        async for chunk in self.entries():
+            counter.add_many([key + b"\0" + value for key, value in chunk])
         return counter.census(), await self.applied_offsets()
 
 

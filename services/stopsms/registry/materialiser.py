@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,10 +139,14 @@ class ExpectedView:
             if held is None or version > held[0]:
                 entries[key] = (version, value)
 
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """(address, packed value) of every entry, addressed as the view's ``entries``."""
+        return ((key, value) for key, (_, value) in self._entries.items())
+
     def census(self) -> Census:
         """Count and checksum, computed exactly as the view's own census."""
         counter = CensusCounter()
-        counter.add_many([key + b"\0" + value for key, (_, value) in self._entries.items()])
+        counter.add_many([key + b"\0" + value for key, value in self.items()])
         return counter.census()
 
 
