@@ -363,6 +363,46 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """The ledger check: exit 0 only when nothing acknowledged is lost, doubled or unapplied."""
+    import asyncio
+
+    from stopsms.core.settings import RegistrySettings
+    from stopsms.core.topics import Topics
+    from stopsms.core.view import RedisSuppressionView, ViewLayout
+    from stopsms.verify import LedgerReport, read_ledger, verify
+
+    ends = _endpoints()
+    settings = RegistrySettings.from_env(data_dir=DATA_DIR)
+    ledger = Path(args.ledger)
+    if not ledger.is_file():
+        print(f"stopsms verify: {ledger} is not a file", file=sys.stderr)
+        return 2
+    acknowledged = read_ledger(ledger)
+    view = RedisSuppressionView.from_url(
+        ends["redis"], settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
+    )
+
+    async def run() -> LedgerReport:
+        try:
+            return await verify(
+                acknowledged,
+                bootstrap=ends["kafka"],
+                topics=Topics(settings.topic_namespace),
+                view=view,
+                wait_seconds=args.wait,
+            )
+        finally:
+            await view.close()
+
+    print(f"checking {len(acknowledged)} acknowledged requests...", file=sys.stderr)
+    report = asyncio.run(run())
+    print(report.summary())
+    if args.report:
+        Path(args.report).write_text(report.to_json())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -424,6 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="processes (default STOPSMS_REBUILD_WORKERS, 2)"
     )
     rebuild.set_defaults(func=cmd_registry_rebuild)
+    check_ledger = sub.add_parser(
+        "verify", help="the ledger check: every acknowledged request decided once and applied"
+    )
+    check_ledger.add_argument("ledger", help="lines of '<request id> <event id>' intake accepted")
+    check_ledger.add_argument(
+        "--wait", type=float, default=120.0, help="seconds the view and the proofs get to catch up"
+    )
+    check_ledger.add_argument("--report", help="write every figure and id to this JSON file")
+    check_ledger.set_defaults(func=cmd_verify)
     return parser
 
 

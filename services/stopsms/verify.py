@@ -208,3 +208,11 @@ async def verify(
         report.unapplied.append(f"{event} (pending: {', '.join(pending) or 'no proof'})")
     report.seconds = time.monotonic() - started
     return report
+
+
+if __name__ == "__main__":
+    import sys
+
+    from stopsms.cli import main
+
+    raise SystemExit(main(["verify", *sys.argv[1:]]))
