@@ -47,17 +47,27 @@ RETRY_FOR_S = 180.0
 
 
 class Recorder:
-    """What one PSVA received, and any change sent again after it was acknowledged."""
+    """What one PSVA received, and any change sent again after it was acknowledged.
+
+    A stream that opens resumes from the acknowledgements made *before* it opened: a change
+    covered by one of those must not come again. (An acknowledgement still in flight when the
+    stream opened may legitimately be overtaken by the changes it covers.)
+    """
 
     def __init__(self, folder: Path, party_id: str) -> None:
         self.received_file = (folder / f"{party_id}.received").open("a")
         self.repeats_file = (folder / f"{party_id}.repeats").open("a")
         self.acknowledged: set[str] = set()
         self.unacknowledged: list[str] = []
+        self.fence: set[str] = set()
+
+    def stream_opened(self) -> None:
+        """A new stream: what is acknowledged by now must not be sent on it."""
+        self.fence = set(self.acknowledged)
 
     def received(self, event_id: str) -> None:
-        """Record one change; a change already acknowledged is a repeat past the cursor."""
-        if event_id in self.acknowledged:
+        """Record one change; a change acknowledged before the stream opened is a repeat."""
+        if event_id in self.fence:
             self.repeats_file.write(event_id + "\n")
             self.repeats_file.flush()
         self.unacknowledged.append(event_id)
@@ -98,6 +108,8 @@ async def psva(address: str, tls: Path, party_id: str, record: Path | None = Non
     acker = asyncio.create_task(acknowledge())
     try:
         while True:
+            if recorder:
+                recorder.stream_opened()
             try:
                 # Without a cursor the stream resumes from the last acknowledgement.
                 async for response in stub.WatchChanges(

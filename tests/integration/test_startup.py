@@ -1,4 +1,4 @@
-"""A service with a missing or malformed key, or without its TLS material, refuses to start."""
+"""A service refuses to start, with a clear message, when its keys, TLS material or Kafka are wrong."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.integration
+#: Without TLS, so that the Kafka checks are what stops the service.
+DEV = {"STOPSMS_INSECURE_IDENTITY": "true"}
 
 
 @pytest.mark.parametrize(
@@ -26,6 +28,21 @@ pytestmark = pytest.mark.integration
         ),
         ("notifier", {"STOPSMS_TLS_DIR": "{tmp}/no-tls"}, "is missing: run `stopsms certs`"),
         ("intake", {"STOPSMS_PARTITIONS": "many"}, "STOPSMS_PARTITIONS='many' is malformed"),
+        (
+            "intake",
+            {"STOPSMS_TOPIC_NAMESPACE": "absent.", **DEV},
+            "topic absent.stopsms.requests.v1 does not exist",
+        ),
+        (
+            "registry",
+            {"STOPSMS_PARTITIONS": "6", **DEV},
+            "partitions; the platform's are frozen at 6",
+        ),
+        (
+            "notifier",
+            {"STOPSMS_PROFILE": "production", **DEV},
+            "has replication factor 1; production needs at least 3",
+        ),
     ],
 )
 def test_a_service_without_valid_keys_or_certificates_stops_with_a_clear_message(

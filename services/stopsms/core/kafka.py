@@ -98,6 +98,10 @@ class KafkaPublisher:
         """Connect; raises when the broker cannot be reached."""
         await self._producer.start()
 
+    def guarantees(self) -> tuple[object, bool]:
+        """(acks, idempotent) as the producer will use them, for the self-check at start."""
+        return self._producer._sender._acks, self._producer._txn_manager is not None
+
     async def stop(self) -> None:
         """Flush what is buffered and disconnect."""
         await self._producer.stop()

@@ -20,6 +20,7 @@ import grpc
 
 from stopsms.core.parties import DirectoryError
 from stopsms.core.privacy import KeyMaterialError, Pseudonymiser, ensure_key, load_key
+from stopsms.core.selfcheck import SelfCheckError
 from stopsms.core.tls import TlsError, server_credentials
 
 PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -78,6 +79,11 @@ class Settings:
     #: How long a stream processor may be silent before its partitions go to another replica:
     #: the failover time after a crash (heartbeats go every tenth of it).
     kafka_session_timeout_seconds: float = _env("KAFKA_SESSION_TIMEOUT_SECONDS", 30.0, float)
+    #: ``production`` adds the durability checks at start (replication 3, min.insync.replicas
+    #: 2, no unclean leader election); ``development`` runs on a single local broker.
+    profile: str = _env("PROFILE", "development")
+    #: How long a starting service waits for Kafka before it gives up with a clear message.
+    startup_wait_seconds: float = _env("STARTUP_WAIT_SECONDS", 60.0, float)
 
     @classmethod
     def from_env(cls: type[_S], environ: Mapping[str, str] | None = None, **overrides: Any) -> _S:
@@ -111,6 +117,8 @@ class Settings:
                 raise SettingsError(f"STOPSMS_{name.upper()} must be host:port")
         if not self.parties_file.exists():
             raise SettingsError(f"STOPSMS_PARTIES_FILE: {self.parties_file} does not exist")
+        if self.profile not in ("development", "production"):
+            raise SettingsError("STOPSMS_PROFILE must be development or production")
 
     @property
     def tls_folder(self) -> Path:
@@ -227,7 +235,7 @@ def refuse_to_start(service: str) -> Iterator[None]:
     """
     try:
         yield
-    except (SettingsError, KeyMaterialError, DirectoryError, TlsError) as exc:
+    except (SettingsError, KeyMaterialError, DirectoryError, TlsError, SelfCheckError) as exc:
         print(f"stopsms {service} cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from exc
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
+from stopsms.core.kafka import KafkaPublisher
+from stopsms.core.selfcheck import check_kafka, expected_topics
 from stopsms.core.serving import run_until_signalled
 from stopsms.core.settings import IntakeSettings, refuse_to_start
 from stopsms.core.telemetry import configure_logging
+from stopsms.core.topics import Topics
 from stopsms.intake.service import IntakeProcess
 
 
 async def _run(settings: IntakeSettings) -> None:
     with refuse_to_start("intake"):
         process = IntakeProcess(settings)
+        producers = []
+        if isinstance(process.publisher, KafkaPublisher):
+            producers.append(("intake", *process.publisher.guarantees()))
+        check_kafka(
+            settings, expected_topics(Topics(settings.topic_namespace), "intake"), producers
+        )
     await run_until_signalled(process.start, process.stop)
 
 

@@ -8,9 +8,10 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
+from stopsms.core.selfcheck import check_kafka, expected_topics
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start
-from stopsms.core.streams import run_worker, stream_worker
+from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
@@ -83,6 +84,11 @@ def main() -> None:
         settings = NotifierSettings.from_env()
         configure_logging("notifier", settings.log_level)
         worker = create_worker(settings)
+        check_kafka(
+            settings,
+            expected_topics(Topics(settings.topic_namespace), "notifier"),
+            [producer_guarantees(worker.app)],
+        )
         if settings.notifier_metrics_address:
             serve_metrics(settings.notifier_metrics_address)
     run_worker(worker)

@@ -12,9 +12,10 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
+from stopsms.core.selfcheck import check_kafka, expected_topics
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
-from stopsms.core.streams import run_worker, stream_worker
+from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ViewLayout
@@ -103,6 +104,11 @@ def main() -> None:
         settings = RegistrySettings.from_env()
         configure_logging("registry", settings.log_level)
         worker = create_worker(settings)
+        check_kafka(
+            settings,
+            expected_topics(Topics(settings.topic_namespace), "registry"),
+            [producer_guarantees(worker.app)],
+        )
     run_worker(worker)
 
 
