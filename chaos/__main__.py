@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -466,31 +467,31 @@ def main() -> int:
     if not chosen:
         parser.error(f"no such scenario; choose among {', '.join(s.name for s in SCENARIOS)}")
     outcomes = []
-    with tempfile.TemporaryDirectory(prefix="stopsms-chaos-") as tmp:
-        print("starting Kafka and Redis...", flush=True)
-        with LocalInfrastructure(Path(tmp) / "infra") as infra:
-            for i, scenario in enumerate(chosen, 1):
-                print(
-                    f"[{i}/{len(chosen)}] {scenario.name}: {scenario.title}, "
-                    f"{args.optouts} opt-outs at {args.rate:.0f}/s...",
-                    flush=True,
-                )
-                outcome = run_scenario(
-                    scenario, infra, args.optouts, args.rate, Path(tmp) / scenario.name
-                )
-                outcomes.append(outcome)
-                verdict = "PASSED" if outcome.passed else "FAILED"
-                print(
-                    f"  {verdict}: recovered in {outcome.recovery_s:.1f} s, "
-                    f"ledger checked in {outcome.catch_up_s:.1f} s",
-                    flush=True,
-                )
-                if outcome.report:
-                    print("  " + outcome.report.summary().replace("\n", "\n  "), flush=True)
-                for line in outcome.notes:
-                    print(f"  · {line}", flush=True)
-                for line in outcome.failures:
-                    print(f"  ✗ {line}", flush=True)
+    tmp = tempfile.mkdtemp(prefix="stopsms-chaos-")  # kept when a scenario fails: its logs
+    print(f"starting Kafka and Redis (work folder {tmp})...", flush=True)
+    with LocalInfrastructure(Path(tmp) / "infra") as infra:
+        for i, scenario in enumerate(chosen, 1):
+            print(
+                f"[{i}/{len(chosen)}] {scenario.name}: {scenario.title}, "
+                f"{args.optouts} opt-outs at {args.rate:.0f}/s...",
+                flush=True,
+            )
+            outcome = run_scenario(
+                scenario, infra, args.optouts, args.rate, Path(tmp) / scenario.name
+            )
+            outcomes.append(outcome)
+            verdict = "PASSED" if outcome.passed else "FAILED"
+            print(
+                f"  {verdict}: recovered in {outcome.recovery_s:.1f} s, "
+                f"ledger checked in {outcome.catch_up_s:.1f} s",
+                flush=True,
+            )
+            if outcome.report:
+                print("  " + outcome.report.summary().replace("\n", "\n  "), flush=True)
+            for line in outcome.notes:
+                print(f"  · {line}", flush=True)
+            for line in outcome.failures:
+                print(f"  ✗ {line}", flush=True)
     print()
     print(f"{'scenario':<20} {'result':<7} {'acked':>6} {'recovery':>9} {'ledger':>7}  defects")
     for o in outcomes:
@@ -523,7 +524,11 @@ def main() -> int:
                 indent=2,
             )
         )
-    return 0 if all(o.passed for o in outcomes) else 1
+    if all(o.passed for o in outcomes):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    print(f"logs of the failed scenarios: {tmp}")
+    return 1
 
 
 if __name__ == "__main__":

@@ -449,6 +449,10 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def peek(self, key: str) -> V | None:
+        """The latest value held now, without waiting for the reader to catch up."""
+        return self._values.get(key)
+
     def on_value(self, key: str, value: V | None) -> None:
         """Called for every record read (None: a tombstone); subclasses keep what they need."""
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: The production profile's floor for durability.
 MIN_REPLICATION = 3
 MIN_INSYNC = 2
+#: How long missing topics are waited for (a deployment may create them just before).
+MISSING_TOPIC_WAIT_S = 10.0
 
 
 class SelfCheckError(RuntimeError):
@@ -157,9 +159,13 @@ def check_kafka(
 ) -> None:
     """Raise :class:`SelfCheckError` listing every problem with Kafka or the producers."""
     problems = [p for name, acks, idem in producers for p in producer_problems(name, acks, idem)]
-    found = describe_topics(
-        settings.kafka_bootstrap, [name for name, _ in expected], settings.startup_wait_seconds
-    )
+    names = [name for name, _ in expected]
+    deadline = time.monotonic() + MISSING_TOPIC_WAIT_S
+    while True:
+        found = describe_topics(settings.kafka_bootstrap, names, settings.startup_wait_seconds)
+        if len(found) == len(names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # topics created a moment ago take a while to appear in the metadata
     problems += topic_problems(
         expected, found, settings.partitions, settings.profile == "production"
     )

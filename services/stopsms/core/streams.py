@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,11 @@ import faust
 import mode
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 
+from stopsms.core.kafka import GroupOffsets, RangeReader, Record
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
+
+log = logging.getLogger(__name__)
 
 
 class IdempotentProducer(AIOKafkaProducerDriver):  # type: ignore[misc]
@@ -25,7 +29,12 @@ class IdempotentProducer(AIOKafkaProducerDriver):  # type: ignore[misc]
 
 
 class StreamApp(faust.App):  # type: ignore[misc]
-    """A faust app whose producer is idempotent."""
+    """A faust app whose producer is idempotent.
+
+    ``stopsms_services`` are the services its agents need beside it (run by the same worker).
+    """
+
+    stopsms_services: list[mode.ServiceT]
 
     def _new_producer(self) -> IdempotentProducer:
         return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
@@ -38,10 +47,10 @@ def producer_guarantees(app: faust.types.AppT) -> tuple[str, object, bool]:
     return "faust", effective["acks"], bool(effective.get("enable_idempotence"))
 
 
-def faust_app(settings: Settings, service: str, data_dir: Path | None = None) -> faust.App:
+def faust_app(settings: Settings, service: str, data_dir: Path | None = None) -> StreamApp:
     """A faust app with the platform's conventions: raw bytes, acks=all, no web server."""
     topics = Topics(settings.topic_namespace)
-    return StreamApp(
+    app = StreamApp(
         topics.faust_app_id(service),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -57,6 +66,8 @@ def faust_app(settings: Settings, service: str, data_dir: Path | None = None) ->
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 10,
     )
+    app.stopsms_services = []
+    return app
 
 
 def stream_worker(
@@ -74,3 +85,86 @@ def run_worker(worker: faust.Worker) -> None:
     """Run a worker until it is stopped (its command line options are not ours to parse)."""
     sys.argv = sys.argv[:1]
     worker.execute_from_commandline()
+
+
+class OffsetGuard(mode.Service):
+    """Hands an agent the records of its partition that faust skipped, so none goes unprocessed.
+
+    faust-streaming's consumer stops handing out a fetched batch when a rebalance begins (the
+    group's generation changes, or the flow is suspended), while the Kafka consumer's position
+    has already moved past that batch. The skipped records are never given to the agent, and
+    faust counts the hole as done, so the offsets acknowledged after it move the committed
+    position past records nobody processed. The fault tests found it: after a kill -9 of the
+    notifier, changes decided while it was down got no PENDING receipt.
+
+    The agent asks, for each record, what it missed in that partition since the last record
+    it saw (or, first after an assignment, since the group's committed offset) and processes
+    those first, read from the topic. A record seen again (a redelivery) is simply processed
+    again, as every agent already tolerates. On a compacted topic a hole left by compaction
+    reads as nothing.
+    """
+
+    def __init__(self, app: faust.App, bootstrap: str, topic: str, **kwargs: Any) -> None:
+        self.app = app
+        self.topic = topic
+        self.group = app.conf.id
+        self.ranges = RangeReader(bootstrap, topic)
+        self.offsets = GroupOffsets(bootstrap)
+        self._last: dict[int, int] = {}
+        self._connected = False
+        super().__init__(**kwargs)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self._last.clear()  # the next owner of each partition starts from the committed offset
+
+    async def _connect(self) -> None:
+        if not self._connected:
+            await self.ranges.start()
+            await self.offsets.start()
+            self._connected = True
+
+    async def on_stop(self) -> None:
+        """Disconnect (only when a gap ever made it connect)."""
+        if self._connected:
+            await self.ranges.stop()
+            await self.offsets.stop()
+
+    async def missed(self, partition: int, offset: int) -> list[Record]:
+        """The records of ``partition`` before ``offset`` that the agent was never given."""
+        last = self._last.get(partition)
+        self._last[partition] = offset
+        if last is None:
+            await self._connect()
+            committed = await self.offsets.committed(self.group, self.topic)
+            start = committed.get(partition, offset)
+        else:
+            start = last + 1
+        if start >= offset:
+            return []
+        await self._connect()
+        records = await self.ranges.read(partition, start, offset)
+        if records:
+            log.warning(
+                "%s[%d]: %d record(s) between offsets %d and %d were skipped by the consumer; "
+                "processing them now",
+                self.topic,
+                partition,
+                len(records),
+                start,
+                offset - 1,
+            )
+        return records
+
+
+class SkippedMessage:
+    """A record read back by :class:`OffsetGuard`, shaped like the faust message it missed."""
+
+    def __init__(self, record: Record) -> None:
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        self.key = record.key
+        self.value = record.value
+        self.timestamp = record.timestamp_ms / 1000
+        self.headers = list(record.headers)

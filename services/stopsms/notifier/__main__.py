@@ -29,9 +29,9 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
     recent = RecentChanges()
-    app = create_notifier_app(settings, directory, recent)
     offsets = GroupOffsets(settings.kafka_bootstrap)
     propagation = PropagationIndex(settings.kafka_bootstrap, topics.propagation)
+    app = create_notifier_app(settings, directory, recent, published=propagation.peek)
     auth = Authenticator(
         directory,
         insecure=settings.insecure_identity,
@@ -66,6 +66,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         [
             audit_publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
+            *app.stopsms_services,
             offsets,
             propagation,
             feed,

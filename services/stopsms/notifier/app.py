@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -24,7 +25,7 @@ import mode
 from stopsms.core.kafka import GroupOffsets, RangeReader, message_headers
 from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.settings import NotifierSettings
-from stopsms.core.streams import faust_app
+from stopsms.core.streams import OffsetGuard, StreamApp, faust_app
 from stopsms.core.topics import Topics
 from stopsms.notifier.lateness import observe_applied
 from stopsms.notifier.propagation import Propagation, fold
@@ -129,9 +130,18 @@ class RecentChanges:
 
 
 def create_notifier_app(
-    settings: NotifierSettings, directory: PartiesDirectory, recent: RecentChanges
-) -> faust.App:
-    """Build the notifier's faust app with its two agents."""
+    settings: NotifierSettings,
+    directory: PartiesDirectory,
+    recent: RecentChanges,
+    published: Callable[[str], events_pb2.PropagationRecord | None] | None = None,
+) -> StreamApp:
+    """Build the notifier's faust app with its two agents.
+
+    ``published`` gives the proof last seen on ``stopsms.propagation.v1`` for an event id. A
+    crash can land between remembering a state in the table and publishing it; the receipt is
+    then folded again after the restart, changes nothing, and would leave the proof behind the
+    table. When a fold changes nothing, the state is published again if the proof differs.
+    """
     topics = Topics(settings.topic_namespace)
     app = faust_app(settings, "notifier")
     suppressions = app.topic(topics.suppressions, partitions=settings.partitions)
@@ -146,54 +156,75 @@ def create_notifier_app(
     )
     app.stopsms_receipts = receipts  # type: ignore[attr-defined]
 
+    changes_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.suppressions)
+    receipts_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.receipts)
+    app.stopsms_services = [changes_guard, receipts_guard]
+
     @app.agent(suppressions, name="track-changes", supervisor_strategy=mode.CrashingSupervisor)
     async def track_changes(stream: Any) -> None:
         """Announce who must apply each change (PENDING receipts)."""
         async for event in stream.events():
             message = event.message
-            if event.value is None:
-                recent.add(message.partition, message.offset, None)
-                continue
-            change = events_pb2.SuppressionChanged.FromString(event.value)
-            recent.add(message.partition, message.offset, change)
-            for receipt in pending_receipts(change, message.partition, message.offset, directory):
-                await receipts.send(
-                    key=change.event_id.encode(),
-                    value=receipt.SerializeToString(),
-                    headers=message_headers("stopsms.v1.DeliveryReceipt"),
-                )
+            for skipped in await changes_guard.missed(message.partition, message.offset):
+                await announce(skipped.partition, skipped.offset, skipped.value)
+            await announce(message.partition, message.offset, event.value)
+
+    async def announce(partition: int, offset: int, value: bytes | None) -> None:
+        if value is None:
+            recent.add(partition, offset, None)
+            return
+        change = events_pb2.SuppressionChanged.FromString(value)
+        recent.add(partition, offset, change)
+        for receipt in pending_receipts(change, partition, offset, directory):
+            await receipts.send(
+                key=change.event_id.encode(),
+                value=receipt.SerializeToString(),
+                headers=message_headers("stopsms.v1.DeliveryReceipt"),
+            )
 
     @app.agent(receipts, name="aggregate-receipts", supervisor_strategy=mode.CrashingSupervisor)
     async def aggregate_receipts(stream: Any) -> None:
         """Fold receipts per request and publish each progress of the proof."""
         async for event in stream.events():
-            receipt = events_pb2.DeliveryReceipt.FromString(event.value)
-            key = receipt.event_id.encode()
-            stored = table.get(key)
-            previous = Propagation.from_json(stored) if stored else None
-            applied_before = previous.applied() if previous else set()
-            state, changed = fold(previous, receipt)
-            if not changed:
-                continue
-            for party_id in state.concerned or []:
-                state.parties.setdefault(party_id, [0, PENDING, 0])
-            for party_id, entry in state.parties.items():
-                if not entry[0]:  # the receipts of a polling round name parties, not kinds
-                    entry[0] = kind_of(party_id)
-                if entry[1] == APPLIED and party_id not in applied_before:
-                    observe_applied(entry[0], state.action_time_ms, entry[2])
-            table[key] = state.to_json()
-            if state.done or receipt.status == events_pb2.DELIVERY_STATUS_PENDING:
-                # The start and the end of a proof are published at once; progress in between
-                # is published at most every PROGRESS_EVERY_S per request (the latest wins).
-                progress.pop(key, None)
-                await publish(key, state)
-            else:
-                progress[key] = state
-                if not flushing:
-                    flushing.append(asyncio.get_running_loop().call_later(
-                        PROGRESS_EVERY_S, lambda: asyncio.ensure_future(flush())
-                    ))  # fmt: skip
+            message = event.message
+            for skipped in await receipts_guard.missed(message.partition, message.offset):
+                await aggregate(skipped.value)
+            await aggregate(event.value)
+
+    async def aggregate(value: bytes | None) -> None:
+        if value is None:
+            return
+        receipt = events_pb2.DeliveryReceipt.FromString(value)
+        key = receipt.event_id.encode()
+        stored = table.get(key)
+        previous = Propagation.from_json(stored) if stored else None
+        applied_before = previous.applied() if previous else set()
+        state, changed = fold(previous, receipt)
+        if not changed:
+            if previous is not None and published is not None and key not in progress:
+                shown = published(receipt.event_id)
+                if shown is None or shown != previous.to_record():
+                    await publish(key, previous)
+            return
+        for party_id in state.concerned or []:
+            state.parties.setdefault(party_id, [0, PENDING, 0])
+        for party_id, entry in state.parties.items():
+            if not entry[0]:  # the receipts of a polling round name parties, not kinds
+                entry[0] = kind_of(party_id)
+            if entry[1] == APPLIED and party_id not in applied_before:
+                observe_applied(entry[0], state.action_time_ms, entry[2])
+        table[key] = state.to_json()
+        if state.done or receipt.status == events_pb2.DELIVERY_STATUS_PENDING:
+            # The start and the end of a proof are published at once; progress in between
+            # is published at most every PROGRESS_EVERY_S per request (the latest wins).
+            progress.pop(key, None)
+            await publish(key, state)
+        else:
+            progress[key] = state
+            if not flushing:
+                flushing.append(asyncio.get_running_loop().call_later(
+                    PROGRESS_EVERY_S, lambda: asyncio.ensure_future(flush())
+                ))  # fmt: skip
 
     def kind_of(party_id: str) -> int:
         party = directory.get(party_id)

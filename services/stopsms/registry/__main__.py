@@ -91,6 +91,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         [
             audit_publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
+            *app.stopsms_services,
             materialiser,
             HostedEndpoint(endpoint, settings.grace_seconds, after_stop),
         ],

@@ -21,13 +21,12 @@ import logging
 import weakref
 from typing import Any
 
-import faust
 import mode
 from faust.streams import _current_event
 
 from stopsms.core.kafka import message_headers
 from stopsms.core.settings import Settings
-from stopsms.core.streams import faust_app
+from stopsms.core.streams import OffsetGuard, SkippedMessage, StreamApp, faust_app
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
 from stopsms.registry.rules import SubjectDecisions, decide
 from stopsms.v1 import events_pb2
@@ -39,7 +38,7 @@ DECISION_BATCH = 500
 DECISION_WAIT_S = 0.005
 
 
-def create_registry_app(settings: Settings) -> faust.App:
+def create_registry_app(settings: Settings) -> StreamApp:
     """Build the registry's faust app with its decision agent and table."""
     topics = Topics(settings.topic_namespace)
     app = faust_app(settings, "registry")
@@ -54,6 +53,9 @@ def create_registry_app(settings: Settings) -> faust.App:
         value_type=bytes,
     )
 
+    guard = OffsetGuard(app, settings.kafka_bootstrap, topics.requests)
+    app.stopsms_services = [guard]
+
     @app.agent(requests, name="decide-requests", supervisor_strategy=mode.CrashingSupervisor)
     async def decide_requests(stream: Any) -> None:
         """Decide requests and publish their SuppressionChanged before anything else.
@@ -65,45 +67,55 @@ def create_registry_app(settings: Settings) -> faust.App:
         A crash in between decides the batch again from the same state: identical records.
         """
         async for events in stream.take_events(DECISION_BATCH, within=DECISION_WAIT_S):
-            states: dict[bytes, SubjectDecisions] = {}
-            sources: dict[bytes, Any] = {}
-            deliveries = []
+            batch = DecisionBatch()
             for event in events:
                 message = event.message
-                try:
-                    request = events_pb2.PreferenceRequested.FromString(event.value)
-                    if not request.subject or not request.event_id:
-                        raise ValueError("a request needs a subject and an event id")
-                except Exception as exc:  # noqa: BLE001 - anything unreadable goes to the DLQ
-                    await _dead_letter(dead_letters, message, f"unreadable request: {exc}")
-                    continue
-                subject = request.subject.encode()
-                state = states.get(subject) or SubjectDecisions.from_json(decisions.get(subject))
-                record, new_state = decide(
-                    state, request, int(round((message.timestamp or 0) * 1000))
-                )
-                if record is None:
-                    continue  # already decided and published: a duplicate request
-                states[subject] = new_state
-                sources[subject] = event
-                key = suppression_key(record.subject, record.sender_id).encode()
-                deliveries.append(
-                    await suppressions.send(
-                        key=key,
-                        value=record.SerializeToString(),
-                        partition=partition_for_key(key, settings.partitions),
-                        headers=message_headers("stopsms.v1.SuppressionChanged", _trace(message)),
-                    )
-                )
-            await asyncio.gather(*deliveries)  # acknowledged before the decisions are remembered
-            for subject, new_state in states.items():
+                for skipped in await guard.missed(message.partition, message.offset):
+                    await batch.decide(SkippedMessage(skipped), skipped.value, event)
+                await batch.decide(message, event.value, event)
+            await asyncio.gather(*batch.deliveries)  # acknowledged before they are remembered
+            for subject, new_state in batch.states.items():
                 # faust places a table write in its changelog by the event being processed:
                 # name the request's own event (same partition as the subject's requests)
-                token = _current_event.set(weakref.ref(sources[subject]))
+                token = _current_event.set(weakref.ref(batch.sources[subject]))
                 try:
                     decisions[subject] = new_state.to_json().encode()
                 finally:
                     _current_event.reset(token)
+
+    class DecisionBatch:
+        """The decisions of one batch: new states, the events they came from, deliveries."""
+
+        def __init__(self) -> None:
+            self.states: dict[bytes, SubjectDecisions] = {}
+            self.sources: dict[bytes, Any] = {}
+            self.deliveries: list[Any] = []
+
+        async def decide(self, message: Any, value: bytes | None, source: Any) -> None:
+            """Decide one request (after the earlier ones of the batch) and send its record."""
+            try:
+                request = events_pb2.PreferenceRequested.FromString(value or b"")
+                if not request.subject or not request.event_id:
+                    raise ValueError("a request needs a subject and an event id")
+            except Exception as exc:  # noqa: BLE001 - anything unreadable goes to the DLQ
+                await _dead_letter(dead_letters, message, f"unreadable request: {exc}")
+                return
+            subject = request.subject.encode()
+            state = self.states.get(subject) or SubjectDecisions.from_json(decisions.get(subject))
+            record, new_state = decide(state, request, int(round((message.timestamp or 0) * 1000)))
+            if record is None:
+                return  # already decided and published: a duplicate request
+            self.states[subject] = new_state
+            self.sources[subject] = source
+            key = suppression_key(record.subject, record.sender_id).encode()
+            self.deliveries.append(
+                await suppressions.send(
+                    key=key,
+                    value=record.SerializeToString(),
+                    partition=partition_for_key(key, settings.partitions),
+                    headers=message_headers("stopsms.v1.SuppressionChanged", _trace(message)),
+                )
+            )
 
     return app
 
