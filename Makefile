@@ -3,7 +3,7 @@ PYTHON ?= python3
 PROTO_FILES := $(wildcard protos/stopsms/v1/*.proto)
 BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
-.PHONY: install up test test-unit lint protos protos-check buf-lint bench fetch-kafka
+.PHONY: install up test test-unit lint protos protos-check buf-lint bench chaos chaos-ci fetch-kafka
 
 install:  ## System packages (redis-server, Java, Maven) and the Python package, when missing.
 	bash deploy/bootstrap.sh
@@ -17,6 +17,12 @@ test: install  ## Every test: unit, integration and end to end (starts its own K
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
 
+chaos: install  ## Eight fault scenarios under load (5,000 opt-outs each), each ending with the ledger check.
+	$(PYTHON) -m chaos --optouts 5000 --rate 100
+
+chaos-ci: install  ## The same scenarios, reduced for CI (1,000 opt-outs each).
+	$(PYTHON) -m chaos --optouts 1000 --rate 50
+
 protos:  ## Regenerate services/stopsms/v1 from protos/ with the pinned grpcio-tools.
 	$(PYTHON) -m stopsms.tooling.protogen generate
 
@@ -28,8 +34,8 @@ buf-lint:  ## buf lint (STANDARD) and no breaking change against main.
 	cd protos && $(BUF) breaking --against '../.git#branch=main,subdir=protos'
 
 lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
-	$(PYTHON) -m ruff check services tests bench examples
-	$(PYTHON) -m ruff format --check services tests bench examples
+	$(PYTHON) -m ruff check services tests bench chaos examples
+	$(PYTHON) -m ruff format --check services tests bench chaos examples
 	$(PYTHON) -m mypy
 
 bench:  ## Propagation, audit overhead, intake, registry (each against a raw baseline); writes bench/results.json.

@@ -53,7 +53,7 @@ def topic_problems(
     for name, configs in expected:
         state = found.get(name)
         if state is None:
-            problems.append(f"topic {name} does not exist (see docs/operations.md: topics)")
+            problems.append(f"topic {name} does not exist (docs/reliability.md: topics)")
             continue
         if state.partitions != partitions:
             problems.append(
