@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stopsms.core.kafka import TopicReader
+from stopsms.core.kafka import Record, TopicReader
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView
 from stopsms.registry.materialiser import ExpectedView, decode_changes
@@ -112,6 +112,33 @@ async def _view_caught_up(
         await asyncio.sleep(0.5)
 
 
+async def _read_decisions(
+    bootstrap: str, topics: Topics, expected: set[str], deadline: float
+) -> tuple[list[Record], dict[str, set[bytes]]]:
+    """Every suppression record, and the distinct records per event id.
+
+    Read again until every expected event id is decided or the deadline passes: right after
+    a fault the registry may still be catching up, which is late, not lost.
+    """
+    changes: list[Record] = []
+    distinct: dict[str, set[bytes]] = {}
+    reader = TopicReader(bootstrap, topics.suppressions, client_id="stopsms-verify")
+    await reader.start()
+    try:
+        while True:
+            async for batch in reader.read_to_end():
+                for record in batch:
+                    changes.append(record)
+                    if record.value is not None:
+                        change = events_pb2.SuppressionChanged.FromString(record.value)
+                        distinct.setdefault(change.event_id, set()).add(record.value)
+            if expected <= distinct.keys() or time.monotonic() > deadline:
+                return changes, distinct
+            await asyncio.sleep(0.5)
+    finally:
+        await reader.stop()
+
+
 async def _check_requests(bootstrap: str, topics: Topics, wanted: set[str]) -> set[str]:
     found = set()
     for record in await _read_topic(bootstrap, topics.requests):
@@ -175,12 +202,7 @@ async def verify(
     in_requests = await _check_requests(bootstrap, topics, wanted)
     report.requests_found = len(in_requests)
 
-    changes = await _read_topic(bootstrap, topics.suppressions)
-    distinct: dict[str, set[bytes]] = {}
-    for record in changes:
-        if record.value is not None:
-            change = events_pb2.SuppressionChanged.FromString(record.value)
-            distinct.setdefault(change.event_id, set()).add(record.value)
+    changes, distinct = await _read_decisions(bootstrap, topics, in_requests, deadline)
     decided = {e for e in wanted if e in distinct}
     report.changes_found = len(decided)
     report.lost = sorted(wanted - in_requests) + sorted((wanted & in_requests) - decided)
@@ -200,12 +222,16 @@ async def verify(
         if proof is not None and proof.done:
             report.proven += 1
             continue
-        pending = [
-            d.party_id
-            for d in (proof.deliveries if proof else [])
-            if d.status != events_pb2.DELIVERY_STATUS_APPLIED
-        ]
-        report.unapplied.append(f"{event} (pending: {', '.join(pending) or 'no proof'})")
+        if proof is None:
+            why = "no proof"
+        else:
+            pending = [
+                d.party_id
+                for d in proof.deliveries
+                if d.status != events_pb2.DELIVERY_STATUS_APPLIED
+            ]
+            why = f"pending: {', '.join(pending)}" if pending else "proof not marked done"
+        report.unapplied.append(f"{event} ({why})")
     report.seconds = time.monotonic() - started
     return report
 

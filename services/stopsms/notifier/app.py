@@ -204,7 +204,7 @@ def create_notifier_app(
             if previous is not None and published is not None and key not in progress:
                 shown = published(receipt.event_id)
                 if shown is None or shown != previous.to_record():
-                    await publish(key, previous)
+                    publish(key, previous)
             return
         for party_id in state.concerned or []:
             state.parties.setdefault(party_id, [0, PENDING, 0])
@@ -218,13 +218,11 @@ def create_notifier_app(
             # The start and the end of a proof are published at once; progress in between
             # is published at most every PROGRESS_EVERY_S per request (the latest wins).
             progress.pop(key, None)
-            await publish(key, state)
+            publish(key, state)
         else:
             progress[key] = state
             if not flushing:
-                flushing.append(asyncio.get_running_loop().call_later(
-                    PROGRESS_EVERY_S, lambda: asyncio.ensure_future(flush())
-                ))  # fmt: skip
+                flushing.append(asyncio.get_running_loop().call_later(PROGRESS_EVERY_S, flush))
 
     def kind_of(party_id: str) -> int:
         party = directory.get(party_id)
@@ -233,19 +231,22 @@ def create_notifier_app(
     progress: dict[bytes, Propagation] = {}
     flushing: list[asyncio.TimerHandle] = []
 
-    async def publish(key: bytes, state: Propagation) -> None:
-        await propagation_topic.send(
+    def publish(key: bytes, state: Propagation) -> None:
+        """Queue a proof for the producer, in call order (never awaited in between).
+
+        Progress is flushed from a timer while the agent publishes starts and ends: were a
+        publish to yield, a flush could send an older state of a request after its done proof.
+        """
+        propagation_topic.send_soon(
             key=key,
             value=state.to_record().SerializeToString(),
             headers=message_headers("stopsms.v1.PropagationRecord"),
         )
 
-    async def flush() -> None:
+    def flush() -> None:
         flushing.clear()
-        pending = dict(progress)
-        progress.clear()
-        for key, state in pending.items():
-            await publish(key, state)
+        for key in list(progress):
+            publish(key, progress.pop(key))
 
     return app
 
