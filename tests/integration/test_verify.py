@@ -81,7 +81,7 @@ async def test_lost_duplicated_divergent_and_unapplied_items_are_reported_by_id(
     assert report.lost == ["e4", "e3"]  # not in the requests; in them but never decided
     assert report.duplicated == ["e2"]
     assert len(report.divergent) == 1 and report.divergent[0].endswith("/*")
-    assert report.unapplied == ["e2 (pending: no proof)"]
+    assert report.unapplied == ["e2 (no proof)"]
     assert report.proven == 1 and not report.ok
     assert "lost 2, duplicated 1, divergent 1, unapplied 1" in report.summary()
 
