@@ -3,7 +3,7 @@ PYTHON ?= python3
 PROTO_FILES := $(wildcard protos/stopsms/v1/*.proto)
 BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
-.PHONY: install up test test-unit lint protos protos-check buf-lint bench chaos chaos-ci fetch-kafka
+.PHONY: install up test test-unit lint protos protos-check buf-lint bench chaos chaos-ci check-schemas fetch-kafka
 
 install:  ## System packages (redis-server, Java, Maven) and the Python package, when missing.
 	bash deploy/bootstrap.sh
@@ -16,6 +16,9 @@ test: install  ## Every test: unit, integration and end to end (starts its own K
 
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
+
+check-schemas:  ## docker-compose.yml against the Compose schema in STOPSMS_SCHEMAS (default ../shared/schemas).
+	$(PYTHON) -m pytest -q deploy/checks
 
 chaos: install  ## Eight fault scenarios under load (5,000 opt-outs each), each ending with the ledger check.
 	$(PYTHON) -m chaos --optouts 5000 --rate 100
@@ -34,8 +37,8 @@ buf-lint:  ## buf lint (STANDARD) and no breaking change against main.
 	cd protos && $(BUF) breaking --against '../.git#branch=main,subdir=protos'
 
 lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
-	$(PYTHON) -m ruff check services tests bench chaos examples
-	$(PYTHON) -m ruff format --check services tests bench chaos examples
+	$(PYTHON) -m ruff check services tests bench chaos deploy examples
+	$(PYTHON) -m ruff format --check services tests bench chaos deploy examples
 	$(PYTHON) -m mypy
 
 bench:  ## Propagation, audit overhead, intake, registry (each against a raw baseline); writes bench/results.json.

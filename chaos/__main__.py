@@ -36,7 +36,7 @@ from pathlib import Path
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from stopsms.core.infra import LocalInfrastructure, start_process, stop_process
 from stopsms.core.kafka import TopicReader
@@ -44,6 +44,7 @@ from stopsms.core.settings import PACKAGE_CONFIG
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ViewLayout
 from stopsms.local_platform import DEFAULT_PORTS, SERVICES, LocalPlatform
+from stopsms.tooling.health import health_status
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, notifier_pb2, notifier_pb2_grpc
 from stopsms.verify import LedgerReport, read_ledger, verify
 
@@ -101,18 +102,6 @@ class Run:
         self.platform.start_service(name)
 
 
-def health(address: str, service: str = "") -> int | None:
-    """The gRPC health status of ``service`` at ``address``, or None when it does not answer."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=1.0
-            )
-            return int(reply.status)
-    except grpc.RpcError:
-        return None
-
-
 # --- the faults ----------------------------------------------------------------------------
 
 
@@ -150,7 +139,7 @@ def empty_redis(run: Run) -> None:
     seen: list[int | None] = []
     deadline = time.monotonic() + RECOVERY_BOUND_S
     while time.monotonic() < deadline:
-        status = health(address, "stopsms.v1.RegistryService")
+        status = health_status(address, "stopsms.v1.RegistryService")
         if not seen or seen[-1] != status:
             seen.append(status)
         if status == health_pb2.HealthCheckResponse.SERVING and len(seen) > 1:

@@ -24,7 +24,7 @@ from stopsms.core.infra import (
     stop_process,
 )
 from stopsms.core.topics import Topics
-from stopsms.local_platform import is_serving
+from stopsms.tooling.health import is_serving
 
 E2E_PARTIES = Path(__file__).parent / "e2e" / "parties.yaml"
 

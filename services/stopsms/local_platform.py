@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stopsms.core.clients import Metadata, party_channel
 from stopsms.core.infra import (
@@ -35,6 +34,7 @@ from stopsms.core.parties import PartiesDirectory
 from stopsms.core.settings import Settings
 from stopsms.core.tls import create_tls_folder
 from stopsms.core.topics import Topics
+from stopsms.tooling.health import is_serving
 
 SERVICES = ("registry", "notifier", "intake")
 DEFAULT_PORTS = {
@@ -253,15 +253,3 @@ class LocalPlatform:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def is_serving(address: str) -> bool:
-    """True when the gRPC server at ``address`` reports SERVING on its health service."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=1.0
-            )
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False

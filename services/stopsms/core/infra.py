@@ -348,17 +348,37 @@ class LocalRedis:
         self.process = None
 
 
-def create_topics(bootstrap: str, topics: Topics, partitions: int) -> list[str]:
-    """Create every v1 topic and faust changelog of ``topics`` that does not exist yet."""
+def create_topics(
+    bootstrap: str, topics: Topics, partitions: int, replication: int = 1, wait_seconds: float = 0
+) -> list[str]:
+    """Create every v1 topic and faust changelog of ``topics`` that does not exist yet.
+
+    With ``replication`` 3 or more, ``min.insync.replicas`` is 2 and unclean leader election
+    off, as the production profile's self-check demands. ``wait_seconds``: how long to wait
+    for the broker to answer (a one-shot job may start before it).
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic  # type: ignore[import-untyped]
-    from kafka.errors import TopicAlreadyExistsError  # type: ignore[import-untyped]
+    from kafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-topics")
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    durable = (
+        {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
+        if replication >= 3
+        else {}
+    )
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, partitions, 1, topic_configs=configs)
+            NewTopic(name, partitions, replication, topic_configs={**configs, **durable})
             for name, configs in [*topics.all_specs(), *topics.internal_specs()]
             if name not in existing
         ]
@@ -410,13 +430,36 @@ class LocalInfrastructure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``fetch``: fetch the broker jars now (CI does it before the tests)."""
-    args = argv if argv is not None else sys.argv[1:]
-    if args[:1] == ["fetch"]:
+    """``fetch``: the broker jars now (CI does it before the tests); ``topics``: create them.
+
+    python -m stopsms.core.infra fetch
+    python -m stopsms.core.infra topics --bootstrap HOST:PORT [--partitions 12]
+        [--replication 1] [--namespace PREFIX]
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m stopsms.core.infra")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="fetch the Kafka broker jars into the local cache")
+    topics = sub.add_parser("topics", help="create the v1 topics and faust's changelogs")
+    topics.add_argument("--bootstrap", required=True)
+    topics.add_argument("--partitions", type=int, default=12)
+    topics.add_argument("--replication", type=int, default=1)
+    topics.add_argument("--namespace", default="")
+    topics.add_argument("--wait", type=float, default=120.0, help="seconds to wait for Kafka")
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
         print(fetch_kafka())
         return 0
-    print("usage: python -m stopsms.core.infra fetch", file=sys.stderr)
-    return 2
+    created = create_topics(
+        args.bootstrap,
+        Topics(args.namespace),
+        args.partitions,
+        args.replication,
+        wait_seconds=args.wait,
+    )
+    print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+    return 0
 
 
 if __name__ == "__main__":
