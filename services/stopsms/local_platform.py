@@ -45,6 +45,9 @@ DEFAULT_PORTS = {
     "intake_health": 50061,
     "registry_health": 50062,
     "notifier_health": 50063,
+    "intake_metrics": 9101,
+    "registry_metrics": 9102,
+    "notifier_metrics": 9103,
 }
 
 
@@ -86,6 +89,10 @@ class LocalPlatform:
             "intake_http": f"http://127.0.0.1:{self.ports['intake_http']}/",
             "registry_grpc": f"127.0.0.1:{self.ports['registry_grpc']}",
             "notifier_grpc": f"127.0.0.1:{self.ports['notifier_grpc']}",
+            **{
+                f"{service}_metrics": f"http://127.0.0.1:{self.ports[f'{service}_metrics']}/metrics"
+                for service in SERVICES
+            },
         }
 
     def environment(self) -> dict[str, str]:
@@ -104,6 +111,9 @@ class LocalPlatform:
             "STOPSMS_INTAKE_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['intake_health']}",
             "STOPSMS_REGISTRY_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['registry_health']}",
             "STOPSMS_NOTIFIER_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['notifier_health']}",
+            "STOPSMS_INTAKE_METRICS_ADDRESS": f"127.0.0.1:{self.ports['intake_metrics']}",
+            "STOPSMS_REGISTRY_METRICS_ADDRESS": f"127.0.0.1:{self.ports['registry_metrics']}",
+            "STOPSMS_NOTIFIER_METRICS_ADDRESS": f"127.0.0.1:{self.ports['notifier_metrics']}",
             "STOPSMS_INSECURE_IDENTITY": "true" if self.insecure else "false",
             "STOPSMS_GENERATE_KEYS": "true",
         }

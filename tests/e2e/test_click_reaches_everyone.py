@@ -4,8 +4,10 @@ gRPC, HTTP and Kafka interfaces, as a citizen, an operator and a PSVA would."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,6 +217,29 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                         f"(observed by the test: {done - clicked:.3f}s)"
                     )
                 assert seconds < 10
+
+                # Each service's metrics: the proof's histogram, calls by method and code, the
+                # registry's view state.
+                scraped = {
+                    service: await asyncio.to_thread(
+                        lambda url=ends[f"{service}_metrics"]: (
+                            urllib.request.urlopen(url, timeout=5).read().decode()
+                        )
+                    )
+                    for service in ("intake", "registry", "notifier")
+                }
+                assert re.search(
+                    r'stopsms_propagation_seconds_count\{party_kind="operator"\} [1-9]',
+                    scraped["notifier"],
+                )
+                assert any(
+                    line.startswith("stopsms_grpc_requests_total{")
+                    and 'method="stopsms.v1.NotifierService.GetPropagation"' in line
+                    and 'code="OK"' in line
+                    for line in scraped["notifier"].splitlines()
+                )
+                assert "stopsms_view_behind 0.0" in scraped["registry"]
+                assert "stopsms_grpc_request_seconds_bucket" in scraped["intake"]
 
                 # The same request id twice is one request, and one SuppressionChanged.
                 twice = [

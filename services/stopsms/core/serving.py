@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,18 @@ Registration = Callable[[grpc.aio.Server], None]
 
 #: Largest request a client may send; a CheckBatch chunk of 10,000 numbers fits well within it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+REQUESTS = Counter(
+    "stopsms_grpc_requests_total",
+    "gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+LATENCY = Histogram(
+    "stopsms_grpc_request_seconds",
+    "Time to answer a gRPC call (a stream: until it ends), by method.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600),
+)
 
 
 class Malformed:
@@ -88,7 +102,16 @@ def _serializer(message_class: Any) -> Callable[[Any], bytes]:
     return serialize
 
 
+def _observe(method: str, context: grpc.aio.ServicerContext, started: float, crashed: bool) -> None:
+    """Count one call by method and status code, and time it."""
+    code = context.code() if hasattr(context, "code") else None
+    name = "UNKNOWN" if crashed and code is None else (code or grpc.StatusCode.OK).name
+    REQUESTS.labels(method, name).inc()
+    LATENCY.labels(method).observe(time.perf_counter() - started)
+
+
 def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> grpc.RpcMethodHandler:
+    name = method.full_name
     if method.client_streaming:
 
         async def stream_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -98,8 +121,13 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
                         await _refuse(context, request)
                     yield request
 
-            async for response in implementation(checked(), context):
-                yield response
+            started, crashed = time.perf_counter(), True
+            try:
+                async for response in implementation(checked(), context):
+                    yield response
+                crashed = False
+            finally:
+                _observe(name, context, started, crashed)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, request_deserializer=parse, response_serializer=serialize
@@ -107,19 +135,30 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
     if method.server_streaming:
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, Malformed):
-                await _refuse(context, request)
-            async for response in implementation(request, context):
-                yield response
+            started, crashed = time.perf_counter(), True
+            try:
+                if isinstance(request, Malformed):
+                    await _refuse(context, request)
+                async for response in implementation(request, context):
+                    yield response
+                crashed = False
+            finally:
+                _observe(name, context, started, crashed)
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, request_deserializer=parse, response_serializer=serialize
         )
 
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, Malformed):
-            await _refuse(context, request)
-        return await implementation(request, context)
+        started, crashed = time.perf_counter(), True
+        try:
+            if isinstance(request, Malformed):
+                await _refuse(context, request)
+            result = await implementation(request, context)
+            crashed = False
+            return result
+        finally:
+            _observe(name, context, started, crashed)
 
     return grpc.unary_unary_rpc_method_handler(
         unary_unary, request_deserializer=parse, response_serializer=serialize

@@ -153,6 +153,8 @@ class IntakeSettings(Settings):
     """Intake: where links point, how long they live, which short code is the platform's."""
 
     public_base_url: str = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8080/")
+    #: Where Prometheus scrapes intake's metrics (host:port; empty: not served).
+    intake_metrics_address: str = _env("INTAKE_METRICS_ADDRESS", "")
     link_ttl_days: int = _env("LINK_TTL_DAYS", 90, int)
     #: Short codes of the platform itself: STOP sent there is global (DOMAIN.md).
     platform_short_codes: tuple[str, ...] = _env("PLATFORM_SHORT_CODES", ("STOPSMS",), tuple)
@@ -178,6 +180,8 @@ class IntakeSettings(Settings):
 class RegistrySettings(Settings):
     """Registry: the view's layout and how lookups use the machine."""
 
+    #: Where Prometheus scrapes the registry's metrics (host:port; empty: not served).
+    registry_metrics_address: str = _env("REGISTRY_METRICS_ADDRESS", "")
     #: The view's buckets are 2^bits Redis hashes; size it so a bucket holds ~50–3,000
     #: entries (14 fits 1–50 million). Changing it rebuilds the view.
     view_bucket_bits: int = _env("VIEW_BUCKET_BITS", 14, int)

@@ -8,7 +8,7 @@ from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.selfcheck import check_kafka, expected_topics
 from stopsms.core.serving import run_until_signalled
 from stopsms.core.settings import IntakeSettings, refuse_to_start
-from stopsms.core.telemetry import configure_logging
+from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.intake.service import IntakeProcess
 
@@ -22,6 +22,8 @@ async def _run(settings: IntakeSettings) -> None:
         check_kafka(
             settings, expected_topics(Topics(settings.topic_namespace), "intake"), producers
         )
+        if settings.intake_metrics_address:
+            serve_metrics(settings.intake_metrics_address)
     await run_until_signalled(process.start, process.stop)
 
 

@@ -16,12 +16,12 @@ from stopsms.core.selfcheck import check_kafka, expected_topics
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
 from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
-from stopsms.core.telemetry import configure_logging
+from stopsms.core.telemetry import configure_logging, serve_metrics
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ViewLayout
 from stopsms.registry.app import create_registry_app
 from stopsms.registry.lookup import BatchChecker, HashPool, SubjectFilter
-from stopsms.registry.materialiser import ViewMaterialiser
+from stopsms.registry.materialiser import VIEW_BEHIND, ViewMaterialiser
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import registry_pb2
 
@@ -68,10 +68,14 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         await auth.audit.flush()
         hashing.close()
 
+    VIEW_BEHIND.set(1)  # lookups wait for the view's first catch-up
+
     async def view_ready() -> None:
+        VIEW_BEHIND.set(0)
         await endpoint.mark_serving(SERVICE_NAME)
 
     async def view_behind() -> None:
+        VIEW_BEHIND.set(1)
         await endpoint.mark_not_serving(SERVICE_NAME)
 
     materialiser = ViewMaterialiser(
@@ -110,6 +114,8 @@ def main() -> None:
             expected_topics(Topics(settings.topic_namespace), "registry"),
             [producer_guarantees(worker.app)],
         )
+        if settings.registry_metrics_address:
+            serve_metrics(settings.registry_metrics_address)
     run_worker(worker)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mode
+from prometheus_client import Gauge
 
 from stopsms.core.kafka import TopicReader
 from stopsms.core.view import (
@@ -47,6 +48,13 @@ READ_BATCH = 10_000
 PARALLEL_REBUILD_FROM = 50_000
 #: How often the stored offsets are compared with this process's own (a flush is seen this fast).
 CHECK_INTERVAL_S = 1.0
+
+
+#: 1 while the view is rebuilt or caught up after a loss (lookups answer NOT_SERVING), else 0.
+VIEW_BEHIND = Gauge(
+    "stopsms_view_behind",
+    "1 while the registry's view is being rebuilt or caught up (lookups NOT_SERVING).",
+)
 
 
 @dataclass
