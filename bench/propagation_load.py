@@ -35,6 +35,8 @@ from stopsms.v1 import events_pb2
 from stopsms.verify import read_ledger
 
 OPERATORS = ("iam", "orange", "inwi")
+#: How long the proofs are waited for after the load.
+COLLECT_S = 120
 
 
 def write_parties(path: Path, psvas: int) -> list[str]:
@@ -171,15 +173,21 @@ def main() -> int:
                 load_seconds = time.monotonic() - started
                 accepted = set(read_ledger(accepted_file))
                 print(f"collecting the proofs of {len(accepted)} requests...", flush=True)
-                done = asyncio.run(collect(ends["kafka"], topics.propagation, accepted, 120))
+                done = asyncio.run(collect(ends["kafka"], topics.propagation, accepted, COLLECT_S))
                 print("where the time goes, after the citizen's action:", flush=True)
                 asyncio.run(stage_delays(ends["kafka"], topics, accepted))
             finally:
                 for client in clients:
                     stop_process(client)
-    times = sorted(done.values())
-    if len(done) < len(accepted):
-        print(f"warning: {len(accepted) - len(done)} requests not proven done within 120 s")
+    # A request not proven done within the collection window counts as the window's length:
+    # the percentiles are then lower bounds, and say so, instead of describing only the fast.
+    missing = len(accepted) - len(done)
+    times = sorted([*done.values(), *[float(COLLECT_S)] * missing])
+    if missing:
+        print(
+            f"warning: {missing} requests not proven done within {COLLECT_S} s; they count "
+            f"as {COLLECT_S} s, so the percentiles below are lower bounds"
+        )
     raw_p50, raw_p99 = percentile(raw, 50), percentile(raw, 99)
     print(
         f"propagated {len(done)}/{len(accepted)}; p50 {percentile(times, 50):.3f} s, "
