@@ -241,7 +241,10 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 assert "stopsms_view_behind 0.0" in scraped["registry"]
                 assert "stopsms_grpc_request_seconds_bucket" in scraped["intake"]
 
-                # The same request id twice is one request, and one SuppressionChanged.
+                # The same request id twice is one request, and one SuppressionChanged. The
+                # caller's trace is followed across the services' logs.
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+                traced_md = (*iam_md, ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"))
                 twice = [
                     await intake_iam.SubmitOptOut(
                         intake_pb2.SubmitOptOutRequest(
@@ -250,7 +253,7 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                             sender_id="",
                             channel=events_pb2.CHANNEL_CALL_CENTER,
                         ),
-                        metadata=iam_md,
+                        metadata=traced_md,
                     )
                     for _ in range(2)
                 ]
@@ -295,6 +298,11 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 assert global_event in operator.applied and global_event in psva.received
                 assert global_event in other_psva.received and event_id not in other_psva.received
                 assert _records_for(platform, global_event) == 1
+                for service in ("intake", "registry", "notifier"):
+                    lines = (platform.data_dir / "logs" / f"{service}.log").read_text()
+                    followed = [line for line in lines.splitlines() if trace_id in line]
+                    assert followed, f"trace {trace_id} not in the {service} log"
+                    assert all("request=call-centre-77" in line for line in followed)
 
                 # Bad input: an invalid link code is a 404 page; an unknown party is refused.
                 async with web.get(ends["intake_http"] + "NotARealCod") as page:

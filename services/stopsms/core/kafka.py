@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -20,10 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 
+from stopsms.core.tracing import CURRENT_TRACEPARENT, TRACE_HEADER, continue_trace
+
 log = logging.getLogger(__name__)
 
 MESSAGE_TYPE_HEADER = "stopsms-type"
-TRACE_HEADER = "traceparent"
 
 Headers = list[tuple[str, bytes]]
 
@@ -46,14 +46,13 @@ class Record:
 
 
 def message_headers(type_name: str, trace_parent: str | None = None) -> Headers:
-    """Headers of every StopSMS record: its message type and the W3C trace context."""
-    trace = trace_parent or new_trace_parent()
+    """Headers of every StopSMS record: its message type and the W3C trace context.
+
+    The trace is the one given, else the work in progress's (:mod:`stopsms.core.tracing`),
+    else a new one.
+    """
+    trace = trace_parent or CURRENT_TRACEPARENT.get() or continue_trace(None)
     return [(MESSAGE_TYPE_HEADER, type_name.encode()), (TRACE_HEADER, trace.encode())]
-
-
-def new_trace_parent() -> str:
-    """Start a W3C trace context for a request that arrived without one."""
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
 
 
 class Publisher(Protocol):

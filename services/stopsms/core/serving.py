@@ -24,6 +24,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
+from stopsms.core.tracing import TRACE_HEADER, traced
+
 log = logging.getLogger(__name__)
 
 Registration = Callable[[grpc.aio.Server], None]
@@ -110,6 +112,14 @@ def _observe(method: str, context: grpc.aio.ServicerContext, started: float, cra
     LATENCY.labels(method).observe(time.perf_counter() - started)
 
 
+def _caller_trace(context: grpc.aio.ServicerContext) -> str | None:
+    """The W3C traceparent the caller sent in its metadata, if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TRACE_HEADER:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
 def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> grpc.RpcMethodHandler:
     name = method.full_name
     if method.client_streaming:
@@ -137,10 +147,11 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, crashed = time.perf_counter(), True
             try:
-                if isinstance(request, Malformed):
-                    await _refuse(context, request)
-                async for response in implementation(request, context):
-                    yield response
+                with traced(_caller_trace(context), getattr(request, "request_id", None)):
+                    if isinstance(request, Malformed):
+                        await _refuse(context, request)
+                    async for response in implementation(request, context):
+                        yield response
                 crashed = False
             finally:
                 _observe(name, context, started, crashed)
@@ -152,9 +163,10 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started, crashed = time.perf_counter(), True
         try:
-            if isinstance(request, Malformed):
-                await _refuse(context, request)
-            result = await implementation(request, context)
+            with traced(_caller_trace(context), getattr(request, "request_id", None)):
+                if isinstance(request, Malformed):
+                    await _refuse(context, request)
+                result = await implementation(request, context)
             crashed = False
             return result
         finally:

@@ -75,6 +75,8 @@ class Settings:
     registry_health_address: str = _env("REGISTRY_HEALTH_ADDRESS", "127.0.0.1:50062")
     notifier_health_address: str = _env("NOTIFIER_HEALTH_ADDRESS", "127.0.0.1:50063")
     log_level: str = _env("LOG_LEVEL", "INFO")
+    #: ``text`` (one readable line) or ``json`` (one object per line, for log collectors).
+    log_format: str = _env("LOG_FORMAT", "text")
     grace_seconds: float = _env("GRACE_SECONDS", 5.0, float)
     #: How long a stream processor may be silent before its partitions go to another replica:
     #: the failover time after a crash (heartbeats go every tenth of it).
@@ -117,6 +119,8 @@ class Settings:
                 raise SettingsError(f"STOPSMS_{name.upper()} must be host:port")
         if not self.parties_file.exists():
             raise SettingsError(f"STOPSMS_PARTIES_FILE: {self.parties_file} does not exist")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("STOPSMS_LOG_FORMAT must be text or json")
         if self.profile not in ("development", "production"):
             raise SettingsError("STOPSMS_PROFILE must be development or production")
 

@@ -31,7 +31,7 @@ def main() -> None:
     """Entry point of the intake process."""
     with refuse_to_start("intake"):
         settings = IntakeSettings.from_env()
-    configure_logging("intake", settings.log_level)
+    configure_logging("intake", settings.log_level, settings.log_format)
     asyncio.run(_run(settings))
 
 

@@ -8,6 +8,7 @@ request id is safe (same event id, deduplicated by the registry).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -36,6 +37,8 @@ MAX_REQUEST_ID = 128
 MAX_LINKS_PER_BATCH = 10_000
 #: How far in the future an action time may be (clock skew between a party and us).
 MAX_CLOCK_SKEW_SECONDS = 300
+
+log = logging.getLogger(__name__)
 
 
 def number_limiter(settings: IntakeSettings) -> KeyedRateLimiter:
@@ -254,6 +257,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 "Kafka did not acknowledge the request; retry with the same request_id",
             )
             raise
+        log.info("accepted request as event %s", published.event_id)
         kept = await self._answers.keep_first(
             published.event_id, answer(published).SerializeToString()
         )

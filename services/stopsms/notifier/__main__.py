@@ -83,7 +83,7 @@ def main() -> None:
     """Entry point of the notifier process."""
     with refuse_to_start("notifier"):
         settings = NotifierSettings.from_env()
-        configure_logging("notifier", settings.log_level)
+        configure_logging("notifier", settings.log_level, settings.log_format)
         worker = create_worker(settings)
         check_kafka(
             settings,

@@ -27,6 +27,7 @@ from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.streams import OffsetGuard, StreamApp, faust_app
 from stopsms.core.topics import Topics
+from stopsms.core.tracing import traced, traceparent_of
 from stopsms.notifier.lateness import observe_applied
 from stopsms.notifier.propagation import Propagation, fold
 from stopsms.v1 import events_pb2
@@ -166,21 +167,27 @@ def create_notifier_app(
         async for event in stream.events():
             message = event.message
             for skipped in await changes_guard.missed(message.partition, message.offset):
-                await announce(skipped.partition, skipped.offset, skipped.value)
-            await announce(message.partition, message.offset, event.value)
+                await announce(skipped.partition, skipped.offset, skipped.value, skipped.headers)
+            await announce(message.partition, message.offset, event.value, message.headers)
 
-    async def announce(partition: int, offset: int, value: bytes | None) -> None:
+    async def announce(partition: int, offset: int, value: bytes | None, headers: Any) -> None:
         if value is None:
             recent.add(partition, offset, None)
             return
         change = events_pb2.SuppressionChanged.FromString(value)
         recent.add(partition, offset, change)
-        for receipt in pending_receipts(change, partition, offset, directory):
-            await receipts.send(
-                key=change.event_id.encode(),
-                value=receipt.SerializeToString(),
-                headers=message_headers("stopsms.v1.DeliveryReceipt"),
-            )
+        with traced(traceparent_of(headers), change.request_id):
+            for receipt in pending_receipts(change, partition, offset, directory):
+                log.info(
+                    "event %s concerns %d parties",
+                    change.event_id,
+                    len(receipt.concerned_party_ids),
+                )
+                await receipts.send(
+                    key=change.event_id.encode(),
+                    value=receipt.SerializeToString(),
+                    headers=message_headers("stopsms.v1.DeliveryReceipt"),
+                )
 
     @app.agent(receipts, name="aggregate-receipts", supervisor_strategy=mode.CrashingSupervisor)
     async def aggregate_receipts(stream: Any) -> None:
@@ -188,13 +195,17 @@ def create_notifier_app(
         async for event in stream.events():
             message = event.message
             for skipped in await receipts_guard.missed(message.partition, message.offset):
-                await aggregate(skipped.value)
-            await aggregate(event.value)
+                aggregate(skipped.value, skipped.headers)
+            aggregate(event.value, message.headers)
 
-    async def aggregate(value: bytes | None) -> None:
+    def aggregate(value: bytes | None, headers: Any) -> None:
         if value is None:
             return
         receipt = events_pb2.DeliveryReceipt.FromString(value)
+        with traced(traceparent_of(headers), receipt.request_id):
+            fold_receipt(receipt)
+
+    def fold_receipt(receipt: events_pb2.DeliveryReceipt) -> None:
         key = receipt.event_id.encode()
         stored = table.get(key)
         previous = Propagation.from_json(stored) if stored else None
@@ -214,6 +225,13 @@ def create_notifier_app(
             if entry[1] == APPLIED and party_id not in applied_before:
                 observe_applied(entry[0], state.action_time_ms, entry[2])
         table[key] = state.to_json()
+        if state.done:
+            log.info(
+                "event %s applied by all %d parties %.3f s after the action",
+                receipt.event_id,
+                len(state.concerned or ()),
+                (state.done_time_ms - state.action_time_ms) / 1000,
+            )
         if state.done or receipt.status == events_pb2.DELIVERY_STATUS_PENDING:
             # The start and the end of a proof are published at once; progress in between
             # is published at most every PROGRESS_EVERY_S per request (the latest wins).

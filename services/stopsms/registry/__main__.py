@@ -107,7 +107,7 @@ def main() -> None:
     """Entry point of the registry process."""
     with refuse_to_start("registry"):
         settings = RegistrySettings.from_env()
-        configure_logging("registry", settings.log_level)
+        configure_logging("registry", settings.log_level, settings.log_format)
         worker = create_worker(settings)
         check_kafka(
             settings,

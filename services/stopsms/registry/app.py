@@ -28,6 +28,7 @@ from stopsms.core.kafka import message_headers
 from stopsms.core.settings import Settings
 from stopsms.core.streams import OffsetGuard, SkippedMessage, StreamApp, faust_app
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.core.tracing import traced, traceparent_of
 from stopsms.registry.rules import SubjectDecisions, decide
 from stopsms.v1 import events_pb2
 
@@ -108,23 +109,24 @@ def create_registry_app(settings: Settings) -> StreamApp:
             self.states[subject] = new_state
             self.sources[subject] = source
             key = suppression_key(record.subject, record.sender_id).encode()
-            self.deliveries.append(
-                await suppressions.send(
-                    key=key,
-                    value=record.SerializeToString(),
-                    partition=partition_for_key(key, settings.partitions),
-                    headers=message_headers("stopsms.v1.SuppressionChanged", _trace(message)),
+            with traced(traceparent_of(message.headers), request.request_id) as trace:
+                log.info(
+                    "decided event %s: %s for %s, version %d",
+                    record.event_id,
+                    events_pb2.State.Name(record.state),
+                    record.sender_id or "all senders",
+                    record.version,
                 )
-            )
+                self.deliveries.append(
+                    await suppressions.send(
+                        key=key,
+                        value=record.SerializeToString(),
+                        partition=partition_for_key(key, settings.partitions),
+                        headers=message_headers("stopsms.v1.SuppressionChanged", trace),
+                    )
+                )
 
     return app
-
-
-def _trace(message: Any) -> str | None:
-    for name, value in message.headers or ():
-        if name == "traceparent":
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
 
 
 async def _dead_letter(topic: Any, message: Any, reason: str) -> None:
