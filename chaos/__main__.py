@@ -394,9 +394,6 @@ def run_scenario(
     clients: list[subprocess.Popen[bytes]] = []
     outcome = Outcome(scenario.name, passed=False)
     with platform:
-        for i in range(2, scenario.registry_replicas + 1):
-            platform.start_replica("registry", f"registry-{i}")
-            platform.wait_until_serving(120, [f"registry-{i}"])
         ends, tls = platform.endpoints, str(platform.tls_folder)
         command = [sys.executable, "-m", "bench.load_clients"]
         clients.append(
@@ -412,6 +409,9 @@ def run_scenario(
             )
         )
         try:
+            for i in range(2, scenario.registry_replicas + 1):
+                platform.start_replica("registry", f"registry-{i}")
+                platform.wait_until_serving(120, [f"registry-{i}"])
             time.sleep(3)  # streams open, groups joined
             load = start_process(
                 [

@@ -201,6 +201,7 @@ class LocalPlatform:
             {
                 f"{prefix}_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
                 f"{prefix}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
+                f"{prefix}_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
             },
         )
 

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from stopsms.core.settings import SettingsError
 from stopsms.core.tracing import CURRENT_REQUEST, CURRENT_TRACEPARENT, trace_id
 
 
@@ -78,5 +79,8 @@ def serve_metrics(address: str) -> int:
     from prometheus_client import start_http_server
 
     host, _, port = address.rpartition(":")
-    server, _ = start_http_server(int(port), addr=host or "0.0.0.0")
+    try:
+        server, _ = start_http_server(int(port), addr=host or "0.0.0.0")
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot serve metrics on {address}: {exc}") from exc
     return int(server.server_port)
