@@ -239,6 +239,7 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                     for line in scraped["notifier"].splitlines()
                 )
                 assert "stopsms_view_behind 0.0" in scraped["registry"]
+                assert "stopsms_consumer_lag{" in scraped["registry"]
                 assert "stopsms_grpc_request_seconds_bucket" in scraped["intake"]
 
                 # The same request id twice is one request, and one SuppressionChanged. The

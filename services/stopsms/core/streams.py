@@ -10,8 +10,9 @@ from typing import Any
 import faust
 import mode
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
+from prometheus_client import Gauge
 
-from stopsms.core.kafka import GroupOffsets, RangeReader, Record
+from stopsms.core.kafka import GroupOffsets, RangeReader, Record, TopicReader
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 
@@ -168,3 +169,65 @@ class SkippedMessage:
         self.value = record.value
         self.timestamp = record.timestamp_ms / 1000
         self.headers = list(record.headers)
+
+
+CONSUMER_LAG = Gauge(
+    "stopsms_consumer_lag",
+    "Records a stream processor's consumer group has not processed yet, by group and topic.",
+    ["group", "topic"],
+)
+
+
+class ConsumerLag(mode.Service):
+    """Publishes the lag of a stream processor's group on its topics, every ``interval`` s.
+
+    The lag is the topic's end offset minus the group's committed offset, summed over the
+    partitions: what a replica still has to process, and what autoscaling on lag reads.
+    """
+
+    def __init__(
+        self, bootstrap: str, group: str, topics: list[str], interval: float = 10.0, **kwargs: Any
+    ) -> None:
+        self.group = group
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.readers: list[TopicReader] = []  # made in on_start (aiokafka needs the loop)
+        self.offsets = GroupOffsets(bootstrap)
+        self.interval = interval
+        super().__init__(**kwargs)
+
+    def on_init_dependencies(self) -> list[mode.ServiceT]:
+        """The group offsets reader starts and stops with this service."""
+        return [self.offsets]
+
+    async def on_start(self) -> None:
+        """Connect the readers (they only ask for end offsets)."""
+        for topic in self.topics:
+            reader = TopicReader(self.bootstrap, topic, client_id="stopsms-lag")
+            await reader.start()
+            self.readers.append(reader)
+
+    async def on_stop(self) -> None:
+        """Disconnect."""
+        for reader in self.readers:
+            await reader.stop()
+
+    async def measure(self) -> dict[str, int]:
+        """The lag per topic now (also set on the gauge)."""
+        lags = {}
+        for reader in self.readers:
+            ends = await reader.end_offsets()
+            committed = await self.offsets.committed(self.group, reader.topic)
+            lag = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+            CONSUMER_LAG.labels(self.group, reader.topic).set(lag)
+            lags[reader.topic] = lag
+        return lags
+
+    @mode.Service.task
+    async def _measure_forever(self) -> None:
+        while not self.should_stop:
+            try:
+                await self.measure()
+            except Exception:  # noqa: BLE001 - a metric must never stop the processor
+                log.warning("could not measure the consumer lag of %s", self.group, exc_info=True)
+            await self.sleep(self.interval)

@@ -25,7 +25,7 @@ import mode
 from stopsms.core.kafka import GroupOffsets, RangeReader, message_headers
 from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.settings import NotifierSettings
-from stopsms.core.streams import OffsetGuard, StreamApp, faust_app
+from stopsms.core.streams import ConsumerLag, OffsetGuard, StreamApp, faust_app
 from stopsms.core.topics import Topics
 from stopsms.core.tracing import traced, traceparent_of
 from stopsms.notifier.lateness import observe_applied
@@ -159,7 +159,8 @@ def create_notifier_app(
 
     changes_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.suppressions)
     receipts_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.receipts)
-    app.stopsms_services = [changes_guard, receipts_guard]
+    lag = ConsumerLag(settings.kafka_bootstrap, app.conf.id, [topics.suppressions, topics.receipts])
+    app.stopsms_services = [changes_guard, receipts_guard, lag]
 
     @app.agent(suppressions, name="track-changes", supervisor_strategy=mode.CrashingSupervisor)
     async def track_changes(stream: Any) -> None:

@@ -26,7 +26,7 @@ from faust.streams import _current_event
 
 from stopsms.core.kafka import message_headers
 from stopsms.core.settings import Settings
-from stopsms.core.streams import OffsetGuard, SkippedMessage, StreamApp, faust_app
+from stopsms.core.streams import ConsumerLag, OffsetGuard, SkippedMessage, StreamApp, faust_app
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
 from stopsms.core.tracing import traced, traceparent_of
 from stopsms.registry.rules import SubjectDecisions, decide
@@ -55,7 +55,8 @@ def create_registry_app(settings: Settings) -> StreamApp:
     )
 
     guard = OffsetGuard(app, settings.kafka_bootstrap, topics.requests)
-    app.stopsms_services = [guard]
+    lag = ConsumerLag(settings.kafka_bootstrap, app.conf.id, [topics.requests])
+    app.stopsms_services = [guard, lag]
 
     @app.agent(requests, name="decide-requests", supervisor_strategy=mode.CrashingSupervisor)
     async def decide_requests(stream: Any) -> None:
