@@ -28,12 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stopsms.core.kafka import Record, TopicReader
+from stopsms.core.kafka import Record, follow_topic, read_topic
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView
 from stopsms.registry.materialiser import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
+CLIENT_ID = "stopsms-verify"
 #: How many ids of each kind the summary names (the report file has them all).
 SHOWN = 10
 
@@ -90,18 +91,6 @@ class LedgerReport:
         return json.dumps({**self.__dict__, "ok": self.ok}, indent=2)
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list:  # type: ignore[type-arg]
-    reader = TopicReader(bootstrap, topic, client_id="stopsms-verify", max_records=10_000)
-    await reader.start()
-    try:
-        records = []
-        async for batch in reader.read_to_end():
-            records += batch
-        return records
-    finally:
-        await reader.stop()
-
-
 async def _view_caught_up(
     view: RedisSuppressionView, ends: dict[int, int], deadline: float
 ) -> None:
@@ -122,26 +111,28 @@ async def _read_decisions(
     """
     changes: list[Record] = []
     distinct: dict[str, set[bytes]] = {}
-    reader = TopicReader(bootstrap, topics.suppressions, client_id="stopsms-verify")
-    await reader.start()
-    try:
-        while True:
-            async for batch in reader.read_to_end():
-                for record in batch:
-                    changes.append(record)
-                    if record.value is not None:
-                        change = events_pb2.SuppressionChanged.FromString(record.value)
-                        distinct.setdefault(change.event_id, set()).add(record.value)
-            if expected <= distinct.keys() or time.monotonic() > deadline:
-                return changes, distinct
-            await asyncio.sleep(0.5)
-    finally:
-        await reader.stop()
+
+    def keep(batch: list[Record]) -> None:
+        for record in batch:
+            changes.append(record)
+            if record.value is not None:
+                change = events_pb2.SuppressionChanged.FromString(record.value)
+                distinct.setdefault(change.event_id, set()).add(record.value)
+
+    await follow_topic(
+        bootstrap,
+        topics.suppressions,
+        keep,
+        done=lambda: expected <= distinct.keys(),
+        deadline=deadline,
+        client_id=CLIENT_ID,
+    )
+    return changes, distinct
 
 
 async def _check_requests(bootstrap: str, topics: Topics, wanted: set[str]) -> set[str]:
     found = set()
-    for record in await _read_topic(bootstrap, topics.requests):
+    for record in await read_topic(bootstrap, topics.requests, CLIENT_ID):
         if record.value is not None:
             event = events_pb2.PreferenceRequested.FromString(record.value).event_id
             if event in wanted:
@@ -167,23 +158,22 @@ async def _check_proofs(
 ) -> dict[str, events_pb2.PropagationRecord]:
     """The latest proof of every decided id, re-read until all are done or the deadline."""
     latest: dict[str, events_pb2.PropagationRecord] = {}
-    reader = TopicReader(bootstrap, topics.propagation, client_id="stopsms-verify")
-    await reader.start()
-    try:
-        while True:
-            async for batch in reader.read_to_end():
-                for record in batch:
-                    if record.value is not None and record.key is not None:
-                        latest[record.key.decode()] = events_pb2.PropagationRecord.FromString(
-                            record.value
-                        )
-            if all(e in latest and latest[e].done for e in decided):
-                return latest
-            if time.monotonic() > deadline:
-                return latest
-            await asyncio.sleep(0.5)
-    finally:
-        await reader.stop()
+
+    def keep(batch: list[Record]) -> None:
+        for record in batch:
+            if record.value is not None and record.key is not None:
+                proof = events_pb2.PropagationRecord.FromString(record.value)
+                latest[record.key.decode()] = proof
+
+    await follow_topic(
+        bootstrap,
+        topics.propagation,
+        keep,
+        done=lambda: all(e in latest and latest[e].done for e in decided),
+        deadline=deadline,
+        client_id=CLIENT_ID,
+    )
+    return latest
 
 
 async def verify(

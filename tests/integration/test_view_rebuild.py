@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stopsms.core.infra import free_port
-from stopsms.core.kafka import KafkaPublisher, TopicReader
+from stopsms.core.kafka import KafkaPublisher, read_topic
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key
 from stopsms.core.view import RedisSuppressionView
@@ -28,16 +28,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def read_all(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]
-    reader = TopicReader(settings.kafka_bootstrap, topic)
-    await reader.start()
-    try:
-        records = []
-        async with asyncio.timeout(30):
-            async for batch in reader.read_to_end():
-                records += batch
-        return records
-    finally:
-        await reader.stop()
+    async with asyncio.timeout(30):
+        return await read_topic(settings.kafka_bootstrap, topic)
 
 
 async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serving(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -355,6 +356,40 @@ class TopicReader:
         """The current end offset of every partition."""
         ends = await self._consumer.end_offsets(self.partitions)
         return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def follow_topic(
+    bootstrap: str,
+    topic: str,
+    on_batch: Callable[[list[Record]], None],
+    *,
+    done: Callable[[], bool] = lambda: True,
+    deadline: float | None = None,
+    client_id: str = "stopsms-reader",
+) -> None:
+    """Read ``topic`` from the start to its end, handing each batch to ``on_batch``.
+
+    Then, while ``done()`` is false and the monotonic ``deadline`` has not passed, read what
+    has arrived since, every half second: a check that waits for late work.
+    """
+    reader = TopicReader(bootstrap, topic, client_id=client_id, max_records=10_000)
+    await reader.start()
+    try:
+        while True:
+            async for batch in reader.read_to_end():
+                on_batch(batch)
+            if done() or deadline is None or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await reader.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, client_id: str = "stopsms-reader") -> list[Record]:
+    """Every record of ``topic`` up to its end now."""
+    records: list[Record] = []
+    await follow_topic(bootstrap, topic, records.extend, client_id=client_id)
+    return records
 
 
 class RangeReader:

@@ -173,3 +173,18 @@ def check_kafka(
         raise SelfCheckError(
             f"{len(problems)} problem(s) with Kafka:\n  - " + "\n  - ".join(problems)
         )
+
+
+def before_serving(
+    settings: Settings,
+    service: str,
+    producers: Iterable[tuple[str, object, bool]],
+    metrics_address: str,
+) -> None:
+    """The last steps before a service serves: Kafka as its promises need, then its metrics."""
+    from stopsms.core.telemetry import serve_metrics
+    from stopsms.core.topics import Topics
+
+    check_kafka(settings, expected_topics(Topics(settings.topic_namespace), service), producers)
+    if metrics_address:
+        serve_metrics(metrics_address)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from stopsms.core.kafka import KafkaPublisher
-from stopsms.core.selfcheck import check_kafka, expected_topics
+from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import run_until_signalled
 from stopsms.core.settings import IntakeSettings, refuse_to_start
-from stopsms.core.telemetry import configure_logging, serve_metrics
-from stopsms.core.topics import Topics
+from stopsms.core.telemetry import configure_logging
 from stopsms.intake.service import IntakeProcess
 
 
@@ -19,11 +18,7 @@ async def _run(settings: IntakeSettings) -> None:
         producers = []
         if isinstance(process.publisher, KafkaPublisher):
             producers.append(("intake", *process.publisher.guarantees()))
-        check_kafka(
-            settings, expected_topics(Topics(settings.topic_namespace), "intake"), producers
-        )
-        if settings.intake_metrics_address:
-            serve_metrics(settings.intake_metrics_address)
+        before_serving(settings, "intake", producers, settings.intake_metrics_address)
     await run_until_signalled(process.start, process.stop)
 
 

@@ -8,11 +8,11 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.selfcheck import check_kafka, expected_topics
+from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start
 from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
-from stopsms.core.telemetry import configure_logging, serve_metrics
+from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
 from stopsms.notifier.backfill import Backfills, follow_grants
@@ -85,13 +85,12 @@ def main() -> None:
         settings = NotifierSettings.from_env()
         configure_logging("notifier", settings.log_level, settings.log_format)
         worker = create_worker(settings)
-        check_kafka(
+        before_serving(
             settings,
-            expected_topics(Topics(settings.topic_namespace), "notifier"),
+            "notifier",
             [producer_guarantees(worker.app)],
+            settings.notifier_metrics_address,
         )
-        if settings.notifier_metrics_address:
-            serve_metrics(settings.notifier_metrics_address)
     run_worker(worker)
 
 

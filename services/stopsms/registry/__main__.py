@@ -12,11 +12,11 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.selfcheck import check_kafka, expected_topics
+from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
 from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
-from stopsms.core.telemetry import configure_logging, serve_metrics
+from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ViewLayout
 from stopsms.registry.app import create_registry_app
@@ -109,13 +109,12 @@ def main() -> None:
         settings = RegistrySettings.from_env()
         configure_logging("registry", settings.log_level, settings.log_format)
         worker = create_worker(settings)
-        check_kafka(
+        before_serving(
             settings,
-            expected_topics(Topics(settings.topic_namespace), "registry"),
+            "registry",
             [producer_guarantees(worker.app)],
+            settings.registry_metrics_address,
         )
-        if settings.registry_metrics_address:
-            serve_metrics(settings.registry_metrics_address)
     run_worker(worker)
 
 
