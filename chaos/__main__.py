@@ -54,6 +54,8 @@ PSVAS = {"psva-a": ["SHOP01"], "psva-b": ["SHOP02"]}
 SENDERS = "SHOP01 4\nSHOP02 3\nSHOP03 1\n* 2\n"
 #: Faust's session timeout in these tests: the failover time after a crash or a pause.
 SESSION_TIMEOUT_S = 10
+#: A stream processor that commits nothing this long while work waits exits (and is restarted).
+STALL_EXIT_S = 45
 #: A scenario fails when a new opt-out is not proven applied this long after the fault.
 RECOVERY_BOUND_S = 120.0
 #: The ledger check's allowance for the view and the proofs to catch up.
@@ -387,6 +389,7 @@ def run_scenario(
         shared_infra=infra,
         extra_env={
             "STOPSMS_KAFKA_SESSION_TIMEOUT_SECONDS": str(SESSION_TIMEOUT_S),
+            "STOPSMS_STALL_EXIT_SECONDS": str(STALL_EXIT_S),
             "STOPSMS_NUMBER_REQUESTS_PER_MINUTE": "1000000",
         },
     )

@@ -81,6 +81,9 @@ class Settings:
     #: How long a stream processor may be silent before its partitions go to another replica:
     #: the failover time after a crash (heartbeats go every tenth of it).
     kafka_session_timeout_seconds: float = _env("KAFKA_SESSION_TIMEOUT_SECONDS", 30.0, float)
+    #: A stream processor that commits nothing this long while records wait exits, so that
+    #: it is restarted (0: never). Its state is in Kafka: nothing is lost.
+    stall_exit_seconds: float = _env("STALL_EXIT_SECONDS", 120.0, float)
     #: ``production`` adds the durability checks at start (replication 3, min.insync.replicas
     #: 2, no unclean leader election); ``development`` runs on a single local broker.
     profile: str = _env("PROFILE", "development")

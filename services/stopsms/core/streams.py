@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,10 @@ def run_worker(worker: faust.Worker) -> None:
     worker.execute_from_commandline()
 
 
+#: How long the guard waits for Kafka (committed offsets, a skipped range) before giving up.
+GUARD_TIMEOUT_S = 30.0
+
+
 class OffsetGuard(mode.Service):
     """Hands an agent the records of its partition that faust skipped, so none goes unprocessed.
 
@@ -135,16 +142,25 @@ class OffsetGuard(mode.Service):
         """The records of ``partition`` before ``offset`` that the agent was never given."""
         last = self._last.get(partition)
         self._last[partition] = offset
-        if last is None:
-            await self._connect()
-            committed = await self.offsets.committed(self.group, self.topic)
-            start = committed.get(partition, offset)
-        else:
-            start = last + 1
-        if start >= offset:
-            return []
-        await self._connect()
-        records = await self.ranges.read(partition, start, offset)
+        try:
+            async with asyncio.timeout(GUARD_TIMEOUT_S):
+                if last is None:
+                    await self._connect()
+                    committed = await self.offsets.committed(self.group, self.topic)
+                    start = committed.get(partition, offset)
+                else:
+                    start = last + 1
+                if start >= offset:
+                    return []
+                await self._connect()
+                records = await self.ranges.read(partition, start, offset)
+        except TimeoutError as exc:
+            # Better a crash and a restart from the committed offsets than an agent that waits
+            # for ever: the orchestrator restarts the process, which loses nothing.
+            raise RuntimeError(
+                f"{self.topic}[{partition}]: no answer from Kafka within {GUARD_TIMEOUT_S:.0f} s "
+                "while checking for skipped records"
+            ) from exc
         if records:
             log.warning(
                 "%s[%d]: %d record(s) between offsets %d and %d were skipped by the consumer; "
@@ -186,9 +202,17 @@ class ConsumerLag(mode.Service):
     """
 
     def __init__(
-        self, bootstrap: str, group: str, topics: list[str], interval: float = 10.0, **kwargs: Any
+        self,
+        bootstrap: str,
+        group: str,
+        topics: list[str],
+        interval: float = 10.0,
+        stall_exit_seconds: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         self.group = group
+        self.stall_exit_seconds = stall_exit_seconds
+        self._progress: tuple[int, float] | None = None  # (committed total, when it last moved)
         self.bootstrap = bootstrap
         self.topics = topics
         self.readers: list[TopicReader] = []  # made in on_start (aiokafka needs the loop)
@@ -215,13 +239,45 @@ class ConsumerLag(mode.Service):
     async def measure(self) -> dict[str, int]:
         """The lag per topic now (also set on the gauge)."""
         lags = {}
+        total = 0
         for reader in self.readers:
             ends = await reader.end_offsets()
             committed = await self.offsets.committed(self.group, reader.topic)
             lag = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
             CONSUMER_LAG.labels(self.group, reader.topic).set(lag)
             lags[reader.topic] = lag
+            total += sum(committed.values())
+        self._watch_for_stall(total, sum(lags.values()))
         return lags
+
+    def _watch_for_stall(self, committed_total: int, lag: int, now: float | None = None) -> bool:
+        """Exit the process when work waits and nothing was committed for too long.
+
+        A stream processor that stopped consuming (the fault tests saw one after a long pause)
+        would otherwise wait for ever while every party's changes pile up. Its state is in
+        Kafka, so exiting loses nothing: the orchestrator restarts it from the committed
+        offsets. Returns True when it would exit (for the tests: ``exit`` is then not called).
+        """
+        now = time.monotonic() if now is None else now
+        if self._progress is None or committed_total != self._progress[0] or lag == 0:
+            self._progress = (committed_total, now)
+            return False
+        stalled = now - self._progress[1]
+        if not self.stall_exit_seconds or stalled < self.stall_exit_seconds:
+            return False
+        log.critical(
+            "%s has committed nothing for %.0f s while %d records wait: exiting so that the "
+            "orchestrator restarts it from the committed offsets",
+            self.group,
+            stalled,
+            lag,
+        )
+        self._exit()
+        return True
+
+    def _exit(self) -> None:
+        logging.shutdown()
+        os._exit(70)
 
     @mode.Service.task
     async def _measure_forever(self) -> None:

@@ -159,7 +159,12 @@ def create_notifier_app(
 
     changes_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.suppressions)
     receipts_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.receipts)
-    lag = ConsumerLag(settings.kafka_bootstrap, app.conf.id, [topics.suppressions, topics.receipts])
+    lag = ConsumerLag(
+        settings.kafka_bootstrap,
+        app.conf.id,
+        [topics.suppressions, topics.receipts],
+        stall_exit_seconds=settings.stall_exit_seconds,
+    )
     app.stopsms_services = [changes_guard, receipts_guard, lag]
 
     @app.agent(suppressions, name="track-changes", supervisor_strategy=mode.CrashingSupervisor)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: Requests decided together at most, and how long the agent waits to fill a batch.
 DECISION_BATCH = 500
 DECISION_WAIT_S = 0.005
+#: How long a batch's records may wait for Kafka's acknowledgement before the worker gives up.
+DELIVERY_TIMEOUT_S = 60.0
 
 
 def create_registry_app(settings: Settings) -> StreamApp:
@@ -55,7 +57,12 @@ def create_registry_app(settings: Settings) -> StreamApp:
     )
 
     guard = OffsetGuard(app, settings.kafka_bootstrap, topics.requests)
-    lag = ConsumerLag(settings.kafka_bootstrap, app.conf.id, [topics.requests])
+    lag = ConsumerLag(
+        settings.kafka_bootstrap,
+        app.conf.id,
+        [topics.requests],
+        stall_exit_seconds=settings.stall_exit_seconds,
+    )
     app.stopsms_services = [guard, lag]
 
     @app.agent(requests, name="decide-requests", supervisor_strategy=mode.CrashingSupervisor)
@@ -75,7 +82,16 @@ def create_registry_app(settings: Settings) -> StreamApp:
                 for skipped in await guard.missed(message.partition, message.offset):
                     await batch.decide(SkippedMessage(skipped), skipped.value, event)
                 await batch.decide(message, event.value, event)
-            await asyncio.gather(*batch.deliveries)  # acknowledged before they are remembered
+            try:  # acknowledged before they are remembered
+                async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                    await asyncio.gather(*batch.deliveries)
+            except TimeoutError as exc:
+                # A producer that stopped answering: crash, restart from the committed offsets
+                # (the batch is decided again, identically) rather than wait for ever.
+                raise RuntimeError(
+                    f"Kafka did not acknowledge {len(batch.deliveries)} decisions within "
+                    f"{DELIVERY_TIMEOUT_S:.0f} s"
+                ) from exc
             for subject, new_state in batch.states.items():
                 # faust places a table write in its changelog by the event being processed:
                 # name the request's own event (same partition as the subject's requests)
