@@ -32,7 +32,7 @@ E2E_PARTIES = Path(__file__).parent / "e2e" / "parties.yaml"
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfrastructure]:
     """The session's Kafka broker and redis-server (started here, stopped at the end)."""
-    local = LocalInfrastructure(tmp_path_factory.mktemp("infra"))
+    local = LocalInfrastructure(tmp_path_factory.mktemp("infra"), secured=True)
     local.start()
     try:
         yield local

@@ -21,6 +21,7 @@ The commands after ``up`` find the platform through ``.stopsms/endpoints.json`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -28,12 +29,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import json_format
 
 from stopsms.core.clients import Metadata, party_channel_sync
 from stopsms.core.infra import InfrastructureError
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,
@@ -44,9 +47,17 @@ from stopsms.v1 import (
     registry_pb2_grpc,
 )
 
+if TYPE_CHECKING:
+    from stopsms.core.settings import Settings
+
 DATA_DIR = Path(os.environ.get("STOPSMS_DATA_DIR", ".stopsms"))
 ENDPOINTS_FILE = DATA_DIR / "endpoints.json"
 DEMO_NUMBER = "0612345678"
+
+
+def _kafka(settings: Settings) -> KafkaAccess:
+    """Kafka as the local platform publishes it, with the credentials of STOPSMS_KAFKA_*."""
+    return dataclasses.replace(settings.kafka, bootstrap=_endpoints()["kafka"])
 
 
 def _endpoints() -> dict[str, str]:
@@ -214,7 +225,7 @@ def cmd_operator_feed(args: argparse.Namespace) -> int:
     from stopsms.operator_feed import follow
 
     settings = Settings.from_env(data_dir=DATA_DIR)
-    follow(_endpoints()["kafka"], args.party, settings.pseudonymiser(), settings.topic_namespace)
+    follow(_kafka(settings), args.party, settings.pseudonymiser(), settings.topic_namespace)
     return 0
 
 
@@ -333,7 +344,7 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
 
             try:
                 return await rebuild_in_parallel(
-                    ends["kafka"],
+                    _kafka(settings),
                     Topics(settings.topic_namespace).suppressions,
                     view,
                     ends["redis"],
@@ -387,7 +398,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         try:
             return await verify(
                 acknowledged,
-                bootstrap=ends["kafka"],
+                bootstrap=_kafka(settings),
                 topics=Topics(settings.topic_namespace),
                 view=view,
                 wait_seconds=args.wait,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer  # type: ignore[import-untyped]
 
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.topics import Topics
 from stopsms.v1 import events_pb2
@@ -29,7 +30,7 @@ def _print_change(msisdn: str, change: events_pb2.SuppressionChanged) -> None:
 
 
 def follow(
-    bootstrap: str,
+    bootstrap: KafkaAccess | str,
     operator_id: str,
     pseudonymiser: Pseudonymiser,
     namespace: str = "",
@@ -40,7 +41,7 @@ def follow(
     topics = Topics(namespace)
     consumer = KafkaConsumer(
         topics.suppressions,
-        bootstrap_servers=bootstrap,
+        **KafkaAccess.of(bootstrap).client_options(),
         group_id=topics.operator_group(operator_id),
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stopsms.core.kafka import Record, follow_topic, read_topic
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView
 from stopsms.registry.materialiser import ExpectedView, decode_changes
@@ -102,7 +103,7 @@ async def _view_caught_up(
 
 
 async def _read_decisions(
-    bootstrap: str, topics: Topics, expected: set[str], deadline: float
+    bootstrap: KafkaAccess | str, topics: Topics, expected: set[str], deadline: float
 ) -> tuple[list[Record], dict[str, set[bytes]]]:
     """Every suppression record, and the distinct records per event id.
 
@@ -130,7 +131,9 @@ async def _read_decisions(
     return changes, distinct
 
 
-async def _check_requests(bootstrap: str, topics: Topics, wanted: set[str]) -> set[str]:
+async def _check_requests(
+    bootstrap: KafkaAccess | str, topics: Topics, wanted: set[str]
+) -> set[str]:
     found = set()
     for record in await read_topic(bootstrap, topics.requests, CLIENT_ID):
         if record.value is not None:
@@ -154,7 +157,7 @@ async def _check_view(
 
 
 async def _check_proofs(
-    bootstrap: str, topics: Topics, decided: set[str], deadline: float
+    bootstrap: KafkaAccess | str, topics: Topics, decided: set[str], deadline: float
 ) -> dict[str, events_pb2.PropagationRecord]:
     """The latest proof of every decided id, re-read until all are done or the deadline."""
     latest: dict[str, events_pb2.PropagationRecord] = {}
@@ -179,7 +182,7 @@ async def _check_proofs(
 async def verify(
     acknowledged: Iterable[str],
     *,
-    bootstrap: str,
+    bootstrap: KafkaAccess | str,
     topics: Topics,
     view: RedisSuppressionView,
     wait_seconds: float = 120.0,

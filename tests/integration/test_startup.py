@@ -43,6 +43,11 @@ DEV = {"STOPSMS_INSECURE_IDENTITY": "true"}
             {"STOPSMS_PROFILE": "production", **DEV},
             "has replication factor 1; production needs at least 3",
         ),
+        (
+            "registry",
+            {"STOPSMS_PROFILE": "production", **DEV},
+            "the production profile needs Kafka authentication",
+        ),
     ],
 )
 def test_a_service_without_valid_keys_or_certificates_stops_with_a_clear_message(

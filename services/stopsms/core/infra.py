@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +28,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.topics import Topics
 from stopsms.core.view import LISTPACK_ENTRIES
 
@@ -169,26 +173,161 @@ class LocalKafka:
     workdir: Path
     port: int | None = None
     heap: str = "768m"
+    #: Add a mutual-TLS listener with ACLs, as the national cluster has (the plaintext
+    #: listener stays, unrestricted, for the local platform and the tests' own setup).
+    secured: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    secured_port: int | None = field(default=None, init=False)
 
     @property
     def bootstrap(self) -> str:
         """host:port of the broker."""
         return f"127.0.0.1:{self.port}"
 
-    def _ports(self) -> tuple[int, int]:
+    @property
+    def tls_folder(self) -> Path:
+        """The secured listener's CA (``ca.pem``) and the clients' certificates."""
+        return self.workdir / "tls"
+
+    def _ports(self) -> tuple[int, int, int]:
         """Reuse the ports a data folder was formatted with (KRaft stores the controller's)."""
         state = self.workdir / "ports.json"
         if state.exists():
             saved = json.loads(state.read_text())
-            return int(saved["port"]), int(saved["controller_port"])
+            return int(saved["port"]), int(saved["controller_port"]), int(saved["secured_port"])
         port = self.port if self.port and port_is_free(self.port) else free_port()
-        controller = free_port()
-        while controller == port:
-            controller = free_port()
+        taken = {port}
+        others: list[int] = []
+        while len(others) < 2:
+            candidate = free_port()
+            if candidate not in taken:
+                taken.add(candidate)
+                others.append(candidate)
+        controller, secured = others
         self.workdir.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"port": port, "controller_port": controller}))
-        return port, controller
+        state.write_text(
+            json.dumps({"port": port, "controller_port": controller, "secured_port": secured})
+        )
+        return port, controller, secured
+
+    def _security_config(self) -> tuple[str, str]:
+        """(the secured listener, its settings): mutual TLS, ACLs, principals by common name.
+
+        Certificates are PEM files, which Kafka reads directly; the key is PKCS#8, unencrypted,
+        readable by the broker's user only.
+        """
+        from stopsms.core.tls import CertificateAuthority, write_pem
+
+        if not self.secured:
+            return "", ""
+        folder = self.tls_folder
+        if (folder / "ca.pem").exists():
+            ca = CertificateAuthority.load(folder)
+        else:
+            ca = CertificateAuthority.create("StopSMS local Kafka CA")
+            ca.save(folder)
+        keystore = folder / "broker-keystore.pem"
+        if not keystore.exists():
+            cert, key = ca.issue("kafka", ["127.0.0.1", "localhost"], server=True)
+            write_pem(keystore, key + cert, private=True)
+        settings = f"""
+# The secured listener: clients present a certificate; each principal is the certificate's
+# common name, limited by ACLs. ANONYMOUS (the plaintext and controller listeners) is a
+# super user so that local setup needs no credentials.
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={folder / "ca.pem"}
+ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*$/$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+"""
+        return f",SECURED://127.0.0.1:{self.secured_port}", settings
+
+    def grant(self, principal: str, acls: list[dict[str, Any]], namespace: str = "") -> None:
+        """Allow ``principal`` what Strimzi ACL rules (a ``KafkaUser``'s ``acls``) allow.
+
+        The rules are spelled as in k8s/ so that the local platform and the tests run each
+        service and operator with exactly the rights the cluster gives it; topic and group
+        names get the ``namespace`` prefix (a test's isolation), as the services add it.
+        """
+        from kafka import KafkaAdminClient
+        from kafka.admin import (  # type: ignore[import-untyped]
+            ACL,
+            ACLFilter,
+            ACLOperation,
+            ACLPermissionType,
+            ACLResourcePatternType,
+            ResourcePattern,
+            ResourcePatternFilter,
+            ResourceType,
+        )
+
+        bindings = []
+        for rule in acls:
+            resource = rule["resource"]
+            kind = ResourceType[resource["type"].upper()]
+            name = resource.get("name", "kafka-cluster")
+            if kind in (ResourceType.TOPIC, ResourceType.GROUP):
+                name = namespace + name
+            pattern = ResourcePattern(
+                kind,
+                name,
+                ACLResourcePatternType.PREFIXED
+                if resource.get("patternType") == "prefix"
+                else ACLResourcePatternType.LITERAL,
+            )
+            for operation in rule["operations"]:
+                bindings.append(
+                    ACL(
+                        f"User:{principal}",
+                        rule.get("host", "*"),
+                        ACLOperation[re.sub(r"(?<!^)(?=[A-Z])", "_", operation).upper()],
+                        ACLPermissionType[rule.get("type", "allow").upper()],
+                        pattern,
+                    )
+                )
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="stopsms-acls")
+        try:
+            result = admin.create_acls(bindings)
+            if result["failed"]:
+                raise InfrastructureError(f"ACLs refused by the broker: {result['failed']}")
+            # The broker applies ACLs from its metadata log a moment later; a client that
+            # connects before that is refused, so wait until the broker lists them all.
+            everything = ACLFilter(
+                f"User:{principal}",
+                None,
+                ACLOperation.ANY,
+                ACLPermissionType.ANY,
+                ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+            )
+            deadline = time.monotonic() + 10
+            while len(admin.describe_acls(everything)[0]) < len({str(b) for b in bindings}):
+                if time.monotonic() > deadline:
+                    raise InfrastructureError(f"the ACLs of {principal} did not take effect")
+                time.sleep(0.05)
+        finally:
+            admin.close()
+
+    def client_access(self, name: str) -> KafkaAccess:
+        """A client certificate for principal ``name`` and the access that presents it."""
+        from stopsms.core.tls import CertificateAuthority, write_pem
+
+        if not self.secured or self.secured_port is None:
+            raise InfrastructureError("the broker has no secured listener (secured=False)")
+        cert, key = CertificateAuthority.load(self.tls_folder).issue(name, [name], server=False)
+        cert_file = self.tls_folder / "clients" / f"{name}.pem"
+        key_file = cert_file.with_suffix(".key")
+        write_pem(cert_file, cert)
+        write_pem(key_file, key, private=True)
+        return KafkaAccess(
+            bootstrap=f"127.0.0.1:{self.secured_port}",
+            security_protocol="SSL",
+            ca_file=self.tls_folder / "ca.pem",
+            cert_file=cert_file,
+            key_file=key_file,
+        )
 
     def start(self, timeout: float = 90.0) -> str:
         """Format storage when new, start the broker, wait until it answers."""
@@ -198,17 +337,24 @@ class LocalKafka:
                 "Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre-headless"
             )
         libs = fetch_kafka()
-        self.port, controller_port = self._ports()
-        if not port_is_free(self.port) or not port_is_free(controller_port):
+        self.port, controller_port, self.secured_port = self._ports()
+        ports = (self.port, controller_port, self.secured_port)
+        if not all(port_is_free(p) for p in ports):
             raise InfrastructureError(
-                f"port {self.port} or {controller_port} is taken: "
-                f"is another broker running on {self.workdir}?"
+                f"one of the ports {ports} is taken: is another broker running on {self.workdir}?"
             )
+        secured_listener, security = self._security_config()
         log_dir = self.workdir / "data"
         config = self.workdir / "server.properties"
         template = (KAFKA_DEPLOY_DIR / "server.properties.template").read_text()
         config.write_text(
-            template.format(port=self.port, controller_port=controller_port, log_dir=log_dir)
+            template.format(
+                port=self.port,
+                controller_port=controller_port,
+                log_dir=log_dir,
+                secured_listener=secured_listener,
+                security=security,
+            )
         )
         classpath = f"{libs}/*"
         jvm = [
@@ -349,7 +495,11 @@ class LocalRedis:
 
 
 def create_topics(
-    bootstrap: str, topics: Topics, partitions: int, replication: int = 1, wait_seconds: float = 0
+    bootstrap: KafkaAccess | str,
+    topics: Topics,
+    partitions: int,
+    replication: int = 1,
+    wait_seconds: float = 0,
 ) -> list[str]:
     """Create every v1 topic and faust changelog of ``topics`` that does not exist yet.
 
@@ -364,7 +514,9 @@ def create_topics(
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-topics")
+            admin = KafkaAdminClient(
+                **KafkaAccess.of(bootstrap).client_options(), client_id="stopsms-topics"
+            )
             break
         except KafkaError:
             if time.monotonic() > deadline:
@@ -401,9 +553,11 @@ class LocalInfrastructure:
     redis_port: int | None = None
     topics: Topics = field(default_factory=Topics)
     partitions: int = 12
+    #: Give the broker a mutual-TLS listener with ACLs beside the plaintext one.
+    secured: bool = False
 
     def __post_init__(self) -> None:
-        self.kafka = LocalKafka(self.workdir / "kafka", port=self.kafka_port)
+        self.kafka = LocalKafka(self.workdir / "kafka", port=self.kafka_port, secured=self.secured)
         self.redis = LocalRedis(self.workdir / "redis", port=self.redis_port)
 
     def start(self) -> LocalInfrastructure:
@@ -451,8 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         print(fetch_kafka())
         return 0
+    from stopsms.core.settings import Settings
+
+    # The one-shot job of a secured cluster authenticates as the services do (STOPSMS_KAFKA_*).
+    kafka = dataclasses.replace(Settings.from_env().kafka, bootstrap=args.bootstrap)
     created = create_topics(
-        args.bootstrap,
+        kafka,
         Topics(args.namespace),
         args.partitions,
         args.replication,

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.tracing import CURRENT_TRACEPARENT, TRACE_HEADER, continue_trace
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,10 @@ class KafkaPublisher:
     """An idempotent aiokafka producer with acks=all and a bounded wait for the acknowledgement."""
 
     def __init__(
-        self, bootstrap: str, *, timeout_seconds: float = 10.0, client_id: str = ""
+        self, bootstrap: KafkaAccess | str, *, timeout_seconds: float = 10.0, client_id: str = ""
     ) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+            **KafkaAccess.of(bootstrap).client_options(),
             acks="all",
             enable_idempotence=True,
             client_id=client_id or "stopsms",
@@ -175,15 +176,15 @@ class KafkaPublisher:
 class PublisherService(mode.Service):
     """A :class:`KafkaPublisher` that starts and stops with a faust worker (audit entries)."""
 
-    def __init__(self, bootstrap: str, client_id: str, **kwargs: object) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, bootstrap: KafkaAccess | str, client_id: str, **kwargs: object) -> None:
+        self._kafka = KafkaAccess.of(bootstrap)
         self._client_id = client_id
         self._publisher: KafkaPublisher | None = None
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
         """Connect (aiokafka clients are made inside the running loop)."""
-        self._publisher = KafkaPublisher(self._bootstrap, client_id=self._client_id)
+        self._publisher = KafkaPublisher(self._kafka, client_id=self._client_id)
         await self._publisher.start()
 
     async def on_stop(self) -> None:
@@ -256,7 +257,7 @@ class TopicReader:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaAccess | str,
         topic: str,
         *,
         start_offsets: dict[int, int] | None = None,
@@ -268,7 +269,7 @@ class TopicReader:
         self._start_offsets = start_offsets or {}
         self._only = set(only_partitions) if only_partitions is not None else None
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **KafkaAccess.of(bootstrap).client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -359,7 +360,7 @@ class TopicReader:
 
 
 async def follow_topic(
-    bootstrap: str,
+    bootstrap: KafkaAccess | str,
     topic: str,
     on_batch: Callable[[list[Record]], None],
     *,
@@ -385,7 +386,9 @@ async def follow_topic(
         await reader.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, client_id: str = "stopsms-reader") -> list[Record]:
+async def read_topic(
+    bootstrap: KafkaAccess | str, topic: str, client_id: str = "stopsms-reader"
+) -> list[Record]:
     """Every record of ``topic`` up to its end now."""
     records: list[Record] = []
     await follow_topic(bootstrap, topic, records.extend, client_id=client_id)
@@ -395,15 +398,15 @@ async def read_topic(bootstrap: str, topic: str, client_id: str = "stopsms-reade
 class RangeReader:
     """Reads one partition between two offsets: the records a party's new commit covers."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: KafkaAccess | str, topic: str) -> None:
         self.topic = topic
-        self._bootstrap = bootstrap
+        self._kafka = KafkaAccess.of(bootstrap)
         self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]  # made in start()
 
     async def start(self) -> None:
         """Connect (aiokafka clients must be made inside the running loop)."""
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **self._kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
             client_id="stopsms-range",
@@ -456,9 +459,13 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, parse: Callable[[bytes], V], **kwargs: object
+        self,
+        bootstrap: KafkaAccess | str,
+        topic: str,
+        parse: Callable[[bytes], V],
+        **kwargs: object,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = KafkaAccess.of(bootstrap)
         self._topic = topic
         self._parse = parse
         self._values: dict[str, V] = {}
@@ -468,7 +475,7 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
 
     async def on_start(self) -> None:
         """Read the topic from the beginning."""
-        self._reader = TopicReader(self._bootstrap, self._topic, client_id="stopsms-index")
+        self._reader = TopicReader(self._kafka, self._topic, client_id="stopsms-index")
         await self._reader.start()
 
     async def on_stop(self) -> None:
@@ -542,8 +549,8 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
 class GroupOffsets(mode.Service):
     """Reads and commits consumer-group offsets: operators' receipts and PSVAs' cursors."""
 
-    def __init__(self, bootstrap: str, **kwargs: object) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, bootstrap: KafkaAccess | str, **kwargs: object) -> None:
+        self._kafka = KafkaAccess.of(bootstrap)
         self._admin: AIOKafkaAdminClient = None  # type: ignore[assignment]  # made in on_start()
         self._committers: dict[str, AIOKafkaConsumer] = {}
         self._lock = asyncio.Lock()
@@ -552,7 +559,7 @@ class GroupOffsets(mode.Service):
     async def on_start(self) -> None:
         """Connect the admin client (aiokafka clients are made inside the running loop)."""
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap, client_id="stopsms-offsets"
+            **self._kafka.client_options(), client_id="stopsms-offsets"
         )
         await self._admin.start()
 
@@ -589,7 +596,7 @@ class GroupOffsets(mode.Service):
             consumer = self._committers.get(group)
             if consumer is None:
                 consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self._bootstrap,
+                    **self._kafka.client_options(),
                     group_id=group,
                     enable_auto_commit=False,
                     client_id="stopsms-offsets",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from stopsms.core.kafka_access import KafkaAccess
     from stopsms.core.settings import Settings
     from stopsms.core.topics import Topics
 
@@ -105,7 +106,9 @@ def producer_problems(name: str, acks: object, idempotent: bool) -> list[str]:
     return problems
 
 
-def describe_topics(bootstrap: str, names: list[str], wait_seconds: float) -> dict[str, TopicState]:
+def describe_topics(
+    kafka: KafkaAccess, names: list[str], wait_seconds: float
+) -> dict[str, TopicState]:
     """Partitions, replication and effective configs of the named topics that exist.
 
     Waits up to ``wait_seconds`` for the broker (a service may start before Kafka does).
@@ -117,12 +120,12 @@ def describe_topics(bootstrap: str, names: list[str], wait_seconds: float) -> di
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stopsms-selfcheck")
+            admin = KafkaAdminClient(**kafka.client_options(), client_id="stopsms-selfcheck")
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
                 raise SelfCheckError(
-                    f"Kafka at {bootstrap} did not answer within {wait_seconds:.0f} s: {exc!r}"
+                    f"Kafka at {kafka} did not answer within {wait_seconds:.0f} s: {exc!r}"
                 ) from exc
             time.sleep(1)
     try:
@@ -162,13 +165,17 @@ def check_kafka(
     names = [name for name, _ in expected]
     deadline = time.monotonic() + MISSING_TOPIC_WAIT_S
     while True:
-        found = describe_topics(settings.kafka_bootstrap, names, settings.startup_wait_seconds)
+        found = describe_topics(settings.kafka, names, settings.startup_wait_seconds)
         if len(found) == len(names) or time.monotonic() > deadline:
             break
         time.sleep(0.5)  # topics created a moment ago take a while to appear in the metadata
-    problems += topic_problems(
-        expected, found, settings.partitions, settings.profile == "production"
-    )
+    production = settings.profile == "production"
+    problems += topic_problems(expected, found, settings.partitions, production)
+    if production and settings.kafka.security_protocol == "PLAINTEXT":
+        problems.append(
+            "the production profile needs Kafka authentication (its ACLs limit each service): "
+            "set STOPSMS_KAFKA_SECURITY_PROTOCOL to SSL or SASL_SSL"
+        )
     if problems:
         raise SelfCheckError(
             f"{len(problems)} problem(s) with Kafka:\n  - " + "\n  - ".join(problems)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.parties import DirectoryError
 from stopsms.core.privacy import KeyMaterialError, Pseudonymiser, ensure_key, load_key
 from stopsms.core.selfcheck import SelfCheckError
@@ -43,6 +44,14 @@ class Settings:
     """What every StopSMS process needs: where Kafka and Redis are, topics, keys, parties."""
 
     kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    #: PLAINTEXT (a local broker), SSL (mutual TLS) or SASL_SSL (SCRAM-SHA-512 over TLS): how
+    #: this service authenticates to Kafka, whose ACLs then limit it to what it needs.
+    kafka_security_protocol: str = _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    kafka_ca_file: Path | None = _env("KAFKA_CA_FILE", None, Path)
+    kafka_cert_file: Path | None = _env("KAFKA_CERT_FILE", None, Path)
+    kafka_key_file: Path | None = _env("KAFKA_KEY_FILE", None, Path)
+    kafka_sasl_username: str = _env("KAFKA_SASL_USERNAME", "")
+    kafka_sasl_password_file: Path | None = _env("KAFKA_SASL_PASSWORD_FILE", None, Path)
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
     #: Prefix for every topic and consumer group name; empty in production. Tests use a unique
     #: one so that runs on a shared broker never see each other's records.
@@ -126,6 +135,22 @@ class Settings:
             raise SettingsError("STOPSMS_LOG_FORMAT must be text or json")
         if self.profile not in ("development", "production"):
             raise SettingsError("STOPSMS_PROFILE must be development or production")
+        kafka_problems = self.kafka.problems()
+        if kafka_problems:
+            raise SettingsError("; ".join(kafka_problems))
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """Where Kafka is and how every Kafka client of this process authenticates to it."""
+        return KafkaAccess(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            ca_file=self.kafka_ca_file,
+            cert_file=self.kafka_cert_file,
+            key_file=self.kafka_key_file,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password_file=self.kafka_sasl_password_file,
+        )
 
     @property
     def tls_folder(self) -> Path:

@@ -16,6 +16,7 @@ from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from prometheus_client import Gauge
 
 from stopsms.core.kafka import GroupOffsets, RangeReader, Record, TopicReader
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 
@@ -56,7 +57,7 @@ def faust_app(settings: Settings, service: str, data_dir: Path | None = None) ->
     topics = Topics(settings.topic_namespace)
     app = StreamApp(
         topics.faust_app_id(service),
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **settings.kafka.faust(),
         store="memory://",
         datadir=str(data_dir or settings.data_dir / service),
         topic_partitions=settings.partitions,
@@ -112,7 +113,9 @@ class OffsetGuard(mode.Service):
     reads as nothing.
     """
 
-    def __init__(self, app: faust.App, bootstrap: str, topic: str, **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, bootstrap: KafkaAccess | str, topic: str, **kwargs: Any
+    ) -> None:
         self.app = app
         self.topic = topic
         self.group = app.conf.id
@@ -203,7 +206,7 @@ class ConsumerLag(mode.Service):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaAccess | str,
         group: str,
         topics: list[str],
         interval: float = 10.0,

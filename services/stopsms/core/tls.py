@@ -50,7 +50,8 @@ def party_from_sans(sans: Iterable[bytes | str]) -> str | None:
     return None
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
+def write_pem(path: Path, data: bytes, private: bool = False) -> None:
+    """Write a certificate or key (a key readable by its owner only), making folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as handle:
@@ -129,8 +130,8 @@ class CertificateAuthority:
 
     def save(self, folder: Path) -> None:
         """Write ``ca.pem`` and ``ca.key``."""
-        _write(folder / "ca.pem", self.certificate.public_bytes(serialization.Encoding.PEM))
-        _write(folder / "ca.key", _key_pem(self.key), private=True)
+        write_pem(folder / "ca.pem", self.certificate.public_bytes(serialization.Encoding.PEM))
+        write_pem(folder / "ca.key", _key_pem(self.key), private=True)
 
     def issue(
         self,
@@ -184,15 +185,15 @@ def create_tls_folder(
         written.append("ca.pem")
     if not (folder / "server.pem").exists():
         cert, key = ca.issue("stopsms services", [*SERVER_NAMES, *server_names], server=True)
-        _write(folder / "server.pem", cert)
-        _write(folder / "server.key", key, private=True)
+        write_pem(folder / "server.pem", cert)
+        write_pem(folder / "server.key", key, private=True)
         written.append("server.pem")
     for party_id in party_ids:
         path = folder / "parties" / f"{party_id}.pem"
         if not path.exists():
             cert, key = ca.issue(party_id, [party_san(party_id)], server=False)
-            _write(path, cert)
-            _write(path.with_suffix(".key"), key, private=True)
+            write_pem(path, cert)
+            write_pem(path.with_suffix(".key"), key, private=True)
             written.append(f"parties/{party_id}.pem")
     return written
 

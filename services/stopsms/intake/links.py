@@ -13,6 +13,7 @@ import secrets
 import string
 
 from stopsms.core.kafka import CompactedTopicIndex
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.v1 import events_pb2
 
 CODE_LENGTH = 11
@@ -44,7 +45,7 @@ def is_code(text: str) -> bool:
 class LinkDirectory(CompactedTopicIndex[events_pb2.StopLink]):
     """Every issued link by code, kept current from the links topic."""
 
-    def __init__(self, bootstrap: str, topic: str, **kwargs: object) -> None:
+    def __init__(self, bootstrap: KafkaAccess | str, topic: str, **kwargs: object) -> None:
         super().__init__(bootstrap, topic, events_pb2.StopLink.FromString, **kwargs)
 
     def remember(self, link: events_pb2.StopLink) -> None:

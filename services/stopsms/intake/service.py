@@ -40,14 +40,14 @@ class IntakeProcess:
         credentials = settings.server_credentials()
         self._own_publisher = publisher is None
         self.publisher: Publisher = publisher or KafkaPublisher(
-            settings.kafka_bootstrap,
+            settings.kafka,
             timeout_seconds=settings.publish_timeout_seconds,
             client_id="stopsms-intake",
         )
         self.submitter = RequestSubmitter(
             self.publisher, pseudonymiser, directory, topics, settings.partitions
         )
-        self.links = LinkDirectory(settings.kafka_bootstrap, topics.links)
+        self.links = LinkDirectory(settings.kafka, topics.links)
         self.auth = auth = Authenticator(
             directory,
             insecure=settings.insecure_identity,

@@ -26,11 +26,11 @@ from stopsms.v1 import notifier_pb2
 def create_worker(settings: NotifierSettings) -> faust.Worker:
     """Assemble the notifier process from its settings."""
     topics = Topics(settings.topic_namespace)
-    audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-notifier-audit")
+    audit_publisher = PublisherService(settings.kafka, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
     recent = RecentChanges()
-    offsets = GroupOffsets(settings.kafka_bootstrap)
-    propagation = PropagationIndex(settings.kafka_bootstrap, topics.propagation)
+    offsets = GroupOffsets(settings.kafka)
+    propagation = PropagationIndex(settings.kafka, topics.propagation)
     app = create_notifier_app(settings, directory, recent, published=propagation.peek)
     auth = Authenticator(
         directory,
@@ -38,9 +38,9 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         audit=AuditTrail(audit_publisher, topics.audit),
     )
     pseudonymiser = settings.pseudonymiser()
-    backfills = Backfills(settings.kafka_bootstrap, topics, offsets)
+    backfills = Backfills(settings.kafka, topics, offsets)
     follow_grants(directory, backfills)
-    feed = LiveFeed(settings.kafka_bootstrap, topics.suppressions)
+    feed = LiveFeed(settings.kafka, topics.suppressions)
     servicer = NotifierServicer(
         settings,
         auth=auth,

@@ -157,10 +157,10 @@ def create_notifier_app(
     )
     app.stopsms_receipts = receipts  # type: ignore[attr-defined]
 
-    changes_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.suppressions)
-    receipts_guard = OffsetGuard(app, settings.kafka_bootstrap, topics.receipts)
+    changes_guard = OffsetGuard(app, settings.kafka, topics.suppressions)
+    receipts_guard = OffsetGuard(app, settings.kafka, topics.receipts)
     lag = ConsumerLag(
-        settings.kafka_bootstrap,
+        settings.kafka,
         app.conf.id,
         [topics.suppressions, topics.receipts],
         stall_exit_seconds=settings.stall_exit_seconds,
@@ -293,7 +293,7 @@ class ReceiptPoller(mode.Service):
         self.offsets = offsets
         self.recent = recent
         self.topics = Topics(settings.topic_namespace)
-        self.ranges = RangeReader(settings.kafka_bootstrap, self.topics.suppressions)
+        self.ranges = RangeReader(settings.kafka, self.topics.suppressions)
         self.watermarks: dict[str, dict[int, int]] = {}
         super().__init__(**kwargs)  # type: ignore[arg-type]
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from collections.abc import Set as AbstractSet
 
 from stopsms.core.kafka import GroupOffsets, TopicReader
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.topics import Topics
 from stopsms.v1 import events_pb2
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class Backfills:
     """Open, read and advance backfills."""
 
-    def __init__(self, bootstrap: str, topics: Topics, offsets: GroupOffsets) -> None:
+    def __init__(self, bootstrap: KafkaAccess | str, topics: Topics, offsets: GroupOffsets) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._offsets = offsets

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import mode
 
 from stopsms.core.kafka import Record, TopicReader
+from stopsms.core.kafka_access import KafkaAccess
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class _Subscriber:
 class LiveFeed(mode.Service):
     """Follows the end of the topic and fans it out to subscribed streams."""
 
-    def __init__(self, bootstrap: str, topic: str, **kwargs: object) -> None:
+    def __init__(self, bootstrap: KafkaAccess | str, topic: str, **kwargs: object) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.positions: dict[int, int] = {}

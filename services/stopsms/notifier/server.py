@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from stopsms.core.identity import Authenticator
 from stopsms.core.ids import event_id
 from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, Record, TopicReader
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
@@ -40,7 +41,7 @@ SERVICE_NAME = "stopsms.v1.NotifierService"
 class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
     """The latest propagation record of every request, from ``stopsms.propagation.v1``."""
 
-    def __init__(self, bootstrap: str, topic: str, **kwargs: object) -> None:
+    def __init__(self, bootstrap: KafkaAccess | str, topic: str, **kwargs: object) -> None:
         super().__init__(bootstrap, topic, events_pb2.PropagationRecord.FromString, **kwargs)
         #: The records not done yet: what the lateness watcher looks at.
         self.open: dict[str, events_pb2.PropagationRecord] = {}
@@ -175,7 +176,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     async def _own_reader(self, start: dict[int, int]) -> AsyncGenerator[list[Record], None]:
         """Without a live feed (unit tests): a reader of the stream's own."""
         reader = TopicReader(
-            self._settings.kafka_bootstrap,
+            self._settings.kafka,
             self._topics.suppressions,
             start_offsets=start,
             client_id="stopsms-watch",

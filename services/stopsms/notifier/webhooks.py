@@ -212,7 +212,7 @@ class WebhookSender(mode.Service):
         topic = self.topics.suppressions
         positions = await self.offsets.committed(group, topic)
         reader = TopicReader(
-            self.settings.kafka_bootstrap,
+            self.settings.kafka,
             topic,
             start_offsets=positions,
             client_id=f"stopsms-webhook-{party.id}",

@@ -29,7 +29,7 @@ from stopsms.v1 import registry_pb2
 def create_worker(settings: RegistrySettings) -> faust.Worker:
     """Assemble the registry process from its settings."""
     topics = Topics(settings.topic_namespace)
-    audit_publisher = PublisherService(settings.kafka_bootstrap, "stopsms-registry-audit")
+    audit_publisher = PublisherService(settings.kafka, "stopsms-registry-audit")
     app = create_registry_app(settings)
     view = RedisSuppressionView.from_url(
         settings.redis_url, settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
@@ -79,7 +79,7 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         await endpoint.mark_not_serving(SERVICE_NAME)
 
     materialiser = ViewMaterialiser(
-        settings.kafka_bootstrap,
+        settings.kafka,
         topics.suppressions,
         view,
         on_caught_up=view_ready,

@@ -56,9 +56,9 @@ def create_registry_app(settings: Settings) -> StreamApp:
         value_type=bytes,
     )
 
-    guard = OffsetGuard(app, settings.kafka_bootstrap, topics.requests)
+    guard = OffsetGuard(app, settings.kafka, topics.requests)
     lag = ConsumerLag(
-        settings.kafka_bootstrap,
+        settings.kafka,
         app.conf.id,
         [topics.requests],
         stall_exit_seconds=settings.stall_exit_seconds,

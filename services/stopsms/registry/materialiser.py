@@ -27,6 +27,7 @@ import mode
 from prometheus_client import Gauge
 
 from stopsms.core.kafka import TopicReader
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.view import (
     DIGEST_FIELD_BYTES,
     Census,
@@ -183,7 +184,7 @@ class ViewMaterialiser(mode.Service):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaAccess | str,
         topic: str,
         view: RedisSuppressionView,
         on_caught_up: Callable[[], Awaitable[None]] | None = None,

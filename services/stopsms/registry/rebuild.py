@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from stopsms.core.kafka import TopicReader
+from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.view import Census, RedisSuppressionView, ViewLayout
 from stopsms.registry.materialiser import READ_BATCH, ExpectedView, Progress, decode_changes
 
@@ -33,7 +34,7 @@ class ViewVerificationError(RuntimeError):
 
 @dataclass(frozen=True)
 class _Share:
-    bootstrap: str
+    bootstrap: KafkaAccess | str
     topic: str
     redis_url: str
     namespace: str
@@ -89,7 +90,7 @@ async def _apply_share(share: _Share) -> _ShareResult:
 
 
 async def rebuild_in_parallel(
-    bootstrap: str,
+    bootstrap: KafkaAccess | str,
     topic: str,
     view: RedisSuppressionView,
     redis_url: str,
