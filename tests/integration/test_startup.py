@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from stopsms.core.infra import free_port
+
 pytestmark = pytest.mark.integration
 #: Without TLS, so that the Kafka checks are what stops the service.
 DEV = {"STOPSMS_INSECURE_IDENTITY": "true"}
@@ -58,6 +60,9 @@ def test_a_service_without_valid_keys_or_certificates_stops_with_a_clear_message
         **service_env,
         "STOPSMS_GENERATE_KEYS": "false",
         "STOPSMS_INSECURE_IDENTITY": "false",
+        # Ports of its own: a platform running beside the tests holds the default ones.
+        f"STOPSMS_{service.upper()}_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+        f"STOPSMS_{service.upper()}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
         **{k: v.format(tmp=tmp_path) for k, v in setting.items()},
     }
     for name in ("pseudonym", "data"):  # valid keys, unless the case replaces one
