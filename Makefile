@@ -17,7 +17,7 @@ test: install  ## Every test: unit, integration and end to end (starts its own K
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
 
-check-schemas:  ## docker-compose.yml against the Compose schema in STOPSMS_SCHEMAS (default ../shared/schemas).
+check-schemas:  ## docker-compose.yml and the Strimzi and KEDA objects of k8s/ against the schemas in STOPSMS_SCHEMAS (default ../shared/schemas).
 	$(PYTHON) -m pytest -q deploy/checks
 
 chaos: install  ## Eight fault scenarios under load (5,000 opt-outs each), each ending with the ledger check.

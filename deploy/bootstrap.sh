@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine ready to run StopSMS: redis-server, Java and Maven (for the Kafka broker
 # jars), Chromium and its driver (the link page's browser test) from the system's packages,
-# and the Python package with its development tools.
+# kustomize (Go) for rendering k8s/, and the Python package with its development tools.
 # Idempotent and quick when everything is there; `make up` and `make test` run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ command -v mvn >/dev/null || missing+=(maven)
 # The link page is tested in a real headless browser.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# Go builds kustomize, below (kubectl has one built in).
+command -v kustomize >/dev/null || command -v go >/dev/null || command -v kubectl >/dev/null \
+  || missing+=(golang-go)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}..." >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
@@ -21,6 +24,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# kustomize renders k8s/ in the tests (tests/unit/test_k8s_manifests.py), from Go's modules.
+KUSTOMIZE_VERSION=v5.7.1
+if ! command -v kustomize >/dev/null && command -v go >/dev/null \
+    && [ ! -x "$(go env GOPATH)/bin/kustomize" ]; then
+  echo "installing kustomize ${KUSTOMIZE_VERSION}..." >&2
+  go install "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
 fi
 
 stamp=".stopsms/.installed-$(sha256sum pyproject.toml | cut -c1-12)"

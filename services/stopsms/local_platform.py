@@ -25,6 +25,7 @@ from stopsms.core.infra import (
     LocalInfrastructure,
     create_topics,
     free_port,
+    kafka_user_acls,
     kill_process,
     port_is_free,
     start_process,
@@ -73,6 +74,12 @@ class LocalPlatform:
     #: A Kafka and Redis already running (the test session's); not stopped with the platform.
     shared_infra: LocalInfrastructure | None = None
     infra: LocalInfrastructure | None = None
+    #: Run each service as the ``KafkaUser`` named ``stopsms-<service>`` in this manifest
+    #: (k8s/base/kafka-users.yaml): its own certificate on the broker's mutual-TLS listener,
+    #: with exactly the ACLs the cluster gives it. Needs a secured broker.
+    kafka_users: Path | None = None
+    #: Each service's Kafka credentials (STOPSMS_KAFKA_*), when it runs as a KafkaUser.
+    kafka_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     #: The plaintext health address of each running process, by name.
@@ -164,6 +171,8 @@ class LocalPlatform:
                 )
                 self.infra.start()
             self.prepare_secrets()  # before the services, which only load them
+            if self.kafka_users is not None:
+                self.prepare_kafka_users(self.kafka_users)
             for name, default in DEFAULT_PORTS.items():
                 self.ports[name] = _port(self.preferred_ports.get(name, default))
             for service in self.services:
@@ -174,6 +183,22 @@ class LocalPlatform:
             raise
         return self
 
+    def prepare_kafka_users(self, manifest: Path) -> None:
+        """Grant each service its KafkaUser's ACLs and issue it a client certificate."""
+        assert self.infra is not None
+        acls = kafka_user_acls(manifest)
+        for service in self.services:
+            user = f"stopsms-{service}"
+            self.infra.kafka.grant(user, acls[user], self.namespace)
+            access = self.infra.kafka.client_access(user)
+            self.kafka_env[service] = {
+                "STOPSMS_KAFKA_BOOTSTRAP": access.bootstrap,
+                "STOPSMS_KAFKA_SECURITY_PROTOCOL": access.security_protocol,
+                "STOPSMS_KAFKA_CA_FILE": str(access.ca_file),
+                "STOPSMS_KAFKA_CERT_FILE": str(access.cert_file),
+                "STOPSMS_KAFKA_KEY_FILE": str(access.key_file),
+            }
+
     def start_service(
         self, service: str, name: str | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
@@ -182,7 +207,12 @@ class LocalPlatform:
         ``name`` (default: the service) tells replicas apart; ``env`` adds to its settings.
         """
         name = name or service
-        env = {**os.environ, **self.environment(), **(env or {})}
+        env = {
+            **os.environ,
+            **self.environment(),
+            **self.kafka_env.get(service, {}),
+            **(env or {}),
+        }
         process = start_process(
             [sys.executable, "-m", f"stopsms.{service}"],
             self.data_dir / "logs" / f"{name}.log",

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 
 from stopsms.core import ids
 from stopsms.core.clients import STUBS, Metadata
-from stopsms.core.infra import LocalInfrastructure
+from stopsms.core.infra import LocalInfrastructure, kafka_user_acls
 from stopsms.core.settings import Settings
 from stopsms.core.tls import create_tls_folder
 from stopsms.core.topics import Topics
@@ -33,6 +33,7 @@ from stopsms.v1 import (
 )
 
 from ..conftest import E2E_PARTIES
+from .conftest import KAFKA_USERS
 
 pytestmark = pytest.mark.e2e
 NUMBER_A, NUMBER_B = "06 61 23 45 67", "0770112233"
@@ -46,6 +47,7 @@ def platform(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> Iter
         shared_infra=infra,
         parties_file=E2E_PARTIES,
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
+        kafka_users=KAFKA_USERS,
     )
     local.start()
     try:
@@ -55,7 +57,11 @@ def platform(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> Iter
 
 
 class Operator:
-    """The reference operator consumer, in a thread: records when each change was applied."""
+    """The reference operator consumer, in a thread: records when each change was applied.
+
+    It connects as an operator does: its own certificate, with the ACLs of its KafkaUser in
+    k8s/base/kafka-users.yaml (read the list, commit its own group, nothing else).
+    """
 
     def __init__(self, platform: LocalPlatform) -> None:
         self.applied: dict[str, tuple[float, str, events_pb2.SuppressionChanged]] = {}
@@ -63,9 +69,15 @@ class Operator:
         pseudonymiser = Settings.from_env(
             {"STOPSMS_DATA_DIR": str(platform.data_dir)}
         ).pseudonymiser()
+        assert platform.infra is not None
+        broker = platform.infra.kafka
+        broker.grant(
+            "operator-iam", kafka_user_acls(KAFKA_USERS)["operator-iam"], platform.namespace
+        )
+        kafka = broker.client_access("operator-iam")
         self._thread = threading.Thread(
             target=follow,
-            args=(platform.endpoints["kafka"], "iam", pseudonymiser, platform.namespace),
+            args=(kafka, "iam", pseudonymiser, platform.namespace),
             kwargs={"apply": self._apply, "stop": self._stop},
             daemon=True,
         )

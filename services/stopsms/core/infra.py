@@ -544,6 +544,17 @@ def create_topics(
         admin.close()
 
 
+def kafka_user_acls(manifest: Path) -> dict[str, list[dict[str, Any]]]:
+    """The ACL rules of every ``KafkaUser`` in a Kubernetes manifest, by user name."""
+    import yaml
+
+    return {
+        document["metadata"]["name"]: document["spec"]["authorization"]["acls"]
+        for document in yaml.safe_load_all(manifest.read_text())
+        if document and document.get("kind") == "KafkaUser"
+    }
+
+
 @dataclass
 class LocalInfrastructure:
     """Kafka and Redis together, with the v1 topics created; a context manager."""
