@@ -27,7 +27,7 @@ import yaml
 from bench.propagation import kafka_round_trips
 from bench.results import figure, percentile, record
 from stopsms.core.infra import start_process, stop_process
-from stopsms.core.kafka import TopicReader
+from stopsms.core.kafka import Record, follow_topic, read_topic
 from stopsms.core.settings import PACKAGE_CONFIG
 from stopsms.core.topics import Topics
 from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
@@ -62,24 +62,18 @@ async def stage_delays(bootstrap: str, topics: Topics, wanted: set[str]) -> dict
         (topics.suppressions, events_pb2.SuppressionChanged.FromString),
         (topics.receipts, events_pb2.DeliveryReceipt.FromString),
     ):
-        reader = TopicReader(bootstrap, topic)
-        await reader.start()
-        try:
-            async for records in reader.read_to_end():
-                for rec in records:
-                    message = parse(rec.value)
-                    if message.event_id not in wanted:
-                        continue
-                    delay = (rec.timestamp_ms - message.action_time.ToMilliseconds()) / 1000
-                    if topic == topics.suppressions:
-                        stage = "decided"
-                    elif message.status == events_pb2.DELIVERY_STATUS_PENDING:
-                        stage = "pending_receipt"
-                    else:
-                        stage = f"applied_{'operator' if message.party_kind == 1 else 'psva'}"
-                    stages.setdefault(stage, []).append(delay)
-        finally:
-            await reader.stop()
+        for rec in await read_topic(bootstrap, topic):
+            message = parse(rec.value)
+            if message.event_id not in wanted:
+                continue
+            delay = (rec.timestamp_ms - message.action_time.ToMilliseconds()) / 1000
+            if topic == topics.suppressions:
+                stage = "decided"
+            elif message.status == events_pb2.DELIVERY_STATUS_PENDING:
+                stage = "pending_receipt"
+            else:
+                stage = f"applied_{'operator' if message.party_kind == 1 else 'psva'}"
+            stages.setdefault(stage, []).append(delay)
     for stage, delays in sorted(stages.items()):
         p50, p99 = percentile(delays, 50), percentile(delays, 99)
         print(f"  {stage:<18} p50 {p50:7.3f} s   p99 {p99:7.3f} s")
@@ -90,19 +84,22 @@ async def collect(
     bootstrap: str, topic: str, wanted: set[str], deadline_s: float
 ) -> dict[str, float]:
     """Seconds from action to done for every wanted request that got done in time."""
-    reader = TopicReader(bootstrap, topic)
-    await reader.start()
     done: dict[str, float] = {}
-    deadline = time.monotonic() + deadline_s
-    try:
-        while len(done) < len(wanted) and time.monotonic() < deadline:
-            for rec in await reader.read(timeout_ms=500):
-                proof = events_pb2.PropagationRecord.FromString(rec.value)
-                if proof.done and proof.event_id in wanted and proof.event_id not in done:
-                    ms = proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()
-                    done[proof.event_id] = ms / 1000
-    finally:
-        await reader.stop()
+
+    def record(batch: list[Record]) -> None:
+        for rec in batch:
+            proof = events_pb2.PropagationRecord.FromString(rec.value)
+            if proof.done and proof.event_id in wanted and proof.event_id not in done:
+                ms = proof.done_time.ToMilliseconds() - proof.action_time.ToMilliseconds()
+                done[proof.event_id] = ms / 1000
+
+    await follow_topic(
+        bootstrap,
+        topic,
+        record,
+        done=lambda: len(done) >= len(wanted),
+        deadline=time.monotonic() + deadline_s,
+    )
     return done
 
 

@@ -25,13 +25,13 @@ NAME = {v: k for k, v in EVENT.items()}
 
 
 def change(
-    settings: Settings, msisdn: str, event: str, sender: str
+    settings: Settings, msisdn: str, request_id: str, sender: str, event: str = ""
 ) -> events_pb2.SuppressionChanged:
-    """A change as the registry publishes it; the test names events by their request ids."""
+    """An opt-out as the registry publishes it (the event id defaults to the request's)."""
     p = settings.pseudonymiser()
     c = events_pb2.SuppressionChanged(
-        event_id=EVENT[event],
-        request_id=event,
+        event_id=event or request_id,
+        request_id=request_id,
         party_id="iam",
         action=events_pb2.ACTION_OPT_OUT,
         sender_id=sender,
@@ -81,9 +81,9 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
     topics = Topics(namespace)
     address = f"127.0.0.1:{free_port()}"
     changes = [
-        change(settings, "+212611111111", "e-jumia", "JUMIA"),
-        change(settings, "+212622222222", "e-kitea", "KITEA"),
-        change(settings, "+212633333333", "e-global", ""),
+        change(settings, "+212611111111", "e-jumia", "JUMIA", EVENT["e-jumia"]),
+        change(settings, "+212622222222", "e-kitea", "KITEA", EVENT["e-kitea"]),
+        change(settings, "+212633333333", "e-global", "", EVENT["e-global"]),
     ]
     with running_service("notifier", service_env, address, tmp_path):
         await publish(settings, topics.suppressions, changes)

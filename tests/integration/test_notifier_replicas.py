@@ -20,7 +20,7 @@ from stopsms.notifier.webhooks import SIGNATURE_HEADER, verify
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import E2E_PARTIES, running_service
-from .test_notifier import publish
+from .test_notifier import change, publish
 
 pytestmark = pytest.mark.integration
 SECRET = b"replica-webhook-secret-0123456789"
@@ -29,25 +29,11 @@ ATLAS = ((PARTY_HEADER, "atlas-sms"),)
 
 
 def changes(settings: Settings, count: int, prefix: str) -> list[events_pb2.SuppressionChanged]:
-    p = settings.pseudonymiser()
-    out = []
-    for i in range(count):
-        msisdn = f"+2126{i:08d}"
-        c = events_pb2.SuppressionChanged(
-            event_id=f"{prefix}-{i}",
-            request_id=f"{prefix}-{i}",
-            party_id="iam",
-            action=events_pb2.ACTION_OPT_OUT,
-            sender_id=SENDERS[i % len(SENDERS)],
-            subject=p.subject(msisdn),
-            state=events_pb2.STATE_SUPPRESSED,
-            version=1,
-            changed=True,
-        )
-        c.sealed_msisdn.CopyFrom(p.seal(msisdn))
-        c.action_time.GetCurrentTime()
-        out.append(c)
-    return out
+    """``count`` opt-outs of distinct numbers, spread over the senders."""
+    return [
+        change(settings, f"+2126{i:08d}", f"{prefix}-{i}", SENDERS[i % len(SENDERS)])
+        for i in range(count)
+    ]
 
 
 async def watch(
