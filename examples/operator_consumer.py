@@ -65,15 +65,22 @@ def main() -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--operator", default="iam")
     parser.add_argument("--topic", default="stopsms.suppressions.v1")
-    parser.add_argument("--data-key", type=Path, default=Path(".stopsms/keys/data.key"))
+    parser.add_argument(
+        "--data-key",
+        type=Path,
+        action="append",
+        help="a data key file (repeat it after a rotation: old records keep the old key)",
+    )
     parser.add_argument("--store", type=Path, default=Path("suppressions.db"))
     parser.add_argument("--tls-ca", help="the platform's CA (PEM), for its TLS listener")
     parser.add_argument("--tls-cert", help="this operator's client certificate (PEM)")
     parser.add_argument("--tls-key", help="this operator's private key (PEM)")
     args = parser.parse_args()
 
-    key_id, _, secret = args.data_key.read_text().strip().partition(":")
-    cipher = AESGCM(bytes.fromhex(secret))
+    ciphers = {}
+    for path in args.data_key or [Path(".stopsms/keys/data.key")]:
+        key_id, _, secret = path.read_text().strip().partition(":")
+        ciphers[key_id] = AESGCM(bytes.fromhex(secret))
     store = sqlite3.connect(args.store)
     store.execute(SCHEMA)
     tls = (
@@ -107,7 +114,8 @@ def main() -> None:
                             continue  # erasure: the key's earlier records are gone too
                         change = events_pb2.SuppressionChanged.FromString(record.value)
                         sealed = change.sealed_msisdn
-                        if sealed.key_id != key_id:
+                        cipher = ciphers.get(sealed.key_id)
+                        if cipher is None:
                             raise SystemExit(f"data key {sealed.key_id!r} needed; ask StopSMS")
                         msisdn = cipher.decrypt(sealed.nonce, sealed.ciphertext, None).decode()
                         store.execute(

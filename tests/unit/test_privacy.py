@@ -54,3 +54,40 @@ def test_key_files_are_created_once_and_validated(tmp_path) -> None:
     with pytest.raises(KeyMaterialError, match="does not exist"):
         load_key(tmp_path / "missing.key")
     assert "secret" not in repr(created) and created.secret.hex() not in repr(created)
+
+
+def test_two_data_keys_under_one_id_are_refused() -> None:
+    with pytest.raises(KeyMaterialError, match="data key ids must differ"):
+        Pseudonymiser(PSEUDONYM, [DATA, Key("dk1", bytes(32))])
+
+
+def test_a_rotation_through_the_settings_seals_with_the_new_key_and_unseals_the_old(
+    tmp_path,
+) -> None:
+    from stopsms.core.settings import Settings
+
+    for name, text in (("pk1", PSEUDONYM), ("dk1", DATA), ("dk2", Key("dk2", bytes(32)))):
+        (tmp_path / f"{name}.key").write_text(f"{text.key_id}:{text.secret.hex()}\n")
+    env = {
+        "STOPSMS_PSEUDONYM_KEY_FILE": str(tmp_path / "pk1.key"),
+        "STOPSMS_DATA_KEY_FILE": str(tmp_path / "dk1.key"),
+    }
+    sealed_before = Settings.from_env(env).pseudonymiser().seal("+212612345678")
+    rotated = Settings.from_env(
+        {
+            **env,
+            "STOPSMS_DATA_KEY_FILE": str(tmp_path / "dk2.key"),
+            "STOPSMS_PREVIOUS_DATA_KEY_FILES": str(tmp_path / "dk1.key"),
+        }
+    ).pseudonymiser()
+    assert rotated.seal("+212612345678").key_id == "dk2"
+    assert rotated.unseal(sealed_before) == "+212612345678"
+    forgot_the_old_key = Settings.from_env(
+        {**env, "STOPSMS_DATA_KEY_FILE": str(tmp_path / "dk2.key")}
+    ).pseudonymiser()
+    with pytest.raises(KeyMaterialError, match="no data key with id 'dk1'"):
+        forgot_the_old_key.unseal(sealed_before)
+    with pytest.raises(KeyMaterialError, match="does not exist"):
+        Settings.from_env(
+            {**env, "STOPSMS_PREVIOUS_DATA_KEY_FILES": str(tmp_path / "gone.key")}
+        ).pseudonymiser()

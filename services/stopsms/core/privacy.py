@@ -80,8 +80,13 @@ class Pseudonymiser:
     """Turns E.164 numbers into subjects and seals them, and unseals for entitled readers."""
 
     def __init__(self, pseudonym_key: Key, data_keys: list[Key]) -> None:
+        """``data_keys[0]`` seals; every one of them unseals (the others are previous keys)."""
         if not data_keys:
             raise KeyMaterialError("at least one data key is needed")
+        ids = [k.key_id for k in data_keys]
+        if len(set(ids)) != len(ids):
+            # Two secrets under one id would unseal some records and fail others at random.
+            raise KeyMaterialError(f"data key ids must differ: {', '.join(ids)}")
         self._pseudonym_key = pseudonym_key
         self._data_key = data_keys[0]
         self._ciphers = {k.key_id: AESGCM(k.secret) for k in data_keys}

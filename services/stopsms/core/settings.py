@@ -62,6 +62,9 @@ class Settings:
     data_dir: Path = _env("DATA_DIR", Path(".stopsms"), Path)
     pseudonym_key_file: Path | None = _env("PSEUDONYM_KEY_FILE", None, Path)
     data_key_file: Path | None = _env("DATA_KEY_FILE", None, Path)
+    #: Data keys that sealed older records (comma-separated files): after a rotation they
+    #: still unseal what the compacted list holds under them; only the current key seals.
+    previous_data_key_files: tuple[str, ...] = _env("PREVIOUS_DATA_KEY_FILES", (), tuple)
     #: Create missing key files with random keys. Only for local runs (``stopsms up`` and the
     #: tests ask for it): in a deployment keys come from Secrets, and a missing one must stop
     #: the service at start.
@@ -175,9 +178,15 @@ class Settings:
         """Load the pseudonym and data keys (creating development keys when allowed)."""
         pseudonym_path = self.pseudonym_key_file or self.key_dir / "pseudonym.key"
         data_path = self.data_key_file or self.key_dir / "data.key"
+        previous = [load_key(Path(path)) for path in self.previous_data_key_files]
         if self.generate_keys:
-            return Pseudonymiser(ensure_key(pseudonym_path, "pk1"), [ensure_key(data_path, "dk1")])
-        return Pseudonymiser(load_key(pseudonym_path), [load_key(data_path)])
+            pseudonym_key, data_key = (
+                ensure_key(pseudonym_path, "pk1"),
+                ensure_key(data_path, "dk1"),
+            )
+        else:
+            pseudonym_key, data_key = load_key(pseudonym_path), load_key(data_path)
+        return Pseudonymiser(pseudonym_key, [data_key, *previous])
 
 
 @dataclass(frozen=True)
