@@ -24,13 +24,13 @@ EVENT = {name: event_id("iam", name) for name in ("e-jumia", "e-kitea", "e-globa
 NAME = {v: k for k, v in EVENT.items()}
 
 
-def change(
-    settings: Settings, msisdn: str, request_id: str, sender: str, event: str = ""
+def opt_out(
+    settings: Settings, msisdn: str, *, event_id: str, request_id: str, sender: str
 ) -> events_pb2.SuppressionChanged:
-    """An opt-out as the registry publishes it (the event id defaults to the request's)."""
+    """An opt-out as the registry publishes it."""
     p = settings.pseudonymiser()
     c = events_pb2.SuppressionChanged(
-        event_id=event or request_id,
+        event_id=event_id,
         request_id=request_id,
         party_id="iam",
         action=events_pb2.ACTION_OPT_OUT,
@@ -43,6 +43,13 @@ def change(
     c.sealed_msisdn.CopyFrom(p.seal(msisdn))
     c.action_time.GetCurrentTime()
     return c
+
+
+def change(
+    settings: Settings, msisdn: str, event: str, sender: str
+) -> events_pb2.SuppressionChanged:
+    """An opt-out named, as these tests name events, by its request id (see ``EVENT``)."""
+    return opt_out(settings, msisdn, event_id=EVENT[event], request_id=event, sender=sender)
 
 
 async def publish(
@@ -81,9 +88,9 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
     topics = Topics(namespace)
     address = f"127.0.0.1:{free_port()}"
     changes = [
-        change(settings, "+212611111111", "e-jumia", "JUMIA", EVENT["e-jumia"]),
-        change(settings, "+212622222222", "e-kitea", "KITEA", EVENT["e-kitea"]),
-        change(settings, "+212633333333", "e-global", "", EVENT["e-global"]),
+        change(settings, "+212611111111", "e-jumia", "JUMIA"),
+        change(settings, "+212622222222", "e-kitea", "KITEA"),
+        change(settings, "+212633333333", "e-global", ""),
     ]
     with running_service("notifier", service_env, address, tmp_path):
         await publish(settings, topics.suppressions, changes)

@@ -20,7 +20,7 @@ from stopsms.notifier.webhooks import SIGNATURE_HEADER, verify
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import E2E_PARTIES, running_service
-from .test_notifier import change, publish
+from .test_notifier import opt_out, publish
 
 pytestmark = pytest.mark.integration
 SECRET = b"replica-webhook-secret-0123456789"
@@ -31,7 +31,13 @@ ATLAS = ((PARTY_HEADER, "atlas-sms"),)
 def changes(settings: Settings, count: int, prefix: str) -> list[events_pb2.SuppressionChanged]:
     """``count`` opt-outs of distinct numbers, spread over the senders."""
     return [
-        change(settings, f"+2126{i:08d}", f"{prefix}-{i}", SENDERS[i % len(SENDERS)])
+        opt_out(
+            settings,
+            f"+2126{i:08d}",
+            event_id=f"{prefix}-{i}",
+            request_id=f"{prefix}-{i}",
+            sender=SENDERS[i % len(SENDERS)],
+        )
         for i in range(count)
     ]
 
