@@ -152,7 +152,8 @@ async def _check_view(
     wanted = dict(expected.items())
     report.view_entries, report.topic_entries = len(held), len(wanted)
     for key in sorted(held.keys() ^ wanted.keys() | {k for k in held if held[k] != wanted.get(k)}):
-        located, _, sender = key.partition(b"\0")
+        # The located digest is binary and may hold a zero byte; a sender id never does.
+        located, _, sender = key.rpartition(b"\0")
         report.divergent.append(f"{located.hex()}/{sender.decode() or '*'}")
 
 
