@@ -28,6 +28,16 @@ OWN_NAMESPACE = [
 ]
 
 
+def principal_allowed(
+    infra: LocalInfrastructure, namespace: str, role: str, topic: str, *operations: str
+) -> KafkaAccess:
+    """A new principal that may do ``operations`` on one topic, and its access."""
+    principal = f"{role}-{uuid.uuid4().hex[:6]}"
+    rule = {"resource": {"type": "topic", "name": topic}, "operations": list(operations)}
+    infra.kafka.grant(principal, [rule], namespace)
+    return infra.kafka.client_access(principal)
+
+
 async def test_the_platforms_clients_publish_read_commit_and_describe_over_mutual_tls(
     infra: LocalInfrastructure, namespace: str
 ) -> None:
@@ -63,19 +73,10 @@ async def test_a_principal_reaches_only_what_its_acls_allow(
     infra: LocalInfrastructure, namespace: str
 ) -> None:
     """Like intake: it may write requests, and nothing lets it forge a suppression."""
-    principal = f"writer-{uuid.uuid4().hex[:6]}"
     topics = Topics(namespace)
-    infra.kafka.grant(
-        principal,
-        [
-            {
-                "resource": {"type": "topic", "name": "stopsms.requests.v1"},
-                "operations": ["Write", "Describe"],
-            }
-        ],
-        namespace,
+    access = principal_allowed(
+        infra, namespace, "writer", "stopsms.requests.v1", "Write", "Describe"
     )
-    access = infra.kafka.client_access(principal)
     publisher = KafkaPublisher(access, timeout_seconds=5)
     await publisher.start()
     try:
@@ -91,18 +92,9 @@ async def test_a_principal_reaches_only_what_its_acls_allow(
 async def test_a_principal_that_may_only_read_cannot_start_a_producer(
     infra: LocalInfrastructure, namespace: str
 ) -> None:
-    principal = f"reader-{uuid.uuid4().hex[:6]}"
-    infra.kafka.grant(
-        principal,
-        [
-            {
-                "resource": {"type": "topic", "name": "stopsms.suppressions.v1"},
-                "operations": ["Read", "Describe"],
-            }
-        ],
-        namespace,
+    access = principal_allowed(
+        infra, namespace, "reader", "stopsms.suppressions.v1", "Read", "Describe"
     )
-    access = infra.kafka.client_access(principal)
     assert await read_topic(access, Topics(namespace).suppressions) == []
     publisher = KafkaPublisher(access, timeout_seconds=5)
     with pytest.raises(ClusterAuthorizationFailedError):
