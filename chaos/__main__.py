@@ -331,9 +331,20 @@ async def entitled_changes(bootstrap: str, topics: Topics) -> dict[str, set[str]
 
 
 async def ledger_check(run: Run, ids: list[str]) -> LedgerReport:
-    """The ledger check against this run's topics and view."""
+    """The ledger check against this run's topics and view.
+
+    The orchestrator keeps watching while the check waits for late work: a stream processor
+    that exits then (its stall watchdog, for one) is restarted, as Kubernetes would.
+    """
     platform = run.platform
     view = RedisSuppressionView.from_url(run.infra.redis.url, platform.namespace, ViewLayout())
+
+    async def keep_reviving() -> None:
+        while True:
+            run.revive()
+            await asyncio.sleep(0.5)
+
+    orchestrator = asyncio.create_task(keep_reviving())
     try:
         return await verify(
             ids,
@@ -343,6 +354,7 @@ async def ledger_check(run: Run, ids: list[str]) -> LedgerReport:
             wait_seconds=CATCH_UP_BOUND_S,
         )
     finally:
+        orchestrator.cancel()
         await view.close()
 
 
