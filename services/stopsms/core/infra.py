@@ -166,6 +166,22 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+def _another_free_port(taken: set[int]) -> int:
+    """A free port that is none of ``taken``."""
+    while True:
+        candidate = free_port()
+        if candidate not in taken:
+            return candidate
+
+
+def _constant(strimzi_name: str) -> str:
+    """Strimzi's spelling of an ACL operation or resource type as kafka-python's constant.
+
+    ``DescribeConfigs`` -> ``DESCRIBE_CONFIGS``, ``transactionalId`` -> ``TRANSACTIONAL_ID``.
+    """
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", strimzi_name).upper()
+
+
 @dataclass
 class LocalKafka:
     """A single-node KRaft broker whose data lives in ``workdir``."""
@@ -192,18 +208,16 @@ class LocalKafka:
     def _ports(self) -> tuple[int, int, int]:
         """Reuse the ports a data folder was formatted with (KRaft stores the controller's)."""
         state = self.workdir / "ports.json"
-        if state.exists():
-            saved = json.loads(state.read_text())
+        saved = json.loads(state.read_text()) if state.exists() else {}
+        if saved.get("secured_port"):
             return int(saved["port"]), int(saved["controller_port"]), int(saved["secured_port"])
-        port = self.port if self.port and port_is_free(self.port) else free_port()
-        taken = {port}
-        others: list[int] = []
-        while len(others) < 2:
-            candidate = free_port()
-            if candidate not in taken:
-                taken.add(candidate)
-                others.append(candidate)
-        controller, secured = others
+        if saved:  # a folder formatted before the secured listener existed: keep its ports
+            port, controller = int(saved["port"]), int(saved["controller_port"])
+            secured = _another_free_port({port, controller})
+        else:
+            port = self.port if self.port and port_is_free(self.port) else free_port()
+            controller = _another_free_port({port})
+            secured = _another_free_port({port, controller})
         self.workdir.mkdir(parents=True, exist_ok=True)
         state.write_text(
             json.dumps({"port": port, "controller_port": controller, "secured_port": secured})
@@ -267,7 +281,7 @@ super.users=User:ANONYMOUS
         bindings = []
         for rule in acls:
             resource = rule["resource"]
-            kind = ResourceType[resource["type"].upper()]
+            kind = ResourceType[_constant(resource["type"])]
             name = resource.get("name", "kafka-cluster")
             if kind in (ResourceType.TOPIC, ResourceType.GROUP):
                 name = namespace + name
@@ -283,7 +297,7 @@ super.users=User:ANONYMOUS
                     ACL(
                         f"User:{principal}",
                         rule.get("host", "*"),
-                        ACLOperation[re.sub(r"(?<!^)(?=[A-Z])", "_", operation).upper()],
+                        ACLOperation[_constant(operation)],
                         ACLPermissionType[rule.get("type", "allow").upper()],
                         pattern,
                     )
