@@ -17,7 +17,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -75,6 +79,11 @@ def visible_text(driver: webdriver.Chrome, element_id: str | None = None) -> str
             return driver.find_element(By.ID, element_id).text
         except (StaleElementReferenceException, NoSuchElementException):
             time.sleep(0.1)  # the status page refreshes itself every two seconds
+        except WebDriverException as exc:
+            # Chrome's own word for an element of the page that was just replaced.
+            if "does not belong to the document" not in str(exc):
+                raise
+            time.sleep(0.1)
     raise AssertionError("the page kept reloading")
 
 
