@@ -31,7 +31,10 @@ KUSTOMIZE_VERSION=v5.7.1
 if ! command -v kustomize >/dev/null && command -v go >/dev/null \
     && [ ! -x "$(go env GOPATH)/bin/kustomize" ]; then
   echo "installing kustomize ${KUSTOMIZE_VERSION}..." >&2
-  go install "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}"
+  # The platform runs without it (`make up`); only the manifest tests need it, and they say so.
+  go install "sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}" \
+    || echo "kustomize could not be built with $(go version); the k8s/ tests will fail until" \
+      "kustomize (or kubectl) is on the PATH" >&2
 fi
 
 stamp=".stopsms/.installed-$(sha256sum pyproject.toml | cut -c1-12)"
