@@ -272,3 +272,15 @@ def test_psvas_reach_the_grpc_services_through_tls_passthrough(rendered) -> None
 
 def test_the_deployments_parties_directory_is_valid() -> None:
     PartiesDirectory.load(K8S / "base" / "parties.yaml")
+
+
+def test_without_kustomize_the_tests_fail_saying_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from stopsms.tooling.manifests import ManifestError, kustomize_command
+
+    monkeypatch.delenv("STOPSMS_KUSTOMIZE", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ManifestError, match="run deploy/bootstrap.sh"):
+        kustomize_command()
