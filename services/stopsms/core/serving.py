@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
-from stopsms.core.tracing import TRACE_HEADER, traced
+from stopsms.core.tracing import traced, traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,8 @@ def _observe(method: str, context: grpc.aio.ServicerContext, started: float, cra
 
 
 def _caller_trace(context: grpc.aio.ServicerContext) -> str | None:
-    """The W3C traceparent the caller sent in its metadata, if any."""
-    for key, value in context.invocation_metadata() or ():
-        if key == TRACE_HEADER:
-            return value if isinstance(value, str) else value.decode()
-    return None
+    """The W3C traceparent the caller sent in its metadata (name and value pairs, as Kafka's)."""
+    return traceparent_of(context.invocation_metadata())
 
 
 def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> grpc.RpcMethodHandler:
