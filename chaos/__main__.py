@@ -38,6 +38,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2
 
+from stopsms.core.deadlines import deadline
 from stopsms.core.infra import LocalInfrastructure, start_process, stop_process
 from stopsms.core.kafka import TopicReader
 from stopsms.core.settings import PACKAGE_CONFIG
@@ -60,6 +61,10 @@ STALL_EXIT_S = 45
 RECOVERY_BOUND_S = 120.0
 #: The ledger check's allowance for the view and the proofs to catch up.
 CATCH_UP_BOUND_S = 180.0
+#: How long a scenario's platform and clients may take to start.
+START_BOUND_S = 300.0
+#: How long injecting a fault may take (a kill and restart, an outage, a pause).
+FAULT_BOUND_S = 240.0
 #: Kubernetes' default termination grace period: a SIGTERM'd service must exit within it.
 GRACE_BOUND_S = 30.0
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -406,28 +411,53 @@ def run_scenario(
         },
     )
     run = Run(platform, work, work / "ledger")
-    clients: list[subprocess.Popen[bytes]] = []
     outcome = Outcome(scenario.name, passed=False)
-    with platform:
-        ends, tls = platform.endpoints, str(platform.tls_folder)
-        command = [sys.executable, "-m", "bench.load_clients"]
-        clients.append(
-            start_process(
-                [*command, "operators", ends["kafka"], platform.namespace, *OPERATORS],
-                work / "operators.log",
-            )
-        )
-        clients.append(
-            start_process(
-                [*command, "psvas", ends["notifier_grpc"], tls, *PSVAS, f"--record={received}"],
-                work / "psvas.log",
-            )
-        )
+    try:
+        with deadline("start", START_BOUND_S):
+            platform.start()
         try:
+            drive(scenario, run, outcome, optouts, rate, received)
+        finally:
+            platform.stop()
+    except Exception as exc:  # noqa: BLE001 - the scenario fails with the reason
+        run.failures.append(f"{type(exc).__name__}: {exc}")
+    if run.revived:
+        run.notes.append("restarted after exiting: " + ", ".join(run.revived))
+    outcome.notes, outcome.failures = run.notes, run.failures
+    outcome.passed = not run.failures
+    return outcome
+
+
+def drive(
+    scenario: Scenario, run: Run, outcome: Outcome, optouts: int, rate: float, received: Path
+) -> None:
+    """The clients, the load, the fault half way, recovery and the checks, each phase bounded.
+
+    A phase that overruns its deadline fails the scenario with the phase's name (see
+    :mod:`stopsms.core.deadlines`) instead of waiting for ever.
+    """
+    platform, work = run.platform, run.work
+    ends, tls = platform.endpoints, str(platform.tls_folder)
+    command = [sys.executable, "-m", "bench.load_clients"]
+    clients: list[subprocess.Popen[bytes]] = []
+    try:
+        with deadline("start", START_BOUND_S):
+            clients.append(
+                start_process(
+                    [*command, "operators", ends["kafka"], platform.namespace, *OPERATORS],
+                    work / "operators.log",
+                )
+            )
+            clients.append(
+                start_process(
+                    [*command, "psvas", ends["notifier_grpc"], tls, *PSVAS, f"--record={received}"],
+                    work / "psvas.log",
+                )
+            )
             for i in range(2, scenario.registry_replicas + 1):
-                platform.start_replica("registry", f"registry-{i}")
-                platform.wait_until_serving(120, [f"registry-{i}"])
+                platform.serve_replica("registry", f"registry-{i}", 120)
             time.sleep(3)  # streams open, groups joined
+        with deadline("load", optouts / 2 / rate + RECOVERY_BOUND_S):
             load = start_process(
                 [
                     *command,
@@ -444,16 +474,20 @@ def run_scenario(
             )
             while run.acknowledged() < optouts // 2 and load.poll() is None:
                 time.sleep(0.1)
+        with deadline("fault", FAULT_BOUND_S):
             scenario.fault(run)
+        with deadline("recovery", RECOVERY_BOUND_S + 60):
             outcome.recovery_s = asyncio.run(probe(run, work / "probes"))
-            deadline = time.monotonic() + optouts / rate + RECOVERY_BOUND_S
-            while load.poll() is None and time.monotonic() < deadline:
+        with deadline("load", optouts / rate + RECOVERY_BOUND_S + 60):
+            finish = time.monotonic() + optouts / rate + RECOVERY_BOUND_S
+            while load.poll() is None and time.monotonic() < finish:
                 run.revive()
                 time.sleep(0.5)
             if load.poll() is None:
                 run.failures.append("the load did not finish")
                 stop_process(load)
             run.notes.append((work / "load.log").read_text().strip().splitlines()[-1])
+        with deadline("checks", CATCH_UP_BOUND_S + 120):
             ids = read_ledger(run.ledger) + read_ledger(work / "probes")
             report = asyncio.run(ledger_check(run, ids))
             outcome.report, outcome.acknowledged = report, report.acknowledged
@@ -472,16 +506,9 @@ def run_scenario(
                     run.failures.append(f"{party} never received {len(missing)} changes")
                 if repeats:
                     run.failures.append(f"{party} was sent {len(repeats)} acknowledged changes")
-        except Exception as exc:  # noqa: BLE001 - the scenario fails with the reason
-            run.failures.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            for client in clients:
-                stop_process(client)
-    if run.revived:
-        run.notes.append("restarted after exiting: " + ", ".join(run.revived))
-    outcome.notes, outcome.failures = run.notes, run.failures
-    outcome.passed = not run.failures
-    return outcome
+    finally:
+        for client in clients:
+            stop_process(client)
 
 
 def main() -> int:

@@ -6,12 +6,14 @@ needs them fails with the launcher's message: nothing is ever skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from stopsms.core.infra import (
     LocalInfrastructure,
     create_topics,
+    failed_to_bind,
     free_port,
     start_process,
     stop_process,
@@ -65,27 +68,84 @@ def service_env(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> d
     }
 
 
+@dataclass(frozen=True)
+class RunningService:
+    """Where a service started by :func:`running_service` listens."""
+
+    address: str
+    metrics: str
+
+
 @contextmanager
-def running_service(
-    service: str, env: dict[str, str], address: str, log_dir: Path
-) -> Iterator[None]:
-    """Run one service as its own process (as in production) until the block ends."""
-    env = {
-        **env,
-        f"STOPSMS_{service.upper()}_GRPC_ADDRESS": address,
-        f"STOPSMS_{service.upper()}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
-    }
-    process = start_process(
-        [sys.executable, "-m", f"stopsms.{service}"], log_dir / f"{service}.log", env
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not is_serving(address):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{service} did not start:\n" + (log_dir / f"{service}.log").read_text()[-3000:]
-                )
-            time.sleep(0.2)
-        yield
-    finally:
-        stop_process(process)
+def running_service(service: str, env: dict[str, str], log_dir: Path) -> Iterator[RunningService]:
+    """Run one service as its own process (as in production) until the block ends.
+
+    Its ports are drawn here, outside the ephemeral range; should another listener take one
+    before the service binds it, the service starts again on new ports.
+    """
+    log = log_dir / f"{service}.log"
+    prefix = f"STOPSMS_{service.upper()}"
+    for attempt in range(1, 4):
+        address, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        process = start_process(
+            [sys.executable, "-m", f"stopsms.{service}"],
+            log,
+            {
+                **env,
+                f"{prefix}_GRPC_ADDRESS": address,
+                f"{prefix}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
+                f"{prefix}_METRICS_ADDRESS": metrics,
+            },
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while not is_serving(address):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    if process.poll() is not None and failed_to_bind(tail) and attempt < 3:
+                        break  # a port was taken before the bind: again, on new ports
+                    raise AssertionError(f"{service} did not start:\n{tail}")
+                time.sleep(0.2)
+            else:
+                yield RunningService(address, f"http://{metrics}/metrics")
+                return
+        finally:
+            stop_process(process)
+
+
+async def until(
+    probe: Callable[[], Awaitable[object]], what: str, timeout: float = 60.0, every: float = 0.1
+) -> object:
+    """Poll ``probe`` until it returns a true value, and return it.
+
+    Past ``timeout`` the test fails saying that ``what`` never happened, instead of a bare
+    timeout or a fixed sleep that is too short on a slow machine and wasted on a fast one.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {timeout:.0f} s")
+        await asyncio.sleep(every)
+
+
+def end_offsets(records: Iterable[object]) -> dict[int, int]:
+    """The next offset of each partition after ``records`` (Kafka records read to the end)."""
+    ends: dict[int, int] = {}
+    for record in records:
+        partition, offset = record.partition, record.offset  # type: ignore[attr-defined]
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return ends
+
+
+async def view_applied(view: object, records: Iterable[object], timeout: float = 60.0) -> None:
+    """Wait until the Redis view has applied the suppression list up to ``records``' end."""
+    wanted = end_offsets(records)
+
+    async def caught_up() -> bool:
+        applied = await view.applied_offsets()  # type: ignore[attr-defined]
+        return all(applied.get(p, 0) >= end for p, end in wanted.items())
+
+    await until(caught_up, "the view applying every change of the suppression list", timeout)

@@ -20,10 +20,12 @@ from pathlib import Path
 import grpc
 
 from stopsms.core.clients import Metadata, party_channel
+from stopsms.core.deadlines import deadline
 from stopsms.core.infra import (
     InfrastructureError,
     LocalInfrastructure,
     create_topics,
+    failed_to_bind,
     free_port,
     kafka_user_acls,
     kill_process,
@@ -50,6 +52,10 @@ DEFAULT_PORTS = {
     "registry_metrics": 9102,
     "notifier_metrics": 9103,
 }
+
+
+class PortTaken(InfrastructureError):
+    """A service could not bind a port it was given: another listener took it first."""
 
 
 def _port(preferred: int | None) -> int:
@@ -173,15 +179,32 @@ class LocalPlatform:
             self.prepare_secrets()  # before the services, which only load them
             if self.kafka_users is not None:
                 self.prepare_kafka_users(self.kafka_users)
-            for name, default in DEFAULT_PORTS.items():
-                self.ports[name] = _port(self.preferred_ports.get(name, default))
-            for service in self.services:
-                self.start_service(service)
-            self.wait_until_serving(timeout)
+            with deadline("the services' start", timeout + 60):
+                self._start_services(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_services(self, timeout: float, attempts: int = 3) -> None:
+        """Draw the ports, start every service, wait until all serve.
+
+        A port drawn here can still be taken by another listener before a service binds it;
+        the services then start again, all on new ports (each knows the others' addresses).
+        """
+        for attempt in range(1, attempts + 1):
+            for name, default in DEFAULT_PORTS.items():
+                self.ports[name] = _port(self.preferred_ports.get(name, default))
+            for service in self.services:
+                self.start_service(service)
+            try:
+                self.wait_until_serving(timeout)
+                return
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                for name in list(self.processes):
+                    self.stop_service(name)
 
     def prepare_kafka_users(self, manifest: Path) -> None:
         """Grant each service its KafkaUser's ACLs and issue it a client certificate."""
@@ -235,6 +258,17 @@ class LocalPlatform:
             },
         )
 
+    def serve_replica(self, service: str, name: str, timeout: float) -> None:
+        """Start a replica and wait until it serves; again on new ports if one was taken."""
+        for attempt in range(1, 4):
+            self.start_replica(service, name)
+            try:
+                self.wait_until_serving(timeout, [name])
+                return
+            except PortTaken:
+                if attempt == 3:
+                    raise
+
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send ``sig`` to a service's process group; after SIGKILL, reap it (a crash)."""
         process = self.processes[name]
@@ -251,9 +285,10 @@ class LocalPlatform:
             while True:
                 process = self.processes[name]
                 if process.poll() is not None:
-                    raise InfrastructureError(
-                        f"{name} exited at start; see {self.data_dir / 'logs' / name}.log:\n"
-                        + self.log_tail(name)
+                    tail = self.log_tail(name)
+                    error = PortTaken if failed_to_bind(tail) else InfrastructureError
+                    raise error(
+                        f"{name} exited at start; see {self.data_dir / 'logs' / name}.log:\n" + tail
                     )
                 if is_serving(address):
                     break

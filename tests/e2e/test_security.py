@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from stopsms.core.clients import STUBS
-from stopsms.core.kafka import TopicReader
+from stopsms.core.ids import LINK_PARTY_ID, event_id, link_request_id
+from stopsms.core.kafka import TopicReader, read_topic
 from stopsms.core.tls import CertificateAuthority, party_san
 from stopsms.core.topics import Topics
 from stopsms.local_platform import LocalPlatform
@@ -25,6 +26,8 @@ from stopsms.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+
+from ..conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -183,13 +186,13 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
     intake_channel, intake_iam, iam_md = stub(secure_platform, "intake", "iam")
     psva_channel, intake_psva, psva_md = stub(secure_platform, "intake", "atlas-sms")
     registry_channel, registry, cndp_md = stub(secure_platform, "registry", "cndp")
-    await intake_iam.SubmitOptOut(
+    optout = await intake_iam.SubmitOptOut(
         intake_pb2.SubmitOptOutRequest(
             request_id="p-1", msisdn=numbers[0], sender_id="JUMIA", channel=events_pb2.CHANNEL_WEB
         ),
         metadata=iam_md,
     )
-    await intake_iam.SubmitKeyword(
+    keyword = await intake_iam.SubmitKeyword(
         intake_pb2.SubmitKeywordRequest(
             request_id="p-2", msisdn="0" + numbers[1][4:], sender_id="IAM", text="STOP"
         ),
@@ -216,8 +219,31 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
             )
         ).verdict != registry_pb2.VERDICT_SUPPRESSED:
             await asyncio.sleep(0.2)
-    await asyncio.sleep(2)  # let receipts, propagation and audit records land
-    for channel in (intake_channel, psva_channel, registry_channel):
+    # What the scan must cover: each request's proof, and an audit entry of every caller.
+    notifier_channel, notifier, _ = stub(secure_platform, "notifier", "cndp")
+    events = [
+        optout.event_id,
+        keyword.event_id,
+        event_id(LINK_PARTY_ID, link_request_id(link.code, "opt_out_all")),
+    ]
+
+    async def proven() -> bool:
+        for event in events:
+            try:
+                await notifier.GetPropagation(
+                    notifier_pb2.GetPropagationRequest(event_id=event), metadata=cndp_md
+                )
+            except grpc.aio.AioRpcError:
+                return False
+        return True
+
+    async def audited() -> bool:
+        records = await read_topic(ends["kafka"], Topics(secure_platform.namespace).audit)
+        return {r.key for r in records} >= {b"iam", b"atlas-sms", b"cndp"}
+
+    await until(proven, "a propagation record for each of the three requests")
+    await until(audited, "audit entries of iam, atlas-sms and cndp")
+    for channel in (intake_channel, psva_channel, registry_channel, notifier_channel):
         await channel.close()
 
     forms = [form for n in numbers for form in written_forms(n)]

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.infra import free_port
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 from stopsms.notifier.cursor import encode_backfill_cursor
@@ -59,9 +58,9 @@ async def test_a_newly_granted_sender_is_backfilled_then_live_and_acknowledged(
         "STOPSMS_PARTIES_FILE": str(parties),
         "STOPSMS_PARTIES_RELOAD_SECONDS": "0.3",
     }
-    address = f"127.0.0.1:{free_port()}"
     early = changes(settings, 8, "early")  # JUMIA, KITEA, global, MARJANE, twice
-    with running_service("notifier", env, address, tmp_path):
+    with running_service("notifier", env, tmp_path) as notifier:
+        address = notifier.address
         await publish(settings, topics.suppressions, early)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)

@@ -10,15 +10,17 @@ import grpc
 import pytest
 
 from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.infra import free_port
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
-from ..conftest import running_service
+from ..conftest import running_service, until
 from .test_notifier import EVENT, change, publish
 
 pytestmark = pytest.mark.integration
+
+LATE_GAUGE = 'stopsms_party_late_changes{party="atlas-sms"} 1.0'
+PENDING_GAUGE = 'stopsms_party_pending_changes{party="iam"} 1.0'
 
 
 async def test_a_party_that_does_not_apply_in_time_is_late_in_the_proof_metrics_and_log(
@@ -26,14 +28,12 @@ async def test_a_party_that_does_not_apply_in_time_is_late_in_the_proof_metrics_
 ) -> None:
     settings = Settings.from_env(service_env)
     topics = Topics(namespace)
-    metrics_port = free_port()
     env = {
         **service_env,
         "STOPSMS_PROPAGATION_SLO_SECONDS": "1",
-        "STOPSMS_NOTIFIER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
     }
-    address = f"127.0.0.1:{free_port()}"
-    with running_service("notifier", env, address, tmp_path):
+    with running_service("notifier", env, tmp_path) as notifier:
+        address = notifier.address
         c = change(settings, "+212611111111", "e-jumia", "JUMIA")
         await publish(settings, topics.suppressions, [c])
         async with grpc.aio.insecure_channel(address) as channel:
@@ -54,13 +54,14 @@ async def test_a_party_that_does_not_apply_in_time_is_late_in_the_proof_metrics_
             "iam": events_pb2.DELIVERY_STATUS_LATE,
             "atlas-sms": events_pb2.DELIVERY_STATUS_LATE,
         }
-        await asyncio.sleep(1.5)  # the watcher's next round
-        metrics = await asyncio.to_thread(
-            lambda: (
-                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+
+        async def counted() -> str | None:  # the watcher's next round counts them
+            text = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(notifier.metrics).read().decode()
             )
-        )
-    assert 'stopsms_party_late_changes{party="atlas-sms"} 1.0' in metrics
-    assert 'stopsms_party_pending_changes{party="iam"} 1.0' in metrics
+            return text if LATE_GAUGE in text and PENDING_GAUGE in text else None
+
+        metrics = str(await until(counted, "the lateness gauges counting the late change", 30))
+    assert LATE_GAUGE in metrics and PENDING_GAUGE in metrics
     log = (tmp_path / "notifier.log").read_text()
     assert "atlas-sms is late: request e-jumia" in log

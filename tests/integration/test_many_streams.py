@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.infra import free_port
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics
 from stopsms.v1 import notifier_pb2, notifier_pb2_grpc
@@ -28,8 +27,8 @@ async def test_two_hundred_streams_each_get_the_change(
 ) -> None:
     settings = Settings.from_env(service_env)
     topics = Topics(namespace)
-    address = f"127.0.0.1:{free_port()}"
-    with running_service("notifier", service_env, address, tmp_path):
+    with running_service("notifier", service_env, tmp_path) as notifier:
+        address = notifier.address
         async with grpc.aio.insecure_channel(address) as channel:
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)
             connected = 0

@@ -11,7 +11,6 @@ from kafka import KafkaConsumer
 
 from stopsms.core.identity import PARTY_HEADER
 from stopsms.core.ids import event_id
-from stopsms.core.infra import free_port
 from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
@@ -86,13 +85,13 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
 ) -> None:
     settings = Settings.from_env(service_env)
     topics = Topics(namespace)
-    address = f"127.0.0.1:{free_port()}"
     changes = [
         change(settings, "+212611111111", "e-jumia", "JUMIA"),
         change(settings, "+212622222222", "e-kitea", "KITEA"),
         change(settings, "+212633333333", "e-global", ""),
     ]
-    with running_service("notifier", service_env, address, tmp_path):
+    with running_service("notifier", service_env, tmp_path) as notifier:
+        address = notifier.address
         await publish(settings, topics.suppressions, changes)
 
         async with grpc.aio.insecure_channel(address) as channel:

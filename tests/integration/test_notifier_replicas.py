@@ -111,15 +111,14 @@ async def test_two_replicas_serve_any_psva_and_deliver_each_webhook_once(
     )
     (tmp_path / "parties.yaml").write_text(yaml.safe_dump(directory))
     env = {**service_env, "STOPSMS_PARTIES_FILE": str(tmp_path / "parties.yaml")}
-    first, second = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     before = changes(settings, 40, "before")
     after = changes(settings, 100, "after")
     try:
         with ExitStack() as stack:
-            stack.enter_context(running_service("notifier", env, first, tmp_path / "a"))
-            stack.enter_context(running_service("notifier", env, second, tmp_path / "b"))
+            first = stack.enter_context(running_service("notifier", env, tmp_path / "a")).address
+            second = stack.enter_context(running_service("notifier", env, tmp_path / "b")).address
             await publish(settings, topics.suppressions, before)
             expected_before = entitled_in_order(before)
             # From the first replica, everything so far; acknowledge it and disconnect.

@@ -10,7 +10,6 @@ import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stopsms.core.infra import free_port
 from stopsms.core.kafka import KafkaPublisher, read_topic
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key
@@ -18,7 +17,7 @@ from stopsms.core.view import RedisSuppressionView
 from stopsms.registry.materialiser import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
-from ..conftest import running_service
+from ..conftest import running_service, view_applied
 from .test_registry import preference
 
 pytestmark = pytest.mark.integration
@@ -37,7 +36,6 @@ async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serv
 ) -> None:
     settings = Settings.from_env(service_env)
     topics = Topics(namespace)
-    address = f"127.0.0.1:{free_port()}"
     senders = ["", "JUMIA", "KITEA", "MARJANE"]
     requests = [
         preference(
@@ -52,7 +50,8 @@ async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serv
     view = RedisSuppressionView(aioredis.from_url(settings.redis_url), namespace)
     # Rebuilds of any size go through the worker processes, as a national list's would.
     env = {**service_env, "STOPSMS_PARALLEL_REBUILD_FROM": "1"}
-    with running_service("registry", env, address, tmp_path):
+    with running_service("registry", env, tmp_path) as registry:
+        address = registry.address
         async with grpc.aio.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             async with asyncio.timeout(30):
@@ -98,7 +97,7 @@ async def test_a_flush_under_load_is_rebuilt_to_the_same_checksum_while_not_serv
             async with asyncio.timeout(60):
                 while len(await read_all(settings, topics.suppressions)) < len(requests):
                     await asyncio.sleep(0.5)
-            await asyncio.sleep(2)  # the materialiser applies the last ones
+            await view_applied(view, await read_all(settings, topics.suppressions))
             watcher.cancel()
 
     records = await read_all(settings, topics.suppressions)
@@ -119,7 +118,6 @@ async def test_scrub_splits_a_campaign_and_rebuild_runs_on_demand(
 ) -> None:
     settings = Settings.from_env(service_env)
     topics = Topics(namespace)
-    address = f"127.0.0.1:{free_port()}"
     opted_out = [f"+2126{n:08d}" for n in range(0, 400, 4)]  # every fourth number
     publisher = KafkaPublisher(settings.kafka_bootstrap)
     await publisher.start()
@@ -139,16 +137,18 @@ async def test_scrub_splits_a_campaign_and_rebuild_runs_on_demand(
     lines = ["msisdn,name"] + [f"06{n:08d},client {n}" for n in range(400)]
     lines += ["0522123456,a landline", "", "garbage,who"]
     campaign.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe not text\n")
-    env = {
-        **service_env,
-        "STOPSMS_REGISTRY_GRPC_ADDRESS": address,
-        "STOPSMS_DATA_DIR": str(tmp_path / "cli"),
-    }
-    with running_service("registry", service_env, address, tmp_path):
+    with running_service("registry", service_env, tmp_path) as registry:
+        env = {
+            **service_env,
+            "STOPSMS_REGISTRY_GRPC_ADDRESS": registry.address,
+            "STOPSMS_DATA_DIR": str(tmp_path / "cli"),
+        }
         async with asyncio.timeout(60):
             while len(await read_all(settings, topics.suppressions)) < len(opted_out):
                 await asyncio.sleep(0.3)
-        await asyncio.sleep(1.5)  # the view applies the last changes
+        view = RedisSuppressionView(aioredis.from_url(settings.redis_url), namespace)
+        await view_applied(view, await read_all(settings, topics.suppressions))
+        await view.close()
         scrub = await asyncio.create_subprocess_exec(
             "stopsms", "scrub", str(campaign), "--sender", "JUMIA", "--party", "atlas-sms",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -76,11 +76,9 @@ async def test_a_receiver_that_fails_three_times_gets_every_entitled_change_once
     )
     parties = tmp_path / "parties.yaml"
     parties.write_text(yaml.safe_dump(directory))
-    metrics_port = free_port()
     env = {
         **service_env,
         "STOPSMS_PARTIES_FILE": str(parties),
-        "STOPSMS_NOTIFIER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "STOPSMS_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
         "STOPSMS_WEBHOOK_DEGRADED_AFTER": "3",
     }
@@ -89,20 +87,15 @@ async def test_a_receiver_that_fails_three_times_gets_every_entitled_change_once
         change(settings, "+212622222222", "e-kitea", "KITEA"),  # not Oasis's sender
         change(settings, "+212633333333", "e-global", ""),
     ]
-    address = f"127.0.0.1:{free_port()}"
     try:
-        with running_service("notifier", env, address, tmp_path):
+        with running_service("notifier", env, tmp_path) as notifier:
             await publish(settings, topics.suppressions, changes)
             async with asyncio.timeout(30):
                 while sum(len(b.get("changes", [])) for b in receiver.accepted) < 2:
                     await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)  # nothing more may arrive
             metrics = await asyncio.to_thread(
-                lambda: (
-                    urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics")
-                    .read()
-                    .decode()
-                )
+                lambda: urllib.request.urlopen(notifier.metrics).read().decode()
             )
             offsets = GroupOffsets(settings.kafka_bootstrap)
             await offsets.start()

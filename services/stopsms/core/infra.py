@@ -3,21 +3,25 @@
 One launcher serves ``stopsms up`` and the test fixtures alike. Kafka comes from Maven Central
 jars (fetched once into a cache with the repository's ``deploy/kafka/pom.xml``) and runs as a
 single-node KRaft broker on the machine's Java; Redis is Debian's ``redis-server``. Children
-are started in their own session and are told to die with us (``PR_SET_PDEATHSIG``), and
-:meth:`LocalInfrastructure.stop` ends them cleanly: no orphan process whatever way we exit.
+are started in their own session and are told to die with us (``PR_SET_PDEATHSIG``, set by
+``setpriv`` after the fork), and :meth:`LocalInfrastructure.stop` ends them cleanly: no orphan
+process whatever way we exit. Servers listen on ports drawn outside the kernel's ephemeral
+range (:func:`free_port`), so no outgoing connection can take one before it is bound.
 
 Run ``python -m stopsms.core.infra fetch`` to fetch the jars ahead of time.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
-import ctypes
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -45,11 +49,56 @@ class InfrastructureError(RuntimeError):
     """Kafka or Redis could not be fetched or started; the message says what to do."""
 
 
+#: What a server's log says when the port it was given is taken (gRPC, aiohttp, the metrics
+#: server, Kafka, Redis): the launchers then retry on other ports.
+BIND_FAILURE_MARKERS = ("Address already in use", "Failed to bind", "cannot listen on")
+
+#: Ports this process has handed out: two servers it starts never get the same one.
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (``ip_local_port_range``)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(part) for part in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return low, high
+
+
+def listening_port_ranges() -> list[range]:
+    """Where :func:`free_port` draws from: below and above the ephemeral range.
+
+    Ports below 10240 are left to the machine's own services (and ``stopsms up``'s defaults).
+    """
+    low, high = ephemeral_port_range()
+    ranges = [range(10240, low), range(high + 1, 65536)]
+    usable = [r for r in ranges if len(r) >= 1000]
+    return usable or [range(1024, low)]
+
+
 def free_port() -> int:
-    """Ask the kernel for a free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port for a server to listen on that no outgoing connection can take meanwhile.
+
+    Probing port 0 returns a port of the ephemeral range, which any client connection (Kafka
+    clients open many) may take between the probe and the server's bind. A port drawn outside
+    that range can only be taken by another listener; the launchers retry on another port
+    when that happens (:func:`failed_to_bind`). No port is handed out twice by one process.
+    """
+    ranges = listening_port_ranges()
+    weights = [len(r) for r in ranges]
+    for _ in range(1000):
+        port = random.choice(random.choices(ranges, weights)[0])
+        if port not in _HANDED_OUT and port_is_free(port):
+            _HANDED_OUT.add(port)
+            return port
+    raise InfrastructureError("no free port outside the ephemeral range after 1000 draws")
+
+
+def failed_to_bind(log_text: str) -> bool:
+    """True when a server's log says it could not bind a port it was given."""
+    return any(marker in log_text for marker in BIND_FAILURE_MARKERS)
 
 
 def port_is_free(port: int) -> bool:
@@ -67,28 +116,56 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+#: The process groups started by :func:`start_process` and not yet reaped.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _end_started_groups() -> None:
+    """At exit, end every group still running: no child outlives a launcher that forgot one."""
+    for process in list(_STARTED.values()):
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+
+
+atexit.register(_end_started_groups)
+
+
+def _with_parent_death_signal(args: list[str]) -> list[str]:
+    """``args`` run through ``setpriv --pdeathsig TERM`` when the machine has it (util-linux).
+
+    The death signal is set after the fork, in the child's own program, then kept across the
+    ``exec`` of ``args``; so the child is told to stop when its parent dies, however it dies,
+    without running Python between fork and exec (``preexec_fn``), which can deadlock a parent
+    that has threads.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
 
 
 def start_process(
     args: list[str], log_file: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start a child that dies with this process, its output going to ``log_file``."""
+    """Start a child in a session of its own that dies with this process; output to ``log_file``.
+
+    Safe from a parent with threads: nothing runs between fork and exec (no ``preexec_fn``).
+    The child dies with us through its parent-death signal (:func:`_with_parent_death_signal`),
+    and at a normal exit every group still running is ended.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
-        return subprocess.Popen(  # noqa: S603 - our own fixed command lines
-            args,
+        process = subprocess.Popen(  # noqa: S603 - our own fixed command lines
+            _with_parent_death_signal(args),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            start_new_session=True,
             env=env,
         )
+    for pid in [pid for pid, started in _STARTED.items() if started.poll() is not None]:
+        del _STARTED[pid]
+    _STARTED[process.pid] = process
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
@@ -344,7 +421,26 @@ super.users=User:ANONYMOUS
         )
 
     def start(self, timeout: float = 90.0) -> str:
-        """Format storage when new, start the broker, wait until it answers."""
+        """Format storage when new, start the broker, wait until it answers.
+
+        A new broker whose port another listener took at the bind starts again on other ports
+        (its storage is formatted anew: KRaft records the controller's port); a broker on an
+        existing folder keeps its ports, which its clients know.
+        """
+        fresh = not (self.workdir / "ports.json").exists()
+        for attempt in range(1, 4):
+            try:
+                return self._start_once(timeout)
+            except InfrastructureError as exc:
+                if not (fresh and attempt < 3 and failed_to_bind(str(exc))):
+                    raise
+                log.warning("a port of the new broker was taken at its bind; other ports now")
+                shutil.rmtree(self.workdir / "data", ignore_errors=True)
+                (self.workdir / "ports.json").unlink(missing_ok=True)
+                self.port = None
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> str:
         java = shutil.which("java")
         if java is None:
             raise InfrastructureError(
@@ -462,8 +558,19 @@ class LocalRedis:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             raise InfrastructureError("redis-server is needed: apt-get install -y redis-server")
-        if self.port is None or not port_is_free(self.port):
-            self.port = free_port()
+        drawn = self.port is None or not port_is_free(self.port)
+        for attempt in range(1, 4):
+            if drawn:
+                self.port = free_port()
+            try:
+                return self._start_once(binary, timeout)
+            except InfrastructureError as exc:
+                # Another listener took the drawn port before redis-server bound it.
+                if not (drawn and attempt < 3 and failed_to_bind(str(exc))):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, binary: str, timeout: float) -> str:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = start_process(
             [
@@ -488,7 +595,11 @@ class LocalRedis:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.workdir / "redis.out").read_text(errors="replace")[-2000:]
+                raise InfrastructureError(f"redis-server exited at start:\n{tail}")
             try:
+                assert self.port is not None
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
