@@ -282,15 +282,25 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
 
                 await eventually(globally_suppressed)
 
-                # ...and an opt-back-in through a JUMIA link re-allows JUMIA only.
+                # Holding a link proves nothing: the PSVA that issued it cannot opt back in.
                 link_b = await intake_psva.IssueStopLink(
                     intake_pb2.IssueStopLinkRequest(msisdn=NUMBER_B, sender_id="JUMIA"),
                     metadata=psva_md,
                 )
                 async with web.get(link_b.url) as page:
-                    assert 'value="opt_in"' in await page.text()
+                    text = await page.text()
+                    assert 'value="opt_in"' not in text and "START" in text
                 async with web.post(link_b.url, data={"action": "opt_in"}) as page:
-                    assert page.status == 200
+                    assert page.status == 403
+                assert await verdict(NUMBER_B, "JUMIA") == registry_pb2.VERDICT_SUPPRESSED
+
+                # START from the number itself, forwarded by its operator, re-allows JUMIA only.
+                await intake_iam.SubmitKeyword(
+                    intake_pb2.SubmitKeywordRequest(
+                        request_id="start-jumia", msisdn=NUMBER_B, sender_id="JUMIA", text="START"
+                    ),
+                    metadata=iam_md,
+                )
 
                 async def jumia_back() -> bool:
                     return await verdict(NUMBER_B, "JUMIA") == registry_pb2.VERDICT_ALLOWED

@@ -16,6 +16,10 @@ def event_id(party_id: str, request_id: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{party_id}\x1f{request_id}"))
 
 
-def link_request_id(code: str, action: str) -> str:
-    """Return the request id of a link click: the link code plus the action."""
-    return f"{code}:{action}"
+def link_request_id(code: str, action: str, round_: int = 0) -> str:
+    """Return the request id of a link click: the link code plus the action.
+
+    After an undo on the page the link starts a new round (intake.undo); later clicks carry
+    it, so that stopping again is a new request rather than the first one found again.
+    """
+    return f"{code}:{action}" if round_ == 0 else f"{code}:{action}:{round_}"

@@ -197,6 +197,8 @@ class IntakeSettings(Settings):
     #: Where Prometheus scrapes intake's metrics (host:port; empty: not served).
     intake_metrics_address: str = _env("INTAKE_METRICS_ADDRESS", "")
     link_ttl_days: int = _env("LINK_TTL_DAYS", 90, int)
+    #: How long the browser that opted out on the link page may undo it (intake.undo).
+    link_undo_seconds: int = _env("LINK_UNDO_SECONDS", 900, int)
     #: Short codes of the platform itself: STOP sent there is global (DOMAIN.md).
     platform_short_codes: tuple[str, ...] = _env("PLATFORM_SHORT_CODES", ("STOPSMS",), tuple)
     #: Requests accepted per number and minute (all channels); more is RESOURCE_EXHAUSTED / 429.
@@ -215,6 +217,8 @@ class IntakeSettings(Settings):
             raise SettingsError("STOPSMS_PUBLIC_BASE_URL must end with /")
         if self.link_ttl_days < 1:
             raise SettingsError("STOPSMS_LINK_TTL_DAYS must be at least 1")
+        if not 0 <= self.link_undo_seconds <= 86_400:
+            raise SettingsError("STOPSMS_LINK_UNDO_SECONDS must be from 0 (no undo) to 86400")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "stopped": "Vous ne recevez plus de SMS publicitaires de <b>{sender}</b>.",
         "stop_sender": "Ne plus recevoir les SMS de {sender}",
         "stop_all": "Stopper tous les SMS publicitaires",
-        "opt_in": "Recevoir à nouveau les SMS de {sender}",
+        "restart_by_sms": (
+            "Pour recevoir à nouveau les SMS de <b>{sender}</b>, répondez <b>START</b> par SMS "
+            "au message reçu de {sender}, depuis votre téléphone."
+        ),
+        "undo": "Annuler",
+        "undo_note": "Vous pouvez annuler depuis ce navigateur pendant {minutes} minutes.",
+        "undo_gone": (
+            "Cette annulation n'est plus possible. Pour recevoir à nouveau les SMS de "
+            "<b>{sender}</b>, répondez <b>START</b> par SMS au message reçu de {sender}."
+        ),
+        "done_undo": "C'est annulé : votre demande d'arrêt est levée.",
         "done_opt_out": "C'est enregistré : vous ne recevrez plus de SMS publicitaires de <b>{sender}</b>.",
         "done_opt_out_all": "C'est enregistré : vous ne recevrez plus aucun SMS publicitaire.",
         "done_opt_in": "C'est enregistré : vous recevrez à nouveau les SMS de <b>{sender}</b>.",
@@ -45,7 +55,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "stopped": "لم تعد تتلقى الرسائل الإشهارية من <b>{sender}</b>.",
         "stop_sender": "إيقاف رسائل {sender}",
         "stop_all": "إيقاف جميع الرسائل الإشهارية",
-        "opt_in": "استقبال رسائل {sender} من جديد",
+        "restart_by_sms": (
+            "لاستقبال رسائل <b>{sender}</b> من جديد، أرسل <b>START</b> من هاتفك ردا على رسالة "
+            "{sender}."
+        ),
+        "undo": "إلغاء",
+        "undo_note": "يمكنك الإلغاء من هذا المتصفح خلال {minutes} دقيقة.",
+        "undo_gone": (
+            "لم يعد الإلغاء ممكنا. لاستقبال رسائل <b>{sender}</b> من جديد، أرسل <b>START</b> ردا "
+            "على رسالة {sender}."
+        ),
+        "done_undo": "تم الإلغاء: رُفع طلب الإيقاف.",
         "done_opt_out": "تم التسجيل: لن تتلقى الرسائل الإشهارية من <b>{sender}</b>.",
         "done_opt_out_all": "تم التسجيل: لن تتلقى أي رسالة إشهارية بعد الآن.",
         "done_opt_in": "تم التسجيل: ستتلقى رسائل <b>{sender}</b> من جديد.",
@@ -120,9 +140,12 @@ def _form(code: str, lang: str, action: str, label: str, secondary: bool = False
 
 def confirm_page(lang: str, code: str, sender: str, suppressed: bool) -> str:
     """GET of a valid link: what will happen, and the buttons (a GET changes nothing)."""
-    if suppressed:
-        text = f'<section><p class="ok">{_t(lang, "stopped", sender=sender)}</p></section>'
-        forms = _form(code, lang, "opt_in", TEXTS[lang]["opt_in"].format(sender=sender), True)
+    if suppressed:  # opting back in takes a channel that proves the number: an SMS reply
+        text = (
+            f'<section><p class="ok">{_t(lang, "stopped", sender=sender)}</p>'
+            f"<p>{_t(lang, 'restart_by_sms', sender=sender)}</p></section>"
+        )
+        forms = ""
     else:
         text = f"<section><p>{_t(lang, 'confirm', sender=sender)}</p></section>"
         forms = _form(code, lang, "opt_out", TEXTS[lang]["stop_sender"].format(sender=sender))
@@ -138,8 +161,13 @@ def done_page(
     request_id: str,
     progress: tuple[int, int, int, int] | None,
     done: bool,
+    undo_minutes: int | None = None,
 ) -> str:
-    """After POST: what was recorded, the reference, and how far it has propagated."""
+    """After POST: what was recorded, the reference, and how far it has propagated.
+
+    ``undo_minutes``: this browser may still undo its opt-out (intake.undo); the button posts
+    back to the link with the undo cookie.
+    """
     if progress is None:
         status = _t(lang, "progress_wait")
     else:
@@ -154,6 +182,11 @@ def done_page(
         f'<p>{_t(lang, "reference")} : <code dir="ltr">{escape(request_id)}</code></p></section>'
         f'<section aria-live="polite"><p id="progress">{status}</p></section>'
     )
+    if undo_minutes is not None:
+        body += (
+            f'<section><p class="muted">{_t(lang, "undo_note", minutes=undo_minutes)}</p>'
+            f"{_form(code, lang, 'undo', TEXTS[lang]['undo'], True)}</section>"
+        )
     other = "ar" if lang == "fr" else "fr"
     return page(
         lang,

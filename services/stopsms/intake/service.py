@@ -19,6 +19,7 @@ from stopsms.intake.answers import RedisAnswerStore
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
 from stopsms.intake.submission import RequestSubmitter
+from stopsms.intake.undo import RedisUndoStore
 from stopsms.intake.web import PlatformLookups, create_web_app
 from stopsms.v1 import intake_pb2
 
@@ -54,8 +55,10 @@ class IntakeProcess:
             audit=AuditTrail(self.publisher, topics.audit),
         )
         numbers = number_limiter(settings)
-        self.answers = RedisAnswerStore(
-            aioredis.from_url(settings.redis_url), settings.topic_namespace
+        redis = aioredis.from_url(settings.redis_url)
+        self.answers = RedisAnswerStore(redis, settings.topic_namespace)
+        undos = RedisUndoStore(
+            redis, settings.topic_namespace, (settings.link_ttl_days + 1) * 86_400
         )
         servicer = IntakeServicer(
             settings,
@@ -92,6 +95,9 @@ class IntakeProcess:
             numbers=numbers,
             misses=KeyedRateLimiter(rate=per_minute / 60, burst=per_minute),
             unseal=pseudonymiser.unseal,
+            undos=undos,
+            undo_seconds=settings.link_undo_seconds,
+            secure_cookies=settings.public_base_url.startswith("https://"),
         )
         self._web_runner: web.AppRunner | None = None
         self.reloader = DirectoryReloader(directory, settings.parties_reload_seconds)

@@ -5,6 +5,10 @@ A click is recorded as party ``link`` with the request id ``<code>:<action>``; a
 finds the first answer and publishes nothing more. After the POST the browser is sent to the
 status page (POST/redirect/GET), which counts the operators and providers that applied the
 change, refreshing itself until all have.
+
+There is no plain "opt back in": holding a link proves nothing about the number. The browser
+that opted out may undo it for a short while with a one-time token (:mod:`stopsms.intake.undo`);
+anyone else is told to reply START by SMS.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from stopsms.intake import pages
 from stopsms.intake.answers import AnswerStore
 from stopsms.intake.links import LinkDirectory, is_code
 from stopsms.intake.submission import RequestSubmitter, Subject
+from stopsms.intake.undo import (
+    UNDO_COOKIE,
+    UndoGrant,
+    UndoStore,
+    new_token,
+    token_digest,
+)
 from stopsms.v1 import (
     events_pb2,
     notifier_pb2,
@@ -37,11 +48,10 @@ log = logging.getLogger(__name__)
 
 #: Largest form body accepted; the form has one short field.
 MAX_BODY_BYTES = 4096
-ACTIONS = {
-    "opt_out": events_pb2.ACTION_OPT_OUT,
-    "opt_out_all": events_pb2.ACTION_OPT_OUT,
-    "opt_in": events_pb2.ACTION_OPT_IN,
-}
+#: The opt-outs a link page offers: its sender, or all marketing.
+OPT_OUTS = ("opt_out", "opt_out_all")
+#: The pages that follow a POST: an opt-out's proof, or the undo's.
+STATUS_PAGES = (*OPT_OUTS, "undo")
 
 
 class PlatformLookups:
@@ -126,8 +136,15 @@ def create_web_app(
     numbers: KeyedRateLimiter,
     misses: KeyedRateLimiter,
     unseal: Any,
+    undos: UndoStore,
+    undo_seconds: int,
+    secure_cookies: bool,
 ) -> web.Application:
-    """Build the aiohttp application of the link page."""
+    """Build the aiohttp application of the link page.
+
+    ``undos`` keeps the one-time undo tokens, valid ``undo_seconds`` (0: no undo);
+    ``secure_cookies`` marks the undo cookie Secure (a public https:// base URL).
+    """
 
     def language(request: web.Request) -> str:
         return pages.choose_language(
@@ -167,50 +184,128 @@ def create_web_app(
             pages.confirm_page(language(request), link.code, link.sender_id, bool(suppressed))
         )
 
+    def too_many(request: web.Request, wait: float) -> web.Response:
+        response = message(request, "too_many", 429)
+        response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
+
+    async def submit(
+        request: web.Request, link: events_pb2.StopLink, request_id: str, action: int, scope: str
+    ) -> web.Response | None:
+        """Publish the click unless it was answered already; a page when it cannot be."""
+        if await answers.get(event_id(LINK_PARTY_ID, request_id)) is not None:
+            return None
+        wait = numbers.retry_after(link.subject)
+        if wait:
+            return too_many(request, wait)
+        try:
+            published = await submitter.submit(
+                party_id=LINK_PARTY_ID,
+                request_id=request_id,
+                subject=Subject(link.subject, link.sealed_msisdn),
+                action=action,
+                sender_id=scope,
+                channel=events_pb2.CHANNEL_LINK,
+                action_time=None,
+            )
+        except PublishFailed:
+            return message(request, "unavailable", 503)
+        await answers.keep_first(published.event_id, published.SerializeToString())
+        return None
+
+    def done_url(request: web.Request, link: events_pb2.StopLink, action: str) -> str:
+        return f"/{link.code}/done/{action}?lang={language(request)}"
+
     async def confirm(request: web.Request) -> web.Response:
         link = await find(request)
         if isinstance(link, web.Response):
             return link
         form = await request.post()
         action = form.get("action")
-        if not isinstance(action, str) or action not in ACTIONS:
+        if action == "undo":
+            return await undo(request, link)
+        if action == "opt_in":  # holding the link proves nothing about the number
+            return message(request, "restart_by_sms", 403, sender=link.sender_id)
+        if not isinstance(action, str) or action not in OPT_OUTS:
             return message(request, "bad_action", 400)
-        request_id = link_request_id(link.code, action)
-        if await answers.get(event_id(LINK_PARTY_ID, request_id)) is None:
-            wait = numbers.retry_after(link.subject)
-            if wait:
-                response = message(request, "too_many", 429)
-                response.headers["Retry-After"] = str(max(1, round(wait)))
-                return response
-            try:
-                published = await submitter.submit(
-                    party_id=LINK_PARTY_ID,
-                    request_id=request_id,
-                    subject=Subject(link.subject, link.sealed_msisdn),
-                    action=ACTIONS[action],
-                    sender_id="" if action == "opt_out_all" else link.sender_id,
-                    channel=events_pb2.CHANNEL_LINK,
-                    action_time=None,
-                )
-            except PublishFailed:
-                return message(request, "unavailable", 503)
-            await answers.keep_first(published.event_id, published.SerializeToString())
-        raise web.HTTPSeeOther(f"/{link.code}/done/{action}?lang={language(request)}")
+        round_ = await undos.round(link.code)
+        request_id = link_request_id(link.code, action, round_)
+        scope = "" if action == "opt_out_all" else link.sender_id
+        first = await answers.get(event_id(LINK_PARTY_ID, request_id)) is None
+        # Undo is offered only for an opt-out that changes something (intake.undo).
+        before = await lookups.suppressed(unseal(link.sealed_msisdn), scope) if first else None
+        refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_OUT, scope)
+        if refused is not None:
+            return refused
+        redirect = web.HTTPSeeOther(done_url(request, link, action))
+        if first and before is False and undo_seconds > 0:
+            token = new_token()
+            await undos.grant(
+                token_digest(token), UndoGrant(link.code, action, round_), undo_seconds
+            )
+            redirect.set_cookie(
+                UNDO_COOKIE,
+                token,
+                max_age=undo_seconds,
+                path=f"/{link.code}",
+                secure=secure_cookies,
+                httponly=True,
+                samesite="Strict",
+            )
+        raise redirect
+
+    async def granted(request: web.Request, link: events_pb2.StopLink) -> UndoGrant | None:
+        """The undo this browser holds for the link's current round, if any."""
+        token = request.cookies.get(UNDO_COOKIE)
+        grant = await undos.find(token_digest(token)) if token else None
+        if grant is None or grant.code != link.code:
+            return None
+        return grant if grant.round == await undos.round(link.code) else None
+
+    async def undo(request: web.Request, link: events_pb2.StopLink) -> web.Response:
+        """Take back this browser's own opt-out, within its window, once."""
+        grant = await granted(request, link)
+        if grant is None:
+            return message(request, "undo_gone", 403, sender=link.sender_id)
+        scope = "" if grant.action == "opt_out_all" else link.sender_id
+        request_id = link_request_id(link.code, "undo", grant.round)
+        refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_IN, scope)
+        if refused is not None:
+            return refused
+        token = request.cookies[UNDO_COOKIE]
+        await undos.spend(token_digest(token), link.code)
+        redirect = web.HTTPSeeOther(done_url(request, link, "undo"))
+        redirect.del_cookie(UNDO_COOKIE, path=f"/{link.code}")
+        raise redirect
 
     async def status(request: web.Request) -> web.Response:
         link = await find(request)
         if isinstance(link, web.Response):
             return link
         action = request.match_info["action"]
-        if action not in ACTIONS:
+        if action not in STATUS_PAGES:
             return message(request, "bad_action", 404)
-        request_id = link_request_id(link.code, action)
+        round_ = await undos.round(link.code)
+        if action == "undo":
+            if round_ == 0:
+                return message(request, "bad_action", 404)
+            request_id = link_request_id(link.code, "undo", round_ - 1)
+        else:
+            request_id = link_request_id(link.code, action, round_)
         record = await lookups.propagation(event_id(LINK_PARTY_ID, request_id))
         progress = count_applied(record) if record is not None else None
         done = bool(record is not None and record.done)
+        grant = await granted(request, link) if action != "undo" else None
         return _html(
             pages.done_page(
-                language(request), link.code, action, link.sender_id, request_id, progress, done
+                language(request),
+                link.code,
+                action,
+                link.sender_id,
+                request_id,
+                progress,
+                done,
+                undo_minutes=undo_seconds // 60 if grant and grant.action == action else None,
             )
         )
 
