@@ -98,7 +98,17 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)
             atlas = ((PARTY_HEADER, "atlas-sms"),)
             received: list[notifier_pb2.WatchChangesResponse] = []
-            call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=atlas)
+            bad = stub.WatchChanges(
+                notifier_pb2.WatchChangesRequest(sender_ids=["<JUMIA>"]), metadata=atlas
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await bad.read()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert caught.value.details().startswith("sender_ids")
+            # A sender written another way is the same sender (its canonical id).
+            call = stub.WatchChanges(
+                notifier_pb2.WatchChangesRequest(sender_ids=[" jumia"]), metadata=atlas
+            )
             async with asyncio.timeout(20):
                 async for response in call:
                     if response.HasField("change"):

@@ -226,3 +226,28 @@ async def test_a_flood_of_requests_for_one_number_is_resource_exhausted(intake) 
         opt_out(request_id="other", msisdn="0700000001"), metadata=as_party("iam")
     )
     assert other.status == intake_pb2.SUBMISSION_STATUS_ACCEPTED
+
+
+async def test_a_sender_written_any_way_is_recorded_in_its_one_canonical_form(intake) -> None:
+    stub, publisher = intake
+    await stub.SubmitOptOut(opt_out(sender_id=" jumia "), metadata=as_party("iam"))
+    [(_, value, _)] = publisher.records["stopsms.requests.v1"]
+    request = events_pb2.PreferenceRequested.FromString(value)
+    assert request.sender_id == "JUMIA" and not request.undeclared_sender
+    link = await stub.IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="Jumia"),
+        metadata=as_party("atlas-sms"),
+    )
+    [(_, recorded, _)] = publisher.records["stopsms.links.v1"]
+    assert events_pb2.StopLink.FromString(recorded).sender_id == "JUMIA" and link.url
+    reply = await stub.SubmitKeyword(
+        intake_pb2.SubmitKeywordRequest(
+            request_id="k-1", msisdn="0612345678", sender_id="stopsms", text="STOP"
+        ),
+        metadata=as_party("iam"),
+    )
+    assert reply.sender_id == ""  # the platform's own code, however written: global
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitOptOut(opt_out(sender_id="<jumia>"), metadata=as_party("iam"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("sender_id")

@@ -32,9 +32,30 @@ def test_settings_fail_fast_naming_the_variable() -> None:
 def test_sender_ids_are_checked() -> None:
     assert check_sender_id("JUMIA") == "JUMIA"
     assert check_sender_id("") == ""
-    for bad in ["x" * 33, "<script>", " lead"]:
+    for bad in ["x" * 33, "<script>", "   ", "-lead", "JUM\u200bIA"]:
         with pytest.raises(InvalidSender):
             check_sender_id(bad)
+
+
+def test_every_way_of_writing_a_sender_is_one_canonical_id() -> None:
+    # Case, surrounding and repeated spaces, full-width letters: one spelling.
+    for written in ["JUMIA", "Jumia", " jumia ", "jUmIa\t", "\uff2a\uff55\uff4d\uff49\uff41"]:
+        assert check_sender_id(written) == "JUMIA", written
+    assert check_sender_id("  Marjane   Market ") == "MARJANE MARKET"
+    assert check_sender_id(" lead") == "LEAD"
+    assert check_sender_id("1313") == "1313"
+
+
+def test_the_directory_holds_canonical_senders_and_refuses_two_spellings_of_one(
+    tmp_path,
+) -> None:
+    path = tmp_path / "parties.yaml"
+    path.write_text("parties:\n  - {id: a, kind: psva, senders: [jumia, ' Kitea ']}\n")
+    party = PartiesDirectory.load(path).get("a")
+    assert party is not None and party.senders == {"JUMIA", "KITEA"}
+    path.write_text("parties:\n  - {id: a, kind: psva, senders: [Jumia, JUMIA]}\n")
+    with pytest.raises(DirectoryError, match="listed twice: JUMIA"):
+        PartiesDirectory.load(path)
 
 
 def test_suppression_records_of_one_subject_share_its_requests_partition() -> None:

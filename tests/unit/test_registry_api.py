@@ -120,3 +120,26 @@ async def test_bytes_that_are_not_a_request_are_invalid_argument(registry, raw: 
         await check(raw, metadata=((PARTY_HEADER, "iam"),))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("request: not a valid stopsms.v1.CheckRequest")
+
+
+async def test_records_written_before_canonical_ids_answer_every_spelling(registry) -> None:
+    # The fixture's records were written as before: "JUMIA". Callers may write it any way.
+    md = ((PARTY_HEADER, "atlas-sms"),)
+    for written in ["JUMIA", "Jumia", " jumia ", "\uff2a\uff35\uff2d\uff29\uff21"]:
+        answer = await registry.Check(
+            registry_pb2.CheckRequest(msisdn="0612345678", sender_id=written), metadata=md
+        )
+        assert answer.verdict == registry_pb2.VERDICT_ALLOWED, written
+        assert answer.matched_scope == registry_pb2.MATCHED_SCOPE_SENDER, written
+
+    async def chunks():
+        yield registry_pb2.CheckBatchRequest(sender_id="jumia", msisdns=["0612345678"])
+
+    [reply] = [r async for r in registry.CheckBatch(chunks(), metadata=md)]
+    assert [r.verdict for r in reply.results] == [registry_pb2.VERDICT_ALLOWED]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await registry.Check(
+            registry_pb2.CheckRequest(msisdn="0612345678", sender_id="ju*mia"), metadata=md
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("sender_id")

@@ -8,6 +8,7 @@ both read it, so a sender added here is entitled and notified everywhere at once
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,29 +26,44 @@ KIND_BY_NAME = {
 _PARTY_FIELDS = {"id", "kind", "name", "senders", "webhook", "rate_limit"}
 
 
-_SENDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._&'-]{0,31}")
+_SENDER_ID = re.compile(r"[A-Z0-9][A-Z0-9 ._&'-]{0,31}")
+_SPACES = re.compile(r"\s+")
 
 
 class InvalidSender(ValueError):
     """A sender id is not of the form the directory accepts."""
 
 
+def canonical_sender_id(sender_id: str) -> str:
+    """The one spelling of a sender id: every way a caller writes a sender reaches one record.
+
+    Unicode compatibility forms are folded (a full-width "Ｊｕｍｉａ" is "Jumia"), spaces are
+    trimmed and runs of them made one, and letters are upper-cased: " jumia ", "Jumia" and
+    "JUMIA" are all ``JUMIA``. The records written before this form existed already hold it
+    (the directory's senders were upper-case), so they keep matching.
+    """
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", sender_id)).strip().upper()
+
+
 def check_sender_id(sender_id: str, *, required: bool = False) -> str:
-    """Return ``sender_id`` when it is a plausible sender id (or empty, when not required).
+    """Return the canonical form of ``sender_id`` (empty when allowed), or raise InvalidSender.
 
     Sender ids are the alphanumeric sender names and short codes of SMS (at most 32
     characters); anything else is refused before it reaches a topic.
     """
-    if not sender_id:
+    canonical = canonical_sender_id(sender_id)
+    if not canonical:
         if required:
             raise InvalidSender("a sender id is required")
+        if sender_id:
+            raise InvalidSender("a sender id of only spaces: leave it empty for all marketing")
         return ""
-    if not _SENDER_ID.fullmatch(sender_id):
+    if not _SENDER_ID.fullmatch(canonical):
         raise InvalidSender(
             "a sender id has 1 to 32 letters, digits, spaces or . _ & ' - and starts with a "
             "letter or digit"
         )
-    return sender_id
+    return canonical
 
 
 class DirectoryError(ValueError):
@@ -219,12 +235,13 @@ def _parse_party(path: Path, index: int, raw: object) -> Party:
     senders = raw.get("senders") or []
     if not isinstance(senders, list) or not all(isinstance(s, str | int) for s in senders):
         raise DirectoryError(f"{where} ({party_id}): senders must be a list of ids")
+    canonical: list[str] = []
     for sender in senders:
         try:
-            check_sender_id(str(sender), required=True)
+            canonical.append(check_sender_id(str(sender), required=True))
         except InvalidSender as exc:
             raise DirectoryError(f"{where} ({party_id}): sender {sender!r}: {exc}") from exc
-    repeated = sorted({str(s) for s in senders if senders.count(s) > 1})
+    repeated = sorted({s for s in canonical if canonical.count(s) > 1})
     if repeated:
         raise DirectoryError(f"{where} ({party_id}): senders listed twice: {', '.join(repeated)}")
     if kind in ("regulator", "platform") and senders:
@@ -249,7 +266,7 @@ def _parse_party(path: Path, index: int, raw: object) -> Party:
         id=party_id,
         kind=KIND_BY_NAME[kind],
         name=str(raw.get("name") or party_id),
-        senders=frozenset(str(s) for s in senders),
+        senders=frozenset(canonical),
         webhook=hook,
         rate_limit=float(rate) if rate is not None else None,
     )

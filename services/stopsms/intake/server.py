@@ -22,7 +22,7 @@ from stopsms.core.identity import Authenticator
 from stopsms.core.ids import event_id
 from stopsms.core.kafka import Publisher, PublishFailed, message_headers
 from stopsms.core.numbers import InvalidNumber, normalise_msisdn
-from stopsms.core.parties import InvalidSender, Party, check_sender_id
+from stopsms.core.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
 from stopsms.core.ratelimit import KeyedRateLimiter
 from stopsms.core.settings import IntakeSettings
 from stopsms.core.topics import Topics
@@ -183,7 +183,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         intent = classify(request.text, short_code)
-        is_platform_code = short_code in self._settings.platform_short_codes
+        is_platform_code = short_code in {
+            canonical_sender_id(code) for code in self._settings.platform_short_codes
+        }
         scope = "" if is_platform_code or intent == intake_pb2.INTENT_OPT_OUT_ALL else short_code
         if intent == intake_pb2.INTENT_NONE:
             return intake_pb2.SubmitKeywordResponse(

@@ -19,6 +19,7 @@ from stopsms.core.identity import Authenticator
 from stopsms.core.ids import event_id
 from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, Record, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
+from stopsms.core.parties import InvalidSender, check_sender_id
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
@@ -90,7 +91,11 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await self._auth.deny(
                 context, party, method, "WatchChanges is for PSVAs; operators read the topic"
             )
-        foreign = sorted(set(request.sender_ids) - party.senders)
+        try:
+            asked = {check_sender_id(sender, required=True) for sender in request.sender_ids}
+        except InvalidSender as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sender_ids: {exc}")
+        foreign = sorted(asked - party.senders)
         if foreign:
             await self._auth.deny(
                 context,
@@ -98,7 +103,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 method,
                 f"senders not of party {party.id}: {', '.join(foreign)[:200]}",
             )
-        asked = set(request.sender_ids)
 
         def entitled(sender_id: str) -> bool:
             # The directory may be reloaded while the stream runs: a sender granted since is
