@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
+import time
 from pathlib import Path
 
 import grpc
@@ -16,7 +18,7 @@ from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key, suppression_key
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
-from ..conftest import running_service
+from ..conftest import running_service, until
 
 pytestmark = pytest.mark.integration
 EVENT = {name: event_id("iam", name) for name in ("e-jumia", "e-kitea", "e-global")}
@@ -193,3 +195,51 @@ async def test_psvas_get_their_changes_and_every_confirmation_becomes_proof(
                 ):
                     pass
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_strangers_probe_of_another_partys_proof_looks_exactly_like_an_absent_one(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    # Event ids derive from a party's id and its request id under a public namespace, so a
+    # stranger can compute another party's and ask. "Not yours" must look like "absent".
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    theirs = event_id("atlas-sms", "campaign-42")
+    record = events_pb2.PropagationRecord(event_id=theirs, origin_party_id="atlas-sms")
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    await publisher.publish(topics.propagation, theirs.encode(), record.SerializeToString())
+    await publisher.stop()
+    with running_service("notifier", service_env, tmp_path) as notifier:
+        async with grpc.aio.insecure_channel(notifier.address) as channel:
+            stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+
+            async def ask(party: str, event: str) -> tuple[float, str]:
+                started = time.perf_counter()
+                try:
+                    await stub.GetPropagation(
+                        notifier_pb2.GetPropagationRequest(event_id=event),
+                        metadata=((PARTY_HEADER, party),),
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    return time.perf_counter() - started, f"{exc.code().name}: {exc.details()}"
+                return time.perf_counter() - started, "OK"
+
+            async def owner_sees_it() -> bool:
+                return (await ask("atlas-sms", theirs))[1] == "OK"
+
+            await until(owner_sees_it, "the proof reaching the notifier's index")
+            stranger: list[float] = []
+            absent: list[float] = []
+            for i in range(60):  # interleaved, so the machine's noise falls on both alike
+                took, said = await ask("sahara-push", theirs)
+                stranger.append(took)
+                assert said == "NOT_FOUND: no propagation record for this request"
+                took, said = await ask("sahara-push", event_id("atlas-sms", f"never-{i}"))
+                absent.append(took)
+                assert said == "NOT_FOUND: no propagation record for this request"
+    gap_ms = abs(statistics.median(stranger) - statistics.median(absent)) * 1000
+    assert gap_ms < 3.0, (
+        f"medians differ by {gap_ms:.2f} ms: not yours {statistics.median(stranger) * 1000:.2f}"
+        f" ms, absent {statistics.median(absent) * 1000:.2f} ms"
+    )

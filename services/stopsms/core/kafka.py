@@ -523,11 +523,21 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
             async with self._progress:
                 self._progress.notify_all()
 
-    async def get(self, key: str, wait_seconds: float = 3.0) -> V | None:
-        """The latest value of ``key``, or None once the index has caught up without it."""
+    async def get(
+        self,
+        key: str,
+        wait_seconds: float = 3.0,
+        visible: Callable[[V], bool] = lambda value: True,
+    ) -> V | None:
+        """The latest value of ``key``, or None once the index has caught up without it.
+
+        A value the caller may not see (``visible`` false) is treated exactly as an absent
+        one: the same wait for the index to catch up, the same None, so that neither the
+        answer nor its time tells a stranger that the key exists.
+        """
         value = self._values.get(key)
-        if value is not None or self._reader is None:
-            return value
+        if (value is not None and visible(value)) or self._reader is None:
+            return value if value is not None and visible(value) else None
         reader = self._reader
         ends = await reader.end_offsets()
 
@@ -543,7 +553,8 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
             await asyncio.wait_for(caught_up(), wait_seconds)
         except TimeoutError:
             log.warning("index of %s still behind after %.1fs", self._topic, wait_seconds)
-        return self._values.get(key)
+        value = self._values.get(key)
+        return value if value is not None and visible(value) else None
 
 
 class GroupOffsets(mode.Service):

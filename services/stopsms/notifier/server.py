@@ -19,7 +19,7 @@ from stopsms.core.identity import Authenticator
 from stopsms.core.ids import event_id
 from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, Record, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.parties import InvalidSender, check_sender_id
+from stopsms.core.parties import InvalidSender, Party, check_sender_id
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
@@ -53,6 +53,11 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
             self.open.pop(key, None)
         else:
             self.open[key] = value
+
+
+def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
+    """Whether ``party`` may read this proof: its own requests; the regulator any."""
+    return party.is_regulator or party.is_platform or record.origin_party_id == party.id
 
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
@@ -250,10 +255,12 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             )
         if len(wanted) > 128:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "event_id: too long")
-        record = await self._propagation.get(wanted, wait_seconds=1.0)
-        sees_all = party.is_regulator or party.is_platform
-        if record is None or not (sees_all or record.origin_party_id == party.id):
-            # The same answer for "absent" and "not yours": no probing of others' requests.
+        # "Not yours" takes the very path of "absent" (the same wait, the same answer), so
+        # neither the answer nor its time tells a stranger that another party's request exists.
+        record = await self._propagation.get(
+            wanted, wait_seconds=1.0, visible=lambda found: may_read_proof(party, found)
+        )
+        if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no propagation record for this request")
         self._auth.permitted(party, method, [])
         return notifier_pb2.GetPropagationResponse(
