@@ -233,15 +233,17 @@ def cmd_certs(args: argparse.Namespace) -> int:
     """Make the development CA, the services' certificate and one per party of the directory."""
     from stopsms.core.parties import PartiesDirectory
     from stopsms.core.settings import Settings
-    from stopsms.core.tls import create_tls_folder
+    from stopsms.core.tls import ca_key_folder, create_tls_folder
 
     settings = Settings.from_env(data_dir=DATA_DIR)
     folder = Path(args.out) if args.out else settings.tls_folder
     parties = PartiesDirectory.load(settings.parties_file)
-    written = create_tls_folder(folder, [p.id for p in parties], args.server_name)
+    ca_folder = Path(args.ca_out) if args.ca_out else None
+    written = create_tls_folder(folder, [p.id for p in parties], args.server_name, ca_folder)
     print(
         f"{folder}: {len(written)} files written" + (f" ({', '.join(written)})" if written else "")
     )
+    print(f"the CA's private key is in {ca_folder or ca_key_folder(folder)}: keep it apart")
     return 0
 
 
@@ -456,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     certs = sub.add_parser("certs", help="make a development CA and the parties' certificates")
     certs.add_argument("--out", help="the TLS folder (default: .stopsms/tls)")
     certs.add_argument("--server-name", action="append", default=[], help="extra server SAN")
+    certs.add_argument(
+        "--ca-out", help="where the CA's private key goes (default: beside the TLS folder, -ca)"
+    )
     certs.set_defaults(func=cmd_certs)
     feed = sub.add_parser("operator-feed", help="follow the suppression list as an operator")
     feed.add_argument("--party", default="iam")

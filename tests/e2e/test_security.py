@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from stopsms.core.clients import STUBS
 from stopsms.core.ids import LINK_PARTY_ID, event_id, link_request_id
 from stopsms.core.kafka import TopicReader, read_topic
-from stopsms.core.tls import CertificateAuthority, party_san
+from stopsms.core.tls import CertificateAuthority, ca_key_folder, party_san
 from stopsms.core.topics import Topics
 from stopsms.local_platform import LocalPlatform
 from stopsms.v1 import (
@@ -285,3 +285,128 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
         search(f"log {log.name}", log.read_bytes())
     assert not found, "numbers in clear:\n" + "\n".join(found[:20])
     assert re.fullmatch(r"[0-9A-Za-z]{11}", link.code)
+
+
+#: Every call of the three services, with a request that is otherwise valid.
+EVERY_CALL = {
+    ("intake", "SubmitOptOut"): intake_pb2.SubmitOptOutRequest(
+        request_id="p-x", msisdn="0612345678", sender_id="JUMIA", channel=events_pb2.CHANNEL_WEB
+    ),
+    ("intake", "SubmitKeyword"): intake_pb2.SubmitKeywordRequest(
+        request_id="p-y", msisdn="0612345678", sender_id="JUMIA", text="STOP"
+    ),
+    ("intake", "IssueStopLink"): intake_pb2.IssueStopLinkRequest(
+        msisdn="0612345678", sender_id="JUMIA"
+    ),
+    ("intake", "IssueStopLinks"): intake_pb2.IssueStopLinksRequest(
+        requests=[intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA")]
+    ),
+    ("registry", "Check"): registry_pb2.CheckRequest(msisdn="0612345678", sender_id="JUMIA"),
+    ("registry", "CheckBatch"): registry_pb2.CheckBatchRequest(
+        sender_id="JUMIA", msisdns=["0612345678"]
+    ),
+    ("notifier", "WatchChanges"): notifier_pb2.WatchChangesRequest(),
+    ("notifier", "Acknowledge"): notifier_pb2.AcknowledgeRequest(cursor="x"),
+    ("notifier", "GetPropagation"): notifier_pb2.GetPropagationRequest(request_id="p-1"),
+}
+#: What each platform identity needs: the link page checks a number and reads link proofs.
+NEEDED = {
+    "stopsms-intake": {("registry", "Check"), ("notifier", "GetPropagation")},
+    "stopsms-registry": set(),
+    "stopsms-notifier": set(),
+    "link": set(),
+}
+
+
+async def _code_of(s, name: str, request, md) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    try:
+        if name == "CheckBatch":
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                yield request
+
+            [_ async for _ in s.CheckBatch(chunks(), metadata=md)]
+        elif name == "WatchChanges":
+            call = s.WatchChanges(request, metadata=md)
+            await call.read()
+            call.cancel()
+        else:
+            await getattr(s, name)(request, metadata=md)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("identity", sorted(NEEDED))
+async def test_each_platform_identity_makes_only_the_calls_it_needs(
+    secure_platform: LocalPlatform, identity: str
+) -> None:
+    channels, codes = [], {}
+    for (service, name), request in EVERY_CALL.items():
+        channel, s, md = stub(secure_platform, service, identity)
+        channels.append(channel)
+        codes[(service, name)] = await _code_of(s, name, request, md)
+    for channel in channels:
+        await channel.close()
+    denied = {call for call, code in codes.items() if code == grpc.StatusCode.PERMISSION_DENIED}
+    assert denied == set(EVERY_CALL) - NEEDED[identity], {c: code.name for c, code in codes.items()}
+    # What it needs is answered: the check, and "no such proof" for a request of another party.
+    for call in NEEDED[identity]:
+        assert codes[call] in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND), (call, codes[call])
+
+
+async def test_the_link_pages_identity_reads_only_the_proofs_of_link_clicks(
+    secure_platform: LocalPlatform,
+) -> None:
+    intake_channel, intake_iam, iam_md = stub(secure_platform, "intake", "iam")
+    link_channel, intake_psva, psva_md = stub(secure_platform, "intake", "atlas-sms")
+    cndp_channel, cndp, cndp_md = stub(secure_platform, "notifier", "cndp")
+    page_channel, page, page_md = stub(secure_platform, "notifier", "stopsms-intake")
+    optout = await intake_iam.SubmitOptOut(
+        intake_pb2.SubmitOptOutRequest(
+            request_id="operator-own-1",
+            msisdn="0612345670",
+            sender_id="JUMIA",
+            channel=events_pb2.CHANNEL_WEB,
+        ),
+        metadata=iam_md,
+    )
+    link = await intake_psva.IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn="0612345671", sender_id="JUMIA"), metadata=psva_md
+    )
+    async with aiohttp.ClientSession() as web:
+        async with web.post(link.url, data={"action": "opt_out"}) as answered:
+            assert answered.status == 200
+    clicked = event_id(LINK_PARTY_ID, link_request_id(link.code, "opt_out"))
+
+    async def proven(event: str) -> bool:
+        try:
+            await cndp.GetPropagation(
+                notifier_pb2.GetPropagationRequest(event_id=event), metadata=cndp_md
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    for event in (optout.event_id, clicked):
+        await until(lambda event=event: proven(event), f"the proof of {event}")
+    await page.GetPropagation(
+        notifier_pb2.GetPropagationRequest(event_id=clicked), metadata=page_md
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await page.GetPropagation(
+            notifier_pb2.GetPropagationRequest(event_id=optout.event_id), metadata=page_md
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    for channel in (intake_channel, link_channel, cndp_channel, page_channel):
+        await channel.close()
+
+
+def test_the_folder_handed_to_services_and_parties_holds_no_ca_key(
+    secure_platform: LocalPlatform,
+) -> None:
+    folder = secure_platform.data_dir / "tls"
+    assert (folder / "ca.pem").exists()
+    keys = [p for p in folder.rglob("*.key") if p.name == "ca.key"]
+    assert not keys, keys
+    assert (ca_key_folder(folder) / "ca.key").exists()

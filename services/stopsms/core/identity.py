@@ -25,6 +25,15 @@ PARTY_HEADER = "x-stopsms-party"
 log = logging.getLogger(__name__)
 
 
+#: The calls each of the platform's own identities makes, and nothing more: the link page
+#: (intake's identity) checks the link's number and reads the proofs of link clicks; the
+#: registry and the notifier call no service. A platform identity not listed calls nothing.
+PLATFORM_CALLS: dict[str, frozenset[str]] = {
+    "stopsms-intake": frozenset(
+        {"/stopsms.v1.RegistryService/Check", "/stopsms.v1.NotifierService/GetPropagation"}
+    ),
+}
+
 #: Subjects listed in one audit entry (about 40 bytes each: ~400 KB per record).
 SUBJECTS_PER_ENTRY = 10_000
 
@@ -211,6 +220,10 @@ class Authenticator:
                 "the calling party is not in the parties directory",
             )
             raise AssertionError("unreachable")
+        if party.is_platform and method not in PLATFORM_CALLS.get(party.id, frozenset()):
+            await self.deny(
+                context, party, method, f"the platform identity {party.id} does not make this call"
+            )
         wait = self.limiter.retry_after(party.id)
         if wait:
             await context.abort(

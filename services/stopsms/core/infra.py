@@ -307,11 +307,12 @@ class LocalKafka:
         Certificates are PEM files, which Kafka reads directly; the key is PKCS#8, unencrypted,
         readable by the broker's user only.
         """
-        from stopsms.core.tls import CertificateAuthority, write_pem
+        from stopsms.core.tls import CertificateAuthority, move_ca_key_out, write_pem
 
         if not self.secured:
             return "", ""
         folder = self.tls_folder
+        move_ca_key_out(folder)
         if (folder / "ca.pem").exists():
             ca = CertificateAuthority.load(folder)
         else:

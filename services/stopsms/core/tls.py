@@ -6,11 +6,15 @@ no request field can claim to be someone else. ``stopsms certs`` makes a develop
 services' server certificate and one client certificate per party of the directory; in a
 deployment the same files come from Secrets (cert-manager or the operators' own PKI).
 
-Layout of a TLS folder::
+Layout of a TLS folder (what is handed to services and parties)::
 
-    ca.pem ca.key            the certificate authority (the key stays with whoever issues)
+    ca.pem                   the certificate authority's certificate
     server.pem server.key    the services' certificate (localhost, 127.0.0.1 and given names)
     parties/<id>.pem .key    one client certificate per party
+
+The CA's private key never sits there: it lives beside, in ``<folder>-ca/ca.key``
+(:func:`ca_key_folder`), with whoever issues certificates. A folder made before that rule
+has its key moved out the next time it is completed.
 """
 
 from __future__ import annotations
@@ -121,17 +125,20 @@ class CertificateAuthority:
         return cls(certificate, key)
 
     @classmethod
-    def load(cls, folder: Path) -> CertificateAuthority:
-        """Load ``ca.pem`` and ``ca.key`` from a TLS folder."""
+    def load(cls, folder: Path, key_folder: Path | None = None) -> CertificateAuthority:
+        """Load ``ca.pem`` from a TLS folder and ``ca.key`` from its CA folder (default: beside)."""
         certificate = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
-        key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+        key_file = (key_folder or ca_key_folder(folder)) / "ca.key"
+        key = serialization.load_pem_private_key(_read(key_file), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return cls(certificate, key)
 
-    def save(self, folder: Path) -> None:
-        """Write ``ca.pem`` and ``ca.key``."""
+    def save(self, folder: Path, key_folder: Path | None = None) -> None:
+        """Write ``ca.pem`` into the TLS folder and ``ca.key`` into its CA folder."""
         write_pem(folder / "ca.pem", self.certificate.public_bytes(serialization.Encoding.PEM))
-        write_pem(folder / "ca.key", _key_pem(self.key), private=True)
+        key_folder = key_folder or ca_key_folder(folder)
+        key_folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_pem(key_folder / "ca.key", _key_pem(self.key), private=True)
 
     def issue(
         self,
@@ -168,20 +175,42 @@ class CertificateAuthority:
         return certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
+def ca_key_folder(folder: Path) -> Path:
+    """Where the CA's private key of a TLS folder lives: beside it, never inside it."""
+    return folder.parent / f"{folder.name}-ca"
+
+
+def move_ca_key_out(folder: Path, key_folder: Path | None = None) -> None:
+    """A folder made before the key was kept apart: move its key out, readable by us only."""
+    inside = folder / "ca.key"
+    if inside.exists():
+        outside = (key_folder or ca_key_folder(folder)) / "ca.key"
+        if not outside.exists():
+            outside.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(inside, outside)
+        else:
+            inside.unlink()
+
+
 def create_tls_folder(
-    folder: Path, party_ids: Iterable[str], server_names: Iterable[str] = ()
+    folder: Path,
+    party_ids: Iterable[str],
+    server_names: Iterable[str] = (),
+    ca_folder: Path | None = None,
 ) -> list[str]:
     """Make (or complete) a TLS folder: the CA once, the server certificate, every party's.
 
-    Existing files are kept, so re-running after adding a party only issues what is missing.
-    Returns the files written.
+    The CA's key goes to ``ca_folder`` (default: beside the folder, :func:`ca_key_folder`),
+    never into the folder handed to services and parties. Existing files are kept, so
+    re-running after adding a party only issues what is missing. Returns the files written.
     """
     written: list[str] = []
+    move_ca_key_out(folder, ca_folder)
     if (folder / "ca.pem").exists():
-        ca = CertificateAuthority.load(folder)
+        ca = CertificateAuthority.load(folder, ca_folder)
     else:
         ca = CertificateAuthority.create()
-        ca.save(folder)
+        ca.save(folder, ca_folder)
         written.append("ca.pem")
     if not (folder / "server.pem").exists():
         cert, key = ca.issue("stopsms services", [*SERVER_NAMES, *server_names], server=True)

@@ -16,7 +16,7 @@ import grpc
 from aiokafka.errors import KafkaError
 
 from stopsms.core.identity import Authenticator
-from stopsms.core.ids import event_id
+from stopsms.core.ids import LINK_PARTY_ID, event_id
 from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, Record, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.parties import InvalidSender, Party, check_sender_id
@@ -56,8 +56,16 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
 
 
 def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
-    """Whether ``party`` may read this proof: its own requests; the regulator any."""
-    return party.is_regulator or party.is_platform or record.origin_party_id == party.id
+    """Whether ``party`` may read this proof: its own requests; the regulator any.
+
+    The platform's link page (the only platform identity allowed this call) reads the proofs
+    of link clicks, whose origin is the ``link`` party, and no other.
+    """
+    if party.is_regulator:
+        return True
+    if party.is_platform:
+        return record.origin_party_id == LINK_PARTY_ID
+    return record.origin_party_id == party.id
 
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
