@@ -63,3 +63,25 @@ def test_suppression_records_of_one_subject_share_its_requests_partition() -> No
     expected = partition_for_key(subject, 12)
     for sender in ["", "JUMIA", "IAM"]:
         assert partition_for_key(suppression_key(subject, sender), 12) == expected
+
+
+def test_every_party_has_a_rate_limit_by_default_and_its_own_when_it_names_one(
+    tmp_path,
+) -> None:
+    from stopsms.core.identity import Authenticator
+    from stopsms.core.parties import DEFAULT_RATE_LIMITS
+
+    shipped = PartiesDirectory.load(Settings().parties_file)
+    assert all(p.rate_limit == DEFAULT_RATE_LIMITS[p.kind_name] for p in shipped)
+    path = tmp_path / "parties.yaml"
+    path.write_text(
+        "parties:\n"
+        "  - {id: big, kind: operator}\n"
+        "  - {id: small, kind: psva, senders: [JUMIA], rate_limit: 5}\n"
+    )
+    directory = PartiesDirectory.load(path)
+    assert directory.get("small").rate_limit == 5  # type: ignore[union-attr]
+    limiter = Authenticator(directory, insecure=True).limiter
+    # One party alone cannot take the service: past its default it must wait.
+    allowed = sum(limiter.retry_after("big") == 0.0 for _ in range(5000))
+    assert DEFAULT_RATE_LIMITS["operator"] <= allowed < 5000

@@ -25,6 +25,18 @@ KIND_BY_NAME = {
 }
 _PARTY_FIELDS = {"id", "kind", "name", "senders", "webhook", "rate_limit"}
 
+#: Calls per second (per service replica) a party of each kind may make when its entry names
+#: no ``rate_limit`` of its own, so that no party can take a whole service. About half of what
+#: a registry replica answers on two cores (~4,000 Check/s), for the parties that check before
+#: every message; a PSVA scrubbing a campaign uses CheckBatch, one call per stream. The link
+#: page (a platform identity) makes two calls per page view. docs/operations.md explains them.
+DEFAULT_RATE_LIMITS: dict[str, float] = {
+    "operator": 2000.0,
+    "psva": 1000.0,
+    "regulator": 100.0,
+    "platform": 2000.0,
+}
+
 
 _SENDER_ID = re.compile(r"[A-Z0-9][A-Z0-9 ._&'-]{0,31}")
 _SPACES = re.compile(r"\s+")
@@ -268,5 +280,5 @@ def _parse_party(path: Path, index: int, raw: object) -> Party:
         name=str(raw.get("name") or party_id),
         senders=frozenset(canonical),
         webhook=hook,
-        rate_limit=float(rate) if rate is not None else None,
+        rate_limit=float(rate) if rate is not None else DEFAULT_RATE_LIMITS[kind],
     )
