@@ -3,7 +3,7 @@ PYTHON ?= python3
 PROTO_FILES := $(wildcard protos/stopsms/v1/*.proto)
 BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
-.PHONY: install up test test-unit lint protos protos-check buf-lint bench chaos chaos-ci check-schemas fetch-kafka
+.PHONY: install up test test-unit lint protos protos-check buf-lint bench bench-smoke chaos chaos-ci check-schemas fetch-kafka
 
 install:  ## System packages (redis-server, Java, Maven) and the Python package, when missing.
 	bash deploy/bootstrap.sh
@@ -47,6 +47,13 @@ bench:  ## Propagation, audit overhead, intake, registry (each against a raw bas
 	$(PYTHON) -m bench.intake
 	$(PYTHON) -m bench.registry
 	$(PYTHON) -m bench.propagation_load
+
+bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; nothing is recorded.
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation --count 10 --rate 10
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.audit --seconds 1 --concurrency 4
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.intake --seconds 1 --rate 50 --in-flight 8
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --entries 20000 --numbers 20000 --seconds 1 --concurrency 4
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_load --rate 20 --seconds 5 --psvas 3
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.core.infra fetch

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from bench.results import figure, record
+from bench.results import capacity_directory, figure, record
 from stopsms.core.clients import party_channel
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.infra import LocalInfrastructure
@@ -28,7 +28,6 @@ from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.privacy import Key, Pseudonymiser
 from stopsms.core.serving import GrpcEndpoint, servicer_registration
-from stopsms.core.settings import Settings
 from stopsms.core.tls import create_tls_folder, server_credentials
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ScopeEntry, ViewUpdate
@@ -69,6 +68,7 @@ async def run(
     topics = Topics("bench.")
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     view = RedisSuppressionView(aioredis.from_url(infra.redis.url), "bench.")
+    await view.write_meta()  # a view is built before it is applied to, as the registry does
     await view.apply(
         [
             ViewUpdate(pseudonymiser.subject("+212" + n[1:]), "JUMIA", ScopeEntry(1, 1, 1))
@@ -76,7 +76,7 @@ async def run(
         ],
         {0: 1},
     )
-    directory = PartiesDirectory.load(Settings().parties_file)
+    directory = PartiesDirectory.load(capacity_directory(tls.parent / "parties.yaml", ("iam",)))
     publisher = KafkaPublisher(infra.kafka.bootstrap)
     await publisher.start()
     audited = AuditTrail(publisher, topics.audit)

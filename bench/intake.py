@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.results import figure, percentile, record
+from bench.results import capacity_directory, figure, percentile, record
 from stopsms.core.settings import Settings
 from stopsms.core.topics import Topics, partition_for_key
 from stopsms.intake.submission import RequestSubmitter
@@ -173,6 +173,7 @@ def main() -> int:
             Path(tmp),
             preferred_ports={name: 0 for name in DEFAULT_PORTS},
             services=("intake",),
+            parties_file=capacity_directory(Path(tmp) / "parties.yaml", ("iam",)),
             extra_env={"STOPSMS_NUMBER_REQUESTS_PER_MINUTE": "1000000"},
         )
         with platform:

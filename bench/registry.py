@@ -39,7 +39,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.echo_server import METHOD
-from bench.results import figure, percentile, record
+from bench.results import capacity_directory, figure, percentile, record
 from stopsms.core.infra import free_port, start_process, stop_process
 from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.settings import RegistrySettings, Settings
@@ -377,6 +377,7 @@ def main() -> int:
             Path(tmp),
             preferred_ports={name: 0 for name in DEFAULT_PORTS},
             services=(),
+            parties_file=capacity_directory(Path(tmp) / "parties.yaml", (PARTY,)),
         )
         with platform:
             figures = asyncio.run(run(platform, args))
