@@ -2,6 +2,9 @@
 
     python -m bench.echo_server <address> <tls folder>
 
+With port 0 in the address the kernel picks the port, and the first line the server prints
+says which (``serving on 127.0.0.1:<port>``): nothing can take it between a probe and a bind.
+
 It answers ``/bench.Echo/Echo`` with the request's bytes, doing nothing else, so the ratio of
 ``Check`` to it is what the registry's own work costs over gRPC and TLS themselves.
 """
@@ -30,11 +33,24 @@ async def serve(address: str, tls_folder: Path) -> None:
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    server.add_secure_port(address, server_credentials(tls_folder))
+    port = server.add_secure_port(address, server_credentials(tls_folder))
     await server.start()
-    print("serving", flush=True)
+    print(f"serving on {address.rpartition(':')[0]}:{port}", flush=True)
     await server.wait_for_termination()
 
 
 if __name__ == "__main__":
     asyncio.run(serve(sys.argv[1], Path(sys.argv[2])))
+
+
+def wait_for_address(log: Path, timeout: float = 30.0) -> str:
+    """The address an echo server started with port 0 reports in its log."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+            if line.startswith("serving on "):
+                return line.removeprefix("serving on ").strip()
+        time.sleep(0.05)
+    raise RuntimeError(f"the echo server did not report its address within {timeout:.0f} s")

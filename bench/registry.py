@@ -38,9 +38,9 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.echo_server import METHOD
+from bench.echo_server import METHOD, wait_for_address
 from bench.results import capacity_directory, figure, percentile, record
-from stopsms.core.infra import free_port, start_process, stop_process
+from stopsms.core.infra import start_process, stop_process
 from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.settings import RegistrySettings, Settings
 from stopsms.core.tls import channel_credentials
@@ -273,13 +273,14 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     platform.start_service("registry")
     platform.wait_until_serving(300)
     channel, metadata = platform.channel("registry", PARTY)
-    echo_address = f"127.0.0.1:{free_port()}"
     assert platform.tls_folder is not None
+    echo_log = platform.data_dir / "logs" / "echo.log"
     echo = start_process(
-        [sys.executable, "-m", "bench.echo_server", echo_address, str(platform.tls_folder)],
-        platform.data_dir / "logs" / "echo.log",
+        [sys.executable, "-m", "bench.echo_server", "127.0.0.1:0", str(platform.tls_folder)],
+        echo_log,
         dict(os.environ),
     )
+    echo_address = wait_for_address(echo_log)
     try:
         async with channel:
             await wait_until_view_serving(channel)
