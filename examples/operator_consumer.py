@@ -17,6 +17,7 @@ never counts a change as applied that is not applied.
 from __future__ import annotations
 
 import argparse
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -101,10 +102,15 @@ def main() -> None:
         enable_auto_commit=False,
         **tls,
     )
+    # Ctrl-C or SIGTERM stops between two polls, never inside the client's network I/O, so
+    # the store's last transaction and the last commit are whole and close() is prompt.
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
     applied = 0
     try:
-        while True:
-            batches = consumer.poll(timeout_ms=1000, max_records=5000)
+        while not stopping:
+            batches = consumer.poll(timeout_ms=500, max_records=5000)
             if not batches:
                 continue
             with store:  # one transaction per poll
@@ -131,8 +137,6 @@ def main() -> None:
                         applied += 1
             consumer.commit()  # after the store committed: this is the receipt
             print(f"{applied} changes applied", flush=True)
-    except KeyboardInterrupt:
-        pass
     finally:
         consumer.close()
         store.close()

@@ -129,11 +129,15 @@ def test_a_citizen_confirms_in_a_browser_and_sees_everyone_apply_it(
         shot(browser, "3-recorded")
         wait_for_text(browser, "Tous les opérateurs et prestataires concernés l'ont appliqué.")
         assert "1 opérateurs sur 1 et 1 prestataires sur 1" in visible_text(browser, "progress")
+        # This browser made the opt-out: it alone is offered the undo (a one-time cookie).
+        assert 'value="undo"' in browser.page_source
         shot(browser, "4-applied-by-all")
 
+        # The link itself offers no opt-back-in to whoever holds it: START by SMS does.
         browser.get(link.url + "?lang=fr")
-        assert "Recevoir à nouveau les SMS de JUMIA" in browser.page_source
-        shot(browser, "5-opted-out-offers-opt-in")
+        assert 'value="opt_in"' not in browser.page_source
+        assert "répondez <b>START</b> par SMS" in browser.page_source
+        shot(browser, "5-opted-out-reply-start-to-undo")
     finally:
         parties.stop()
 

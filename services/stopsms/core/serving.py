@@ -8,11 +8,12 @@ stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -117,6 +118,36 @@ def _caller_trace(context: grpc.aio.ServicerContext) -> str | None:
     return traceparent_of(context.invocation_metadata())
 
 
+#: How long a refused client-streaming call may go on reading what its client still sends.
+DRAIN_SECONDS = 5.0
+
+
+class DrainBeforeAbort:
+    """A client-streaming call's context whose ``abort`` first reads what the client still sends.
+
+    When a server ends a client-streaming call while its client is still writing, the Python
+    asyncio client reports ``INTERNAL: Internal error from Core`` instead of the server's
+    status (grpc/grpc#36066): a PSVA refused on ``CheckBatch`` would not learn why. Reading
+    the rest of the stream first (at most :data:`DRAIN_SECONDS`) lets the client finish its
+    writes, so the status it receives is the one sent: ``PERMISSION_DENIED``, say.
+    """
+
+    def __init__(self, context: grpc.aio.ServicerContext, requests: AsyncIterator[Any]) -> None:
+        self._context = context
+        self._requests = requests
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any, **kw: Any) -> Any:
+        """Read the client's remaining messages (bounded), then end the call with the status."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in self._requests:
+                    pass
+        return await self._context.abort(code, details, *args, **kw)
+
+
 def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> grpc.RpcMethodHandler:
     name = method.full_name
     if method.client_streaming:
@@ -129,8 +160,9 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
                     yield request
 
             started, crashed = time.perf_counter(), True
+            requests = checked()
             try:
-                async for response in implementation(checked(), context):
+                async for response in implementation(requests, DrainBeforeAbort(context, requests)):
                     yield response
                 crashed = False
             finally:

@@ -25,7 +25,7 @@ TEXTS: dict[str, dict[str, str]] = {
             "Pour recevoir à nouveau les SMS de <b>{sender}</b>, répondez <b>START</b> par SMS "
             "au message reçu de {sender}, depuis votre téléphone."
         ),
-        "undo": "Annuler",
+        "undo": "Annuler cet arrêt",
         "undo_note": "Vous pouvez annuler depuis ce navigateur pendant {minutes} minutes.",
         "undo_gone": (
             "Cette annulation n'est plus possible. Pour recevoir à nouveau les SMS de "
@@ -59,7 +59,7 @@ TEXTS: dict[str, dict[str, str]] = {
             "لاستقبال رسائل <b>{sender}</b> من جديد، أرسل <b>START</b> من هاتفك ردا على رسالة "
             "{sender}."
         ),
-        "undo": "إلغاء",
+        "undo": "إلغاء هذا الإيقاف",
         "undo_note": "يمكنك الإلغاء من هذا المتصفح خلال {minutes} دقيقة.",
         "undo_gone": (
             "لم يعد الإلغاء ممكنا. لاستقبال رسائل <b>{sender}</b> من جديد، أرسل <b>START</b> ردا "
