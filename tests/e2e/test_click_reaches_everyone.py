@@ -32,7 +32,7 @@ from stopsms.v1 import (
     registry_pb2,
 )
 
-from ..conftest import E2E_PARTIES
+from ..conftest import E2E_PARTIES, until
 from .conftest import KAFKA_USERS
 
 pytestmark = pytest.mark.e2e
@@ -139,15 +139,9 @@ class Psva:
             pass
 
 
-async def eventually(probe, timeout: float = 30.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {probe.__name__}")
-        await asyncio.sleep(every)
+async def eventually(probe, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    """Poll ``probe`` until true; the failure names the probe (a sentence of this test)."""
+    return await until(probe, probe.__name__, timeout)
 
 
 async def test_a_click_reaches_the_operator_and_the_psva_with_proof(

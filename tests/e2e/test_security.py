@@ -163,6 +163,18 @@ async def test_a_party_over_its_rate_is_refused_while_another_is_served(
     await calm_channel.close()
 
 
+async def proofs_exist(notifier, metadata, events: list[str]) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the notifier holds a propagation record of every one of ``events``."""
+    for event in events:
+        try:
+            await notifier.GetPropagation(
+                notifier_pb2.GetPropagationRequest(event_id=event), metadata=metadata
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return True
+
+
 def written_forms(e164: str) -> list[bytes]:
     """Every way the number could have been written down."""
     national = e164[4:]  # 9 digits: every unseparated form contains them
@@ -227,21 +239,14 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
         event_id(LINK_PARTY_ID, link_request_id(link.code, "opt_out_all")),
     ]
 
-    async def proven() -> bool:
-        for event in events:
-            try:
-                await notifier.GetPropagation(
-                    notifier_pb2.GetPropagationRequest(event_id=event), metadata=cndp_md
-                )
-            except grpc.aio.AioRpcError:
-                return False
-        return True
-
     async def audited() -> bool:
         records = await read_topic(ends["kafka"], Topics(secure_platform.namespace).audit)
         return {r.key for r in records} >= {b"iam", b"atlas-sms", b"cndp"}
 
-    await until(proven, "a propagation record for each of the three requests")
+    await until(
+        lambda: proofs_exist(notifier, cndp_md, events),
+        "a propagation record for each of the three requests",
+    )
     await until(audited, "audit entries of iam, atlas-sms and cndp")
     for channel in (intake_channel, psva_channel, registry_channel, notifier_channel):
         await channel.close()
@@ -381,18 +386,10 @@ async def test_the_link_pages_identity_reads_only_the_proofs_of_link_clicks(
         async with web.post(link.url, data={"action": "opt_out"}) as answered:
             assert answered.status == 200
     clicked = event_id(LINK_PARTY_ID, link_request_id(link.code, "opt_out"))
-
-    async def proven(event: str) -> bool:
-        try:
-            await cndp.GetPropagation(
-                notifier_pb2.GetPropagationRequest(event_id=event), metadata=cndp_md
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return True
-
-    for event in (optout.event_id, clicked):
-        await until(lambda event=event: proven(event), f"the proof of {event}")
+    await until(
+        lambda: proofs_exist(cndp, cndp_md, [optout.event_id, clicked]),
+        "the proofs of the operator's opt-out and of the link click",
+    )
     await page.GetPropagation(
         notifier_pb2.GetPropagationRequest(event_id=clicked), metadata=page_md
     )
