@@ -192,9 +192,7 @@ def create_web_app(
     async def submit(
         request: web.Request, link: events_pb2.StopLink, request_id: str, action: int, scope: str
     ) -> web.Response | None:
-        """Publish the click unless it was answered already; a page when it cannot be."""
-        if await answers.get(event_id(LINK_PARTY_ID, request_id)) is not None:
-            return None
+        """Publish a click not answered before; a page when it cannot be published."""
         wait = numbers.retry_after(link.subject)
         if wait:
             return too_many(request, wait)
@@ -216,6 +214,13 @@ def create_web_app(
     def done_url(request: web.Request, link: events_pb2.StopLink, action: str) -> str:
         return f"/{link.code}/done/{action}?lang={language(request)}"
 
+    def scope_of(action: str, link: events_pb2.StopLink) -> str:
+        """The scope an opt-out action of the page is for: the link's sender, or global."""
+        return "" if action == "opt_out_all" else link.sender_id
+
+    async def answered(request_id: str) -> bool:
+        return await answers.get(event_id(LINK_PARTY_ID, request_id)) is not None
+
     async def confirm(request: web.Request) -> web.Response:
         link = await find(request)
         if isinstance(link, web.Response):
@@ -230,13 +235,15 @@ def create_web_app(
             return message(request, "bad_action", 400)
         round_ = await undos.round(link.code)
         request_id = link_request_id(link.code, action, round_)
-        scope = "" if action == "opt_out_all" else link.sender_id
-        first = await answers.get(event_id(LINK_PARTY_ID, request_id)) is None
-        # Undo is offered only for an opt-out that changes something (intake.undo).
-        before = await lookups.suppressed(unseal(link.sealed_msisdn), scope) if first else None
-        refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_OUT, scope)
-        if refused is not None:
-            return refused
+        scope = scope_of(action, link)
+        first = not await answered(request_id)  # a double click publishes nothing more
+        before = None
+        if first:
+            # Undo is offered only for an opt-out that changes something (intake.undo).
+            before = await lookups.suppressed(unseal(link.sealed_msisdn), scope)
+            refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_OUT, scope)
+            if refused is not None:
+                return refused
         redirect = web.HTTPSeeOther(done_url(request, link, action))
         if first and before is False and undo_seconds > 0:
             token = new_token()
@@ -267,11 +274,12 @@ def create_web_app(
         grant = await granted(request, link)
         if grant is None:
             return message(request, "undo_gone", 403, sender=link.sender_id)
-        scope = "" if grant.action == "opt_out_all" else link.sender_id
+        scope = scope_of(grant.action, link)
         request_id = link_request_id(link.code, "undo", grant.round)
-        refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_IN, scope)
-        if refused is not None:
-            return refused
+        if not await answered(request_id):
+            refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_IN, scope)
+            if refused is not None:
+                return refused
         token = request.cookies[UNDO_COOKIE]
         await undos.spend(token_digest(token), link.code)
         redirect = web.HTTPSeeOther(done_url(request, link, "undo"))
