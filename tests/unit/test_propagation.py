@@ -1,6 +1,12 @@
 from stopsms.core.parties import PartiesDirectory, Party
-from stopsms.notifier.app import pending_receipts
-from stopsms.notifier.propagation import fold
+from stopsms.notifier.propagation import (
+    ProgressLog,
+    ProofTracker,
+    done_record,
+    progress_receipt,
+    start_record,
+    with_progress,
+)
 from stopsms.v1 import events_pb2
 
 OP, PSVA = events_pb2.PARTY_KIND_OPERATOR, events_pb2.PARTY_KIND_PSVA
@@ -15,80 +21,91 @@ DIRECTORY = PartiesDirectory(
 )
 
 
-def change(sender: str) -> events_pb2.SuppressionChanged:
+def change(sender: str, event_id: str = "e1") -> events_pb2.SuppressionChanged:
     c = events_pb2.SuppressionChanged(
-        event_id="e1", request_id="r1", party_id="iam", sender_id=sender
+        event_id=event_id, request_id="r1", party_id="iam", sender_id=sender
     )
     c.action_time.FromMilliseconds(1_000)
     return c
 
 
-def applied(party: str, kind: int, at_ms: int) -> events_pb2.DeliveryReceipt:
-    r = events_pb2.DeliveryReceipt(
-        event_id="e1", party_id=party, party_kind=kind, status=events_pb2.DELIVERY_STATUS_APPLIED
-    )
-    r.applied_time.FromMilliseconds(at_ms)
-    return r
+def started(sender: str, offset: int = 7, event_id: str = "e1") -> events_pb2.PropagationRecord:
+    """The start of a proof, as the notifier publishes it for a change at (3, offset)."""
+    concerned = [(p.id, p.kind) for p in DIRECTORY.concerned_by(sender)]
+    return start_record(change(sender, event_id), 3, offset, concerned)
 
 
 def test_a_sender_change_concerns_every_operator_and_that_senders_psvas_only() -> None:
-    receipts = pending_receipts(change("JUMIA"), 3, 7, DIRECTORY)
-    assert len(receipts) == 1 and receipts[0].party_id == ""
-    assert list(receipts[0].concerned_party_ids) == ["atlas", "iam", "orange"]
+    record = started("JUMIA")
+    assert [d.party_id for d in record.deliveries] == ["atlas", "iam", "orange"]
+    assert {d.status for d in record.deliveries} == {events_pb2.DELIVERY_STATUS_PENDING}
+    assert (record.change_position.partition, record.change_position.offset) == (3, 7)
+    assert not record.done
 
 
 def test_a_global_change_concerns_every_operator_and_every_psva() -> None:
-    (receipt,) = pending_receipts(change(""), 3, 7, DIRECTORY)
-    assert list(receipt.concerned_party_ids) == ["atlas", "iam", "orange", "sahara"]
+    record = started("")
+    assert [d.party_id for d in record.deliveries] == ["atlas", "iam", "orange", "sahara"]
 
 
 def test_done_only_when_every_concerned_party_applied_in_any_order_and_repeats() -> None:
-    pending = pending_receipts(change("JUMIA"), 3, 7, DIRECTORY)
-    state, _ = fold(None, applied("iam", OP, 1_500))  # an APPLIED before the PENDING
-    state, _ = fold(state, pending[0])
-    assert not state.done
-    for receipt in pending[1:]:
-        state, _ = fold(state, receipt)
-    state, _ = fold(state, applied("orange", OP, 1_700))
-    assert not state.done
-    state, changed = fold(state, applied("atlas", PSVA, 2_100))
-    assert changed and state.done
-    record = state.to_record()
+    log = ProgressLog()
+    tracker = ProofTracker(log)
+    log.advance("iam", OP, 3, 8, 1_500)  # a party past the change before the proof starts
+    assert tracker.open(started("JUMIA")) == []
+    log.advance("orange", OP, 3, 8, 1_700)
+    assert tracker.advanced("orange", 3) == []
+    log.advance("sahara", PSVA, 3, 20, 1_800)  # not concerned: changes nothing
+    assert tracker.advanced("sahara", 3) == []
+    log.advance("atlas", PSVA, 3, 7, 1_900)  # at the change, not past it
+    assert tracker.advanced("atlas", 3) == []
+    log.advance("atlas", PSVA, 3, 9, 2_100)
+    (record,) = tracker.advanced("atlas", 3)
     assert record.done and record.done_time.ToMilliseconds() == 2_100
     assert {d.party_id: d.applied_time.ToMilliseconds() for d in record.deliveries} == {
         "atlas": 2_100,
         "iam": 1_500,
         "orange": 1_700,
     }
-    again, changed = fold(state, applied("atlas", PSVA, 9_999))
-    assert not changed and again.done_time_ms == 2_100
+    assert not log.advance("atlas", PSVA, 3, 9, 9_999)  # a repeat changes nothing
+    assert tracker.advanced("atlas", 3) == [] and len(tracker) == 0
+    assert done_record(started("JUMIA"), log) == record  # the same progress, the same proof
 
 
-def test_recent_changes_cover_a_contiguous_span_and_forget_what_all_confirmed() -> None:
-    from stopsms.notifier.app import RecentChanges
+def test_only_the_heads_of_a_partys_scopes_wait_and_later_changes_follow_in_order() -> None:
+    log = ProgressLog()
+    tracker = ProofTracker(log)
+    for offset, event in ((7, "a"), (9, "b"), (12, "c")):
+        tracker.open(started("", offset, event))
+    tracker.open(started("JUMIA", 8, "j"))
+    for party in ("iam", "orange", "sahara"):
+        log.advance(party, OP, 3, 100, 2_000)
+        tracker.advanced(party, 3)
+    log.advance("atlas", PSVA, 3, 10, 2_500)
+    done = tracker.advanced("atlas", 3)
+    assert sorted(r.event_id for r in done) == ["a", "b", "j"] and tracker.is_open("c")
+    tracker.drop_partition(3)
+    assert len(tracker) == 0 and not tracker.is_open("c")
 
-    recent = RecentChanges(capacity=4)
-    for offset in range(3, 8):
-        recent.add(0, offset, change("JUMIA"))
-    assert recent.span(0) == (4, 8)  # capacity: the oldest entry fell out
-    recent.add(0, 6, None)  # a redelivery from offset 6 replaces what followed it
-    assert recent.span(0) == (4, 7)
-    assert [o for o, _ in recent.between(0, 5, 10)] == [5, 6]
-    recent.prune(0, 6)
-    assert recent.span(0) == (6, 7)
-    assert recent.span(1) is None
+
+def test_a_change_older_than_the_kept_history_is_dated_later_never_earlier() -> None:
+    log = ProgressLog(history=2)
+    for offset, at in ((5, 1_000), (10, 2_000), (15, 3_000)):
+        log.advance("iam", OP, 0, offset, at)
+    assert log.applied_time("iam", 0, 12) == 3_000
+    assert log.applied_time("iam", 0, 3) == 2_000  # truly 1_000; that advance was forgotten
+    assert log.applied_time("iam", 0, 15) is None and log.position("iam", 0) == 15
 
 
-def test_one_applied_receipt_may_speak_for_several_parties() -> None:
-    (pending,) = pending_receipts(change("JUMIA"), 3, 7, DIRECTORY)
-    state, _ = fold(None, pending)
-    round_ = events_pb2.DeliveryReceipt(
-        event_id="e1", status=events_pb2.DELIVERY_STATUS_APPLIED, applied_party_ids=["iam", "atlas"]
-    )
-    round_.applied_time.FromMilliseconds(1_800)
-    state, changed = fold(state, round_)
-    assert changed and state.applied() == {"iam", "atlas"} and not state.done
-    state, changed = fold(state, round_)
-    assert not changed
-    state, _ = fold(state, applied("orange", OP, 2_000))
-    assert state.done and state.done_time_ms == 2_000
+def test_one_progress_receipt_speaks_for_several_parties_and_fills_an_open_proof() -> None:
+    log = ProgressLog()
+    receipt = progress_receipt([("iam", OP, {3: 8}, 1_800), ("atlas", PSVA, {3: 8, 4: 2}, 1_850)])
+    assert log.apply(receipt.progress) == [("iam", 3), ("atlas", 3), ("atlas", 4)]
+    assert log.apply(receipt.progress) == []  # read twice: nothing moves
+    shown = with_progress(started("JUMIA"), log)
+    assert {d.party_id: d.status for d in shown.deliveries} == {
+        "atlas": events_pb2.DELIVERY_STATUS_APPLIED,
+        "iam": events_pb2.DELIVERY_STATUS_APPLIED,
+        "orange": events_pb2.DELIVERY_STATUS_PENDING,
+    }
+    assert not shown.done

@@ -131,6 +131,16 @@ class KafkaPublisher:
             ) from exc
         return metadata.partition, metadata.offset
 
+    def send(
+        self, topic: str, key: bytes, value: bytes | None, *, headers: Headers | None = None
+    ) -> asyncio.Future[tuple[int, int]]:
+        """Queue one record now, in call order; the future is its acknowledgement (acks=all).
+
+        For a stage that keeps several records in flight and waits for them together: records
+        queued one after the other keep their order per partition (the producer is idempotent).
+        """
+        return asyncio.ensure_future(self.publish(topic, key, value, headers=headers))
+
     async def publish_many(
         self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
     ) -> None:
@@ -264,9 +274,11 @@ class TopicReader:
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
         only_partitions: Sequence[int] | None = None,
+        start_time_ms: int | None = None,
     ) -> None:
         self.topic = topic
         self._start_offsets = start_offsets or {}
+        self._start_time_ms = start_time_ms
         self._only = set(only_partitions) if only_partitions is not None else None
         self._consumer = AIOKafkaConsumer(
             **KafkaAccess.of(bootstrap).client_options(),
@@ -302,9 +314,20 @@ class TopicReader:
             ids &= self._only
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
         self._consumer.assign(self.partitions)
+        by_time: dict[TopicPartition, Any] = {}
+        if self._start_time_ms is not None:
+            by_time = await self._consumer.offsets_for_times(
+                {tp: self._start_time_ms for tp in self.partitions}
+            )
         for tp in self.partitions:
             if tp.partition in self._start_offsets:
                 self._consumer.seek(tp, self._start_offsets[tp.partition])
+            elif tp in by_time:  # the first record at or after the time, else the end
+                found = by_time[tp]
+                if found is None:
+                    await self._consumer.seek_to_end(tp)
+                else:
+                    self._consumer.seek(tp, found.offset)
             else:
                 await self._consumer.seek_to_beginning(tp)
 
@@ -471,12 +494,14 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         self._values: dict[str, V] = {}
         self._reader: TopicReader | None = None
         self._progress = asyncio.Condition()
+        self._reading = asyncio.Event()
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
         """Read the topic from the beginning."""
         self._reader = TopicReader(self._kafka, self._topic, client_id="stopsms-index")
         await self._reader.start()
+        self._reading.set()
 
     async def on_stop(self) -> None:
         """Close the reader."""
@@ -523,6 +548,28 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
             async with self._progress:
                 self._progress.notify_all()
 
+    async def caught_up(self, wait_seconds: float = 3.0) -> bool:
+        """Wait until the index holds what the topic held at the call (False: timed out)."""
+
+        async def reached() -> None:
+            await self._reading.wait()
+            assert self._reader is not None
+            reader = self._reader
+            ends = await reader.end_offsets()
+            while True:
+                positions = await reader.positions()
+                if all(positions.get(p, 0) >= end for p, end in ends.items()):
+                    return
+                async with self._progress:
+                    await self._progress.wait()
+
+        try:
+            await asyncio.wait_for(reached(), wait_seconds)
+            return True
+        except TimeoutError:
+            log.warning("index of %s still behind after %.1fs", self._topic, wait_seconds)
+            return False
+
     async def get(
         self,
         key: str,
@@ -536,23 +583,9 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         answer nor its time tells a stranger that the key exists.
         """
         value = self._values.get(key)
-        if (value is not None and visible(value)) or self._reader is None:
-            return value if value is not None and visible(value) else None
-        reader = self._reader
-        ends = await reader.end_offsets()
-
-        async def caught_up() -> None:
-            while True:
-                positions = await reader.positions()
-                if all(positions.get(p, 0) >= end for p, end in ends.items()):
-                    return
-                async with self._progress:
-                    await self._progress.wait()
-
-        try:
-            await asyncio.wait_for(caught_up(), wait_seconds)
-        except TimeoutError:
-            log.warning("index of %s still behind after %.1fs", self._topic, wait_seconds)
+        if value is not None and visible(value):
+            return value
+        await self.caught_up(wait_seconds)
         value = self._values.get(key)
         return value if value is not None and visible(value) else None
 
@@ -565,6 +598,7 @@ class GroupOffsets(mode.Service):
         self._admin: AIOKafkaAdminClient = None  # type: ignore[assignment]  # made in on_start()
         self._committers: dict[str, AIOKafkaConsumer] = {}
         self._lock = asyncio.Lock()
+        self._group_locks: dict[str, asyncio.Lock] = {}
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
@@ -602,8 +636,15 @@ class GroupOffsets(mode.Service):
         }
 
     async def commit(self, group: str, topic: str, offsets: dict[int, int]) -> None:
-        """Commit offsets for ``group`` without joining it (manual assignment)."""
+        """Commit offsets for ``group`` without joining it (manual assignment).
+
+        The committing consumer never reads: its partitions are paused as soon as they are
+        assigned, so an idle group costs the broker nothing between commits. Groups commit
+        concurrently; only commits of one group wait for each other.
+        """
         async with self._lock:
+            lock = self._group_locks.setdefault(group, asyncio.Lock())
+        async with lock:
             consumer = self._committers.get(group)
             if consumer is None:
                 consumer = AIOKafkaConsumer(
@@ -618,4 +659,5 @@ class GroupOffsets(mode.Service):
             current = set(consumer.assignment())
             if not set(tps) <= current:
                 consumer.assign(sorted(current | set(tps)))
+                consumer.pause(*consumer.assignment())
             await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})

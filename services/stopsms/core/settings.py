@@ -259,9 +259,19 @@ class RegistrySettings(Settings):
 
 @dataclass(frozen=True)
 class NotifierSettings(Settings):
-    """Notifier: how often operators' and PSVAs' committed offsets are read for receipts."""
+    """Notifier: how parties' progress is read and recorded for the proof."""
 
+    #: How often operators' committed offsets are read while a change waits for them...
     receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.25, float)
+    #: ...and when none does (a new change wakes the poller at once).
+    receipt_idle_poll_seconds: float = _env("RECEIPT_IDLE_POLL_SECONDS", 5.0, float)
+    #: PSVAs' acknowledgements arriving within this window are made durable together.
+    ack_flush_seconds: float = _env("ACK_FLUSH_SECONDS", 0.05, float)
+    #: How often each PSVA's consumer group is moved to its acknowledged cursor.
+    ack_group_commit_seconds: float = _env("ACK_GROUP_COMMIT_SECONDS", 1.0, float)
+    #: On start, the progress receipts of this long ago are read again (the applied times of
+    #: proofs still open).
+    progress_replay_seconds: float = _env("PROGRESS_REPLAY_SECONDS", 900.0, float)
     heartbeat_seconds: float = _env("HEARTBEAT_SECONDS", 5.0, float)
     #: A party that has not applied a change this long after the citizen's action is late.
     propagation_slo_seconds: float = _env("PROPAGATION_SLO_SECONDS", 5.0, float)

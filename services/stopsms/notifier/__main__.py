@@ -14,10 +14,17 @@ from stopsms.core.settings import NotifierSettings, refuse_to_start
 from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
-from stopsms.notifier.app import ReceiptPoller, RecentChanges, create_notifier_app
+from stopsms.notifier.app import Prover, create_notifier_app
 from stopsms.notifier.backfill import Backfills, follow_grants
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.lateness import LatenessWatcher
+from stopsms.notifier.progress import (
+    Acknowledgements,
+    OperatorPoller,
+    ProgressFollower,
+    ProgressPublisher,
+)
+from stopsms.notifier.propagation import ProgressLog, with_progress
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
@@ -28,23 +35,61 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
-    recent = RecentChanges()
     offsets = GroupOffsets(settings.kafka)
     propagation = PropagationIndex(settings.kafka, topics.propagation)
-    app = create_notifier_app(settings, directory, recent, published=propagation.peek)
+    publisher = ProgressPublisher(settings.kafka)
+    progress = ProgressLog()
+    provers: list[Prover] = []
+
+    def make_prover(app: faust.App) -> Prover:
+        provers.append(Prover(app, topics, directory, publisher, propagation, progress))
+        return provers[0]
+
+    app = create_notifier_app(settings, make_prover)
+    (prover,) = provers
+    follower = ProgressFollower(
+        settings.kafka,
+        topics,
+        directory,
+        offsets,
+        progress,
+        on_advanced=prover.advanced,
+        replay_seconds=settings.progress_replay_seconds,
+    )
+    acknowledgements = Acknowledgements(
+        publisher,
+        follower,
+        offsets,
+        topics,
+        directory,
+        flush_seconds=settings.ack_flush_seconds,
+        commit_seconds=settings.ack_group_commit_seconds,
+    )
+    operators = OperatorPoller(
+        publisher,
+        follower,
+        offsets,
+        topics,
+        directory,
+        prover.mine,
+        prover.waiting,
+        busy_seconds=settings.receipt_poll_seconds,
+        idle_seconds=settings.receipt_idle_poll_seconds,
+        wake=prover.opened,
+    )
     auth = Authenticator(
         directory,
         insecure=settings.insecure_identity,
         audit=AuditTrail(audit_publisher, topics.audit),
     )
     pseudonymiser = settings.pseudonymiser()
-    backfills = Backfills(settings.kafka, topics, offsets)
+    backfills = Backfills(settings.kafka, topics, offsets, acknowledgements.durable)
     follow_grants(directory, backfills)
     feed = LiveFeed(settings.kafka, topics.suppressions)
     servicer = NotifierServicer(
         settings,
         auth=auth,
-        offsets=offsets,
+        acknowledgements=acknowledgements,
         propagation=propagation,
         pseudonymiser=pseudonymiser,
         backfills=backfills,
@@ -65,14 +110,21 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         app,
         [
             audit_publisher,
+            publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
-            *app.stopsms_services,
             offsets,
             propagation,
+            follower,
+            *app.stopsms_services,
+            acknowledgements,
+            operators,
             feed,
-            ReceiptPoller(app, settings, directory, offsets, recent),
-            WebhookSender(app, settings, directory, offsets, pseudonymiser),
-            LatenessWatcher(propagation.open, settings.propagation_slo_seconds),
+            WebhookSender(app, settings, directory, acknowledgements, pseudonymiser),
+            LatenessWatcher(
+                propagation.open,
+                settings.propagation_slo_seconds,
+                fill=lambda record: with_progress(record, progress),
+            ),
             HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
         ],
         settings,

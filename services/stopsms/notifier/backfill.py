@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from collections.abc import Set as AbstractSet
 
 from stopsms.core.kafka import GroupOffsets, TopicReader
@@ -32,10 +32,18 @@ log = logging.getLogger(__name__)
 class Backfills:
     """Open, read and advance backfills."""
 
-    def __init__(self, bootstrap: KafkaAccess | str, topics: Topics, offsets: GroupOffsets) -> None:
+    def __init__(
+        self,
+        bootstrap: KafkaAccess | str,
+        topics: Topics,
+        offsets: GroupOffsets,
+        acknowledged: Callable[[str], Awaitable[dict[int, int]]],
+    ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._offsets = offsets
+        #: A PSVA's acknowledged position (its durable cursor, on any replica).
+        self._acknowledged = acknowledged
         self._closed: set[tuple[str, str]] = set()  # known complete: no need to ask Kafka
 
     def _group(self, party_id: str, sender_id: str) -> str:
@@ -43,15 +51,7 @@ class Backfills:
 
     async def open(self, party_id: str, sender_id: str) -> bool:
         """Record a grant: the backfill runs up to what the PSVA has acknowledged so far."""
-        until = {
-            p: o
-            for p, o in (
-                await self._offsets.committed(
-                    self._topics.psva_group(party_id), self._topics.suppressions
-                )
-            ).items()
-            if o > 0
-        }
+        until = {p: o for p, o in (await self._acknowledged(party_id)).items() if o > 0}
         if not until:
             return False  # it never acknowledged anything: its stream starts at the beginning
         group = self._group(party_id, sender_id)

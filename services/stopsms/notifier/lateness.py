@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import mode
 from prometheus_client import Gauge, Histogram
@@ -83,10 +84,15 @@ class LatenessWatcher(mode.Service):
         self,
         open_records: dict[str, events_pb2.PropagationRecord],
         slo_seconds: float,
+        fill: Callable[[events_pb2.PropagationRecord], events_pb2.PropagationRecord] = (
+            lambda record: record
+        ),
         **kwargs: object,
     ) -> None:
         self.open_records = open_records
         self.slo_seconds = slo_seconds
+        #: What the parties applied since the record was published (their progress).
+        self.fill = fill
         self._reported: set[tuple[str, str]] = set()
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
@@ -96,7 +102,8 @@ class LatenessWatcher(mode.Service):
         lag: dict[str, tuple[int, float, int]] = {}
         still_open = set()
         newly_late: dict[str, list[tuple[float, str]]] = {}
-        for event_id, record in list(self.open_records.items()):
+        for event_id, published in list(self.open_records.items()):
+            record = self.fill(published)
             age = (now_ms - record.action_time.ToMilliseconds()) / 1000
             for delivery in record.deliveries:
                 if delivery.status != PENDING:

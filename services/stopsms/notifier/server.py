@@ -1,8 +1,8 @@
 """The notifier's gRPC API: ``WatchChanges``, ``Acknowledge``, ``GetPropagation``.
 
 Every replica reads every partition for streams, so any replica serves any PSVA. A stream
-resumes from the cursor given, else from the PSVA's last acknowledgement (its committed offsets
-in the group ``stopsms.psva.<id>``), else from the beginning of the list. A PSVA is sent only the
+resumes from the cursor given, else from the PSVA's last acknowledgement (on any replica: see
+:mod:`stopsms.notifier.progress`), else from the beginning of the list. A PSVA is sent only the
 changes of its own senders and global opt-outs; when it is sent nothing for a while, a
 heartbeat carries the cursor forward so it can acknowledge past changes that were not its own.
 """
@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from stopsms.core.identity import Authenticator
 from stopsms.core.ids import LINK_PARTY_ID, event_id
-from stopsms.core.kafka import CompactedTopicIndex, GroupOffsets, Record, TopicReader
+from stopsms.core.kafka import CompactedTopicIndex, Record, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.parties import InvalidSender, Party, check_sender_id
 from stopsms.core.privacy import Pseudonymiser
@@ -33,6 +33,8 @@ from stopsms.notifier.cursor import (
 )
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.lateness import with_lateness
+from stopsms.notifier.progress import Acknowledgements
+from stopsms.notifier.propagation import with_progress
 from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
@@ -53,6 +55,15 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
             self.open.pop(key, None)
         else:
             self.open[key] = value
+
+    def put(self, key: str, value: events_pb2.PropagationRecord) -> None:
+        """Hold a record this replica published (and whether it is still open) at once."""
+        super().put(key, value)
+        self.on_value(key, value)
+
+    def open_records(self) -> list[events_pb2.PropagationRecord]:
+        """The records not done yet."""
+        return list(self.open.values())
 
 
 def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
@@ -76,7 +87,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         settings: NotifierSettings,
         *,
         auth: Authenticator,
-        offsets: GroupOffsets,
+        acknowledgements: Acknowledgements,
         propagation: PropagationIndex,
         pseudonymiser: Pseudonymiser,
         backfills: Backfills | None = None,
@@ -86,7 +97,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self._feed = feed
         self._backfills = backfills
         self._auth = auth
-        self._offsets = offsets
+        self._acks = acknowledgements
         self._propagation = propagation
         self._pseudonymiser = pseudonymiser
         self._topics = Topics(settings.topic_namespace)
@@ -137,9 +148,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         )
         try:
             if not request.cursor:
-                start = await self._offsets.committed(
-                    self._topics.psva_group(party.id), self._topics.suppressions
-                )
+                start = await self._acks.durable(party.id)
         except KafkaError as exc:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}"
@@ -232,19 +241,13 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                         grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}"
                     )
             return notifier_pb2.AcknowledgeResponse(cursor=request.cursor)
-        group = self._topics.psva_group(party.id)
-        topic = self._topics.suppressions
         try:
-            durable = await self._offsets.committed(group, topic)
-            forward = {p: o for p, o in cursor.offsets.items() if o > durable.get(p, -1)}
-            if forward:
-                await self._offsets.commit(group, topic, forward)
+            durable = await self._acks.acknowledge(party, cursor.offsets)
             if self._backfills is not None:
                 for sender in cursor.backfilled:
                     await self._backfills.close(party.id, sender)
         except Exception as exc:  # noqa: BLE001 - Kafka unavailable: the PSVA retries
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}")
-        durable.update(forward)
         return notifier_pb2.AcknowledgeResponse(cursor=encode_cursor(durable))
 
     async def GetPropagation(  # noqa: N802 - gRPC method name
@@ -272,5 +275,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, "no propagation record for this request")
         self._auth.permitted(party, method, [])
         return notifier_pb2.GetPropagationResponse(
-            propagation=with_lateness(record, self._settings.propagation_slo_seconds)
+            propagation=with_lateness(
+                with_progress(record, self._acks.progress), self._settings.propagation_slo_seconds
+            )
         )

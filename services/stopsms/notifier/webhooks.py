@@ -1,13 +1,12 @@
 """Webhooks: changes POSTed to the PSVAs that prefer HTTP, signed, retried, and receipted.
 
 For each PSVA with a ``webhook`` in the parties directory, one notifier replica reads
-``stopsms.suppressions.v1`` from the PSVA's durable cursor (the committed offsets of its group
-``stopsms.psva.<id>``, the same one ``Acknowledge`` moves), keeps the changes the PSVA is
-entitled to, and POSTs them in batches: a JSON body (the protobuf JSON mapping of a
-:class:`WebhookBatch`) with ``X-StopSMS-Signature: t=<unix seconds>,v1=<hex HMAC-SHA-256 of
-"<t>.<body>">`` under the PSVA's secret (read from the file the directory names, mounted from
-a Secret). A 2xx answer is the receipt: the cursor is committed, and the receipt poller turns
-it into APPLIED receipts like any acknowledgement.
+``stopsms.suppressions.v1`` from the PSVA's durable cursor (the same one ``Acknowledge`` moves),
+keeps the changes the PSVA is entitled to, and POSTs them in batches: a JSON body (the protobuf
+JSON mapping of a :class:`WebhookBatch`) with ``X-StopSMS-Signature: t=<unix seconds>,v1=<hex
+HMAC-SHA-256 of "<t>.<body>">`` under the PSVA's secret (read from the file the directory names,
+mounted from a Secret). A 2xx answer is the receipt: the cursor is acknowledged, exactly as a
+stream PSVA's ``Acknowledge`` is, and that progress is what the proof reads.
 
 Anything else is retried with exponential backoff and full jitter, the same batch again, so a
 receiver that comes back gets everything it missed, in order. After a few failures in a row
@@ -32,13 +31,14 @@ import mode
 from google.protobuf import json_format
 from prometheus_client import Counter, Gauge
 
-from stopsms.core.kafka import GroupOffsets, TopicReader
+from stopsms.core.kafka import TopicReader
 from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
 from stopsms.notifier.app import assigned_partitions
 from stopsms.notifier.cursor import encode_cursor
+from stopsms.notifier.progress import Acknowledgements
 from stopsms.v1 import events_pb2, notifier_pb2
 
 log = logging.getLogger(__name__)
@@ -141,14 +141,14 @@ class WebhookSender(mode.Service):
         app: faust.App,
         settings: NotifierSettings,
         directory: PartiesDirectory,
-        offsets: GroupOffsets,
+        acknowledgements: Acknowledgements,
         pseudonymiser: Pseudonymiser,
         **kwargs: object,
     ) -> None:
         self.app = app
         self.settings = settings
         self.directory = directory
-        self.offsets = offsets
+        self.acks = acknowledgements
         self.pseudonymiser = pseudonymiser
         self.topics = Topics(settings.topic_namespace)
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -208,9 +208,8 @@ class WebhookSender(mode.Service):
             DEGRADED.labels(party.id).set(1)
             await asyncio.sleep(30)
             return
-        group = self.topics.psva_group(party.id)
         topic = self.topics.suppressions
-        positions = await self.offsets.committed(group, topic)
+        positions = await self.acks.durable(party.id)
         reader = TopicReader(
             self.settings.kafka,
             topic,
@@ -238,8 +237,8 @@ class WebhookSender(mode.Service):
                         party_id=party.id, changes=changes, cursor=encode_cursor(positions)
                     )
                     await self._post_until_accepted(party, secret, batch)
-                # Committed only now: what is not accepted is sent again, from here.
-                await self.offsets.commit(group, topic, dict(positions))
+                # Acknowledged only now: what is not accepted is sent again, from here.
+                await self.acks.acknowledge(party, dict(positions))
         finally:
             await reader.stop()
 
