@@ -137,7 +137,6 @@ async def operator(bootstrap: str, namespace: str, party_id: str) -> None:
             group_id=topics.operator_group(party_id),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
-            fetch_max_wait_ms=50,
         )
         try:
             await consumer.start()

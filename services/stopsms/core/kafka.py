@@ -263,6 +263,7 @@ class TopicReader:
 
     Used wherever each replica needs the whole topic: the registry's view materialiser, the
     notifier's PSVA streams, intake's link directory. Offsets are the *next* offset to read.
+    With ``fetching=False`` it only answers for offsets (end offsets, positions).
     """
 
     def __init__(
@@ -275,10 +276,12 @@ class TopicReader:
         max_records: int = 2000,
         only_partitions: Sequence[int] | None = None,
         start_time_ms: int | None = None,
+        fetching: bool = True,
     ) -> None:
         self.topic = topic
         self._start_offsets = start_offsets or {}
         self._start_time_ms = start_time_ms
+        self._fetching = fetching
         self._only = set(only_partitions) if only_partitions is not None else None
         self._consumer = AIOKafkaConsumer(
             **KafkaAccess.of(bootstrap).client_options(),
@@ -287,7 +290,9 @@ class TopicReader:
             auto_offset_reset="earliest",
             client_id=client_id,
             max_poll_records=max_records,
-            fetch_max_wait_ms=100,
+            # A fetch waits at the broker until records arrive (then it is answered at once)
+            # or this long: an idle reader asks twice a second, not ten times.
+            fetch_max_wait_ms=500,
             isolation_level="read_uncommitted",
         )
         self.partitions: list[TopicPartition] = []
@@ -314,6 +319,8 @@ class TopicReader:
             ids &= self._only
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
         self._consumer.assign(self.partitions)
+        if not self._fetching:  # asked only for offsets: never fetch records in the background
+            self._consumer.pause(*self.partitions)
         by_time: dict[TopicPartition, Any] = {}
         if self._start_time_ms is not None:
             by_time = await self._consumer.offsets_for_times(
@@ -448,6 +455,15 @@ class RangeReader:
         tp = TopicPartition(self.topic, partition)
         self._consumer.assign([tp])
         self._consumer.seek(tp, start)
+        try:
+            return await self._read_range(tp, start, end, timeout)
+        finally:  # between reads it fetches nothing (an idle assigned consumer polls the broker)
+            self._consumer.pause(tp)
+
+    async def _read_range(
+        self, tp: TopicPartition, start: int, end: int, timeout: float
+    ) -> list[Record]:
+        partition = tp.partition
         out: list[Record] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while await self._consumer.position(tp) < end:

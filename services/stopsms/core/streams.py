@@ -230,7 +230,7 @@ class ConsumerLag(mode.Service):
     async def on_start(self) -> None:
         """Connect the readers (they only ask for end offsets)."""
         for topic in self.topics:
-            reader = TopicReader(self.bootstrap, topic, client_id="stopsms-lag")
+            reader = TopicReader(self.bootstrap, topic, client_id="stopsms-lag", fetching=False)
             await reader.start()
             self.readers.append(reader)
 

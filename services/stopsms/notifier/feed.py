@@ -52,7 +52,9 @@ class LiveFeed(mode.Service):
 
     async def on_start(self) -> None:
         """Start reading at the current end of every partition."""
-        probe = TopicReader(self.bootstrap, self.topic, client_id="stopsms-feed-probe")
+        probe = TopicReader(
+            self.bootstrap, self.topic, client_id="stopsms-feed-probe", fetching=False
+        )
         await probe.start()
         try:
             self.positions = await probe.end_offsets()

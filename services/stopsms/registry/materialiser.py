@@ -289,7 +289,7 @@ class ViewMaterialiser(mode.Service):
         )
 
     async def _records_in_topic(self) -> int:
-        reader = TopicReader(self.bootstrap, self.topic)
+        reader = TopicReader(self.bootstrap, self.topic, fetching=False)
         await reader.start()
         try:
             return sum((await reader.end_offsets()).values())

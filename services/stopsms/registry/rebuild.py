@@ -100,7 +100,7 @@ async def rebuild_in_parallel(
     interval_s: float = 0.2,
 ) -> Progress:
     """Clear the view, rebuild it from offset 0 to the current end, and verify it."""
-    reader = TopicReader(bootstrap, topic)
+    reader = TopicReader(bootstrap, topic, fetching=False)
     await reader.start()
     try:
         targets = await reader.end_offsets()
