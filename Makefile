@@ -20,8 +20,8 @@ test-unit:
 check-schemas:  ## docker-compose.yml and the Strimzi and KEDA objects of k8s/ against the schemas in STOPSMS_SCHEMAS (default ../shared/schemas).
 	$(PYTHON) -m pytest -q deploy/checks
 
-chaos: install  ## Eight fault scenarios under load (5,000 opt-outs each), each ending with the ledger check.
-	$(PYTHON) -m chaos --optouts 5000 --rate 100
+chaos: install  ## Eight fault scenarios under load (5,000 opt-outs each at 200/s), each ending with the ledger check.
+	$(PYTHON) -m chaos --optouts 5000 --rate 200
 
 chaos-ci: install  ## The same scenarios, reduced for CI (1,000 opt-outs each).
 	$(PYTHON) -m chaos --optouts 1000 --rate 50
@@ -41,19 +41,21 @@ lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
 	$(PYTHON) -m ruff format --check services tests bench chaos deploy examples
 	$(PYTHON) -m mypy
 
-bench:  ## Propagation, audit overhead, intake, registry (each against a raw baseline); writes bench/results.json.
+bench:  ## Propagation, audit overhead, intake, registry, the stream layer and the propagation sweep (each against a raw baseline); writes bench/results.json.
 	$(PYTHON) -m bench.propagation
 	$(PYTHON) -m bench.audit
 	$(PYTHON) -m bench.intake
 	$(PYTHON) -m bench.registry
-	$(PYTHON) -m bench.propagation_load
+	$(PYTHON) -m bench.stream_layer
+	$(PYTHON) -m bench.propagation_sweep
 
 bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; nothing is recorded.
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation --count 10 --rate 10
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.audit --seconds 1 --concurrency 4
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.intake --seconds 1 --rate 50 --in-flight 8
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --entries 20000 --numbers 20000 --seconds 1 --concurrency 4
-	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_load --rate 20 --seconds 5 --psvas 3
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.stream_layer --requests 2000
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.core.infra fetch

@@ -361,7 +361,7 @@ super.users=User:ANONYMOUS
             resource = rule["resource"]
             kind = ResourceType[_constant(resource["type"])]
             name = resource.get("name", "kafka-cluster")
-            if kind in (ResourceType.TOPIC, ResourceType.GROUP):
+            if kind in (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID):
                 name = namespace + name
             pattern = ResourcePattern(
                 kind,

@@ -85,10 +85,11 @@ class KafkaPublisher:
     def __init__(
         self, bootstrap: KafkaAccess | str, *, timeout_seconds: float = 10.0, client_id: str = ""
     ) -> None:
+        self._acks, self._idempotent = "all", True
         self._producer = AIOKafkaProducer(
             **KafkaAccess.of(bootstrap).client_options(),
-            acks="all",
-            enable_idempotence=True,
+            acks=self._acks,
+            enable_idempotence=self._idempotent,
             client_id=client_id or "stopsms",
             request_timeout_ms=int(timeout_seconds * 1000),
             linger_ms=1,
@@ -101,7 +102,7 @@ class KafkaPublisher:
 
     def guarantees(self) -> tuple[object, bool]:
         """(acks, idempotent) as the producer will use them, for the self-check at start."""
-        return self._producer._sender._acks, self._producer._txn_manager is not None
+        return self._acks, self._idempotent
 
     async def stop(self) -> None:
         """Flush what is buffered and disconnect."""
@@ -279,12 +280,13 @@ class TopicReader:
         fetching: bool = True,
     ) -> None:
         self.topic = topic
+        self._kafka = KafkaAccess.of(bootstrap)
         self._start_offsets = start_offsets or {}
         self._start_time_ms = start_time_ms
         self._fetching = fetching
         self._only = set(only_partitions) if only_partitions is not None else None
         self._consumer = AIOKafkaConsumer(
-            **KafkaAccess.of(bootstrap).client_options(),
+            **self._kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -299,14 +301,24 @@ class TopicReader:
 
     async def _partition_ids(self, wait_seconds: float) -> set[int]:
         """The topic's partitions; a topic created a moment ago may take a while to appear."""
+        known = self._consumer.partitions_for_topic(self.topic)  # the metadata of the start
+        if known:
+            return set(known)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        while True:
-            cluster = await self._consumer._client.fetch_all_metadata()
-            ids = cluster.partitions_for_topic(self.topic)
-            if ids or loop.time() > deadline:
-                return set(ids or ())
-            await asyncio.sleep(0.2)
+        admin = AIOKafkaAdminClient(**self._kafka.client_options(), client_id="stopsms-reader")
+        await admin.start()
+        try:
+            while True:
+                ids = set()
+                for description in await admin.describe_topics([self.topic]):
+                    if description.get("error_code", 0) == 0:
+                        ids |= {p["partition"] for p in description.get("partitions", [])}
+                if ids or loop.time() > deadline:
+                    return ids
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
 
     async def start(self, wait_seconds: float = 10.0) -> None:
         """Connect, assign every partition and seek to the start offsets (or the beginning)."""

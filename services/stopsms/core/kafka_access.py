@@ -10,7 +10,7 @@ limit it to the topics and groups it needs:
   scram-sha-512``), for clients that cannot hold a certificate.
 
 One :class:`KafkaAccess` describes this once; the three Kafka libraries the platform uses
-(aiokafka, faust, kafka-python) take it from here, so that a
+(aiokafka, kafka-python) take it from here, so that a
 process never connects one client securely and another in plaintext.
 """
 
@@ -113,21 +113,5 @@ class KafkaAccess:
                 sasl_mechanism=SASL_MECHANISM,
                 sasl_plain_username=self.sasl_username,
                 sasl_plain_password=self._password(),
-            )
-        return options
-
-    def faust(self) -> dict[str, Any]:
-        """The ``broker`` and ``broker_credentials`` options of a faust app."""
-        import faust  # only stream processors need it; the command line stays quick
-
-        options: dict[str, Any] = {"broker": f"kafka://{self.bootstrap}"}
-        if self.security_protocol == "SSL":
-            options["broker_credentials"] = faust.SSLCredentials(self.ssl_context())
-        elif self.security_protocol == "SASL_SSL":
-            options["broker_credentials"] = faust.SASLCredentials(
-                username=self.sasl_username,
-                password=self._password(),
-                ssl_context=self.ssl_context(),
-                mechanism=SASL_MECHANISM,
             )
         return options

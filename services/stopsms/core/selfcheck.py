@@ -89,7 +89,7 @@ def topic_problems(
 
 def expected_topics(topics: Topics, service: str) -> list[tuple[str, Mapping[str, str]]]:
     """The topics a service checks: every v1 topic, and its own faust changelogs."""
-    own = topics.faust_app_id(service) + "-"
+    own = topics.processor_group(service) + "-"
     return [
         *topics.all_specs(),
         *(spec for spec in topics.internal_specs() if spec[0].startswith(own)),

@@ -1,193 +1,342 @@
-"""The faust conventions shared by the registry and the notifier: the app and its worker."""
+"""The stream layer: consumer-group processors that publish before they commit, and their worker.
+
+This is the one module that drives Kafka's consumer groups for stream processing
+(``bench/stream_layer.py`` chose it over faust: see docs/architecture.md). A
+:class:`GroupProcessor` reads one topic as a member of a consumer group and hands each batch
+of records to a plain handler, which returns the records to publish. The batch's outputs and
+the changes of its :class:`StateStore` (written to a compacted changelog) are sent together by
+an idempotent producer (acks=all); the input offsets are committed only once Kafka has
+acknowledged every one of them. A crash anywhere processes the batch again from the committed
+offsets; every handler is deterministic, so a record published again is identical, and a
+state already written makes a repeated request publish nothing.
+
+The loop never waits idle on a timer: ``getmany`` returns as soon as records arrive, and a batch
+is whatever arrived meanwhile, so batches grow with the load.
+
+A handler is an object with ``process(records) -> ProcessedBatch`` and ``assigned``/``revoked``
+hooks; it is tested in-process with records and a store of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import sys
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-import faust
 import mode
-from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
-from stopsms.core.kafka import GroupOffsets, RangeReader, Record, TopicReader
+from stopsms.core.kafka import GroupOffsets, Record, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
 
 log = logging.getLogger(__name__)
 
+#: Records handed to a handler at most at once.
+MAX_BATCH = 2000
+#: How long a batch's records and offsets may wait for Kafka before the batch is retried.
+DELIVERY_TIMEOUT_S = 60.0
+#: Pause after a failed batch before it is tried again.
+RETRY_S = 1.0
 
-class IdempotentProducer(AIOKafkaProducerDriver):  # type: ignore[misc]
-    """faust's producer with idempotence on (faust turns it on only in transactions).
 
-    A batch retried after a lost acknowledgement is then written once, not twice.
+@dataclass(frozen=True)
+class Output:
+    """A record a handler publishes."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    partition: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class ProcessedBatch:
+    """What a handler made of a batch: records to publish, and what to do once committed."""
+
+    outputs: list[Output] = field(default_factory=list)
+    after_commit: Callable[[], None] | None = None
+
+
+class Handler(Protocol):
+    """A stream processor's own logic: records in, records (and state changes) out."""
+
+    async def process(self, records: list[Record]) -> ProcessedBatch:
+        """Process one batch, in offset order per partition."""
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """These partitions are this member's now (their state is restored before)."""
+
+    def revoked(self, partitions: set[int]) -> None:
+        """These partitions are another member's now."""
+
+
+class StateStore:
+    """Per-partition state of a processor, backed by a compacted changelog topic.
+
+    ``put`` changes the state in memory and returns the changelog record, which the processor
+    publishes with the batch; ``restore`` reads a partition's changelog when the partition is
+    assigned, or again after a failed batch.
     """
 
-    def _settings_extra(self) -> dict[str, object]:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+    def __init__(self, kafka: KafkaAccess, changelog: str) -> None:
+        self.kafka = kafka
+        self.changelog = changelog
+        self._data: dict[int, dict[bytes, bytes]] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The committed (or, during a batch, the batch's) value of ``key``."""
+        return self._data.get(partition, {}).get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> Output:
+        """Change the state; the returned record must be published with the batch."""
+        self._data.setdefault(partition, {})[key] = value
+        return Output(self.changelog, key, value, partition)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._data.values())
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget partitions another member holds now."""
+        for partition in partitions:
+            self._data.pop(partition, None)
+
+    async def restore(self, partitions: set[int]) -> None:
+        """Read the changelog of ``partitions`` to its end (committed records only)."""
+        if not partitions:
+            return
+        started = time.monotonic()
+        reader = TopicReader(
+            self.kafka,
+            self.changelog,
+            client_id="stopsms-restore",
+            max_records=10_000,
+            only_partitions=sorted(partitions),
+        )
+        await reader.start()
+        data: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
+        try:
+            async for batch in reader.read_to_end():
+                for record in batch:
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        data[record.partition].pop(record.key, None)
+                    else:
+                        data[record.partition][record.key] = record.value
+        finally:
+            await reader.stop()
+        self._data.update(data)
+        log.info(
+            "state of %s restored: %d keys in %d partitions in %.2f s",
+            self.changelog,
+            sum(len(d) for d in data.values()),
+            len(partitions),
+            time.monotonic() - started,
+        )
 
 
-class StreamApp(faust.App):  # type: ignore[misc]
-    """A faust app whose producer is idempotent.
+class GroupProcessor(mode.Service):
+    """One topic, one consumer group, one handler; a batch is published, then committed."""
 
-    ``stopsms_services`` are the services its agents need beside it (run by the same worker).
-    """
+    def __init__(
+        self,
+        kafka: KafkaAccess | str,
+        group: str,
+        topic: str,
+        handler: Handler,
+        *,
+        stores: Sequence[StateStore] = (),
+        session_timeout_s: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        self.kafka = KafkaAccess.of(kafka)
+        self.group = group
+        self.topic = topic
+        self.handler = handler
+        self.stores = list(stores)
+        #: How long the group waits for a silent member before handing its partitions over.
+        self.session_timeout_s = session_timeout_s
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._acks, self._idempotent = "all", True
+        self.batches = 0
+        super().__init__(**kwargs)
 
-    stopsms_services: list[mode.ServiceT]
+    def assignment(self) -> set[int]:
+        """The partitions this member holds now."""
+        if self.consumer is None:
+            return set()
+        return {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
 
-    def _new_producer(self) -> IdempotentProducer:
-        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+    def guarantees(self) -> tuple[str, object, bool]:
+        """(name, acks, idempotent) of the producer, as the self-check reads them."""
+        return "stream", self._acks, self._idempotent
+
+    async def on_start(self) -> None:
+        """Join the group and open the producer."""
+        options = self.kafka.client_options()
+        self.producer = AIOKafkaProducer(
+            **options,
+            enable_idempotence=self._idempotent,
+            acks=self._acks,
+            linger_ms=1,
+            client_id=f"{self.group}-producer",
+        )
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            **options,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=MAX_BATCH,
+            fetch_max_wait_ms=500,
+            session_timeout_ms=int(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.session_timeout_s * 100),
+            client_id=f"{self.group}-consumer",
+        )
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        """Leave the group (what is not committed is processed again by the next owner)."""
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Restore the state of newly assigned partitions, then tell the handler."""
+        for store in self.stores:
+            await store.restore(partitions)
+        await self.handler.assigned(partitions)
+        log.info("%s: partitions %s assigned", self.group, sorted(partitions))
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        """Forget revoked partitions' state."""
+        for store in self.stores:
+            store.drop(partitions)
+        self.handler.revoked(partitions)
+
+    async def process_once(self, timeout_ms: int = 500) -> int:
+        """Take what arrived, process it, publish the outputs, then commit the offsets."""
+        assert self.consumer is not None and self.producer is not None
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_BATCH)
+        records = [
+            Record(
+                tp.topic,
+                tp.partition,
+                m.offset,
+                m.key,
+                m.value,
+                m.timestamp,
+                tuple(m.headers or ()),
+            )
+            for tp, messages in batches.items()
+            for m in messages
+        ]
+        if not records:
+            return 0
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages}
+        processed = await self.handler.process(records)
+        deliveries: list[Awaitable[Any]] = []
+        for out in processed.outputs:
+            deliveries.append(
+                await self.producer.send(
+                    out.topic,
+                    key=out.key,
+                    value=out.value,
+                    partition=out.partition,
+                    headers=list(out.headers),
+                )
+            )
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):  # published before remembered
+            await asyncio.gather(*deliveries)
+            await self.consumer.commit(offsets)
+        self.batches += 1
+        if processed.after_commit is not None:
+            processed.after_commit()
+        return len(records)
+
+    async def _recover(self) -> None:
+        """After a failed batch: back to the committed offsets and the committed state."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        committed = {tp: await self.consumer.committed(tp) for tp in assigned}
+        for tp, offset in committed.items():
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        partitions = {tp.partition for tp in assigned}
+        for store in self.stores:
+            store.drop(partitions)
+            await store.restore(partitions)
+
+    @mode.Service.task
+    async def _run(self) -> None:
+        failures = 0
+        while not self.should_stop:
+            try:
+                await self.process_once()
+                failures = 0
+            except (KafkaError, TimeoutError, OSError) as exc:
+                failures += 1
+                log.warning(
+                    "%s: batch not committed (%r); processing it again from the committed "
+                    "offsets (attempt %d)",
+                    self.group,
+                    exc,
+                    failures,
+                )
+                await self.sleep(min(RETRY_S * failures, 10.0))
+                try:
+                    await self._recover()
+                except Exception:  # noqa: BLE001 - Kafka still away: the next round retries
+                    log.warning("%s: recovery failed; retrying", self.group, exc_info=True)
+            except Exception:  # noqa: BLE001 - a defect: restart from what is committed
+                log.critical(
+                    "%s: batch failed; exiting so that the orchestrator restarts the process "
+                    "from the committed offsets",
+                    self.group,
+                    exc_info=True,
+                )
+                logging.shutdown()
+                os._exit(70)
 
 
-def producer_guarantees(app: faust.types.AppT) -> tuple[str, object, bool]:
-    """(name, acks, idempotent) of a stream app's producer, as the self-check reads them."""
-    producer: Any = app.producer
-    effective = {**producer._settings_default(), **producer._settings_extra()}
-    return "faust", effective["acks"], bool(effective.get("enable_idempotence"))
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands rebalances to the processor (called by the consumer, between batches)."""
+
+    def __init__(self, processor: GroupProcessor) -> None:
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.processor.on_revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.processor.on_assigned({tp.partition for tp in assigned})
 
 
-def faust_app(settings: Settings, service: str, data_dir: Path | None = None) -> StreamApp:
-    """A faust app with the platform's conventions: raw bytes, acks=all, no web server."""
-    topics = Topics(settings.topic_namespace)
-    app = StreamApp(
-        topics.faust_app_id(service),
-        **settings.kafka.faust(),
-        store="memory://",
-        datadir=str(data_dir or settings.data_dir / service),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        producer_acks=-1,
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        key_serializer="raw",
-        value_serializer="raw",
-        table_standby_replicas=0,
-        broker_session_timeout=settings.kafka_session_timeout_seconds,
-        broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 10,
-    )
-    app.stopsms_services = []
-    return app
-
-
-def stream_worker(
-    app: faust.App, services: list[mode.ServiceT], settings: Settings
-) -> faust.Worker:
-    """The worker that runs the app and the process's other services on one event loop.
+def stream_worker(services: list[mode.ServiceT], settings: Settings) -> mode.Worker:
+    """The worker that runs the process's services on one event loop.
 
     The worker owns the loop and the signals: on SIGTERM it stops every service in reverse
     order, so the gRPC server drains before Kafka clients close.
     """
-    return faust.Worker(app, *services, loglevel=settings.log_level, override_logging=False)
+    return mode.Worker(*services, loglevel=settings.log_level, override_logging=False)
 
 
-def run_worker(worker: faust.Worker) -> None:
-    """Run a worker until it is stopped (its command line options are not ours to parse)."""
-    sys.argv = sys.argv[:1]
+def run_worker(worker: mode.Worker) -> None:
+    """Run a worker until it is stopped (SIGTERM and SIGINT stop it gracefully)."""
     worker.execute_from_commandline()
-
-
-#: How long the guard waits for Kafka (committed offsets, a skipped range) before giving up.
-GUARD_TIMEOUT_S = 30.0
-
-
-class OffsetGuard(mode.Service):
-    """Hands an agent the records of its partition that faust skipped, so none goes unprocessed.
-
-    faust-streaming's consumer stops handing out a fetched batch when a rebalance begins (the
-    group's generation changes, or the flow is suspended), while the Kafka consumer's position
-    has already moved past that batch. The skipped records are never given to the agent, and
-    faust counts the hole as done, so the offsets acknowledged after it move the committed
-    position past records nobody processed. The fault tests found it: after a kill -9 of the
-    notifier, changes decided while it was down got no PENDING receipt.
-
-    The agent asks, for each record, what it missed in that partition since the last record
-    it saw (or, first after an assignment, since the group's committed offset) and processes
-    those first, read from the topic. A record seen again (a redelivery) is simply processed
-    again, as every agent already tolerates. On a compacted topic a hole left by compaction
-    reads as nothing.
-    """
-
-    def __init__(
-        self, app: faust.App, bootstrap: KafkaAccess | str, topic: str, **kwargs: Any
-    ) -> None:
-        self.app = app
-        self.topic = topic
-        self.group = app.conf.id
-        self.ranges = RangeReader(bootstrap, topic)
-        self.offsets = GroupOffsets(bootstrap)
-        self._last: dict[int, int] = {}
-        self._connected = False
-        super().__init__(**kwargs)
-        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-
-    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        self._last.clear()  # the next owner of each partition starts from the committed offset
-
-    async def _connect(self) -> None:
-        if not self._connected:
-            await self.ranges.start()
-            await self.offsets.start()
-            self._connected = True
-
-    async def on_stop(self) -> None:
-        """Disconnect (only when a gap ever made it connect)."""
-        if self._connected:
-            await self.ranges.stop()
-            await self.offsets.stop()
-
-    async def missed(self, partition: int, offset: int) -> list[Record]:
-        """The records of ``partition`` before ``offset`` that the agent was never given."""
-        last = self._last.get(partition)
-        self._last[partition] = offset
-        try:
-            async with asyncio.timeout(GUARD_TIMEOUT_S):
-                if last is None:
-                    await self._connect()
-                    committed = await self.offsets.committed(self.group, self.topic)
-                    start = committed.get(partition, offset)
-                else:
-                    start = last + 1
-                if start >= offset:
-                    return []
-                await self._connect()
-                records = await self.ranges.read(partition, start, offset)
-        except TimeoutError as exc:
-            # Better a crash and a restart from the committed offsets than an agent that waits
-            # for ever: the orchestrator restarts the process, which loses nothing.
-            raise RuntimeError(
-                f"{self.topic}[{partition}]: no answer from Kafka within {GUARD_TIMEOUT_S:.0f} s "
-                "while checking for skipped records"
-            ) from exc
-        if records:
-            log.warning(
-                "%s[%d]: %d record(s) between offsets %d and %d were skipped by the consumer; "
-                "processing them now",
-                self.topic,
-                partition,
-                len(records),
-                start,
-                offset - 1,
-            )
-        return records
-
-
-class SkippedMessage:
-    """A record read back by :class:`OffsetGuard`, shaped like the faust message it missed."""
-
-    def __init__(self, record: Record) -> None:
-        self.topic = record.topic
-        self.partition = record.partition
-        self.offset = record.offset
-        self.key = record.key
-        self.value = record.value
-        self.timestamp = record.timestamp_ms / 1000
-        self.headers = list(record.headers)
 
 
 CONSUMER_LAG = Gauge(
@@ -256,10 +405,10 @@ class ConsumerLag(mode.Service):
     def _watch_for_stall(self, committed_total: int, lag: int, now: float | None = None) -> bool:
         """Exit the process when work waits and nothing was committed for too long.
 
-        A stream processor that stopped consuming (the fault tests saw one after a long pause)
-        would otherwise wait for ever while every party's changes pile up. Its state is in
-        Kafka, so exiting loses nothing: the orchestrator restarts it from the committed
-        offsets. Returns True when it would exit (for the tests: ``exit`` is then not called).
+        A processor that stopped consuming would otherwise wait for ever while every party's
+        changes pile up. Its state is in Kafka, so exiting loses nothing: the orchestrator
+        restarts it from the committed offsets. Returns True when it would exit (for the
+        tests: ``exit`` is then not called).
         """
         now = time.monotonic() if now is None else now
         if self._progress is None or committed_total != self._progress[0] or lag == 0:

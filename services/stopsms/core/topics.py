@@ -43,9 +43,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
 )
 
 
-#: The faust tables (service, table): their changelogs are compacted topics that deployments
-#: create up front, with the same partition count as the topics the tables follow.
-FAUST_TABLES: tuple[tuple[str, str], ...] = (("registry", "decisions"), ("notifier", "propagation"))
+#: The stream processors' state (service, table): their changelogs are compacted topics that
+#: deployments create up front, with the same partition count as the topics the state follows.
+STATE_TABLES: tuple[tuple[str, str], ...] = (("registry", "decisions"),)
 
 
 @dataclass(frozen=True)
@@ -109,20 +109,19 @@ class Topics:
         """Every v1 topic with its full name and configs."""
         return [(self.name(spec.name), dict(spec.configs)) for spec in TOPIC_SPECS]
 
-    def faust_app_id(self, service: str) -> str:
-        """The faust application id (and consumer group) of a service."""
+    def processor_group(self, service: str) -> str:
+        """The consumer group of a service's stream processor."""
         return self.name(f"stopsms-{service}")
 
-    def internal_specs(self) -> list[tuple[str, dict[str, str]]]:
-        """Faust's table changelogs, created before the workers start.
+    def changelog(self, service: str, table: str) -> str:
+        """The compacted changelog of a processor's state (the name faust gave it before)."""
+        return f"{self.processor_group(service)}-{table}-changelog"
 
-        Created by faust itself, a changelog may be missing from the metadata for a moment when
-        the worker first needs it, and faust then crashes the agent; creating them up front, as
-        a deployment does, avoids that race.
-        """
+    def internal_specs(self) -> list[tuple[str, dict[str, str]]]:
+        """The processors' state changelogs, created before the processors start."""
         return [
-            (f"{self.faust_app_id(service)}-{table}-changelog", {"cleanup.policy": "compact"})
-            for service, table in FAUST_TABLES
+            (self.changelog(service, table), {"cleanup.policy": "compact"})
+            for service, table in STATE_TABLES
         ]
 
 

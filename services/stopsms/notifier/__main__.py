@@ -1,8 +1,8 @@
-"""Run the notifier: ``python -m stopsms.notifier`` (faust worker plus the gRPC API)."""
+"""Run the notifier: ``python -m stopsms.notifier`` (the proof stage plus the gRPC API)."""
 
 from __future__ import annotations
 
-import faust
+import mode
 
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
@@ -11,10 +11,10 @@ from stopsms.core.reloading import DirectoryReloader
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start
-from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
+from stopsms.core.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
-from stopsms.notifier.app import Prover, create_notifier_app
+from stopsms.notifier.app import Prover, create_tracking_stage
 from stopsms.notifier.backfill import Backfills, follow_grants
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.lateness import LatenessWatcher
@@ -30,7 +30,7 @@ from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
 
 
-def create_worker(settings: NotifierSettings) -> faust.Worker:
+def create_worker(settings: NotifierSettings) -> tuple[mode.Worker, GroupProcessor]:
     """Assemble the notifier process from its settings."""
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka, "stopsms-notifier-audit")
@@ -39,14 +39,14 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
     propagation = PropagationIndex(settings.kafka, topics.propagation)
     publisher = ProgressPublisher(settings.kafka)
     progress = ProgressLog()
-    provers: list[Prover] = []
-
-    def make_prover(app: faust.App) -> Prover:
-        provers.append(Prover(app, topics, directory, publisher, propagation, progress))
-        return provers[0]
-
-    app = create_notifier_app(settings, make_prover)
-    (prover,) = provers
+    prover = Prover(topics, directory, publisher, propagation, progress)
+    tracking = create_tracking_stage(settings, prover)
+    lag = ConsumerLag(
+        settings.kafka,
+        tracking.group,
+        [topics.suppressions],
+        stall_exit_seconds=settings.stall_exit_seconds,
+    )
     follower = ProgressFollower(
         settings.kafka,
         topics,
@@ -106,8 +106,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         credentials=settings.server_credentials(),
         health_address=settings.notifier_health_address,
     )
-    return stream_worker(
-        app,
+    worker = stream_worker(
         [
             audit_publisher,
             publisher,
@@ -115,11 +114,13 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
             offsets,
             propagation,
             follower,
-            *app.stopsms_services,
+            prover,
+            tracking,
+            lag,
             acknowledgements,
             operators,
             feed,
-            WebhookSender(app, settings, directory, acknowledgements, pseudonymiser),
+            WebhookSender(prover.mine, settings, directory, acknowledgements, pseudonymiser),
             LatenessWatcher(
                 propagation.open,
                 settings.propagation_slo_seconds,
@@ -129,6 +130,7 @@ def create_worker(settings: NotifierSettings) -> faust.Worker:
         ],
         settings,
     )
+    return worker, tracking
 
 
 def main() -> None:
@@ -136,11 +138,11 @@ def main() -> None:
     with refuse_to_start("notifier"):
         settings = NotifierSettings.from_env()
         configure_logging("notifier", settings.log_level, settings.log_format)
-        worker = create_worker(settings)
+        worker, tracking = create_worker(settings)
         before_serving(
             settings,
             "notifier",
-            [producer_guarantees(worker.app)],
+            [tracking.guarantees()],
             settings.notifier_metrics_address,
         )
     run_worker(worker)

@@ -1,10 +1,11 @@
-"""The notifier's faust application: the proof of propagation, from the parties' progress.
+"""The notifier's proof stage: the proof of propagation, from the parties' progress.
 
-* ``track-changes`` reads ``stopsms.suppressions.v1`` (partitions divided among replicas by the
-  consumer group). For each change it publishes the start of its proof — a
-  ``PropagationRecord`` naming every concerned party PENDING, and where the change sits — and
-  hands it to the :class:`Prover`. Its offsets are committed only behind acknowledged starts, so
-  a change past the committed offset always has its start record on the propagation topic.
+* The tracking stage reads ``stopsms.suppressions.v1`` (partitions divided among replicas by
+  the consumer group, :class:`~stopsms.core.streams.GroupProcessor`). For each change it
+  publishes the start of its proof — a ``PropagationRecord`` naming every concerned party
+  PENDING, and where the change sits — and commits its input offsets only once Kafka has
+  acknowledged those starts, so a change past the committed offset always has its start
+  record on the propagation topic; then it hands the change to the :class:`Prover`.
 * The :class:`Prover` holds the changes of this replica's partitions until every concerned party
   has applied them, as the parties' progress (:mod:`stopsms.notifier.progress`) says, and then
   publishes the done record. When it takes over a partition it first reads the proofs already
@@ -18,16 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-import faust
 import mode
-from faust.exceptions import ConsumerNotStarted
 
+from stopsms.core.kafka import Record, message_headers
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.settings import NotifierSettings
-from stopsms.core.streams import ConsumerLag, OffsetGuard, StreamApp, faust_app
+from stopsms.core.streams import GroupProcessor, Output, ProcessedBatch
 from stopsms.core.topics import Topics
 from stopsms.core.tracing import traced, traceparent_of
 from stopsms.notifier.lateness import observe_applied
@@ -37,29 +37,11 @@ from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-#: Changes taken together at most, and how long the agent waits to fill a batch.
-TRACK_BATCH = 1000
-TRACK_WAIT_S = 0.005
-#: How long a batch's start records may wait for Kafka before the worker gives up.
-DELIVERY_TIMEOUT_S = 60.0
 #: How long a done record that Kafka refused waits before it is published again.
 RETRY_DONE_S = 1.0
 #: How often assigned partitions without new changes are taken over.
 SYNC_EVERY_S = 1.0
 PROPAGATION_TYPE = "stopsms.v1.PropagationRecord"
-
-
-def assigned_partitions(app: faust.App, topic: str) -> set[int]:
-    """The partitions of ``topic`` this replica holds: the work it does once for everyone.
-
-    Read from the consumer's assignment (faust's own "actives" list only topics that a table
-    is co-partitioned with, and the notifier has no table).
-    """
-    try:
-        assignment = app.consumer.assignment()
-    except ConsumerNotStarted:
-        return set()
-    return {tp.partition for tp in assignment if tp.topic == topic}
 
 
 class PropagationView(Protocol):
@@ -83,7 +65,6 @@ class Prover(mode.Service):
 
     def __init__(
         self,
-        app: faust.App,
         topics: Topics,
         directory: PartiesDirectory,
         publisher: ProgressPublisher,
@@ -91,9 +72,10 @@ class Prover(mode.Service):
         log_: ProgressLog,
         **kwargs: object,
     ) -> None:
-        self.app = app
         self.topics = topics
         self.directory = directory
+        #: The partitions this replica's stage holds (set once the stage exists).
+        self.assignment: Callable[[], set[int]] = set
         self.publisher = publisher
         self.proofs = proofs
         self.tracker = ProofTracker(log_)
@@ -104,72 +86,92 @@ class Prover(mode.Service):
 
     def mine(self) -> set[int]:
         """The partitions this replica proves."""
-        return assigned_partitions(self.app, self.topics.suppressions)
+        return self.assignment()
 
     def waiting(self) -> bool:
         """Whether some change of this replica waits for a party."""
         return len(self.tracker) > 0
 
-    async def ensure_synced(self, partition: int) -> None:
-        """Before the first change of a partition taken over: the proofs started there."""
-        if partition in self._synced:
+    async def ensure_synced(self, partitions: set[int]) -> None:
+        """Before the first change of partitions taken over: the proofs started there."""
+        if partitions <= self._synced:
             return
         async with self._sync_lock:
-            if partition in self._synced:
+            new = partitions - self._synced
+            if not new:
                 return
             if not await self.proofs.caught_up(30.0):
                 raise RuntimeError("the propagation index did not catch up within 30 s")
             done = []
             for record in list(self.proofs.open_records()):
                 if record.HasField("change_position") and (
-                    record.change_position.partition == partition
+                    record.change_position.partition in new
                 ):
                     done.extend(self.tracker.open(record))
-            self._synced.add(partition)
+            self._synced |= new
             self.publish_done(done)
 
-    def revoked(self) -> None:
-        """A rebalance: forget every partition; those assigned again are read again."""
-        for partition in self._synced:
+    async def assigned(self, partitions: set[int]) -> None:
+        """Partitions taken over: the proofs already started there first."""
+        await self.ensure_synced(partitions)
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Partitions another replica proves now: forget them."""
+        for partition in partitions & self._synced:
             self.tracker.drop_partition(partition)
-        self._synced.clear()
+            self._synced.discard(partition)
 
     @mode.Service.task
     async def _sync_forever(self) -> None:
         """Take over assigned partitions even when no new change arrives on them."""
         while not self.should_stop:
             await self.sleep(SYNC_EVERY_S)
-            for partition in sorted(self.mine() - self._synced):
-                try:
-                    await self.ensure_synced(partition)
-                except Exception:  # noqa: BLE001 - the next round tries again
-                    log.exception("could not take over the proofs of partition %d", partition)
+            try:
+                await self.ensure_synced(self.mine())
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("could not take over the proofs of the assigned partitions")
 
-    async def start_proof(
-        self, partition: int, offset: int, value: bytes | None, headers: Any
-    ) -> list[Awaitable[object]]:
-        """Start the proof of one change; return the acknowledgements to wait for."""
-        await self.ensure_synced(partition)
-        if value is None:
-            return []
-        change = events_pb2.SuppressionChanged.FromString(value)
-        if self.tracker.is_open(change.event_id):
-            return []  # read again after a rebalance
-        known = self.proofs.peek(change.event_id)
-        if known is not None and known.done:
-            return []  # proven before a restart
-        sends: list[Awaitable[object]] = []
-        with traced(traceparent_of(headers), change.request_id):
+    async def process(self, records: list[Record]) -> ProcessedBatch:
+        """Start the proof of each change; the changes wait for their parties once committed."""
+        outputs: list[Output] = []
+        opened: list[events_pb2.PropagationRecord] = []
+        seen: set[str] = set()
+        await self.ensure_synced({record.partition for record in records})
+        for record in records:
+            if record.value is None:
+                continue
+            change = events_pb2.SuppressionChanged.FromString(record.value)
+            if change.event_id in seen or self.tracker.is_open(change.event_id):
+                continue  # read again after a rebalance
+            seen.add(change.event_id)
+            known = self.proofs.peek(change.event_id)
+            if known is not None and known.done:
+                continue  # proven before a restart
             if known is not None and known.HasField("change_position"):
-                record = known  # started by the previous owner: the same parties
-            else:
+                opened.append(known)  # started by the previous owner: the same parties
+                continue
+            with traced(traceparent_of(record.headers), change.request_id):
                 concerned = [(p.id, p.kind) for p in self.directory.concerned_by(change.sender_id)]
-                record = start_record(change, partition, offset, concerned)
+                start = start_record(change, record.partition, record.offset, concerned)
                 log.info("event %s concerns %d parties", change.event_id, len(concerned))
-                sends.append(self._publish(record))
-            self.publish_done(self.tracker.open(record))
-        self.opened.set()
-        return sends
+            outputs.append(
+                Output(
+                    self.topics.propagation,
+                    start.event_id.encode(),
+                    start.SerializeToString(),
+                    headers=message_headers(PROPAGATION_TYPE),
+                )
+            )
+            opened.append(start)
+
+        def committed() -> None:
+            for start in opened:
+                self.proofs.put(start.event_id, start)
+                self.publish_done(self.tracker.open(start))
+            if opened:
+                self.opened.set()
+
+        return ProcessedBatch(outputs, committed)
 
     def advanced(self, moved: list[tuple[str, int]]) -> None:
         """Parties advanced: publish the proofs that are done now."""
@@ -182,15 +184,6 @@ class Prover(mode.Service):
     def recheck(self) -> None:
         """After the progress log was filled in bulk: every proof done by now."""
         self.publish_done(self.tracker.recheck())
-
-    def _publish(self, record: events_pb2.PropagationRecord) -> Awaitable[object]:
-        self.proofs.put(record.event_id, record)
-        return self.publisher.send(
-            self.topics.propagation,
-            record.event_id.encode(),
-            record.SerializeToString(),
-            PROPAGATION_TYPE,
-        )
 
     def publish_done(self, records: list[events_pb2.PropagationRecord]) -> None:
         """Publish done proofs; one Kafka refused is published again until it is taken."""
@@ -206,64 +199,36 @@ class Prover(mode.Service):
                 len(record.deliveries),
                 (record.done_time.ToMilliseconds() - action_ms) / 1000,
             )
-            self._publish(record).add_done_callback(  # type: ignore[attr-defined]
-                lambda delivery, record=record: self._retry_if_refused(delivery, record)
-            )
+            self._send_done(record)
+
+    def _send_done(self, record: events_pb2.PropagationRecord) -> None:
+        self.publisher.send(
+            self.topics.propagation,
+            record.event_id.encode(),
+            record.SerializeToString(),
+            PROPAGATION_TYPE,
+        ).add_done_callback(lambda delivery: self._retry_if_refused(delivery, record))
+        self.proofs.put(record.event_id, record)
 
     def _retry_if_refused(
-        self, delivery: asyncio.Future[object], record: events_pb2.PropagationRecord
+        self, delivery: asyncio.Future[tuple[int, int]], record: events_pb2.PropagationRecord
     ) -> None:
         if delivery.cancelled() or delivery.exception() is None:
             return
         log.warning("done proof of %s not published (%r); retrying", record.event_id,
                     delivery.exception())  # fmt: skip
-        asyncio.get_running_loop().call_later(RETRY_DONE_S, self.publish_done, [record])
+        asyncio.get_running_loop().call_later(RETRY_DONE_S, self._send_done, record)
 
 
-def create_notifier_app(settings: NotifierSettings, prover_factory: Any) -> StreamApp:
-    """Build the notifier's faust app: the agent that starts every change's proof.
-
-    ``prover_factory(app)`` makes the :class:`Prover` (it needs the app's assignment).
-    """
+def create_tracking_stage(settings: NotifierSettings, prover: Prover) -> GroupProcessor:
+    """The stage that starts every change's proof, in the notifier's consumer group."""
     topics = Topics(settings.topic_namespace)
-    app = faust_app(settings, "notifier")
-    suppressions = app.topic(topics.suppressions, partitions=settings.partitions)
-    prover: Prover = prover_factory(app)
-    guard = OffsetGuard(app, settings.kafka, topics.suppressions)
-    lag = ConsumerLag(
+    stage = GroupProcessor(
         settings.kafka,
-        app.conf.id,
-        [topics.suppressions],
-        stall_exit_seconds=settings.stall_exit_seconds,
+        topics.processor_group("notifier"),
+        topics.suppressions,
+        prover,
+        session_timeout_s=settings.kafka_session_timeout_seconds,
     )
-    app.stopsms_services = [guard, lag, prover]
-
-    async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        prover.revoked()
-
-    app.on_partitions_revoked.connect(_on_revoked)  # type: ignore[arg-type]
-
-    @app.agent(suppressions, name="track-changes", supervisor_strategy=mode.CrashingSupervisor)
-    async def track_changes(stream: Any) -> None:
-        """Start the proof of every change; offsets move only behind acknowledged starts."""
-        async for events in stream.take_events(TRACK_BATCH, within=TRACK_WAIT_S):
-            sends: list[Awaitable[object]] = []
-            for event in events:
-                message = event.message
-                for skipped in await guard.missed(message.partition, message.offset):
-                    sends += await prover.start_proof(
-                        skipped.partition, skipped.offset, skipped.value, skipped.headers
-                    )
-                sends += await prover.start_proof(
-                    message.partition, message.offset, event.value, message.headers
-                )
-            try:
-                async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-                    await asyncio.gather(*sends)
-            except TimeoutError as exc:
-                raise RuntimeError(
-                    f"Kafka did not acknowledge {len(sends)} proofs within "
-                    f"{DELIVERY_TIMEOUT_S:.0f} s"
-                ) from exc
-
-    return app
+    prover.assignment = stage.assignment
+    return stage

@@ -23,10 +23,10 @@ import logging
 import random
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-import faust
 import mode
 from google.protobuf import json_format
 from prometheus_client import Counter, Gauge
@@ -36,7 +36,6 @@ from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.privacy import Pseudonymiser
 from stopsms.core.settings import NotifierSettings
 from stopsms.core.topics import Topics
-from stopsms.notifier.app import assigned_partitions
 from stopsms.notifier.cursor import encode_cursor
 from stopsms.notifier.progress import Acknowledgements
 from stopsms.v1 import events_pb2, notifier_pb2
@@ -138,14 +137,14 @@ class WebhookSender(mode.Service):
 
     def __init__(
         self,
-        app: faust.App,
+        mine: Callable[[], set[int]],
         settings: NotifierSettings,
         directory: PartiesDirectory,
         acknowledgements: Acknowledgements,
         pseudonymiser: Pseudonymiser,
         **kwargs: object,
     ) -> None:
-        self.app = app
+        self.mine = mine
         self.settings = settings
         self.directory = directory
         self.acks = acknowledgements
@@ -169,7 +168,7 @@ class WebhookSender(mode.Service):
             await self._session.close()
 
     def _owned(self) -> set[str]:
-        mine = assigned_partitions(self.app, self.topics.suppressions)
+        mine = self.mine()
         return {
             party.id
             for party in self.directory

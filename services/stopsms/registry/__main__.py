@@ -1,12 +1,12 @@
-"""Run the registry: ``python -m stopsms.registry`` (the faust worker plus the gRPC API).
+"""Run the registry: ``python -m stopsms.registry`` (the decision stage plus the gRPC API).
 
-One process hosts the decision agent, the view materialiser and the ``RegistryService``; the
-faust worker owns the event loop, handles SIGTERM and stops the gRPC server gracefully.
+One process hosts the decision stage, the view materialiser and the ``RegistryService``; the
+worker owns the event loop, handles SIGTERM and stops the gRPC server gracefully.
 """
 
 from __future__ import annotations
 
-import faust
+import mode
 
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
@@ -15,22 +15,28 @@ from stopsms.core.reloading import DirectoryReloader
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
-from stopsms.core.streams import producer_guarantees, run_worker, stream_worker
+from stopsms.core.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
 from stopsms.core.telemetry import configure_logging
 from stopsms.core.topics import Topics
 from stopsms.core.view import RedisSuppressionView, ViewLayout
-from stopsms.registry.app import create_registry_app
+from stopsms.registry.app import create_decision_stage
 from stopsms.registry.lookup import BatchChecker, HashPool, SubjectFilter
 from stopsms.registry.materialiser import VIEW_BEHIND, ViewMaterialiser
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import registry_pb2
 
 
-def create_worker(settings: RegistrySettings) -> faust.Worker:
-    """Assemble the registry process from its settings."""
+def create_worker(settings: RegistrySettings) -> tuple[mode.Worker, GroupProcessor]:
+    """Assemble the registry process from its settings (the worker, and its decision stage)."""
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka, "stopsms-registry-audit")
-    app = create_registry_app(settings)
+    decisions = create_decision_stage(settings)
+    lag = ConsumerLag(
+        settings.kafka,
+        decisions.group,
+        [topics.requests],
+        stall_exit_seconds=settings.stall_exit_seconds,
+    )
     view = RedisSuppressionView.from_url(
         settings.redis_url, settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
     )
@@ -90,17 +96,18 @@ def create_worker(settings: RegistrySettings) -> faust.Worker:
         redis_url=settings.redis_url,
         namespace=settings.topic_namespace,
     )
-    return stream_worker(
-        app,
+    worker = stream_worker(
         [
             audit_publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
-            *app.stopsms_services,
+            decisions,
+            lag,
             materialiser,
             HostedEndpoint(endpoint, settings.grace_seconds, after_stop),
         ],
         settings,
     )
+    return worker, decisions
 
 
 def main() -> None:
@@ -108,11 +115,11 @@ def main() -> None:
     with refuse_to_start("registry"):
         settings = RegistrySettings.from_env()
         configure_logging("registry", settings.log_level, settings.log_format)
-        worker = create_worker(settings)
+        worker, decisions = create_worker(settings)
         before_serving(
             settings,
             "registry",
-            [producer_guarantees(worker.app)],
+            [decisions.guarantees()],
             settings.registry_metrics_address,
         )
     run_worker(worker)
