@@ -104,9 +104,7 @@ class Prover(mode.Service):
                 raise RuntimeError("the propagation index did not catch up within 30 s")
             done = []
             for record in list(self.proofs.open_records()):
-                if record.HasField("change_position") and (
-                    record.change_position.partition in new
-                ):
+                if record.HasField("change_position") and (record.change_position.partition in new):
                     done.extend(self.tracker.open(record))
             self._synced |= new
             self.publish_done(done)
