@@ -521,6 +521,7 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         self._parse = parse
         self._values: dict[str, V] = {}
         self._reader: TopicReader | None = None
+        self._ends: TopicReader | None = None
         self._progress = asyncio.Condition()
         self._reading = asyncio.Event()
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -529,12 +530,20 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         """Read the topic from the beginning."""
         self._reader = TopicReader(self._kafka, self._topic, client_id="stopsms-index")
         await self._reader.start()
+        # End offsets on a connection of their own: the broker answers a connection's requests
+        # in order, so behind the reader's long-poll fetch they would wait for it.
+        self._ends = TopicReader(
+            self._kafka, self._topic, client_id="stopsms-index-ends", fetching=False
+        )
+        await self._ends.start()
         self._reading.set()
 
     async def on_stop(self) -> None:
-        """Close the reader."""
+        """Close the readers."""
         if self._reader is not None:
             await self._reader.stop()
+        if self._ends is not None:
+            await self._ends.stop()
 
     def put(self, key: str, value: V) -> None:
         """Hold a value this replica just published, before the reader sees it come back."""
@@ -581,9 +590,9 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
 
         async def reached() -> None:
             await self._reading.wait()
-            assert self._reader is not None
+            assert self._reader is not None and self._ends is not None
             reader = self._reader
-            ends = await reader.end_offsets()
+            ends = await self._ends.end_offsets()
             while True:
                 positions = await reader.positions()
                 if all(positions.get(p, 0) >= end for p, end in ends.items()):

@@ -114,6 +114,7 @@ class ProgressFollower(mode.Service):
         self.replay_seconds = replay_seconds
         self.ready = asyncio.Event()
         self._reader: TopicReader | None = None
+        self._ends: TopicReader | None = None
         self._read = asyncio.Condition()
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
@@ -126,11 +127,18 @@ class ProgressFollower(mode.Service):
             client_id="stopsms-progress",
         )
         await self._reader.start()
+        # End offsets on a connection of their own (not behind the reader's long-poll fetch).
+        self._ends = TopicReader(
+            self._kafka, self.topics.receipts, client_id="stopsms-progress-ends", fetching=False
+        )
+        await self._ends.start()
 
     async def on_stop(self) -> None:
         """Disconnect."""
         if self._reader is not None:
             await self._reader.stop()
+        if self._ends is not None:
+            await self._ends.stop()
 
     def _apply(self, records: Iterable[object]) -> None:
         moved: list[tuple[str, int]] = []
@@ -172,9 +180,9 @@ class ProgressFollower(mode.Service):
 
     async def caught_up(self, timeout: float = 5.0) -> bool:
         """Wait until what was written before the call is in the log (False: timed out)."""
-        assert self._reader is not None
+        assert self._reader is not None and self._ends is not None
         await self.ready.wait()
-        ends = await self._reader.end_offsets()
+        ends = await self._ends.end_offsets()
         reader = self._reader
 
         async def wait() -> None:
