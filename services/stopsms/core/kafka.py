@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -45,6 +45,17 @@ class Record:
     value: bytes | None
     timestamp_ms: int
     headers: Sequence[tuple[str, bytes]] = ()
+
+
+def records_of(batches: Mapping[TopicPartition, Sequence[Any]]) -> list[Record]:
+    """A consumer's ``getmany`` result as :class:`Record` s, in offset order per partition."""
+    return [
+        Record(
+            tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp, tuple(m.headers or ())
+        )
+        for tp, messages in batches.items()
+        for m in messages
+    ]
 
 
 def message_headers(type_name: str, trace_parent: str | None = None) -> Headers:
@@ -356,22 +367,7 @@ class TopicReader:
 
     async def read(self, timeout_ms: int = 200) -> list[Record]:
         """Return the next records (possibly none), in offset order within each partition."""
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
-        out: list[Record] = []
-        for tp, messages in batches.items():
-            for m in messages:
-                out.append(
-                    Record(
-                        tp.topic,
-                        tp.partition,
-                        m.offset,
-                        m.key,
-                        m.value,
-                        m.timestamp,
-                        tuple(m.headers or ()),
-                    )
-                )
-        return out
+        return records_of(await self._consumer.getmany(timeout_ms=timeout_ms))
 
     async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
         """Like :meth:`read`, but the consumer's own records, not copied.

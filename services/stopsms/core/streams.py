@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
-from stopsms.core.kafka import GroupOffsets, Record, TopicReader
+from stopsms.core.kafka import GroupOffsets, Record, TopicReader, records_of
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.settings import Settings
 
@@ -229,19 +229,7 @@ class GroupProcessor(mode.Service):
         """Take what arrived, process it, publish the outputs, then commit the offsets."""
         assert self.consumer is not None and self.producer is not None
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_BATCH)
-        records = [
-            Record(
-                tp.topic,
-                tp.partition,
-                m.offset,
-                m.key,
-                m.value,
-                m.timestamp,
-                tuple(m.headers or ()),
-            )
-            for tp, messages in batches.items()
-            for m in messages
-        ]
+        records = records_of(batches)
         if not records:
             return 0
         offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages}

@@ -178,6 +178,21 @@ class ProgressFollower(mode.Service):
         if moved:
             self.on_advanced(moved)
 
+    async def record(
+        self, publisher: ProgressPublisher, entries: list[tuple[str, int, dict[int, int], int]]
+    ) -> None:
+        """Publish one progress receipt (acknowledged by Kafka), then apply it here at once."""
+        receipt = progress_receipt(entries)
+        await publisher.send(
+            self.topics.receipts,
+            PROGRESS_KEY,
+            receipt.SerializeToString(),
+            "stopsms.v1.DeliveryReceipt",
+        )
+        moved = self.progress.apply(receipt.progress)
+        if moved:
+            self.on_advanced(moved)
+
     async def caught_up(self, timeout: float = 5.0) -> bool:
         """Wait until what was written before the call is in the log (False: timed out)."""
         assert self._reader is not None and self._ends is not None
@@ -287,22 +302,13 @@ class Acknowledgements(mode.Service):
             for party_id, (positions, at) in pending.items():
                 party = self.directory.get(party_id)
                 entries.append((party_id, party.kind if party else 0, positions, at))
-            receipt = progress_receipt(entries)
             try:
-                await self.publisher.send(
-                    self.topics.receipts,
-                    PROGRESS_KEY,
-                    receipt.SerializeToString(),
-                    "stopsms.v1.DeliveryReceipt",
-                )
+                await self.follower.record(self.publisher, entries)
             except Exception as exc:  # noqa: BLE001 - each waiting PSVA is told, and retries
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(exc)
                 continue
-            moved = self.progress.apply(receipt.progress)
-            if moved:
-                self.follower.on_advanced(moved)
             for party_id, (positions, _) in pending.items():
                 self._to_commit.setdefault(party_id, {}).update(positions)
             for waiter in waiters:
@@ -385,14 +391,7 @@ class OperatorPoller(mode.Service):
                 entries.append((party.id, party.kind, forward, at))
         if not entries:
             return 0
-        receipt = progress_receipt(entries)
-        await self.publisher.send(
-            self.topics.receipts, PROGRESS_KEY, receipt.SerializeToString(),
-            "stopsms.v1.DeliveryReceipt",
-        )  # fmt: skip
-        moved = self.follower.progress.apply(receipt.progress)
-        if moved:
-            self.follower.on_advanced(moved)
+        await self.follower.record(self.publisher, entries)
         return len(entries)
 
     @mode.Service.task
