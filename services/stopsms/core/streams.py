@@ -167,6 +167,9 @@ class GroupProcessor(mode.Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._acks, self._idempotent = "all", True
+        #: Partitions whose state is restored: records of others wait (the consumer may hand
+        #: out a new partition's records before the rebalance listener has finished).
+        self._restored: set[int] = set()
         self.batches = 0
         super().__init__(**kwargs)
 
@@ -217,10 +220,12 @@ class GroupProcessor(mode.Service):
         for store in self.stores:
             await store.restore(partitions)
         await self.handler.assigned(partitions)
+        self._restored |= partitions
         log.info("%s: partitions %s assigned", self.group, sorted(partitions))
 
     def on_revoked(self, partitions: set[int]) -> None:
         """Forget revoked partitions' state."""
+        self._restored -= partitions
         for store in self.stores:
             store.drop(partitions)
         self.handler.revoked(partitions)
@@ -229,6 +234,9 @@ class GroupProcessor(mode.Service):
         """Take what arrived, process it, publish the outputs, then commit the offsets."""
         assert self.consumer is not None and self.producer is not None
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_BATCH)
+        waiting = [tp for tp in batches if tp.partition not in self._restored]
+        for tp in waiting:  # assigned, state not restored yet: fetched again once it is
+            self.consumer.seek(tp, batches.pop(tp)[0].offset)
         records = records_of(batches)
         if not records:
             return 0
