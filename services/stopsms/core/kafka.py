@@ -495,6 +495,18 @@ class RangeReader:
         return out
 
 
+async def read_up_to(
+    reader: TopicReader, ends: Mapping[int, int], progress: asyncio.Condition
+) -> None:
+    """Return once ``reader`` has read up to ``ends``; ``progress`` is notified after each read."""
+    while True:
+        positions = await reader.positions()
+        if all(positions.get(p, 0) >= end for p, end in ends.items()):
+            return
+        async with progress:
+            await progress.wait()
+
+
 V = TypeVar("V")
 
 
@@ -587,14 +599,7 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         async def reached() -> None:
             await self._reading.wait()
             assert self._reader is not None and self._ends is not None
-            reader = self._reader
-            ends = await self._ends.end_offsets()
-            while True:
-                positions = await reader.positions()
-                if all(positions.get(p, 0) >= end for p, end in ends.items()):
-                    return
-                async with self._progress:
-                    await self._progress.wait()
+            await read_up_to(self._reader, await self._ends.end_offsets(), self._progress)
 
         try:
             await asyncio.wait_for(reached(), wait_seconds)

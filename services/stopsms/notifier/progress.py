@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterable
 
 import mode
 
-from stopsms.core.kafka import GroupOffsets, KafkaPublisher, TopicReader, message_headers
+from stopsms.core.kafka import (
+    GroupOffsets,
+    KafkaPublisher,
+    TopicReader,
+    message_headers,
+    read_up_to,
+)
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.parties import PartiesDirectory, Party
 from stopsms.core.topics import Topics
@@ -198,18 +204,8 @@ class ProgressFollower(mode.Service):
         assert self._reader is not None and self._ends is not None
         await self.ready.wait()
         ends = await self._ends.end_offsets()
-        reader = self._reader
-
-        async def wait() -> None:
-            while True:
-                positions = await reader.positions()
-                if all(positions.get(p, 0) >= end for p, end in ends.items()):
-                    return
-                async with self._read:
-                    await self._read.wait()
-
         try:
-            await asyncio.wait_for(wait(), timeout)
+            await asyncio.wait_for(read_up_to(self._reader, ends, self._read), timeout)
             return True
         except TimeoutError:
             return False
