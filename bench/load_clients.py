@@ -80,8 +80,10 @@ class Recorder:
         del self.unacknowledged[:count]
 
 
-async def psva(address: str, tls: Path, party_id: str, record: Path | None = None) -> None:
-    """One PSVA: watch, acknowledge the latest cursor every 100 ms, resume on errors."""
+async def psva(
+    address: str, tls: Path, party_id: str, record: Path | None = None, ack_seconds: float = 0.1
+) -> None:
+    """One PSVA: watch, acknowledge the latest cursor every ``ack_seconds``, resume on errors."""
     channel, metadata = party_channel(address, party_id, tls)
     stub = notifier_pb2_grpc.NotifierServiceStub(channel)
     recorder = Recorder(record, party_id) if record else None
@@ -91,7 +93,7 @@ async def psva(address: str, tls: Path, party_id: str, record: Path | None = Non
     async def acknowledge() -> None:
         sent, covered = "", 0
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(ack_seconds)
             if latest and latest[-1] != sent:
                 cursor, count = latest[-1], received
                 try:
@@ -243,6 +245,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     psvas.add_argument("tls", type=Path)
     psvas.add_argument("parties", nargs="+")
     psvas.add_argument("--record", type=Path)
+    psvas.add_argument("--ack-seconds", type=float, default=0.1)
     operators = sub.add_parser("operators")
     operators.add_argument("bootstrap")
     operators.add_argument("namespace")
@@ -262,7 +265,9 @@ async def main(argv: list[str]) -> None:
     """Dispatch on the kind of client."""
     args = parse_args(argv)
     if args.kind == "psvas":
-        await asyncio.gather(*(psva(args.address, args.tls, p, args.record) for p in args.parties))
+        await asyncio.gather(
+            *(psva(args.address, args.tls, p, args.record, args.ack_seconds) for p in args.parties)
+        )
     elif args.kind == "operators":
         await asyncio.gather(*(operator(args.bootstrap, args.namespace, p) for p in args.parties))
     else:

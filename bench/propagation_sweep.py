@@ -13,7 +13,14 @@ intake: 90 % for one sender, 10 % global, as :mod:`bench.propagation_load` does.
   load and its drain), and of the three services together; at rate 0, each one's share of a
   core (the idle floor, with the 53 parties connected);
 * Kafka records the platform wrote per opt-out, over every topic of its namespace (changelogs
-  included): end offsets before and after, divided by the accepted requests.
+  included): end offsets before and after, divided by the accepted requests;
+* the CPU of the benchmark's own clients (operators, PSVAs, load) and how busy the whole
+  machine was, since everything shares its cores.
+
+Each fresh platform is first warmed up (``--warmup`` seconds at 100/s, every request proven)
+and measured only then: a new broker's JIT compilers otherwise take a quarter of a core for
+its first two minutes (per-thread CPU of the broker, C1/C2 compiler threads), a cost of
+starting, not of the work.
 
 In the same run, the raw baselines: a produce→consume round trip on the same broker, and the
 CPU per record of a bare aiokafka consume→produce loop. Then one more run at 100/s with 200
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,6 +60,21 @@ from stopsms.verify import read_ledger
 
 SERVICES = ("intake", "registry", "notifier")
 TICK = os.sysconf("SC_CLK_TCK")
+#: The rate of the warm-up before each measured window.
+WARMUP_RATE = 20.0 if SMOKE else 100.0
+
+
+def machine_busy() -> tuple[float, float]:
+    """CPU seconds the whole machine spent busy, and its seconds of capacity (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / TICK, sum(fields[:8]) / TICK
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's reaped children (the load processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:
@@ -151,6 +174,8 @@ class RateResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     records: int = 0
+    #: share of the machine's cores busy over the window (everything, not only the platform)
+    machine_busy: float = 0.0
 
     @property
     def p(self) -> dict[int, float]:
@@ -160,6 +185,7 @@ class RateResult:
     def cpu_ms_per_optout(self, name: str) -> float:
         """CPU milliseconds per accepted opt-out of one process (or ``services``)."""
         spent = sum(self.cpu_s[s] for s in SERVICES) if name == "services" else self.cpu_s[name]
+        # "clients": the benchmark's operators, PSVAs and load, for where the cores go
         return spent * 1000 / max(self.accepted, 1)
 
 
@@ -203,6 +229,31 @@ def top_functions(path: Path, count: int = 12) -> list[tuple[float, str]]:
     return sorted(((n / max(total, 1), f) for f, n in own.items()), reverse=True)[:count]
 
 
+def offer(
+    command: list[str], intake: str, tls: str, rate: float, seconds: float, work: Path, name: str
+) -> tuple[set[str], float]:
+    """Submit ``rate`` opt-outs a second for ``seconds`` through intake.
+
+    Returns the accepted event ids and how long the load took.
+    """
+    ledger = work / f"{name}.ledger"
+    started = time.monotonic()
+    subprocess.run(
+        [
+            *command,
+            "load",
+            intake,
+            tls,
+            f"--rate={rate}",
+            f"--count={max(1, int(rate * seconds))}",
+            f"--senders={work / 'senders'}",
+            f"--ledger={ledger}",
+        ],
+        check=True,
+    )
+    return set(read_ledger(ledger)), time.monotonic() - started
+
+
 def run_rate(
     rate: float,
     seconds: float,
@@ -211,6 +262,9 @@ def run_rate(
     streaming: int,
     work: Path,
     profile: Path | None = None,
+    *,
+    warmup: float = 0.0,
+    ack_seconds: float = 0.1,
 ) -> RateResult:
     """One fresh platform at one offered rate (profiled when ``profile`` names a folder)."""
     work.mkdir(parents=True)
@@ -242,37 +296,42 @@ def run_rate(
             if group:
                 clients.append(
                     start_process(
-                        [*command, "psvas", ends["notifier_grpc"], tls, *group],
+                        [
+                            *command,
+                            "psvas",
+                            ends["notifier_grpc"],
+                            tls,
+                            *group,
+                            f"--ack-seconds={ack_seconds}",
+                        ],
                         logs / f"psvas-{i}.log",
                     )
                 )
         try:
             time.sleep(8)  # streams connected, groups joined, then the platform settles
+            if warmup:
+                warmed, _ = offer(
+                    command, ends["intake_grpc"], tls, WARMUP_RATE, warmup, work, "warmup"
+                )
+                proven = asyncio.run(
+                    collect(ends["kafka"], topics.propagation, warmed, time.monotonic() + 60)
+                )
+                print(f"   warm-up: {len(proven)} of {len(warmed)} proven", flush=True)
+                time.sleep(3)  # the last acknowledgements and polls of the warm-up
             assert platform.infra is not None and platform.infra.kafka.process is not None
             pids = {name: platform.processes[name].pid for name in SERVICES}
             pids["kafka"] = platform.infra.kafka.process.pid
             before_offsets = end_offsets_of(ends["kafka"], platform.namespace)
             before_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before_clients = sum(cpu_seconds(c.pid) for c in clients) + children_cpu()
+            before_machine = machine_busy()
             profilers = start_profiles(pids, seconds, profile) if profile else []
             started = time.monotonic()
             accepted: set[str] = set()
             if rate > 0:
-                ledger = work / "accepted"
-                subprocess.run(
-                    [
-                        *command,
-                        "load",
-                        ends["intake_grpc"],
-                        tls,
-                        f"--rate={rate}",
-                        f"--count={int(rate * seconds)}",
-                        f"--senders={work / 'senders'}",
-                        f"--ledger={ledger}",
-                    ],
-                    check=True,
+                accepted, load_seconds = offer(
+                    command, ends["intake_grpc"], tls, rate, seconds, work, "load"
                 )
-                load_seconds = time.monotonic() - started
-                accepted = set(read_ledger(ledger))
                 proofs = asyncio.run(
                     collect(ends["kafka"], topics.propagation, accepted, time.monotonic() + drain)
                 )
@@ -281,6 +340,11 @@ def run_rate(
                 load_seconds, proofs = seconds, {}
             result.seconds = time.monotonic() - started
             result.cpu_s = {name: cpu_seconds(pid) - before_cpu[name] for name, pid in pids.items()}
+            result.cpu_s["clients"] = (
+                sum(cpu_seconds(c.pid) for c in clients) + children_cpu() - before_clients
+            )
+            busy, capacity = machine_busy()
+            result.machine_busy = (busy - before_machine[0]) / (capacity - before_machine[1])
             after_offsets = end_offsets_of(ends["kafka"], platform.namespace)
             result.records = sum(
                 offset - before_offsets.get(tp, 0) for tp, offset in after_offsets.items()
@@ -337,22 +401,30 @@ def print_table(results: list[RateResult], raw_p50: float, bare_ms: float) -> No
     """The sweep as a markdown table, for the closing note and docs."""
     print(
         "\n| offered/s | accepted/s | p50 | p95 | p99 | ≤1 s | decided p99 | first applied p99 "
-        "| CPU ms/opt-out: intake / registry / notifier / services / broker | records/opt-out |"
+        "| CPU ms/opt-out: intake / registry / notifier / services / broker / clients "
+        "| machine busy | records/opt-out |"
     )
-    print("| --- " * 10 + "|")
+    print("| --- " * 11 + "|")
     for r in results:
         if not r.offered:
-            shares = " / ".join(f"{r.cpu_s[n] / r.seconds:.3f}" for n in (*SERVICES, "kafka"))
-            print(f"| 0 (idle) | — | — | — | — | — | — | — | core share: {shares} | — |")
+            shares = " / ".join(
+                f"{r.cpu_s[n] / r.seconds:.3f}" for n in (*SERVICES, "kafka", "clients")
+            )
+            print(
+                f"| 0 (idle) | — | — | — | — | — | — | — | core share: {shares} "
+                f"| {r.machine_busy:.0%} | — |"
+            )
             continue
         within = sum(1 for t in r.times if t <= 1.0) / max(len(r.times), 1)
-        cpu = " / ".join(f"{r.cpu_ms_per_optout(n):.2f}" for n in (*SERVICES, "services", "kafka"))
+        cpu = " / ".join(
+            f"{r.cpu_ms_per_optout(n):.2f}" for n in (*SERVICES, "services", "kafka", "clients")
+        )
         missing = r.accepted - r.proven
         print(
             f"| {r.offered:.0f} | {r.accepted_per_s:.0f} | {r.p[50]:.2f} s | {r.p[95]:.2f} s "
             f"| {r.p[99]:.2f} s{' (' + str(missing) + ' unproven)' if missing else ''} "
             f"| {within:.1%} | {r.stages.get('decided_p99', 0):.2f} s "
-            f"| {r.stages.get('first_applied_p99', 0):.2f} s | {cpu} "
+            f"| {r.stages.get('first_applied_p99', 0):.2f} s | {cpu} | {r.machine_busy:.0%} "
             f"| {r.records / max(r.accepted, 1):.2f} |"
         )
     print(f"\nraw Kafka round trip p50 {raw_p50 * 1000:.1f} ms; bare aiokafka consume→produce "
@@ -368,6 +440,12 @@ def main() -> int:
     parser.add_argument("--psvas", type=int, default=50)
     parser.add_argument("--many-parties", type=int, default=200, help="0: skip that run")
     parser.add_argument(
+        "--warmup", type=float, default=2.0 if SMOKE else 20.0, help="seconds at 100/s first"
+    )
+    parser.add_argument(
+        "--ack-seconds", type=float, default=0.1, help="how often each PSVA acknowledges"
+    )
+    parser.add_argument(
         "--profile", type=float, action="append", default=[], help="profile at this rate (py-spy)"
     )
     args = parser.parse_args()
@@ -379,7 +457,15 @@ def main() -> int:
             print(f"== {rate:.0f} opt-outs/s for {args.seconds:.0f} s, fresh platform", flush=True)
             profile = work / f"profile-{rate:.0f}" if rate in args.profile else None
             r = run_rate(
-                rate, args.seconds, args.drain, args.psvas, args.psvas, work / f"r{rate}", profile
+                rate,
+                args.seconds,
+                args.drain,
+                args.psvas,
+                args.psvas,
+                work / f"r{rate}",
+                profile,
+                warmup=args.warmup,
+                ack_seconds=args.ack_seconds,
             )
             results.append(r)
             print(
@@ -397,6 +483,8 @@ def main() -> int:
                 args.many_parties,
                 args.psvas,
                 work / "many",
+                warmup=args.warmup,
+                ack_seconds=args.ack_seconds,
             )
         print("== baselines on a broker of their own", flush=True)
         with LocalInfrastructure(work / "base") as infra:
