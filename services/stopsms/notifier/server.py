@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from stopsms.core.identity import Authenticator
 from stopsms.core.ids import LINK_PARTY_ID, event_id
-from stopsms.core.kafka import CompactedTopicIndex, Record, TopicReader
+from stopsms.core.kafka import CompactedTopicIndex, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.parties import InvalidSender, Party, check_sender_id
 from stopsms.core.privacy import Pseudonymiser
@@ -31,7 +31,7 @@ from stopsms.notifier.cursor import (
     encode_cursor,
     parse_cursor,
 )
-from stopsms.notifier.feed import LiveFeed
+from stopsms.notifier.feed import FeedBatch, LiveFeed, Wants, advance, decode, wanted
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
 from stopsms.notifier.propagation import with_progress
@@ -153,7 +153,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}"
             )
-        records_after = self._feed.follow(start) if self._feed else self._own_reader(start)
+        changes_after = (
+            self._feed.follow(start, entitled) if self._feed else self._own_reader(start, entitled)
+        )
         try:
             positions = {p: start.get(p, 0) for p in range(self._settings.partitions)}
             backfilled: list[str] = []
@@ -169,37 +171,36 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     backfilled.append(sender)
             loop = asyncio.get_running_loop()
             last_sent = loop.time()
-            pending_heartbeat = True
-            async for records in records_after:
+            # what the latest cursor sent covers (None: nothing sent yet; a first heartbeat tells
+            # the PSVA the stream is up)
+            sent: dict[int, int] | None = None
+            async for batch in changes_after:
                 if context.done():
                     break
-                for record in records:
-                    positions[record.partition] = record.offset + 1
-                    if record.value is None:
-                        continue
-                    change = events_pb2.SuppressionChanged.FromString(record.value)
-                    if change.sender_id and not entitled(change.sender_id):
-                        pending_heartbeat = True
-                        continue
+                for item in batch.items:
+                    positions[item.partition] = item.offset + 1
                     yield notifier_pb2.WatchChangesResponse(
-                        change=self._to_change(change),
+                        change=item.outgoing(self._to_change),
                         cursor=encode_cursor(positions, backfilled),
                     )
+                    sent = dict(positions)
                     last_sent = loop.time()
-                    pending_heartbeat = False
+                advance(positions, batch.through)
                 if (
-                    pending_heartbeat
+                    positions != sent
                     and loop.time() - last_sent >= self._settings.heartbeat_seconds
                 ):
                     yield notifier_pb2.WatchChangesResponse(
                         cursor=encode_cursor(positions, backfilled)
                     )
+                    sent = dict(positions)
                     last_sent = loop.time()
-                    pending_heartbeat = False
         finally:
-            await records_after.aclose()
+            await changes_after.aclose()
 
-    async def _own_reader(self, start: dict[int, int]) -> AsyncGenerator[list[Record], None]:
+    async def _own_reader(
+        self, start: dict[int, int], wants: Wants
+    ) -> AsyncGenerator[FeedBatch, None]:
         """Without a live feed (unit tests): a reader of the stream's own."""
         reader = TopicReader(
             self._settings.kafka,
@@ -210,7 +211,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         await reader.start()
         try:
             while True:
-                yield await reader.read(timeout_ms=500)
+                records = await reader.read(timeout_ms=500)
+                through = {r.partition: r.offset + 1 for r in records}
+                yield FeedBatch(wanted(decode(records), wants), through)
         finally:
             await reader.stop()
 
