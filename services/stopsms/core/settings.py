@@ -267,8 +267,9 @@ class NotifierSettings(Settings):
     receipt_idle_poll_seconds: float = _env("RECEIPT_IDLE_POLL_SECONDS", 5.0, float)
     #: PSVAs' acknowledgements arriving within this window are made durable together.
     ack_flush_seconds: float = _env("ACK_FLUSH_SECONDS", 0.05, float)
-    #: How often each PSVA's consumer group is moved to its acknowledged cursor.
-    ack_group_commit_seconds: float = _env("ACK_GROUP_COMMIT_SECONDS", 1.0, float)
+    #: How often each PSVA's consumer group is moved to its acknowledged cursor (a mirror for
+    #: tools and for seeding: the receipts are what the proof and a resuming stream read).
+    ack_group_commit_seconds: float = _env("ACK_GROUP_COMMIT_SECONDS", 5.0, float)
     #: On start, the progress receipts of this long ago are read again (the applied times of
     #: proofs still open).
     progress_replay_seconds: float = _env("PROGRESS_REPLAY_SECONDS", 900.0, float)
