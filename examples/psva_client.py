@@ -55,7 +55,8 @@ async def main() -> None:
             if response.HasField("change"):
                 change = response.change
                 print("change:", change.msisdn, change.sender_id or "*", change.state)
-            # Apply the change to the campaign system first, then acknowledge.
+            # Apply the change to the campaign system first, then acknowledge. (A PSVA that
+            # acknowledges many times a second writes its cursors on one AcknowledgeStream call.)
             await notifier.Acknowledge(
                 notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=metadata
             )

@@ -205,6 +205,26 @@ def test_check_batch_answers_every_stream_sensibly(channels) -> None:
     run()
 
 
+def test_acknowledge_stream_answers_every_stream_sensibly(channels) -> None:
+    @FUZZ
+    @given(
+        party=st.sampled_from(["iam", "atlas-sms"]),
+        acknowledgements=st.lists(requests_of(notifier_pb2.AcknowledgeStreamRequest), max_size=3),
+    )
+    def run(party: str, acknowledgements: list[bytes]) -> None:
+        channel, metadata = channels["notifier"][party]
+        try:
+            list(
+                channel.stream_stream("/stopsms.v1.NotifierService/AcknowledgeStream")(
+                    iter(acknowledgements), metadata=metadata, timeout=10
+                )
+            )
+        except grpc.RpcError as exc:
+            _assert_acceptable(exc)
+
+    run()
+
+
 def test_watch_changes_answers_every_request_sensibly(channels) -> None:
     @FUZZ
     @given(

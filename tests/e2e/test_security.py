@@ -314,6 +314,7 @@ EVERY_CALL = {
     ),
     ("notifier", "WatchChanges"): notifier_pb2.WatchChangesRequest(),
     ("notifier", "Acknowledge"): notifier_pb2.AcknowledgeRequest(cursor="x"),
+    ("notifier", "AcknowledgeStream"): notifier_pb2.AcknowledgeStreamRequest(cursor="x"),
     ("notifier", "GetPropagation"): notifier_pb2.GetPropagationRequest(request_id="p-1"),
 }
 #: What each platform identity needs: the link page checks a number and reads link proofs.
@@ -327,12 +328,12 @@ NEEDED = {
 
 async def _code_of(s, name: str, request, md) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
     try:
-        if name == "CheckBatch":
+        if name in ("CheckBatch", "AcknowledgeStream"):
 
             async def chunks():  # type: ignore[no-untyped-def]
                 yield request
 
-            [_ async for _ in s.CheckBatch(chunks(), metadata=md)]
+            [_ async for _ in getattr(s, name)(chunks(), metadata=md)]
         elif name == "WatchChanges":
             call = s.WatchChanges(request, metadata=md)
             await call.read()

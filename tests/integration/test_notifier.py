@@ -243,3 +243,58 @@ async def test_a_strangers_probe_of_another_partys_proof_looks_exactly_like_an_a
         f"medians differ by {gap_ms:.2f} ms: not yours {statistics.median(stranger) * 1000:.2f}"
         f" ms, absent {statistics.median(absent) * 1000:.2f} ms"
     )
+
+
+async def test_acknowledgements_on_one_stream_are_each_answered_durable_and_in_order(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    changes = [
+        change(settings, "+212611111111", "e-jumia", "JUMIA"),
+        change(settings, "+212633333333", "e-global", ""),
+    ]
+    atlas = ((PARTY_HEADER, "atlas-sms"),)
+    with running_service("notifier", service_env, tmp_path) as notifier:
+        await publish(settings, topics.suppressions, changes)
+        async with grpc.aio.insecure_channel(notifier.address) as channel:
+            stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+            received: list[notifier_pb2.WatchChangesResponse] = []
+            call = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=atlas)
+            async with asyncio.timeout(20):
+                async for response in call:
+                    if response.HasField("change"):
+                        received.append(response)
+                    if len(received) == 2:
+                        break
+            call.cancel()
+
+            acks = stub.AcknowledgeStream(metadata=atlas)
+            answers = []
+            for r in received:  # each answered before the next is sent
+                await acks.write(notifier_pb2.AcknowledgeStreamRequest(cursor=r.cursor))
+                answers.append(await acks.read())
+            await acks.done_writing()
+            assert all(a.cursor for a in answers)
+            assert await acks.read() == grpc.aio.EOF and await acks.code() == grpc.StatusCode.OK
+
+            # Durable: a stream resumed without a cursor starts after both.
+            resumed = stub.WatchChanges(notifier_pb2.WatchChangesRequest(), metadata=atlas)
+            async with asyncio.timeout(15):
+                first = await resumed.read()
+            resumed.cancel()
+            assert not first.HasField("change"), "an acknowledged change came again"
+
+            # A bad cursor ends the call with the status Acknowledge gives, naming the field.
+            bad = stub.AcknowledgeStream(metadata=atlas)
+            await bad.write(notifier_pb2.AcknowledgeStreamRequest(cursor="not a cursor"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await bad.read()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert caught.value.details().startswith("cursor")
+            # Operators read the topic; the stream of acknowledgements is for PSVAs.
+            refused = stub.AcknowledgeStream(metadata=((PARTY_HEADER, "iam"),))
+            await refused.write(notifier_pb2.AcknowledgeStreamRequest(cursor=received[0].cursor))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused.read()
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -228,8 +228,36 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         party = await self._auth.caller(context, method)
         if not party.is_psva:
             await self._auth.deny(context, party, method, "Acknowledge is for PSVAs")
+        answer = await self._acknowledge(party, request.cursor, context, method)
+        return notifier_pb2.AcknowledgeResponse(cursor=answer)
+
+    async def AcknowledgeStream(  # noqa: N802 - gRPC method name
+        self,
+        requests: AsyncIterator[notifier_pb2.AcknowledgeStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[notifier_pb2.AcknowledgeStreamResponse]:
+        """Acknowledge, for every request of one call, each answered in order once durable."""
+        method = "/stopsms.v1.NotifierService/AcknowledgeStream"
+        party = await self._auth.caller(context, method)
+        if not party.is_psva:
+            await self._auth.deny(context, party, method, "AcknowledgeStream is for PSVAs")
+        async for request in requests:
+            answer = await self._acknowledge(party, request.cursor, context, method)
+            yield notifier_pb2.AcknowledgeStreamResponse(cursor=answer)
+
+    async def _acknowledge(
+        self,
+        party: Party,
+        text: str,
+        context: grpc.aio.ServicerContext,
+        method: str,
+    ) -> str:
+        """One acknowledgement of ``party``, durable when this returns the durable cursor.
+
+        Otherwise the call ends with the status that says why.
+        """
         try:
-            cursor = parse_cursor(request.cursor, self._settings.partitions)
+            cursor = parse_cursor(text, self._settings.partitions)
         except InvalidCursor as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
         foreign = {cursor.backfill_sender, *cursor.backfilled} - {""} - party.senders
@@ -243,7 +271,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}"
                     )
-            return notifier_pb2.AcknowledgeResponse(cursor=request.cursor)
+            return text
         try:
             durable = await self._acks.acknowledge(party, cursor.offsets)
             if self._backfills is not None:
@@ -251,7 +279,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     await self._backfills.close(party.id, sender)
         except Exception as exc:  # noqa: BLE001 - Kafka unavailable: the PSVA retries
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"acknowledgement not stored: {exc!r}")
-        return notifier_pb2.AcknowledgeResponse(cursor=encode_cursor(durable))
+        return encode_cursor(durable)
 
     async def GetPropagation(  # noqa: N802 - gRPC method name
         self, request: notifier_pb2.GetPropagationRequest, context: grpc.aio.ServicerContext

@@ -46,6 +46,11 @@ class NotifierServiceStub:
                 request_serializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeResponse.FromString,
                 _registered_method=True)
+        self.AcknowledgeStream = channel.stream_stream(
+                '/stopsms.v1.NotifierService/AcknowledgeStream',
+                request_serializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeStreamRequest.SerializeToString,
+                response_deserializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeStreamResponse.FromString,
+                _registered_method=True)
         self.GetPropagation = channel.unary_unary(
                 '/stopsms.v1.NotifierService/GetPropagation',
                 request_serializer=stopsms_dot_v1_dot_notifier__pb2.GetPropagationRequest.SerializeToString,
@@ -74,6 +79,16 @@ class NotifierServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcknowledgeStream(self, request_iterator, context):
+        """AcknowledgeStream is Acknowledge for a PSVA that acknowledges often: one call carries its
+        acknowledgements, each answered in order once it is durable, with what Acknowledge would
+        answer. A bad cursor ends the call with the status Acknowledge gives; the PSVA opens a new
+        one. A message on an open call costs about a third of a call of its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPropagation(self, request, context):
         """GetPropagation returns the proof of one request's propagation.
         """
@@ -93,6 +108,11 @@ def add_NotifierServiceServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeRequest.FromString,
                     response_serializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeResponse.SerializeToString,
+            ),
+            'AcknowledgeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AcknowledgeStream,
+                    request_deserializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeStreamRequest.FromString,
+                    response_serializer=stopsms_dot_v1_dot_notifier__pb2.AcknowledgeStreamResponse.SerializeToString,
             ),
             'GetPropagation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPropagation,
@@ -156,6 +176,33 @@ class NotifierService:
             '/stopsms.v1.NotifierService/Acknowledge',
             stopsms_dot_v1_dot_notifier__pb2.AcknowledgeRequest.SerializeToString,
             stopsms_dot_v1_dot_notifier__pb2.AcknowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/stopsms.v1.NotifierService/AcknowledgeStream',
+            stopsms_dot_v1_dot_notifier__pb2.AcknowledgeStreamRequest.SerializeToString,
+            stopsms_dot_v1_dot_notifier__pb2.AcknowledgeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
