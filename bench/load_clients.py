@@ -93,12 +93,13 @@ async def psva(
 
     async def acknowledge() -> None:
         # One AcknowledgeStream call carries every acknowledgement (a third of the CPU of a
-        # unary call each); a broken call is opened again.
+        # unary call each); a broken call is opened again. (Writing on a call the server ended
+        # raises InvalidStateError, not AioRpcError.)
         sent, covered = "", 0
         while True:
             acks = stub.AcknowledgeStream(metadata=metadata)
             try:
-                while True:
+                while not acks.done():
                     await asyncio.sleep(ack_seconds)
                     if latest and latest[-1] != sent:
                         cursor, count = latest[-1], received
@@ -109,10 +110,11 @@ async def psva(
                         if recorder:
                             recorder.acknowledged_first(count - covered)
                         covered = count
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.5)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass
             finally:
                 acks.cancel()
+            await asyncio.sleep(0.5)
 
     acker = asyncio.create_task(acknowledge())
     try:
