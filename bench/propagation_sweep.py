@@ -501,7 +501,7 @@ def main() -> int:
         figure("bare_loop_cpu_ms_per_record", bare * 1000, "ms"),
     ]
     if idle is not None:
-        shares = sum(idle.cpu_s.values()) / idle.seconds
+        shares = sum(idle.cpu_s[n] for n in (*SERVICES, "kafka")) / idle.seconds  # not clients
         figures.append(figure("idle_cpu_share", shares, "core"))
     if 300.0 in at:
         r = at[300.0]
