@@ -185,40 +185,33 @@ def test_unary_methods_answer_every_request_sensibly(
     run()
 
 
-def test_check_batch_answers_every_stream_sensibly(channels) -> None:
+STREAMING = [
+    ("registry", "/stopsms.v1.RegistryService/CheckBatch", registry_pb2.CheckBatchRequest),
+    (
+        "notifier",
+        "/stopsms.v1.NotifierService/AcknowledgeStream",
+        notifier_pb2.AcknowledgeStreamRequest,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "message_class"),
+    STREAMING,
+    ids=[m.rsplit("/", 1)[1] for _, m, _ in STREAMING],
+)
+def test_streaming_methods_answer_every_stream_sensibly(
+    channels, service, method, message_class
+) -> None:
     @FUZZ
     @given(
         party=st.sampled_from(["iam", "atlas-sms"]),
-        chunks=st.lists(requests_of(registry_pb2.CheckBatchRequest), max_size=3),
+        messages=st.lists(requests_of(message_class), max_size=3),
     )
-    def run(party: str, chunks: list[bytes]) -> None:
-        channel, metadata = channels["registry"][party]
+    def run(party: str, messages: list[bytes]) -> None:
+        channel, metadata = channels[service][party]
         try:
-            list(
-                channel.stream_stream("/stopsms.v1.RegistryService/CheckBatch")(
-                    iter(chunks), metadata=metadata, timeout=10
-                )
-            )
-        except grpc.RpcError as exc:
-            _assert_acceptable(exc)
-
-    run()
-
-
-def test_acknowledge_stream_answers_every_stream_sensibly(channels) -> None:
-    @FUZZ
-    @given(
-        party=st.sampled_from(["iam", "atlas-sms"]),
-        acknowledgements=st.lists(requests_of(notifier_pb2.AcknowledgeStreamRequest), max_size=3),
-    )
-    def run(party: str, acknowledgements: list[bytes]) -> None:
-        channel, metadata = channels["notifier"][party]
-        try:
-            list(
-                channel.stream_stream("/stopsms.v1.NotifierService/AcknowledgeStream")(
-                    iter(acknowledgements), metadata=metadata, timeout=10
-                )
-            )
+            list(channel.stream_stream(method)(iter(messages), metadata=metadata, timeout=10))
         except grpc.RpcError as exc:
             _assert_acceptable(exc)
 
