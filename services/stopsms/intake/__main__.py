@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from stopsms.core.kafka import KafkaPublisher
+from stopsms.core.eventloop import install_event_loop
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import run_until_signalled
 from stopsms.core.settings import IntakeSettings, refuse_to_start
@@ -25,6 +26,7 @@ async def _run(settings: IntakeSettings) -> None:
 def main() -> None:
     """Entry point of the intake process."""
     with refuse_to_start("intake"):
+        install_event_loop()
         settings = IntakeSettings.from_env()
     configure_logging("intake", settings.log_level, settings.log_format)
     asyncio.run(_run(settings))

@@ -8,6 +8,7 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
+from stopsms.core.eventloop import install_event_loop
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start
@@ -136,6 +137,7 @@ def create_worker(settings: NotifierSettings) -> tuple[mode.Worker, GroupProcess
 def main() -> None:
     """Entry point of the notifier process."""
     with refuse_to_start("notifier"):
+        install_event_loop()
         settings = NotifierSettings.from_env()
         configure_logging("notifier", settings.log_level, settings.log_format)
         worker, tracking = create_worker(settings)

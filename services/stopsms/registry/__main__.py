@@ -12,6 +12,7 @@ from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
+from stopsms.core.eventloop import install_event_loop
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
@@ -113,6 +114,7 @@ def create_worker(settings: RegistrySettings) -> tuple[mode.Worker, GroupProcess
 def main() -> None:
     """Entry point of the registry process."""
     with refuse_to_start("registry"):
+        install_event_loop()
         settings = RegistrySettings.from_env()
         configure_logging("registry", settings.log_level, settings.log_format)
         worker, decisions = create_worker(settings)
