@@ -125,8 +125,8 @@ async def test_a_proof_starts_with_its_offsets_and_is_done_when_every_party_pass
     assert (start.change_position.partition, start.change_position.offset) == (5, 10)
     assert [d.party_id for d in start.deliveries] == ["atlas", "iam"]
     assert not prover.waiting()  # nothing waits before the batch is committed
-    assert batch.after_commit is not None
-    batch.after_commit()
+    assert batch.after_published is not None
+    batch.after_published()
     assert prover.waiting() and publisher.sent == []
     log.advance("iam", OP, 5, 11, 1_400)
     prover.advanced([("iam", 5)])

@@ -6,9 +6,12 @@ This is the one module that drives Kafka's consumer groups for stream processing
 of records to a plain handler, which returns the records to publish. The batch's outputs and
 the changes of its :class:`StateStore` (written to a compacted changelog) are sent together by
 an idempotent producer (acks=all); the input offsets are committed only once Kafka has
-acknowledged every one of them. A crash anywhere processes the batch again from the committed
-offsets; every handler is deterministic, so a record published again is identical, and a
-state already written makes a repeated request publish nothing.
+acknowledged every one of them. Commits are gathered: the offsets of acknowledged batches are
+committed together at most every :data:`COMMIT_EVERY_S` (and before partitions are handed over
+or the stage stops), since a commit per batch was a broker request and an offsets record per
+partition for each few opt-outs under load. A crash anywhere processes the batches since the
+last commit again; every handler is deterministic, so a record published again is identical,
+and a state already written makes a repeated request publish nothing.
 
 The loop never waits idle on a timer: ``getmany`` returns as soon as records arrive, and a batch
 is whatever arrived meanwhile, so batches grow with the load.
@@ -44,6 +47,9 @@ MAX_BATCH = 2000
 DELIVERY_TIMEOUT_S = 60.0
 #: Pause after a failed batch before it is tried again.
 RETRY_S = 1.0
+#: How often a stage commits the input offsets of its acknowledged batches, at most. A crash
+#: processes again at most this much (identically); nothing waits on the commit.
+COMMIT_EVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,14 @@ class Output:
 
 @dataclass
 class ProcessedBatch:
-    """What a handler made of a batch: records to publish, and what to do once committed."""
+    """What a handler made of a batch: records to publish, and what to do once they are.
+
+    ``after_published`` runs once Kafka has acknowledged every output (the input offsets are
+    committed then or shortly after, never before).
+    """
 
     outputs: list[Output] = field(default_factory=list)
-    after_commit: Callable[[], None] | None = None
+    after_published: Callable[[], None] | None = None
 
 
 class Handler(Protocol):
@@ -170,6 +180,9 @@ class GroupProcessor(mode.Service):
         #: Partitions whose state is restored: records of others wait (the consumer may hand
         #: out a new partition's records before the rebalance listener has finished).
         self._restored: set[int] = set()
+        #: Input offsets whose batches Kafka acknowledged, not committed yet.
+        self._published: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0
         self.batches = 0
         super().__init__(**kwargs)
 
@@ -209,8 +222,13 @@ class GroupProcessor(mode.Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
-        """Leave the group (what is not committed is processed again by the next owner)."""
+        """Commit what is published, then leave the group (the rest is processed again)."""
         if self.consumer is not None:
+            try:
+                await self.commit_published()
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("%s: last offsets not committed (%r); processed again", self.group,
+                            exc)  # fmt: skip
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
@@ -223,6 +241,32 @@ class GroupProcessor(mode.Service):
         self._restored |= partitions
         log.info("%s: partitions %s assigned", self.group, sorted(partitions))
 
+    async def commit_published(self, partitions: set[int] | None = None) -> None:
+        """Commit the input offsets of acknowledged batches (of ``partitions``, or all)."""
+        assert self.consumer is not None
+        chosen = {
+            tp: offset
+            for tp, offset in self._published.items()
+            if partitions is None or tp.partition in partitions
+        }
+        if not chosen:
+            return
+        await self.consumer.commit(chosen)
+        for tp, offset in chosen.items():
+            if self._published.get(tp) == offset:
+                del self._published[tp]
+        self._committed_at = time.monotonic()
+
+    async def before_revoked(self, partitions: set[int]) -> None:
+        """Partitions are about to be handed over: commit what was published of them."""
+        try:
+            await self.commit_published(partitions)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("%s: offsets of revoked partitions not committed (%r); the next owner "
+                        "processes those batches again", self.group, exc)  # fmt: skip
+        for tp in [tp for tp in self._published if tp.partition in partitions]:
+            del self._published[tp]
+
     def on_revoked(self, partitions: set[int]) -> None:
         """Forget revoked partitions' state."""
         self._restored -= partitions
@@ -231,14 +275,17 @@ class GroupProcessor(mode.Service):
         self.handler.revoked(partitions)
 
     async def process_once(self, timeout_ms: int = 500) -> int:
-        """Take what arrived, process it, publish the outputs, then commit the offsets."""
+        """Take what arrived, process it, publish the outputs; commit the offsets in time."""
         assert self.consumer is not None and self.producer is not None
+        if self._published:  # wake in time to commit them even if nothing else arrives
+            timeout_ms = min(timeout_ms, int(COMMIT_EVERY_S * 1000))
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_BATCH)
         waiting = [tp for tp in batches if tp.partition not in self._restored]
         for tp in waiting:  # assigned, state not restored yet: fetched again once it is
             self.consumer.seek(tp, batches.pop(tp)[0].offset)
         records = records_of(batches)
         if not records:
+            await self._commit_if_due()
             return 0
         offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages}
         processed = await self.handler.process(records)
@@ -255,11 +302,17 @@ class GroupProcessor(mode.Service):
             )
         async with asyncio.timeout(DELIVERY_TIMEOUT_S):  # published before remembered
             await asyncio.gather(*deliveries)
-            await self.consumer.commit(offsets)
+        self._published.update(offsets)
         self.batches += 1
-        if processed.after_commit is not None:
-            processed.after_commit()
+        if processed.after_published is not None:
+            processed.after_published()
+        await self._commit_if_due()
         return len(records)
+
+    async def _commit_if_due(self) -> None:
+        if self._published and time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                await self.commit_published()
 
     async def _recover(self) -> None:
         """After a failed batch: back to the committed offsets and the committed state."""
@@ -315,7 +368,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.processor = processor
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.processor.on_revoked({tp.partition for tp in revoked})
+        partitions = {tp.partition for tp in revoked}
+        await self.processor.before_revoked(partitions)
+        self.processor.on_revoked(partitions)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.processor.on_assigned({tp.partition for tp in assigned})

@@ -5,7 +5,8 @@
   publishes the start of its proof — a ``PropagationRecord`` naming every concerned party
   PENDING, and where the change sits — and commits its input offsets only once Kafka has
   acknowledged those starts, so a change past the committed offset always has its start
-  record on the propagation topic; then it hands the change to the :class:`Prover`.
+  record on the propagation topic; once they are acknowledged it hands the change to the
+  :class:`Prover`.
 * The :class:`Prover` holds the changes of this replica's partitions until every concerned party
   has applied them, as the parties' progress (:mod:`stopsms.notifier.progress`) says, and then
   publishes the done record. When it takes over a partition it first reads the proofs already
@@ -130,7 +131,7 @@ class Prover(mode.Service):
                 log.exception("could not take over the proofs of the assigned partitions")
 
     async def process(self, records: list[Record]) -> ProcessedBatch:
-        """Start the proof of each change; the changes wait for their parties once committed."""
+        """Start the proof of each change; the changes wait for their parties once published."""
         outputs: list[Output] = []
         opened: list[events_pb2.PropagationRecord] = []
         seen: set[str] = set()
@@ -162,14 +163,14 @@ class Prover(mode.Service):
             )
             opened.append(start)
 
-        def committed() -> None:
+        def published() -> None:
             for start in opened:
                 self.proofs.put(start.event_id, start)
                 self.publish_done(self.tracker.open(start))
             if opened:
                 self.opened.set()
 
-        return ProcessedBatch(outputs, committed)
+        return ProcessedBatch(outputs, published)
 
     def advanced(self, moved: list[tuple[str, int]]) -> None:
         """Parties advanced: publish the proofs that are done now."""
