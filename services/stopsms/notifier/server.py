@@ -153,8 +153,11 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}"
             )
+        # An idle stream wakes only to send its heartbeat: waking more often sends nothing.
         changes_after = (
-            self._feed.follow(start, entitled) if self._feed else self._own_reader(start, entitled)
+            self._feed.follow(start, entitled, idle_s=self._settings.heartbeat_seconds)
+            if self._feed
+            else self._own_reader(start, entitled)
         )
         try:
             positions = {p: start.get(p, 0) for p in range(self._settings.partitions)}
