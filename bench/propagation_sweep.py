@@ -20,7 +20,9 @@ intake: 90 % for one sender, 10 % global, as :mod:`bench.propagation_load` does.
 Each fresh platform is first warmed up (``--warmup`` seconds at 100/s, every request proven)
 and measured only then: a new broker's JIT compilers otherwise take a quarter of a core for
 its first two minutes (per-thread CPU of the broker, C1/C2 compiler threads), a cost of
-starting, not of the work.
+starting, not of the work. The idle window (rate 0) begins ``--idle-settle`` seconds after the
+warm-up, once those compilers have finished with the warm-up's code: the floor is that of a
+platform that has run, with its 53 parties connected.
 
 In the same run, the raw baselines: a produce→consume round trip on the same broker, and the
 CPU per record of a bare aiokafka consume→produce loop. Then one more run at 100/s with 200
@@ -265,6 +267,7 @@ def run_rate(
     *,
     warmup: float = 0.0,
     ack_seconds: float = 0.1,
+    idle_settle: float = 0.0,
 ) -> RateResult:
     """One fresh platform at one offered rate (profiled when ``profile`` names a folder)."""
     work.mkdir(parents=True)
@@ -318,6 +321,10 @@ def run_rate(
                 )
                 print(f"   warm-up: {len(proven)} of {len(warmed)} proven", flush=True)
                 time.sleep(3)  # the last acknowledgements and polls of the warm-up
+            if not rate:
+                # The floor of a platform that has run, not of one that just started: the
+                # broker's JIT compilers work through the warm-up's code for a minute or two.
+                time.sleep(idle_settle)
             assert platform.infra is not None and platform.infra.kafka.process is not None
             pids = {name: platform.processes[name].pid for name in SERVICES}
             pids["kafka"] = platform.infra.kafka.process.pid
@@ -446,6 +453,12 @@ def main() -> int:
         "--ack-seconds", type=float, default=0.1, help="how often each PSVA acknowledges"
     )
     parser.add_argument(
+        "--idle-settle",
+        type=float,
+        default=0.0 if SMOKE else 90.0,
+        help="seconds between the warm-up and the idle window (rate 0)",
+    )
+    parser.add_argument(
         "--profile", type=float, action="append", default=[], help="profile at this rate (py-spy)"
     )
     args = parser.parse_args()
@@ -466,6 +479,7 @@ def main() -> int:
                 profile,
                 warmup=args.warmup,
                 ack_seconds=args.ack_seconds,
+                idle_settle=args.idle_settle,
             )
             results.append(r)
             print(
