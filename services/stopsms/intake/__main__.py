@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.eventloop import install_event_loop
+from stopsms.core.kafka import KafkaPublisher
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import run_until_signalled
 from stopsms.core.settings import IntakeSettings, refuse_to_start

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import mode
 
+from stopsms.core.eventloop import install_event_loop
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import GroupOffsets, PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.eventloop import install_event_loop
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import NotifierSettings, refuse_to_start

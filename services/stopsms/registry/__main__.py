@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import mode
 
+from stopsms.core.eventloop import install_event_loop
 from stopsms.core.identity import AuditTrail, Authenticator
 from stopsms.core.kafka import PublisherService
 from stopsms.core.parties import PartiesDirectory
 from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.eventloop import install_event_loop
 from stopsms.core.selfcheck import before_serving
 from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.core.settings import RegistrySettings, refuse_to_start
