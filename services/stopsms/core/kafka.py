@@ -130,13 +130,12 @@ class KafkaPublisher:
     ) -> tuple[int, int]:
         """Publish one record and wait for acks=all, at most the configured timeout."""
         try:
-            delivery = await asyncio.wait_for(
-                self._producer.send(
+            # One deadline for queueing and acknowledgement; unlike wait_for, it makes no task.
+            async with asyncio.timeout(self._timeout):
+                delivery = await self._producer.send(
                     topic, value=value, key=key, partition=partition, headers=headers or []
-                ),
-                self._timeout,
-            )
-            metadata = await asyncio.wait_for(delivery, self._timeout)
+                )
+                metadata = await delivery
         except (KafkaError, TimeoutError) as exc:
             raise PublishFailed(
                 f"Kafka did not acknowledge the record on {topic}: {exc!r}"
