@@ -186,7 +186,8 @@ class LiveFeed(mode.Service):
                         yield batch
                 while not subscriber.overflowed:
                     try:
-                        batch = await asyncio.wait_for(subscriber.queue.get(), idle_s)
+                        async with asyncio.timeout(idle_s):  # (wait_for would make a task)
+                            batch = await subscriber.queue.get()
                     except TimeoutError:
                         # The queue is empty: everything published to this stream went out.
                         advance(positions, subscriber.through)
