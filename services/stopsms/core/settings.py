@@ -262,7 +262,7 @@ class NotifierSettings(Settings):
     """Notifier: how parties' progress is read and recorded for the proof."""
 
     #: How often operators' committed offsets are read while a change waits for them...
-    receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.25, float)
+    receipt_poll_seconds: float = _env("RECEIPT_POLL_SECONDS", 0.1, float)
     #: ...and when none does (a new change wakes the poller at once).
     receipt_idle_poll_seconds: float = _env("RECEIPT_IDLE_POLL_SECONDS", 5.0, float)
     #: PSVAs' acknowledgements arriving within this window are made durable together.
