@@ -46,6 +46,8 @@ RETRYABLE = {
 }
 #: How long one request is retried before the load gives up on it.
 RETRY_FOR_S = 180.0
+#: How long an operator's commit (or its consumer's stop) may take before it connects again.
+COMMIT_BOUND_S = 10.0
 
 
 class Recorder:
@@ -145,7 +147,7 @@ async def operator(
     """One operator: consume everything, commit what it applied, resume after broker loss.
 
     As docs/operators.md advises: the partitions that moved, at most every ``commit_seconds``
-    (the platform reads operators' groups every 0.25 s; a commit of every partition after
+    (the platform reads operators' groups every 0.1 s; a commit of every partition after
     every poll costs the cluster a record per partition and gains nothing).
     """
     topics = Topics(namespace)
@@ -166,13 +168,27 @@ async def operator(
                 for tp, messages in batch.items():
                     applied[tp] = messages[-1].offset + 1
                 if applied and time.monotonic() - committed_at >= commit_seconds:
-                    await consumer.commit({tp: offset for tp, offset in applied.items()})
+                    # A commit in flight when the broker dies may wait on a coordinator that
+                    # never answers it: bounded, and the operator connects again.
+                    async with asyncio.timeout(COMMIT_BOUND_S):
+                        await consumer.commit(dict(applied))
                     applied, committed_at = {}, time.monotonic()
         except Exception as exc:  # noqa: BLE001 - a broker restart: connect again
-            print(f"operator {party_id}: {exc!r}; reconnecting", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} operator {party_id}: {exc!r}; reconnecting",
+                  flush=True)  # fmt: skip
             await asyncio.sleep(1)
         finally:
-            await consumer.stop()
+            try:
+                async with asyncio.timeout(COMMIT_BOUND_S):
+                    await consumer.stop()
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                # aiokafka's stop lets the CancelledError of its own fetch tasks out: only a
+                # cancellation of this operator ends it.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                print(f"operator {party_id}: the old consumer did not stop cleanly ({exc!r})",
+                      flush=True)  # fmt: skip
 
 
 def read_senders(path: Path) -> tuple[list[str], list[float]]:
