@@ -3,7 +3,8 @@
 Most of a service's CPU is spent in event-loop machinery rather than in its own logic: the
 socket reads and writes of Kafka, Redis and gRPC, timers, futures and callbacks. uvloop does
 that work in C (libuv) instead of in Python (docs/architecture.md has the sweep's 200/s step
-with each loop: p99 2.65 s on the standard loop, 1.07 s on uvloop, one run each). Every process installs it first thing, before anything asks for a loop:
+with each loop: p99 2.65 s on the standard loop, 1.07 s on uvloop, one run each). Every
+process installs it first thing, before anything asks for a loop:
 the gRPC server and the stream worker are built before they run, on the loop made here.
 
 ``STOPSMS_EVENT_LOOP=asyncio`` keeps the standard loop (to compare, or to debug with asyncio's
