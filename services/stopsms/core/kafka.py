@@ -28,6 +28,18 @@ from stopsms.core.tracing import CURRENT_TRACEPARENT, TRACE_HEADER, continue_tra
 
 log = logging.getLogger(__name__)
 
+#: How long aiokafka's background fetch routine sleeps when no event wakes it (the consumer's
+#: ``consumer_timeout_ms``, 200 ms by default).
+#: It is woken anyway by every fetch answer, consumption, seek, reset, resume and reassignment,
+#: so the timeout only sets how often an idle consumer wakes for nothing: five times a second
+#: per consumer with the default, which was a third of an idle service's CPU.
+FETCHER_WAKE_S = 5.0
+
+#: How long a reader's fetch waits at the broker for records before it is answered empty. Records
+#: end the wait at once, so this sets only how often an idle reader asks: every 2 s, where
+#: aiokafka's default (500 ms) cost an idle platform's broker and services twice as many fetches.
+READER_FETCH_WAIT_MS = 2000
+
 MESSAGE_TYPE_HEADER = "stopsms-type"
 
 Headers = list[tuple[str, bytes]]
@@ -278,6 +290,13 @@ class TopicReader:
     Used wherever each replica needs the whole topic: the registry's view materialiser, the
     notifier's PSVA streams, intake's link directory. Offsets are the *next* offset to read.
     With ``fetching=False`` it only answers for offsets (end offsets, positions).
+
+    A reader at the end of its topic keeps one fetch waiting at the broker, answered as soon as
+    a record arrives or after :data:`READER_FETCH_WAIT_MS`. The broker answers a connection's
+    requests in order, so an offsets request sent meanwhile waits behind that fetch: the reader
+    therefore fetches nothing until its first read (its positions and end offsets are asked
+    before), and a reader whose offsets are asked while it follows keeps a second, non-fetching
+    reader for them (as :class:`CompactedTopicIndex` does).
     """
 
     def __init__(
@@ -305,12 +324,12 @@ class TopicReader:
             auto_offset_reset="earliest",
             client_id=client_id,
             max_poll_records=max_records,
-            # A fetch waits at the broker until records arrive (then it is answered at once)
-            # or this long: an idle reader asks twice a second, not ten times.
-            fetch_max_wait_ms=500,
+            fetch_max_wait_ms=READER_FETCH_WAIT_MS,
+            consumer_timeout_ms=int(FETCHER_WAKE_S * 1000),
             isolation_level="read_uncommitted",
         )
         self.partitions: list[TopicPartition] = []
+        self._resumed = False
 
     async def _partition_ids(self, wait_seconds: float) -> set[int]:
         """The topic's partitions; a topic created a moment ago may take a while to appear."""
@@ -344,24 +363,36 @@ class TopicReader:
             ids &= self._only
         self.partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
         self._consumer.assign(self.partitions)
-        if not self._fetching:  # asked only for offsets: never fetch records in the background
-            self._consumer.pause(*self.partitions)
+        # Paused until the first read: a reset (seek to the beginning or the end) waits behind
+        # a fetch in flight on the same connection, and so would the caller's first offsets.
+        self._consumer.pause(*self.partitions)
         by_time: dict[TopicPartition, Any] = {}
         if self._start_time_ms is not None:
             by_time = await self._consumer.offsets_for_times(
                 {tp: self._start_time_ms for tp in self.partitions}
             )
+        to_beginning, to_end = [], []
         for tp in self.partitions:
             if tp.partition in self._start_offsets:
                 self._consumer.seek(tp, self._start_offsets[tp.partition])
             elif tp in by_time:  # the first record at or after the time, else the end
                 found = by_time[tp]
                 if found is None:
-                    await self._consumer.seek_to_end(tp)
+                    to_end.append(tp)
                 else:
                     self._consumer.seek(tp, found.offset)
             else:
-                await self._consumer.seek_to_beginning(tp)
+                to_beginning.append(tp)
+        if to_beginning:
+            await self._consumer.seek_to_beginning(*to_beginning)
+        if to_end:
+            await self._consumer.seek_to_end(*to_end)
+
+    def _resume(self) -> None:
+        """Start fetching in the background (at the first read)."""
+        if not self._resumed and self._fetching:
+            self._consumer.resume(*self.partitions)
+            self._resumed = True
 
     async def stop(self) -> None:
         """Disconnect."""
@@ -369,6 +400,7 @@ class TopicReader:
 
     async def read(self, timeout_ms: int = 200) -> list[Record]:
         """Return the next records (possibly none), in offset order within each partition."""
+        self._resume()
         return records_of(await self._consumer.getmany(timeout_ms=timeout_ms))
 
     async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
@@ -376,6 +408,7 @@ class TopicReader:
 
         They have ``partition``, ``offset`` and ``value``; the view's rebuild reads millions.
         """
+        self._resume()
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
         if len(batches) == 1:
             return next(iter(batches.values()))

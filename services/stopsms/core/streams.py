@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
-from stopsms.core.kafka import GroupOffsets, Record, TopicReader, records_of
+from stopsms.core.kafka import FETCHER_WAKE_S, GroupOffsets, Record, TopicReader, records_of
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.settings import Settings
 
@@ -214,6 +214,7 @@ class GroupProcessor(mode.Service):
             auto_offset_reset="earliest",
             max_poll_records=MAX_BATCH,
             fetch_max_wait_ms=500,
+            consumer_timeout_ms=int(FETCHER_WAKE_S * 1000),
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.session_timeout_s * 100),
             client_id=f"{self.group}-consumer",
