@@ -114,3 +114,16 @@ def test_the_settings_describe_the_access_every_client_uses(tls_files: dict[str,
         key_file=tls_files["key"],
     )
     assert str(settings.kafka) == "stopsms-kafka-bootstrap:9093 (SSL)"
+
+
+def test_partition_of_places_keys_where_the_producer_does() -> None:
+    """The progress follower reads one partition: the one the producer puts its key on."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stopsms.core.kafka import partition_of
+    from stopsms.notifier.progress import PROGRESS_KEY
+
+    for count in (1, 3, 12, 48):
+        everything = list(range(count))
+        for key in (PROGRESS_KEY, b"evt-1", b"+212600000000", "é".encode()):
+            assert partition_of(key, count) == DefaultPartitioner()(key, everything, everything)

@@ -181,7 +181,7 @@ class KafkaPublisher:
         futures = []
         try:
             for key, value in records:
-                partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+                partition = partitions[partition_of(key, len(partitions))]
                 open_batches = batches.setdefault(partition, [self._producer.create_batch()])
                 if (
                     open_batches[-1].append(
@@ -282,6 +282,11 @@ class InMemoryPublisher:
         """Append every record, or raise :class:`PublishFailed` when ``failing`` is set."""
         for key, value in records:
             await self.publish(topic, key, value, headers=headers)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as producers place it)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class TopicReader:

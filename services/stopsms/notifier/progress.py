@@ -32,6 +32,7 @@ from stopsms.core.kafka import (
     KafkaPublisher,
     TopicReader,
     message_headers,
+    partition_of,
     read_up_to,
 )
 from stopsms.core.kafka_access import KafkaAccess
@@ -121,23 +122,33 @@ class ProgressFollower(mode.Service):
         self.ready = asyncio.Event()
         self._reader: TopicReader | None = None
         self._ends: TopicReader | None = None
+        #: The partition of the receipts topic that holds the progress receipts.
+        self.partition = 0
         self._read = asyncio.Condition()
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
-        """Connect at the progress of the last ``replay_seconds``."""
-        self._reader = TopicReader(
-            self._kafka,
-            self.topics.receipts,
-            start_time_ms=now_ms() - int(self.replay_seconds * 1000),
-            client_id="stopsms-progress",
-        )
-        await self._reader.start()
+        """Connect at the progress of the last ``replay_seconds``, on the progress partition.
+
+        Every progress receipt has one key, so one partition holds them all; the reader reads
+        only that one. (A reader of every partition keeps a fetch for the idle others waiting
+        at the broker while its last records are handed over, and the next fetch of the
+        progress partition waits behind it: up to the whole fetch wait, under load.)
+        """
         # End offsets on a connection of their own (not behind the reader's long-poll fetch).
         self._ends = TopicReader(
             self._kafka, self.topics.receipts, client_id="stopsms-progress-ends", fetching=False
         )
         await self._ends.start()
+        self.partition = partition_of(PROGRESS_KEY, len(self._ends.partitions))
+        self._reader = TopicReader(
+            self._kafka,
+            self.topics.receipts,
+            start_time_ms=now_ms() - int(self.replay_seconds * 1000),
+            client_id="stopsms-progress",
+            only_partitions=[self.partition],
+        )
+        await self._reader.start()
 
     async def on_stop(self) -> None:
         """Disconnect."""
@@ -203,7 +214,7 @@ class ProgressFollower(mode.Service):
         """Wait until what was written before the call is in the log (False: timed out)."""
         assert self._reader is not None and self._ends is not None
         await self.ready.wait()
-        ends = await self._ends.end_offsets()
+        ends = {self.partition: (await self._ends.end_offsets())[self.partition]}
         try:
             await asyncio.wait_for(read_up_to(self._reader, ends, self._read), timeout)
             return True
