@@ -7,6 +7,8 @@ import hashlib
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from stopsms.core.infra import LocalInfrastructure
 from stopsms.core.kafka import (
@@ -88,6 +90,44 @@ async def test_group_offsets_are_committed_and_read_without_joining(
         await offsets.commit(group, topics.suppressions, {0: 0, 5: 0})
         assert await offsets.committed(group, topics.suppressions) == {0: 0, 5: 0}
     finally:
+        await offsets.stop()
+
+
+async def test_many_groups_commit_together_and_a_group_with_members_refuses(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    """Fifty PSVAs' groups commit at once over one client; a joined group is not overwritten."""
+    topics = Topics(namespace)
+    offsets = GroupOffsets(infra.kafka.bootstrap)
+    await offsets.start()
+    member = AIOKafkaConsumer(
+        topics.suppressions,
+        bootstrap_servers=infra.kafka.bootstrap,
+        group_id=topics.operator_group("joined"),
+        enable_auto_commit=False,
+    )
+    try:
+        groups = [topics.psva_group(f"psva-{i}") for i in range(50)]
+        await asyncio.gather(
+            *(offsets.commit(g, topics.suppressions, {i % 12: i + 1}) for i, g in enumerate(groups))
+        )
+        for i, group in enumerate(groups):
+            assert await offsets.committed(group, topics.suppressions) == {i % 12: i + 1}, group
+        # Later commits of one group land in call order.
+        await asyncio.gather(
+            *(offsets.commit(groups[0], topics.suppressions, {0: n}) for n in (7, 8, 9))
+        )
+        assert await offsets.committed(groups[0], topics.suppressions) == {0: 9}
+
+        await member.start()
+        async with asyncio.timeout(30):  # joined once it has its partitions
+            while not member.assignment():
+                await member.getmany(timeout_ms=200)
+        with pytest.raises(KafkaError) as refused:
+            await offsets.commit(topics.operator_group("joined"), topics.suppressions, {0: 1})
+        assert not refused.value.retriable, refused.value
+    finally:
+        await member.stop()
         await offsets.stop()
 
 
