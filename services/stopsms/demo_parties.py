@@ -9,6 +9,7 @@ changes and acknowledges them, exactly as real parties do through the public int
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,25 +26,103 @@ if TYPE_CHECKING:
     from stopsms.local_platform import LocalPlatform
 
 
+class _LatestCursor:
+    """The newest cursor a stand-in PSVA applied, handed to its acknowledgement stream.
+
+    One acknowledgement is in flight at a time; whatever arrives meanwhile is covered by the next
+    one (the latest cursor covers every change before it), so a burst costs a few writes, not
+    one each, and nothing waits behind a queue of acknowledgements.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self.latest = ""
+        self._sent = ""
+        self._in_flight = False
+        self._closed = False
+
+    def offer(self, cursor: str) -> None:
+        """A change up to ``cursor`` was applied."""
+        with self._ready:
+            self.latest = cursor
+            self._ready.notify()
+
+    def answered(self) -> None:
+        """The acknowledgement in flight is durable: the next may go."""
+        with self._ready:
+            self._in_flight = False
+            self._ready.notify()
+
+    def close(self) -> None:
+        """End the requests of the current and every later acknowledgement stream."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def requests(self) -> Iterator[notifier_pb2.AcknowledgeStreamRequest]:
+        """The requests of one AcknowledgeStream call (read by grpc's own thread)."""
+        with self._ready:
+            self._in_flight = False  # a new call: nothing of it is in flight
+        while True:
+            with self._ready:
+                self._ready.wait_for(
+                    lambda: self._closed or (not self._in_flight and self.latest != self._sent)
+                )
+                if self._closed:
+                    return
+                self._sent, self._in_flight = self.latest, True
+                cursor = self._sent
+            yield notifier_pb2.AcknowledgeStreamRequest(cursor=cursor)
+
+    def resend(self) -> None:
+        """A stream broke: what it had in flight may not be durable, so send it again."""
+        with self._ready:
+            self._sent = ""
+
+
 def acknowledge_everything(
     address: str, party_id: str, tls_folder: Path | None, stop: threading.Event
 ) -> None:
-    """A PSVA that applies and acknowledges every change it is sent, until ``stop``."""
+    """A PSVA that applies and acknowledges every change it is sent, until ``stop``.
+
+    As a real PSVA would: the change stream stays open (no deadline: a stream ended every few
+    seconds delays the changes of every reconnection), a broken stream resumes from the last
+    change applied, and acknowledgements go on one AcknowledgeStream call, the latest cursor
+    whenever the previous one is durable.
+    """
     channel, metadata = party_channel_sync(address, party_id, tls_folder)
     stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-    try:
+    cursors = _LatestCursor()
+
+    def watch() -> None:
         while not stop.is_set():
             try:
-                for response in stub.WatchChanges(
-                    notifier_pb2.WatchChangesRequest(), metadata=metadata, timeout=2
-                ):
-                    stub.Acknowledge(
-                        notifier_pb2.AcknowledgeRequest(cursor=response.cursor), metadata=metadata
-                    )
+                request = notifier_pb2.WatchChangesRequest(cursor=cursors.latest)
+                for response in stub.WatchChanges(request, metadata=metadata):
+                    cursors.offer(response.cursor)
             except grpc.RpcError:
-                stop.wait(0.2)  # the deadline, or a restart: resume from the acknowledged cursor
-    finally:
-        channel.close()
+                stop.wait(0.2)  # a restart, or the stop: resume from the last change applied
+
+    def acknowledge() -> None:
+        while not stop.is_set():
+            try:
+                for _ in stub.AcknowledgeStream(cursors.requests(), metadata=metadata):
+                    cursors.answered()
+            except grpc.RpcError:
+                cursors.resend()
+                stop.wait(0.2)
+
+    workers = [
+        threading.Thread(target=work, daemon=True, name=f"psva-{party_id}-{work.__name__}")
+        for work in (watch, acknowledge)
+    ]
+    for worker in workers:
+        worker.start()
+    stop.wait()
+    cursors.close()
+    channel.close()  # ends both calls (CANCELLED), so both workers see the stop
+    for worker in workers:
+        worker.join(10)
 
 
 def _ignore(msisdn: str, change: events_pb2.SuppressionChanged) -> None:
