@@ -14,7 +14,11 @@ last commit again; every handler is deterministic, so a record published again i
 and a state already written makes a repeated request publish nothing.
 
 The loop never waits idle on a timer: ``getmany`` returns as soon as records arrive, and a batch
-is whatever arrived meanwhile, so batches grow with the load.
+is whatever arrived meanwhile, so batches grow with the load. Under load a stage takes a batch at
+most once per :data:`~stopsms.core.kafka.BATCH_WINDOW_S` (what arrives meanwhile joins it), so a
+busy topic costs a fetch, a produce and a commit check per window, not per record; the first
+record after a quiet spell is taken at once, and a stage that is behind (full batches) does not
+wait.
 
 A handler is an object with ``process(records) -> ProcessedBatch`` and ``assigned``/``revoked``
 hooks; it is tested in-process with records and a store of its own.
@@ -35,7 +39,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
-from stopsms.core.kafka import FETCHER_WAKE_S, GroupOffsets, Record, TopicReader, records_of
+from stopsms.core.kafka import (
+    BATCH_WINDOW_S,
+    FETCHER_WAKE_S,
+    GroupOffsets,
+    Record,
+    TopicReader,
+    records_of,
+)
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.settings import Settings
 
@@ -165,9 +176,12 @@ class GroupProcessor(mode.Service):
         *,
         stores: Sequence[StateStore] = (),
         session_timeout_s: float = 30.0,
+        batch_window_s: float = BATCH_WINDOW_S,
         **kwargs: Any,
     ) -> None:
         self.kafka = KafkaAccess.of(kafka)
+        #: Under load, a batch is taken at most once per window (0: as soon as records arrive).
+        self.batch_window_s = batch_window_s
         self.group = group
         self.topic = topic
         self.handler = handler
@@ -333,9 +347,14 @@ class GroupProcessor(mode.Service):
     @mode.Service.task
     async def _run(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
         while not self.should_stop:
             try:
-                await self.process_once()
+                taken = loop.time()
+                count = await self.process_once()
+                if 0 < count < MAX_BATCH and self.batch_window_s > 0:
+                    # what arrives meanwhile joins the next batch (idle, nothing waits)
+                    await asyncio.sleep(max(0.0, taken + self.batch_window_s - loop.time()))
                 failures = 0
             except (KafkaError, TimeoutError, OSError) as exc:
                 failures += 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import mode
 from google.protobuf.message import DecodeError
 
-from stopsms.core.kafka import Record, TopicReader
+from stopsms.core.kafka import BATCH_WINDOW_S, Record, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.v1 import events_pb2, notifier_pb2
 
@@ -128,6 +128,7 @@ class LiveFeed(mode.Service):
             self.topic,
             start_offsets=dict(self.positions),
             client_id="stopsms-live-feed",
+            batch_window_s=BATCH_WINDOW_S,
         )
         await self._reader.start()
 

@@ -26,7 +26,7 @@ from typing import Any
 import mode
 from prometheus_client import Gauge
 
-from stopsms.core.kafka import TopicReader
+from stopsms.core.kafka import BATCH_WINDOW_S, TopicReader
 from stopsms.core.kafka_access import KafkaAccess
 from stopsms.core.view import (
     DIGEST_FIELD_BYTES,
@@ -268,7 +268,11 @@ class ViewMaterialiser(mode.Service):
         if self.reader is not None:
             await self.reader.stop()
         self.reader = TopicReader(
-            self.bootstrap, self.topic, start_offsets=offsets, max_records=READ_BATCH
+            self.bootstrap,
+            self.topic,
+            start_offsets=offsets,
+            max_records=READ_BATCH,
+            batch_window_s=BATCH_WINDOW_S,
         )
         await self.reader.start()
         self._targets = await self.reader.end_offsets()

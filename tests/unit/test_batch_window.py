@@ -1,0 +1,73 @@
+"""Followers of a busy topic take a batch at most once per window; idle or behind, at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stopsms.core import kafka
+from stopsms.core.kafka import _BatchWindow
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the window asks for (recorded, not slept)."""
+    asked: list[float] = []
+
+    async def record(seconds: float) -> None:
+        asked.append(seconds)
+
+    monkeypatch.setattr(kafka.asyncio, "sleep", record)
+    return asked
+
+
+def test_the_first_batch_is_taken_at_once(waits: list[float]) -> None:
+    async def scenario() -> None:
+        window = _BatchWindow(0.02, full=100)
+        await window.gather()
+
+    asyncio.run(scenario())
+    assert waits == []
+
+
+def test_after_a_partial_batch_the_next_waits_for_the_rest_of_the_window(
+    waits: list[float],
+) -> None:
+    async def scenario() -> None:
+        window = _BatchWindow(0.02, full=100)
+        window.handed([1, 2, 3])
+        await window.gather()
+
+    asyncio.run(scenario())
+    assert len(waits) == 1 and 0 < waits[0] <= 0.02
+
+
+def test_a_full_batch_means_behind_so_the_next_is_taken_at_once(waits: list[float]) -> None:
+    async def scenario() -> None:
+        window = _BatchWindow(0.02, full=3)
+        window.handed([1, 2, 3])
+        await window.gather()
+
+    asyncio.run(scenario())
+    assert waits == []
+
+
+def test_an_empty_read_opens_no_window(waits: list[float]) -> None:
+    async def scenario() -> None:
+        window = _BatchWindow(0.02, full=100)
+        window.handed([])
+        await window.gather()
+
+    asyncio.run(scenario())
+    assert waits == []
+
+
+def test_without_a_window_nothing_waits(waits: list[float]) -> None:
+    async def scenario() -> None:
+        window = _BatchWindow(0.0, full=100)
+        window.handed([1])
+        await window.gather()
+
+    asyncio.run(scenario())
+    assert waits == []
