@@ -109,3 +109,28 @@ def test_one_progress_receipt_speaks_for_several_parties_and_fills_an_open_proof
         "orange": events_pb2.DELIVERY_STATUS_PENDING,
     }
     assert not shown.done
+
+
+def test_parties_that_moved_together_pop_each_shared_scope_once_and_in_order() -> None:
+    log = ProgressLog()
+    tracker = ProofTracker(log)
+    for offset, event in ((7, "a"), (9, "b")):
+        tracker.open(started("", offset, event))
+    tracker.open(started("JUMIA", 8, "j"))
+    moved = []
+    for party, kind in (("iam", OP), ("orange", OP), ("sahara", PSVA), ("atlas", PSVA)):
+        log.advance(party, kind, 3, 10, 2_000)
+        moved.append((party, 3))
+    done = tracker.advanced_all(moved)
+    assert sorted(r.event_id for r in done) == ["a", "b", "j"]
+    assert [r.event_id for r in done if r.event_id != "j"] == ["a", "b"]  # in offset order
+    assert len(tracker) == 0
+
+
+def test_a_partys_positions_are_its_own_partitions() -> None:
+    log = ProgressLog()
+    log.advance("atlas", PSVA, 3, 10, 1_000)
+    log.advance("atlas", PSVA, 5, 4, 1_000)
+    log.advance("sahara", PSVA, 3, 99, 1_000)
+    assert log.positions("atlas") == {3: 10, 5: 4}
+    assert log.positions("nobody") == {}

@@ -174,11 +174,11 @@ class Prover(mode.Service):
 
     def advanced(self, moved: list[tuple[str, int]]) -> None:
         """Parties advanced: publish the proofs that are done now."""
-        done = []
-        for party_id, partition in moved:
-            if partition in self._synced:
-                done.extend(self.tracker.advanced(party_id, partition))
-        self.publish_done(done)
+        self.publish_done(
+            self.tracker.advanced_all(
+                (p, partition) for p, partition in moved if partition in self._synced
+            )
+        )
 
     def recheck(self) -> None:
         """After the progress log was filled in bulk: every proof done by now."""

@@ -53,6 +53,9 @@ class ProgressLog:
     def __init__(self, history: int = HISTORY) -> None:
         self._history = history
         self._tracks: dict[tuple[str, int], _Track] = {}
+        #: The same tracks by party: a party's positions are asked for every acknowledgement,
+        #: and must not cost a walk over every party's partitions.
+        self._tracks_of: dict[str, dict[int, _Track]] = {}
         self.kinds: dict[str, int] = {}
 
     def position(self, party_id: str, partition: int) -> int:
@@ -64,15 +67,18 @@ class ProgressLog:
         """Every partition's position of one party."""
         return {
             partition: track.offsets[-1]
-            for (party, partition), track in self._tracks.items()
-            if party == party_id and track.offsets
+            for partition, track in self._tracks_of.get(party_id, {}).items()
+            if track.offsets
         }
 
     def advance(self, party_id: str, kind: int, partition: int, offset: int, time_ms: int) -> bool:
         """Record that ``party_id`` reached ``offset`` on ``partition`` at ``time_ms``."""
         if kind:
             self.kinds[party_id] = kind
-        track = self._tracks.setdefault((party_id, partition), _Track())
+        track = self._tracks.get((party_id, partition))
+        if track is None:
+            track = self._tracks[(party_id, partition)] = _Track()
+            self._tracks_of.setdefault(party_id, {})[partition] = track
         if track.offsets and offset <= track.offsets[-1]:
             return False
         track.offsets.append(offset)
@@ -153,8 +159,21 @@ class ProofTracker:
 
     def advanced(self, party_id: str, partition: int) -> list[events_pb2.PropagationRecord]:
         """The changes done now that ``party_id`` advanced on ``partition``."""
+        return self.advanced_all([(party_id, partition)])
+
+    def advanced_all(self, moved: Iterable[tuple[str, int]]) -> list[events_pb2.PropagationRecord]:
+        """The changes done now that each (party, partition) of ``moved`` advanced.
+
+        A scope shared by many of them (the global one: every party) is looked at once, not once
+        per party that moved: a progress receipt names tens of PSVAs at a time.
+        """
+        scopes = {
+            (partition, scope)
+            for party_id, partition in moved
+            for scope in self._scopes_of.get((party_id, partition), ())
+        }
         done: list[events_pb2.PropagationRecord] = []
-        for scope in list(self._scopes_of.get((party_id, partition), ())):
+        for partition, scope in scopes:
             done.extend(self._pop_done(partition, scope))
         return done
 
