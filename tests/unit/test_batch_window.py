@@ -71,3 +71,17 @@ def test_without_a_window_nothing_waits(waits: list[float]) -> None:
 
     asyncio.run(scenario())
     assert waits == []
+
+
+def test_a_reader_stopped_while_its_window_passes_returns_nothing() -> None:
+    """Its owner's loop sees the stop; before, the read raised ConsumerStoppedError."""
+
+    async def scenario() -> tuple[list[object], list[object]]:
+        reader = kafka.TopicReader("127.0.0.1:1", "stopsms.test", batch_window_s=0.05)
+        reader._resumed = True  # as after a first read (nothing is assigned here)
+        reader._window.handed([object()])  # a partial batch was just handed over
+        reads = [asyncio.ensure_future(reader.read()), asyncio.ensure_future(reader.read_plain())]
+        await reader.stop()
+        return list(await asyncio.wait_for(asyncio.gather(*reads), timeout=5.0))
+
+    assert asyncio.run(scenario()) == [[], []]

@@ -377,6 +377,7 @@ class TopicReader:
         )
         self.partitions: list[TopicPartition] = []
         self._resumed = False
+        self._stopped = False
 
     async def _partition_ids(self, wait_seconds: float) -> set[int]:
         """The topic's partitions; a topic created a moment ago may take a while to appear."""
@@ -442,13 +443,16 @@ class TopicReader:
             self._resumed = True
 
     async def stop(self) -> None:
-        """Disconnect."""
+        """Disconnect. A read waiting for its batch window then returns no records."""
+        self._stopped = True
         await self._consumer.stop()
 
     async def read(self, timeout_ms: int = 200) -> list[Record]:
         """Return the next records (possibly none), in offset order within each partition."""
         self._resume()
         await self._window.gather()
+        if self._stopped:  # stopped while the window passed: the owner is stopping too
+            return []
         return self._window.handed(records_of(await self._consumer.getmany(timeout_ms=timeout_ms)))
 
     async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
@@ -458,6 +462,8 @@ class TopicReader:
         """
         self._resume()
         await self._window.gather()
+        if self._stopped:
+            return []
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
         if len(batches) == 1:
             return self._window.handed(next(iter(batches.values())))
