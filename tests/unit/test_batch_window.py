@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from stopsms.core import kafka
-from stopsms.core.kafka import _BatchWindow
+from stopsms.core.kafka import BatchWindow
 
 
 @pytest.fixture
@@ -22,9 +22,22 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return asked
 
 
-def test_the_first_batch_is_taken_at_once(waits: list[float]) -> None:
+@pytest.mark.parametrize(
+    ("seconds", "full", "handed"),
+    [
+        pytest.param(0.02, 100, None, id="the first batch is taken at once"),
+        pytest.param(0.02, 3, [1, 2, 3], id="a full batch means behind: the next at once"),
+        pytest.param(0.02, 100, [], id="an empty read opens no window"),
+        pytest.param(0.0, 100, [1], id="without a window nothing waits"),
+    ],
+)
+def test_nothing_waits(
+    waits: list[float], seconds: float, full: int, handed: list[int] | None
+) -> None:
     async def scenario() -> None:
-        window = _BatchWindow(0.02, full=100)
+        window = BatchWindow(seconds, full=full)
+        if handed is not None:
+            window.handed(handed)
         await window.gather()
 
     asyncio.run(scenario())
@@ -35,42 +48,12 @@ def test_after_a_partial_batch_the_next_waits_for_the_rest_of_the_window(
     waits: list[float],
 ) -> None:
     async def scenario() -> None:
-        window = _BatchWindow(0.02, full=100)
+        window = BatchWindow(0.02, full=100)
         window.handed([1, 2, 3])
         await window.gather()
 
     asyncio.run(scenario())
     assert len(waits) == 1 and 0 < waits[0] <= 0.02
-
-
-def test_a_full_batch_means_behind_so_the_next_is_taken_at_once(waits: list[float]) -> None:
-    async def scenario() -> None:
-        window = _BatchWindow(0.02, full=3)
-        window.handed([1, 2, 3])
-        await window.gather()
-
-    asyncio.run(scenario())
-    assert waits == []
-
-
-def test_an_empty_read_opens_no_window(waits: list[float]) -> None:
-    async def scenario() -> None:
-        window = _BatchWindow(0.02, full=100)
-        window.handed([])
-        await window.gather()
-
-    asyncio.run(scenario())
-    assert waits == []
-
-
-def test_without_a_window_nothing_waits(waits: list[float]) -> None:
-    async def scenario() -> None:
-        window = _BatchWindow(0.0, full=100)
-        window.handed([1])
-        await window.gather()
-
-    asyncio.run(scenario())
-    assert waits == []
 
 
 def test_a_reader_stopped_while_its_window_passes_returns_nothing() -> None:

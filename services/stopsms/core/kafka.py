@@ -301,10 +301,11 @@ def partition_of(key: bytes, partitions: int) -> int:
 _T = TypeVar("_T", bound=Sequence[Any])
 
 
-class _BatchWindow:
+class BatchWindow:
     """Bounds how often a follower takes a batch under load (see :data:`BATCH_WINDOW_S`).
 
     A full batch (``full`` records) means the follower is behind: it takes the next at once.
+    Used by :class:`TopicReader` and by the stream stages' loop.
     """
 
     def __init__(self, seconds: float, full: int) -> None:
@@ -358,7 +359,7 @@ class TopicReader:
         batch_window_s: float = 0.0,
     ) -> None:
         self.topic = topic
-        self._window = _BatchWindow(batch_window_s, max_records)
+        self._window = BatchWindow(batch_window_s, max_records)
         self._kafka = KafkaAccess.of(bootstrap)
         self._start_offsets = start_offsets or {}
         self._start_time_ms = start_time_ms
@@ -447,11 +448,15 @@ class TopicReader:
         self._stopped = True
         await self._consumer.stop()
 
-    async def read(self, timeout_ms: int = 200) -> list[Record]:
-        """Return the next records (possibly none), in offset order within each partition."""
+    async def _ready_to_read(self) -> bool:
+        """Fetch from now on, let the batch window pass; False if stopped meanwhile."""
         self._resume()
         await self._window.gather()
-        if self._stopped:  # stopped while the window passed: the owner is stopping too
+        return not self._stopped  # stopped while the window passed: the owner is stopping too
+
+    async def read(self, timeout_ms: int = 200) -> list[Record]:
+        """Return the next records (possibly none), in offset order within each partition."""
+        if not await self._ready_to_read():
             return []
         return self._window.handed(records_of(await self._consumer.getmany(timeout_ms=timeout_ms)))
 
@@ -460,9 +465,7 @@ class TopicReader:
 
         They have ``partition``, ``offset`` and ``value``; the view's rebuild reads millions.
         """
-        self._resume()
-        await self._window.gather()
-        if self._stopped:
+        if not await self._ready_to_read():
             return []
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
         if len(batches) == 1:

@@ -42,6 +42,7 @@ from prometheus_client import Gauge
 from stopsms.core.kafka import (
     BATCH_WINDOW_S,
     FETCHER_WAKE_S,
+    BatchWindow,
     GroupOffsets,
     Record,
     TopicReader,
@@ -181,7 +182,7 @@ class GroupProcessor(mode.Service):
     ) -> None:
         self.kafka = KafkaAccess.of(kafka)
         #: Under load, a batch is taken at most once per window (0: as soon as records arrive).
-        self.batch_window_s = batch_window_s
+        self._window = BatchWindow(batch_window_s, MAX_BATCH)
         self.group = group
         self.topic = topic
         self.handler = handler
@@ -298,7 +299,7 @@ class GroupProcessor(mode.Service):
         waiting = [tp for tp in batches if tp.partition not in self._restored]
         for tp in waiting:  # assigned, state not restored yet: fetched again once it is
             self.consumer.seek(tp, batches.pop(tp)[0].offset)
-        records = records_of(batches)
+        records = self._window.handed(records_of(batches))
         if not records:
             await self._commit_if_due()
             return 0
@@ -347,14 +348,13 @@ class GroupProcessor(mode.Service):
     @mode.Service.task
     async def _run(self) -> None:
         failures = 0
-        loop = asyncio.get_running_loop()
         while not self.should_stop:
             try:
-                taken = loop.time()
-                count = await self.process_once()
-                if 0 < count < MAX_BATCH and self.batch_window_s > 0:
-                    # what arrives meanwhile joins the next batch (idle, nothing waits)
-                    await asyncio.sleep(max(0.0, taken + self.batch_window_s - loop.time()))
+                await self.process_once()
+                # What arrives meanwhile joins the next batch (idle, nothing waits). The wait is
+                # here, not in process_once, so that a stop during it is seen before the next
+                # getmany asks a stopped consumer.
+                await self._window.gather()
                 failures = 0
             except (KafkaError, TimeoutError, OSError) as exc:
                 failures += 1
