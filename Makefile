@@ -9,7 +9,7 @@ install:  ## System packages (redis-server, Java, Maven) and the Python package,
 	bash deploy/bootstrap.sh
 
 up: install  ## Run Kafka, Redis and the three services; Ctrl-C stops everything.
-	$(PYTHON) -m stopsms.cli up
+	$(PYTHON) -m stopsms.tools.cli up
 
 test: install  ## Every test: unit, integration and end to end (starts its own Kafka and Redis).
 	$(PYTHON) -m pytest -q tests
@@ -27,19 +27,20 @@ chaos-ci: install  ## The same scenarios, reduced for CI (600 opt-outs each at 5
 	$(PYTHON) -m chaos --optouts 600 --rate 50
 
 protos:  ## Regenerate services/stopsms/v1 from protos/ with the pinned grpcio-tools.
-	$(PYTHON) -m stopsms.tooling.protogen generate
+	$(PYTHON) -m stopsms.tools.protogen generate
 
 protos-check:  ## Fail when the committed generated code differs from a regeneration.
-	$(PYTHON) -m stopsms.tooling.protogen check
+	$(PYTHON) -m stopsms.tools.protogen check
 
 buf-lint:  ## buf lint (STANDARD) and no breaking change against main.
 	cd protos && $(BUF) lint
 	cd protos && $(BUF) breaking --against '../.git#branch=main,subdir=protos'
 
-lint: protos-check buf-lint  ## ruff, mypy, the generated-code check and buf.
+lint: protos-check buf-lint  ## ruff, mypy, the layer contracts (import-linter), the generated-code check and buf.
 	$(PYTHON) -m ruff check services tests bench chaos deploy examples
 	$(PYTHON) -m ruff format --check services tests bench chaos deploy examples
 	$(PYTHON) -m mypy
+	lint-imports
 
 bench:  ## Propagation, audit overhead, intake, registry, the stream layer and the propagation sweep (each against a raw baseline); writes bench/results.json.
 	$(PYTHON) -m bench.propagation
@@ -58,4 +59,4 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
-	$(PYTHON) -m stopsms.core.infra fetch
+	$(PYTHON) -m stopsms.tools.launcher fetch

@@ -21,17 +21,18 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench.results import capacity_directory, figure, record
-from stopsms.core.clients import party_channel
-from stopsms.core.identity import AuditTrail, Authenticator
-from stopsms.core.infra import LocalInfrastructure
-from stopsms.core.kafka import KafkaPublisher
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.serving import GrpcEndpoint, servicer_registration
-from stopsms.core.tls import create_tls_folder, server_credentials
-from stopsms.core.topics import Topics
-from stopsms.core.view import RedisSuppressionView, ScopeEntry, ViewUpdate
+from stopsms.adapters.clients import party_channel
+from stopsms.adapters.identity import AuditTrail, Authenticator
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
+from stopsms.adapters.tls import create_tls_folder, server_credentials
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.topics import Topics
+from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
+from stopsms.tools.launcher import LocalInfrastructure
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
 
 NUMBERS = [f"06{i:08d}" for i in range(1000)]

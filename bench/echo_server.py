@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from stopsms.core.tls import server_credentials
+from stopsms.adapters.tls import server_credentials
 
 METHOD = "/bench.Echo/Echo"
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from bench.results import capacity_directory, figure, percentile, record
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key
+from stopsms.adapters.settings import Settings
+from stopsms.domain.topics import Topics, partition_for_key
 from stopsms.intake.submission import RequestSubmitter
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 

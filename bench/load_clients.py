@@ -32,9 +32,9 @@ from typing import TextIO
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stopsms.core.clients import party_channel
-from stopsms.core.eventloop import install_event_loop
-from stopsms.core.topics import Topics
+from stopsms.adapters.clients import party_channel
+from stopsms.adapters.eventloop import install_event_loop
+from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, notifier_pb2, notifier_pb2_grpc
 
 #: Answers after which the same request is sent again (the platform promised nothing yet).

@@ -3,7 +3,7 @@
 Runs the whole platform (real Kafka, Redis, the three services as processes) with the default
 parties directory: its three operators follow the list with the reference kafka-python consumer
 and commit after applying, its two PSVAs watch their changes and acknowledge each
-(:mod:`stopsms.demo_parties`). N opt-outs go
+(:mod:`stopsms.tools.demo_parties`). N opt-outs go
 through intake at a steady rate, for a mix of senders and the global scope; for each, the
 platform's own proof (``done_time - action_time`` of its propagation record) is the figure.
 
@@ -28,10 +28,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.results import figure, percentile, record
-from stopsms.core.kafka import TopicReader
-from stopsms.core.topics import Topics
-from stopsms.demo_parties import DemoParties
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.adapters.kafka import TopicReader
+from stopsms.domain.topics import Topics
+from stopsms.tools.demo_parties import DemoParties
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 SENDERS = ("JUMIA", "MARJANE", "LYDEC", "ELECTROPLANET", "KITEA", "IAM", "")

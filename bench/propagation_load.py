@@ -26,13 +26,13 @@ import yaml
 
 from bench.propagation import kafka_round_trips
 from bench.results import figure, percentile, record
-from stopsms.core.infra import start_process, stop_process
-from stopsms.core.kafka import Record, follow_topic, read_topic
-from stopsms.core.settings import PACKAGE_CONFIG
-from stopsms.core.topics import Topics
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.adapters.kafka import Record, follow_topic, read_topic
+from stopsms.adapters.settings import PACKAGE_CONFIG
+from stopsms.domain.topics import Topics
+from stopsms.tools.launcher import start_process, stop_process
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.tools.verify import read_ledger
 from stopsms.v1 import events_pb2
-from stopsms.verify import read_ledger
 
 OPERATORS = ("iam", "orange", "inwi")
 #: How long the proofs are waited for after the load.

@@ -53,12 +53,12 @@ from kafka import TopicPartition as KafkaTopicPartition
 from bench.propagation import kafka_round_trips
 from bench.propagation_load import OPERATORS, write_parties
 from bench.results import SMOKE, figure, percentile, record
-from stopsms.core.infra import LocalInfrastructure, start_process, stop_process
-from stopsms.core.kafka import Record, follow_topic, read_topic
-from stopsms.core.topics import Topics
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.adapters.kafka import Record, follow_topic, read_topic
+from stopsms.domain.topics import Topics
+from stopsms.tools.launcher import LocalInfrastructure, start_process, stop_process
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.tools.verify import read_ledger
 from stopsms.v1 import events_pb2
-from stopsms.verify import read_ledger
 
 SERVICES = ("intake", "registry", "notifier")
 TICK = os.sysconf("SC_CLK_TCK")

@@ -40,16 +40,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.echo_server import METHOD, wait_for_address
 from bench.results import capacity_directory, figure, percentile, record
-from stopsms.core.infra import start_process, stop_process
-from stopsms.core.kafka import KafkaPublisher
-from stopsms.core.settings import RegistrySettings, Settings
-from stopsms.core.tls import channel_credentials
-from stopsms.core.topics import Topics, suppression_key
-from stopsms.core.view import RedisSuppressionView, ScopeEntry
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.settings import RegistrySettings, Settings
+from stopsms.adapters.tls import channel_credentials
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.privacy import NumberHasher
+from stopsms.domain.topics import Topics, suppression_key
+from stopsms.domain.viewcodec import ScopeEntry
 from stopsms.registry.client import chunked, scrub
-from stopsms.registry.lookup import NumberHasher
 from stopsms.registry.rebuild import rebuild_in_parallel
+from stopsms.tools.launcher import start_process, stop_process
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
 SENDERS = [f"S{i:02d}" for i in range(20)]

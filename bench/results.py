@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from stopsms.core.settings import PACKAGE_CONFIG
+from stopsms.adapters.settings import PACKAGE_CONFIG
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 #: Set by ``make bench-smoke`` (CI): tiny sizes, figures printed but never recorded.

@@ -1,7 +1,7 @@
 """Stream layer: the registry's decide-and-publish work, by faust and by a plain aiokafka loop.
 
 The same requests (N ``PreferenceRequested`` on a 12-partition topic, one real broker) are
-decided with :func:`stopsms.registry.rules.decide` — state per subject, one
+decided with :func:`stopsms.domain.rules.decide` — state per subject, one
 ``SuppressionChanged`` published per request, the state remembered in a changelog — by:
 
 a. a faust agent tuned with faust's documented settings (``take_events`` batches,
@@ -36,9 +36,9 @@ from kafka import TopicPartition as KafkaTopicPartition
 
 from bench.propagation_sweep import cpu_seconds
 from bench.results import SMOKE, figure, record
-from stopsms.core.infra import LocalInfrastructure, start_process, stop_process
-from stopsms.core.topics import partition_for_key, suppression_key
-from stopsms.registry.rules import SubjectDecisions, decide
+from stopsms.domain.rules import SubjectDecisions, decide
+from stopsms.domain.topics import partition_for_key, suppression_key
+from stopsms.tools.launcher import LocalInfrastructure, start_process, stop_process
 from stopsms.v1 import events_pb2
 
 PARTITIONS = 12

@@ -8,7 +8,7 @@ ledger. Half way through, the scenario's fault is injected. Then:
 
 * recovery: from the end of the fault until eight new opt-outs (spread over the partitions)
   are proven applied by every party;
-* the ledger check (:mod:`stopsms.verify`): nothing lost, duplicated, divergent or unapplied;
+* the ledger check (:mod:`stopsms.tools.verify`): nothing lost, duplicated, divergent or unapplied;
 * each PSVA received every change it is entitled to, and none again after acknowledging it.
 
 Like an orchestrator, the harness restarts a service whose process exited (a broker outage
@@ -38,16 +38,17 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2
 
-from stopsms.core.deadlines import deadline
-from stopsms.core.infra import LocalInfrastructure, start_process, stop_process
-from stopsms.core.kafka import TopicReader
-from stopsms.core.settings import PACKAGE_CONFIG
-from stopsms.core.topics import Topics
-from stopsms.core.view import RedisSuppressionView, ViewLayout
-from stopsms.local_platform import DEFAULT_PORTS, SERVICES, LocalPlatform
-from stopsms.tooling.health import health_status
+from stopsms.adapters.deadlines import deadline
+from stopsms.adapters.kafka import TopicReader
+from stopsms.adapters.settings import PACKAGE_CONFIG
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.topics import Topics
+from stopsms.domain.viewcodec import ViewLayout
+from stopsms.tools.health import health_status
+from stopsms.tools.launcher import LocalInfrastructure, start_process, stop_process
+from stopsms.tools.local_platform import DEFAULT_PORTS, SERVICES, LocalPlatform
+from stopsms.tools.verify import LedgerReport, read_ledger, verify
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, notifier_pb2, notifier_pb2_grpc
-from stopsms.verify import LedgerReport, read_ledger, verify
 
 OPERATORS = {"iam": ["IAM"], "orange": ["ORANGE", "SHOP03"]}
 PSVAS = {"psva-a": ["SHOP01"], "psva-b": ["SHOP02"]}
@@ -434,7 +435,7 @@ def drive(
     """The clients, the load, the fault half way, recovery and the checks, each phase bounded.
 
     A phase that overruns its deadline fails the scenario with the phase's name (see
-    :mod:`stopsms.core.deadlines`) instead of waiting for ever.
+    :mod:`stopsms.adapters.deadlines`) instead of waiting for ever.
     """
     platform, work = run.platform, run.work
     ends, tls = platform.endpoints, str(platform.tls_folder)

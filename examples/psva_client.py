@@ -9,7 +9,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from stopsms.core.clients import party_channel
+from stopsms.adapters.clients import party_channel
 from stopsms.v1 import (
     notifier_pb2,
     notifier_pb2_grpc,

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.infra import (
+from stopsms.domain.topics import Topics
+from stopsms.tools.health import is_serving
+from stopsms.tools.launcher import (
     LocalInfrastructure,
     create_topics,
     failed_to_bind,
@@ -26,8 +28,6 @@ from stopsms.core.infra import (
     start_process,
     stop_process,
 )
-from stopsms.core.topics import Topics
-from stopsms.tooling.health import is_serving
 
 E2E_PARTIES = Path(__file__).parent / "e2e" / "parties.yaml"
 

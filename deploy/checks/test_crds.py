@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from stopsms.tooling.manifests import OVERLAYS, render
+from stopsms.tools.manifests import OVERLAYS, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(os.environ.get("STOPSMS_SCHEMAS", ROOT.parent / "shared" / "schemas"))

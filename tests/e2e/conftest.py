@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.infra import LocalInfrastructure
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.tools.launcher import LocalInfrastructure
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 
 SECURITY_PARTIES = Path(__file__).parent / "security_parties.yaml"
 KAFKA_USERS = Path(__file__).parents[2] / "k8s" / "base" / "kafka-users.yaml"

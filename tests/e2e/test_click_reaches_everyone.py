@@ -16,14 +16,14 @@ import grpc
 import pytest
 from kafka import KafkaConsumer
 
-from stopsms.core import ids
-from stopsms.core.clients import STUBS, Metadata
-from stopsms.core.infra import LocalInfrastructure, kafka_user_acls
-from stopsms.core.settings import Settings
-from stopsms.core.tls import create_tls_folder
-from stopsms.core.topics import Topics
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
-from stopsms.operator_feed import follow
+from stopsms.adapters.clients import STUBS, Metadata
+from stopsms.adapters.settings import Settings
+from stopsms.adapters.tls import create_tls_folder
+from stopsms.domain import ids
+from stopsms.domain.topics import Topics
+from stopsms.tools.launcher import LocalInfrastructure, kafka_user_acls
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.tools.operator_feed import follow
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,

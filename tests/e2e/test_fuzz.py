@@ -20,8 +20,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stopsms.core.clients import party_channel_sync
-from stopsms.local_platform import LocalPlatform
+from stopsms.adapters.clients import party_channel_sync
+from stopsms.tools.local_platform import LocalPlatform
 from stopsms.v1 import intake_pb2, notifier_pb2, registry_pb2
 
 pytestmark = pytest.mark.e2e

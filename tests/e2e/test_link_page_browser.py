@@ -25,12 +25,12 @@ from selenium.common.exceptions import (
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from stopsms.core.clients import party_channel_sync
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
-from stopsms.demo_parties import DemoParties
+from stopsms.adapters.clients import party_channel_sync
+from stopsms.adapters.settings import Settings
+from stopsms.domain.topics import Topics
 from stopsms.intake.links import new_code
-from stopsms.local_platform import LocalPlatform
+from stopsms.tools.demo_parties import DemoParties
+from stopsms.tools.local_platform import LocalPlatform
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 pytestmark = pytest.mark.e2e

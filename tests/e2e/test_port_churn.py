@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.clients import STUBS
-from stopsms.core.infra import LocalInfrastructure
-from stopsms.local_platform import DEFAULT_PORTS, LocalPlatform
+from stopsms.adapters.clients import STUBS
+from stopsms.tools.launcher import LocalInfrastructure
+from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import events_pb2, intake_pb2, registry_pb2
 
 from ..conftest import until

@@ -13,12 +13,12 @@ import pytest
 import redis.asyncio as aioredis
 from kafka import KafkaAdminClient, KafkaConsumer
 
-from stopsms.core.clients import STUBS
-from stopsms.core.ids import LINK_PARTY_ID, event_id, link_request_id
-from stopsms.core.kafka import TopicReader, read_topic
-from stopsms.core.tls import CertificateAuthority, ca_key_folder, party_san
-from stopsms.core.topics import Topics
-from stopsms.local_platform import LocalPlatform
+from stopsms.adapters.clients import STUBS
+from stopsms.adapters.kafka import TopicReader, read_topic
+from stopsms.adapters.tls import CertificateAuthority, ca_key_folder, party_san
+from stopsms.domain.ids import LINK_PARTY_ID, event_id, link_request_id
+from stopsms.domain.topics import Topics
+from stopsms.tools.local_platform import LocalPlatform
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,

@@ -10,23 +10,17 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from stopsms.core.infra import LocalInfrastructure
-from stopsms.core.kafka import (
+from stopsms.adapters.kafka import (
     CompactedTopicIndex,
     GroupOffsets,
     KafkaPublisher,
     RangeReader,
     TopicReader,
 )
-from stopsms.core.topics import Topics
-from stopsms.core.view import (
-    CensusCounter,
-    RedisSuppressionView,
-    ScopeEntry,
-    ViewLayout,
-    ViewLost,
-    ViewUpdate,
-)
+from stopsms.adapters.view import RedisSuppressionView, ViewLost
+from stopsms.domain.topics import Topics
+from stopsms.domain.viewcodec import CensusCounter, ScopeEntry, ViewLayout, ViewUpdate
+from stopsms.tools.launcher import LocalInfrastructure
 
 pytestmark = pytest.mark.integration
 

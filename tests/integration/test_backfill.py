@@ -9,10 +9,10 @@ import grpc
 import pytest
 import yaml
 
-from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
-from stopsms.notifier.cursor import decode_cursor, encode_backfill_cursor
+from stopsms.adapters.identity import PARTY_HEADER
+from stopsms.adapters.settings import Settings
+from stopsms.domain.cursor import decode_cursor, encode_backfill_cursor
+from stopsms.domain.topics import Topics
 from stopsms.v1 import notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import E2E_PARTIES, running_service

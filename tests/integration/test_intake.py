@@ -9,12 +9,12 @@ import aiohttp
 import grpc
 import pytest
 
-from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.infra import free_port
-from stopsms.core.kafka import TopicReader
-from stopsms.core.settings import IntakeSettings
-from stopsms.core.topics import Topics
+from stopsms.adapters.identity import PARTY_HEADER
+from stopsms.adapters.kafka import TopicReader
+from stopsms.adapters.settings import IntakeSettings
+from stopsms.domain.topics import Topics
 from stopsms.intake.service import IntakeProcess
+from stopsms.tools.launcher import free_port
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 pytestmark = pytest.mark.integration

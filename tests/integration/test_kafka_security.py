@@ -15,11 +15,11 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from stopsms.core.infra import LocalInfrastructure
-from stopsms.core.kafka import GroupOffsets, KafkaPublisher, PublishFailed, read_topic
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.selfcheck import describe_topics
-from stopsms.core.topics import Topics
+from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher, PublishFailed, read_topic
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.selfcheck import describe_topics
+from stopsms.domain.topics import Topics
+from stopsms.tools.launcher import LocalInfrastructure
 
 #: Everything under the test's namespace, as a principal that owns its namespace would have.
 OWN_NAMESPACE = [

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
+from stopsms.adapters.identity import PARTY_HEADER
+from stopsms.adapters.settings import Settings
+from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import running_service, until

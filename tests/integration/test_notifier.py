@@ -11,11 +11,11 @@ import grpc
 import pytest
 from kafka import KafkaConsumer
 
-from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.ids import event_id
-from stopsms.core.kafka import KafkaPublisher
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.adapters.identity import PARTY_HEADER
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.settings import Settings
+from stopsms.domain.ids import event_id
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import running_service, until

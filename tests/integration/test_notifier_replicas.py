@@ -12,11 +12,11 @@ import pytest
 import yaml
 from aiohttp import web
 
-from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.infra import free_port
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.adapters.identity import PARTY_HEADER
+from stopsms.adapters.settings import Settings
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, verify
+from stopsms.tools.launcher import free_port
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 from ..conftest import E2E_PARTIES, running_service

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.kafka import GroupOffsets
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
+from stopsms.adapters.kafka import GroupOffsets
+from stopsms.adapters.settings import Settings
+from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2
 
 from .test_notifier import change, publish

@@ -9,11 +9,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stopsms.core.identity import PARTY_HEADER
-from stopsms.core.ids import event_id
-from stopsms.core.kafka import KafkaPublisher, TopicReader
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
+from stopsms.adapters.identity import PARTY_HEADER
+from stopsms.adapters.kafka import KafkaPublisher, TopicReader
+from stopsms.adapters.settings import Settings
+from stopsms.domain.ids import event_id
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.registry.server import MAX_BATCH_CHUNK
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 

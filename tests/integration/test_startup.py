@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.infra import free_port
+from stopsms.tools.launcher import free_port
 
 pytestmark = pytest.mark.integration
 #: Without TLS, so that the Kafka checks are what stops the service.

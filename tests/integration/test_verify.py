@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.kafka import KafkaPublisher
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
-from stopsms.core.view import RedisSuppressionView, ScopeEntry, ViewLayout, ViewUpdate
-from stopsms.registry.materialiser import decode_changes
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.settings import Settings
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.topics import Topics
+from stopsms.domain.viewcodec import ScopeEntry, ViewLayout, ViewUpdate, decode_changes
+from stopsms.tools.verify import verify
 from stopsms.v1 import events_pb2
-from stopsms.verify import verify
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ async def test_lost_duplicated_divergent_and_unapplied_items_are_reported_by_id(
     ledger = tmp_path / "ledger"
     ledger.write_text("r1 e1\nr2 e2\n")
     result = subprocess.run(
-        [sys.executable, "-m", "stopsms.verify", str(ledger), "--wait", "1"],
+        [sys.executable, "-m", "stopsms.tools.verify", str(ledger), "--wait", "1"],
         env={**service_env, "STOPSMS_DATA_DIR": str(tmp_path / "none")},
         capture_output=True,
         text=True,

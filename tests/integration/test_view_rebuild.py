@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stopsms.core.kafka import KafkaPublisher, read_topic
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics, partition_for_key
-from stopsms.core.view import RedisSuppressionView
-from stopsms.registry.materialiser import ExpectedView, decode_changes
+from stopsms.adapters.kafka import KafkaPublisher, read_topic
+from stopsms.adapters.settings import Settings
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.topics import Topics, partition_for_key
+from stopsms.domain.viewcodec import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
 from ..conftest import running_service, view_applied

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from aiohttp import web
 
-from stopsms.core.infra import free_port
-from stopsms.core.kafka import GroupOffsets
-from stopsms.core.settings import Settings
-from stopsms.core.topics import Topics
+from stopsms.adapters.kafka import GroupOffsets
+from stopsms.adapters.settings import Settings
+from stopsms.domain.topics import Topics
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, SignatureError, sign, verify
+from stopsms.tools.launcher import free_port
 
 from ..conftest import E2E_PARTIES, running_service, until
 from .test_notifier import NAME, change, publish

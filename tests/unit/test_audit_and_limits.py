@@ -2,9 +2,9 @@
 
 import asyncio
 
-from stopsms.core.identity import SUBJECTS_PER_ENTRY, AuditTrail
-from stopsms.core.kafka import InMemoryPublisher
-from stopsms.core.ratelimit import RateLimiter
+from stopsms.adapters.identity import SUBJECTS_PER_ENTRY, AuditTrail
+from stopsms.adapters.kafka import InMemoryPublisher
+from stopsms.domain.ratelimit import RateLimiter
 from stopsms.v1 import events_pb2
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from stopsms.core import kafka
-from stopsms.core.kafka import BatchWindow
+from stopsms.adapters import kafka
+from stopsms.adapters.kafka import BatchWindow
 
 
 @pytest.fixture

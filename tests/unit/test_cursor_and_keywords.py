@@ -1,8 +1,8 @@
 import pytest
 
-from stopsms.intake.keywords import classify
+from stopsms.domain.cursor import InvalidCursor, decode_cursor, encode_cursor
+from stopsms.domain.keywords import classify
 from stopsms.intake.links import CODE_LENGTH, is_code, new_code
-from stopsms.notifier.cursor import InvalidCursor, decode_cursor, encode_cursor
 from stopsms.v1 import intake_pb2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from stopsms.demo_parties import _LatestCursor
+from stopsms.tools.demo_parties import _LatestCursor
 
 DEADLINE_S = 5.0
 

@@ -41,7 +41,7 @@ def test_each_service_runs_its_module_with_a_grpc_health_check() -> None:
         service = COMPOSE["services"][name]
         assert service["command"] == [f"stopsms.{name}"]
         check = service["healthcheck"]["test"]
-        assert check[:4] == ["CMD", "python", "-m", "stopsms.tooling.health"]
+        assert check[:4] == ["CMD", "python", "-m", "stopsms.tools.health"]
         assert check[4] == f"127.0.0.1:{HEALTH_PORTS[name]}"
         assert service["environment"][f"STOPSMS_{name.upper()}_HEALTH_ADDRESS"].endswith(
             f":{HEALTH_PORTS[name]}"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stopsms.core.identity import Authenticator
-from stopsms.core.parties import DirectoryError, PartiesDirectory
-from stopsms.core.reloading import DirectoryReloader
+from stopsms.adapters.identity import Authenticator
+from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.domain.parties import DirectoryError, PartiesDirectory
 
 BASE = {
     "parties": [

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from stopsms.core.eventloop import install_event_loop
-from stopsms.core.settings import SettingsError
+from stopsms.adapters.eventloop import install_event_loop
+from stopsms.adapters.settings import SettingsError
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import uuid
 
-from stopsms.core.ids import event_id, link_request_id
+from stopsms.domain.ids import event_id, link_request_id
 
 
 def test_event_id_is_a_deterministic_uuid5_of_party_and_request() -> None:

@@ -3,13 +3,13 @@
 import grpc
 import pytest
 
-from stopsms.core.identity import PARTY_HEADER, Authenticator
-from stopsms.core.kafka import InMemoryPublisher
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.serving import GrpcEndpoint, servicer_registration
-from stopsms.core.settings import IntakeSettings
-from stopsms.core.topics import Topics
+from stopsms.adapters.identity import PARTY_HEADER, Authenticator
+from stopsms.adapters.kafka import InMemoryPublisher
+from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
+from stopsms.adapters.settings import IntakeSettings
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.topics import Topics
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc

@@ -13,9 +13,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.topics import Topics
-from stopsms.tooling.manifests import K8S, OVERLAYS, render
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.topics import Topics
+from stopsms.tools.manifests import K8S, OVERLAYS, render
 
 #: Kinds that come from operators' CRDs (validated in deploy/checks), not from Kubernetes.
 CUSTOM_KINDS = {
@@ -273,7 +273,7 @@ def test_the_deployments_parties_directory_is_valid() -> None:
 def test_without_kustomize_the_tests_fail_saying_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from stopsms.tooling.manifests import ManifestError, kustomize_command
+    from stopsms.tools.manifests import ManifestError, kustomize_command
 
     monkeypatch.delenv("STOPSMS_KUSTOMIZE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))

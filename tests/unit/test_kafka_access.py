@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.settings import Settings, SettingsError
-from stopsms.core.tls import CertificateAuthority, write_pem
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.settings import Settings, SettingsError
+from stopsms.adapters.tls import CertificateAuthority, write_pem
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_partition_of_places_keys_where_the_producer_does() -> None:
     """The progress follower reads one partition: the one the producer puts its key on."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from stopsms.core.kafka import partition_of
+    from stopsms.adapters.kafka import partition_of
     from stopsms.notifier.progress import PROGRESS_KEY
 
     for count in (1, 3, 12, 48):

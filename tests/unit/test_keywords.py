@@ -2,7 +2,7 @@
 
 import pytest
 
-from stopsms.intake.keywords import NONE, OPT_IN, OPT_OUT, OPT_OUT_ALL, read_reply
+from stopsms.domain.keywords import NONE, OPT_IN, OPT_OUT, OPT_OUT_ALL, read_reply
 
 # (reply text, sender it was sent to, expected intent, why)
 # fmt: off

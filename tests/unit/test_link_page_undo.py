@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from stopsms.core.kafka import InMemoryPublisher
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.ratelimit import KeyedRateLimiter
-from stopsms.core.settings import IntakeSettings
-from stopsms.core.topics import Topics
+from stopsms.adapters.kafka import InMemoryPublisher
+from stopsms.adapters.settings import IntakeSettings
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.ratelimit import KeyedRateLimiter
+from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.intake.undo import UNDO_COOKIE, InMemoryUndoStore

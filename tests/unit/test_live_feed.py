@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from stopsms.core.kafka import Record
+from stopsms.adapters.kafka import Record
 from stopsms.notifier import feed as feed_module
 from stopsms.notifier.feed import FeedBatch, LiveFeed
 from stopsms.v1 import events_pb2, notifier_pb2

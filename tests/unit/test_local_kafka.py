@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stopsms.core.infra import LocalKafka, _constant
+from stopsms.tools.launcher import LocalKafka, _constant
 
 
 def test_a_data_folder_from_before_the_secured_listener_keeps_its_ports(tmp_path: Path) -> None:

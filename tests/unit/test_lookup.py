@@ -10,18 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stopsms.core.numbers import InvalidNumber, normalise_msisdn
-from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.view import ScopeEntry, ViewLayout
-from stopsms.registry.lookup import (
-    BatchChecker,
-    HashPool,
-    NumberHasher,
-    SingleLookups,
-    SubjectFilter,
-    e164_or_none,
-    locate_digests,
-)
+from stopsms.domain.numbers import InvalidNumber, e164_or_none, normalise_msisdn
+from stopsms.domain.privacy import Key, NumberHasher, Pseudonymiser
+from stopsms.domain.viewcodec import ScopeEntry, ViewLayout, locate_digests
+from stopsms.registry.lookup import BatchChecker, HashPool, SingleLookups, SubjectFilter
 from stopsms.v1 import registry_pb2
 
 KEY = Key("pk1", bytes(range(32)))

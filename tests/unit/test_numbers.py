@@ -1,6 +1,6 @@
 import pytest
 
-from stopsms.core.numbers import InvalidNumber, normalise_msisdn
+from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 
 
 @pytest.mark.parametrize(

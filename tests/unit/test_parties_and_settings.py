@@ -1,8 +1,8 @@
 import pytest
 
-from stopsms.core.parties import DirectoryError, InvalidSender, PartiesDirectory, check_sender_id
-from stopsms.core.settings import IntakeSettings, Settings, SettingsError
-from stopsms.core.topics import partition_for_key, suppression_key
+from stopsms.adapters.settings import IntakeSettings, Settings, SettingsError
+from stopsms.domain.parties import DirectoryError, InvalidSender, PartiesDirectory, check_sender_id
+from stopsms.domain.topics import partition_for_key, suppression_key
 
 
 def test_the_packaged_directory_loads() -> None:
@@ -68,8 +68,8 @@ def test_suppression_records_of_one_subject_share_its_requests_partition() -> No
 def test_every_party_has_a_rate_limit_by_default_and_its_own_when_it_names_one(
     tmp_path,
 ) -> None:
-    from stopsms.core.identity import Authenticator
-    from stopsms.core.parties import DEFAULT_RATE_LIMITS
+    from stopsms.adapters.identity import Authenticator
+    from stopsms.domain.parties import DEFAULT_RATE_LIMITS
 
     shipped = PartiesDirectory.load(Settings().parties_file)
     assert all(p.rate_limit == DEFAULT_RATE_LIMITS[p.kind_name] for p in shipped)

@@ -16,8 +16,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from stopsms.core.deadlines import PhaseOverran, deadline
-from stopsms.core.infra import ephemeral_port_range, failed_to_bind, free_port
+from stopsms.adapters.deadlines import PhaseOverran, deadline
+from stopsms.tools.launcher import ephemeral_port_range, failed_to_bind, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def test_many_children_start_from_a_parent_whose_threads_import_and_allocate(
     script = f"""
         import importlib, sys, threading
         from pathlib import Path
-        from stopsms.core.infra import start_process
+        from stopsms.tools.launcher import start_process
 
         stop = threading.Event()
         MODULES = ["json", "decimal", "fractions", "statistics", "csv", "difflib", "ipaddress"]
@@ -86,7 +86,7 @@ def test_a_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = f"""
         import time
         from pathlib import Path
-        from stopsms.core.infra import start_process
+        from stopsms.tools.launcher import start_process
 
         child = start_process(["sleep", "300"], Path({str(tmp_path)!r}) / "sleep.log")
         print(child.pid, flush=True)

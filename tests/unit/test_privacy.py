@@ -1,6 +1,6 @@
 import pytest
 
-from stopsms.core.privacy import Key, KeyMaterialError, Pseudonymiser, ensure_key, load_key
+from stopsms.domain.privacy import Key, KeyMaterialError, Pseudonymiser, ensure_key, load_key
 
 PSEUDONYM = Key("pk1", bytes(range(32)))
 DATA = Key("dk1", bytes(range(32, 64)))
@@ -64,7 +64,7 @@ def test_two_data_keys_under_one_id_are_refused() -> None:
 def test_a_rotation_through_the_settings_seals_with_the_new_key_and_unseals_the_old(
     tmp_path,
 ) -> None:
-    from stopsms.core.settings import Settings
+    from stopsms.adapters.settings import Settings
 
     for name, text in (("pk1", PSEUDONYM), ("dk1", DATA), ("dk2", Key("dk2", bytes(32)))):
         (tmp_path / f"{name}.key").write_text(f"{text.key_id}:{text.secret.hex()}\n")

@@ -1,5 +1,5 @@
-from stopsms.core.parties import PartiesDirectory, Party
-from stopsms.notifier.propagation import (
+from stopsms.domain.parties import PartiesDirectory, Party
+from stopsms.domain.proof import (
     ProgressLog,
     ProofTracker,
     done_record,

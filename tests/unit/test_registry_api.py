@@ -3,13 +3,14 @@
 import grpc
 import pytest
 
-from stopsms.core.identity import PARTY_HEADER, Authenticator
-from stopsms.core.kafka import Record
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.privacy import Key, Pseudonymiser
-from stopsms.core.serving import GrpcEndpoint, servicer_registration
-from stopsms.core.settings import Settings
-from stopsms.core.view import InMemorySuppressionView, ScopeEntry, ViewUpdate
+from stopsms.adapters.identity import PARTY_HEADER, Authenticator
+from stopsms.adapters.kafka import Record
+from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
+from stopsms.adapters.settings import Settings
+from stopsms.adapters.view import InMemorySuppressionView
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from stopsms.core.view import ScopeEntry
-from stopsms.registry.rules import SubjectDecisions, combine, decide
+from stopsms.domain.rules import SubjectDecisions, combine, decide
+from stopsms.domain.viewcodec import ScopeEntry
 from stopsms.v1 import events_pb2, registry_pb2
 
 S, A = events_pb2.STATE_SUPPRESSED, events_pb2.STATE_ALLOWED

@@ -18,9 +18,10 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stopsms.core.topics import GLOBAL_SCOPE
-from stopsms.core.view import InMemorySuppressionView, ScopeEntry, ViewUpdate
-from stopsms.registry.rules import SubjectDecisions, combine, decide
+from stopsms.adapters.view import InMemorySuppressionView
+from stopsms.domain.rules import SubjectDecisions, combine, decide
+from stopsms.domain.topics import GLOBAL_SCOPE
+from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
 from stopsms.v1 import events_pb2
 
 SENDERS = ["", "JUMIA", "KITEA"]

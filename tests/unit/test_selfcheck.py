@@ -1,6 +1,6 @@
 """The start-up checks: every way Kafka can be set up wrong is named."""
 
-from stopsms.core.selfcheck import TopicState, producer_problems, topic_problems
+from stopsms.adapters.selfcheck import TopicState, producer_problems, topic_problems
 
 EXPECTED = [("stopsms.suppressions.v1", {"cleanup.policy": "compact"})]
 GOOD = TopicState(12, 3, {"cleanup.policy": "compact", "min.insync.replicas": "2"})

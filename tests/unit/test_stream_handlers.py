@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from stopsms.core.kafka import Record
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.parties import PartiesDirectory, Party
-from stopsms.core.streams import StateStore
-from stopsms.core.topics import Topics
+from stopsms.adapters.kafka import Record
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.streams import StateStore
+from stopsms.domain.parties import PartiesDirectory, Party
+from stopsms.domain.proof import ProgressLog
+from stopsms.domain.rules import SubjectDecisions
+from stopsms.domain.topics import Topics
 from stopsms.notifier.app import Prover
-from stopsms.notifier.propagation import ProgressLog
 from stopsms.registry.app import Decisions
-from stopsms.registry.rules import SubjectDecisions
 from stopsms.v1 import events_pb2
 
 TOPICS = Topics()

@@ -1,6 +1,6 @@
 """A stream processor that stops consuming exits, so that it is restarted; nothing is lost."""
 
-from stopsms.core.streams import ConsumerLag
+from stopsms.adapters.streams import ConsumerLag
 
 
 def test_a_stream_processor_that_commits_nothing_while_work_waits_exits_to_be_restarted() -> None:

@@ -3,8 +3,8 @@
 import json
 import logging
 
-from stopsms.core.telemetry import ContextFilter, JsonFormatter, TextFormatter
-from stopsms.core.tracing import continue_trace, trace_id, traced
+from stopsms.adapters.telemetry import ContextFilter, JsonFormatter, TextFormatter
+from stopsms.adapters.tracing import continue_trace, trace_id, traced
 
 CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from stopsms.verify import LedgerReport, _check_view
+from stopsms.tools.verify import LedgerReport, _check_view
 
 
 class Held:

@@ -7,8 +7,7 @@ from collections import namedtuple
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stopsms.core.view import ScopeEntry, ViewLayout, pack_update
-from stopsms.registry.materialiser import decode_changes
+from stopsms.domain.viewcodec import ScopeEntry, ViewLayout, decode_changes, pack_update
 from stopsms.v1 import events_pb2
 
 Record = namedtuple("Record", "partition offset value")

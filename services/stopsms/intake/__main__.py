@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from stopsms.core.eventloop import install_event_loop
-from stopsms.core.kafka import KafkaPublisher
-from stopsms.core.selfcheck import before_serving
-from stopsms.core.serving import run_until_signalled
-from stopsms.core.settings import IntakeSettings, refuse_to_start
-from stopsms.core.telemetry import configure_logging
+from stopsms.adapters.eventloop import install_event_loop
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.serving import run_until_signalled
+from stopsms.adapters.settings import IntakeSettings
+from stopsms.adapters.startup import before_serving, refuse_to_start
+from stopsms.adapters.telemetry import configure_logging
 from stopsms.intake.service import IntakeProcess
 
 

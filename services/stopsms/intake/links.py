@@ -12,8 +12,8 @@ import re
 import secrets
 import string
 
-from stopsms.core.kafka import CompactedTopicIndex
-from stopsms.core.kafka_access import KafkaAccess
+from stopsms.adapters.kafka import CompactedTopicIndex
+from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.v1 import events_pb2
 
 CODE_LENGTH = 11

@@ -18,16 +18,16 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stopsms.core.identity import Authenticator
-from stopsms.core.ids import event_id
-from stopsms.core.kafka import Publisher, PublishFailed, message_headers
-from stopsms.core.numbers import InvalidNumber, normalise_msisdn
-from stopsms.core.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
-from stopsms.core.ratelimit import KeyedRateLimiter
-from stopsms.core.settings import IntakeSettings
-from stopsms.core.topics import Topics
+from stopsms.adapters.identity import Authenticator
+from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
+from stopsms.adapters.settings import IntakeSettings
+from stopsms.domain.ids import event_id
+from stopsms.domain.keywords import classify
+from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
+from stopsms.domain.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
+from stopsms.domain.ratelimit import KeyedRateLimiter
+from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
-from stopsms.intake.keywords import classify
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc

@@ -7,14 +7,14 @@ import logging
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from stopsms.core.identity import AuditTrail, Authenticator
-from stopsms.core.kafka import KafkaPublisher, Publisher
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.ratelimit import KeyedRateLimiter
-from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.serving import GrpcEndpoint, servicer_registration
-from stopsms.core.settings import IntakeSettings
-from stopsms.core.topics import Topics
+from stopsms.adapters.identity import AuditTrail, Authenticator
+from stopsms.adapters.kafka import KafkaPublisher, Publisher
+from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
+from stopsms.adapters.settings import IntakeSettings
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.ratelimit import KeyedRateLimiter
+from stopsms.domain.topics import Topics
 from stopsms.intake.answers import RedisAnswerStore
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter

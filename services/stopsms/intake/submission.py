@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stopsms.core.ids import event_id
-from stopsms.core.kafka import Publisher, message_headers
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.privacy import Pseudonymiser
-from stopsms.core.topics import Topics, partition_for_key
+from stopsms.adapters.kafka import Publisher, message_headers
+from stopsms.domain.ids import event_id
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import Pseudonymiser
+from stopsms.domain.topics import Topics, partition_for_key
 from stopsms.v1 import events_pb2
 
 
@@ -65,7 +65,7 @@ class RequestSubmitter:
     ) -> events_pb2.PreferenceRequested:
         """Publish one request and return it once Kafka acknowledged it.
 
-        Raises :class:`stopsms.core.kafka.PublishFailed` when Kafka did not acknowledge; the
+        Raises :class:`stopsms.adapters.kafka.PublishFailed` when Kafka did not acknowledge; the
         caller may retry with the same request id, which yields the same event id.
         """
         request = events_pb2.PreferenceRequested(

@@ -21,10 +21,10 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from stopsms.core.clients import party_channel
-from stopsms.core.ids import LINK_PARTY_ID, event_id, link_request_id
-from stopsms.core.kafka import PublishFailed
-from stopsms.core.ratelimit import KeyedRateLimiter
+from stopsms.adapters.clients import party_channel
+from stopsms.adapters.kafka import PublishFailed
+from stopsms.domain.ids import LINK_PARTY_ID, event_id, link_request_id
+from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.intake import pages
 from stopsms.intake.answers import AnswerStore
 from stopsms.intake.links import LinkDirectory, is_code

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import mode
 
-from stopsms.core.eventloop import install_event_loop
-from stopsms.core.identity import AuditTrail, Authenticator
-from stopsms.core.kafka import GroupOffsets, PublisherService
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.selfcheck import before_serving
-from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
-from stopsms.core.settings import NotifierSettings, refuse_to_start
-from stopsms.core.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
-from stopsms.core.telemetry import configure_logging
-from stopsms.core.topics import Topics
+from stopsms.adapters.eventloop import install_event_loop
+from stopsms.adapters.identity import AuditTrail, Authenticator
+from stopsms.adapters.kafka import GroupOffsets, PublisherService
+from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
+from stopsms.adapters.settings import NotifierSettings
+from stopsms.adapters.startup import before_serving, refuse_to_start
+from stopsms.adapters.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
+from stopsms.adapters.telemetry import configure_logging
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.proof import ProgressLog, with_progress
+from stopsms.domain.topics import Topics
 from stopsms.notifier.app import Prover, create_tracking_stage
 from stopsms.notifier.backfill import Backfills, follow_grants
 from stopsms.notifier.feed import LiveFeed
@@ -25,7 +26,6 @@ from stopsms.notifier.progress import (
     ProgressFollower,
     ProgressPublisher,
 )
-from stopsms.notifier.propagation import ProgressLog, with_progress
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2

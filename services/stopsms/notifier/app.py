@@ -1,7 +1,7 @@
 """The notifier's proof stage: the proof of propagation, from the parties' progress.
 
 * The tracking stage reads ``stopsms.suppressions.v1`` (partitions divided among replicas by
-  the consumer group, :class:`~stopsms.core.streams.GroupProcessor`). For each change it
+  the consumer group, :class:`~stopsms.adapters.streams.GroupProcessor`). For each change it
   publishes the start of its proof — a ``PropagationRecord`` naming every concerned party
   PENDING, and where the change sits — and commits its input offsets only once Kafka has
   acknowledged those starts, so a change past the committed offset always has its start
@@ -25,15 +25,15 @@ from typing import Protocol
 
 import mode
 
-from stopsms.core.kafka import Record, message_headers
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.settings import NotifierSettings
-from stopsms.core.streams import GroupProcessor, Output, ProcessedBatch
-from stopsms.core.topics import Topics
-from stopsms.core.tracing import traced, traceparent_of
+from stopsms.adapters.kafka import Record, message_headers
+from stopsms.adapters.settings import NotifierSettings
+from stopsms.adapters.streams import GroupProcessor, Output, ProcessedBatch
+from stopsms.adapters.tracing import traced, traceparent_of
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.proof import ProgressLog, ProofTracker, start_record
+from stopsms.domain.topics import Topics
 from stopsms.notifier.lateness import observe_applied
 from stopsms.notifier.progress import ProgressPublisher
-from stopsms.notifier.propagation import ProgressLog, ProofTracker, start_record
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)

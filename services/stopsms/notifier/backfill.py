@@ -20,10 +20,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from collections.abc import Set as AbstractSet
 
-from stopsms.core.kafka import GroupOffsets, TopicReader
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.topics import Topics
+from stopsms.adapters.kafka import GroupOffsets, TopicReader
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import mode
 from google.protobuf.message import DecodeError
 
-from stopsms.core.kafka import BATCH_WINDOW_S, Record, TopicReader
-from stopsms.core.kafka_access import KafkaAccess
+from stopsms.adapters.kafka import BATCH_WINDOW_S, Record, TopicReader
+from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.v1 import events_pb2, notifier_pb2
 
 log = logging.getLogger(__name__)

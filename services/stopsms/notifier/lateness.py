@@ -23,7 +23,7 @@ from collections.abc import Callable
 import mode
 from prometheus_client import Gauge, Histogram
 
-from stopsms.core.parties import KIND_BY_NAME
+from stopsms.domain.parties import KIND_BY_NAME
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)

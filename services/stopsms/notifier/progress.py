@@ -11,7 +11,7 @@ and rounds, not with changes, and an idle platform writes none.
   consumer group ``stopsms.psva.<id>`` (what operations tools and autoscalers read) follows at
   most once per ``commit_seconds``, for the PSVAs that moved.
 * :class:`ProgressFollower` reads the progress receipts of every replica into the process's
-  :class:`~stopsms.notifier.propagation.ProgressLog`: on start, those of the last
+  :class:`~stopsms.domain.proof.ProgressLog`: on start, those of the last
   ``replay_seconds`` (so a proof published again after a restart has the same applied times),
   then the parties' committed groups for what is older, then live.
 * :class:`OperatorPoller` reads the operators' groups, together, and writes the progress of the
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 
 import mode
 
-from stopsms.core.kafka import (
+from stopsms.adapters.kafka import (
     GroupOffsets,
     KafkaPublisher,
     TopicReader,
@@ -35,10 +35,10 @@ from stopsms.core.kafka import (
     partition_of,
     read_up_to,
 )
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.parties import PartiesDirectory, Party
-from stopsms.core.topics import Topics
-from stopsms.notifier.propagation import ProgressLog, progress_receipt
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.domain.parties import PartiesDirectory, Party
+from stopsms.domain.proof import ProgressLog, progress_receipt
+from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)

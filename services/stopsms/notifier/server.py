@@ -15,26 +15,26 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import grpc
 from aiokafka.errors import KafkaError
 
-from stopsms.core.identity import Authenticator
-from stopsms.core.ids import LINK_PARTY_ID, event_id
-from stopsms.core.kafka import CompactedTopicIndex, TopicReader
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.parties import InvalidSender, Party, check_sender_id
-from stopsms.core.privacy import Pseudonymiser
-from stopsms.core.settings import NotifierSettings
-from stopsms.core.topics import Topics
-from stopsms.notifier.backfill import Backfills
-from stopsms.notifier.cursor import (
+from stopsms.adapters.identity import Authenticator
+from stopsms.adapters.kafka import CompactedTopicIndex, TopicReader
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.settings import NotifierSettings
+from stopsms.domain.cursor import (
     InvalidCursor,
     decode_cursor,
     encode_backfill_cursor,
     encode_cursor,
     parse_cursor,
 )
+from stopsms.domain.ids import LINK_PARTY_ID, event_id
+from stopsms.domain.parties import InvalidSender, Party, check_sender_id
+from stopsms.domain.privacy import Pseudonymiser
+from stopsms.domain.proof import with_progress
+from stopsms.domain.topics import Topics
+from stopsms.notifier.backfill import Backfills
 from stopsms.notifier.feed import FeedBatch, LiveFeed, Wants, advance, decode, wanted
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
-from stopsms.notifier.propagation import with_progress
 from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 

@@ -31,12 +31,12 @@ import mode
 from google.protobuf import json_format
 from prometheus_client import Counter, Gauge
 
-from stopsms.core.kafka import TopicReader
-from stopsms.core.parties import PartiesDirectory, Party
-from stopsms.core.privacy import Pseudonymiser
-from stopsms.core.settings import NotifierSettings
-from stopsms.core.topics import Topics
-from stopsms.notifier.cursor import encode_cursor
+from stopsms.adapters.kafka import TopicReader
+from stopsms.adapters.settings import NotifierSettings
+from stopsms.domain.cursor import encode_cursor
+from stopsms.domain.parties import PartiesDirectory, Party
+from stopsms.domain.privacy import Pseudonymiser
+from stopsms.domain.topics import Topics
 from stopsms.notifier.progress import Acknowledgements
 from stopsms.v1 import events_pb2, notifier_pb2
 

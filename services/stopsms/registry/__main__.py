@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import mode
 
-from stopsms.core.eventloop import install_event_loop
-from stopsms.core.identity import AuditTrail, Authenticator
-from stopsms.core.kafka import PublisherService
-from stopsms.core.parties import PartiesDirectory
-from stopsms.core.reloading import DirectoryReloader
-from stopsms.core.selfcheck import before_serving
-from stopsms.core.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
-from stopsms.core.settings import RegistrySettings, refuse_to_start
-from stopsms.core.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
-from stopsms.core.telemetry import configure_logging
-from stopsms.core.topics import Topics
-from stopsms.core.view import RedisSuppressionView, ViewLayout
+from stopsms.adapters.eventloop import install_event_loop
+from stopsms.adapters.identity import AuditTrail, Authenticator
+from stopsms.adapters.kafka import PublisherService
+from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
+from stopsms.adapters.settings import RegistrySettings
+from stopsms.adapters.startup import before_serving, refuse_to_start
+from stopsms.adapters.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
+from stopsms.adapters.telemetry import configure_logging
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.topics import Topics
+from stopsms.domain.viewcodec import ViewLayout
 from stopsms.registry.app import create_decision_stage
 from stopsms.registry.lookup import BatchChecker, HashPool, SubjectFilter
 from stopsms.registry.materialiser import VIEW_BEHIND, ViewMaterialiser

@@ -1,11 +1,11 @@
 """The registry's decision stage: requests in, one ``SuppressionChanged`` each out.
 
 :class:`Decisions` consumes ``stopsms.requests.v1`` in order per subject (a subject's requests
-share a partition) and decides each request with :func:`stopsms.registry.rules.decide`
-against the subject's state. The state lives in a :class:`~stopsms.core.streams.StateStore`
+share a partition) and decides each request with :func:`stopsms.domain.rules.decide`
+against the subject's state. The state lives in a :class:`~stopsms.adapters.streams.StateStore`
 whose changelog is co-partitioned with the requests, so one subject's state lives beside its
 requests. The records and the state changes of a batch are published, and acknowledged by
-Kafka, before its input offsets are committed (:class:`~stopsms.core.streams.GroupProcessor`):
+Kafka, before its input offsets are committed (:class:`~stopsms.adapters.streams.GroupProcessor`):
 a crash decides the batch again, and a record is then identical (same event id, version and
 content), which every consumer treats as one; a request whose state was already written
 publishes nothing again.
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 
-from stopsms.core.kafka import Record, message_headers
-from stopsms.core.settings import Settings
-from stopsms.core.streams import GroupProcessor, Output, ProcessedBatch, StateStore
-from stopsms.core.topics import Topics, partition_for_key, suppression_key
-from stopsms.core.tracing import traced, traceparent_of
-from stopsms.registry.rules import SubjectDecisions, decide
+from stopsms.adapters.kafka import Record, message_headers
+from stopsms.adapters.settings import Settings
+from stopsms.adapters.streams import GroupProcessor, Output, ProcessedBatch, StateStore
+from stopsms.adapters.tracing import traced, traceparent_of
+from stopsms.domain.rules import SubjectDecisions, decide
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,7 @@ and find out whether the view holds anything for it. Three things keep that fast
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import multiprocessing
-import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,81 +26,23 @@ from typing import Any
 
 import numpy as np
 
-from stopsms.core.numbers import InvalidNumber, normalise_msisdn
-from stopsms.core.privacy import SUBJECT_DIGEST_BYTES, Key
-from stopsms.core.view import (
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.privacy import SUBJECT_DIGEST_BYTES, Key, NumberHasher
+from stopsms.domain.rules import combine
+from stopsms.domain.viewcodec import (
     DIGEST_FIELD_BYTES,
-    RedisSuppressionView,
+    LOCATED_BYTES,
     ScopeEntry,
     ViewLayout,
+    locate_digests,
     varint,
 )
-from stopsms.registry.rules import combine
 from stopsms.v1 import registry_pb2
 
-_WRITTEN_AS_USUAL = re.compile(r"(?:\+212|00212|212|0)([67][0-9]{8})", re.ASCII)
 #: Bloom filter size and hash count: 2^29 bits (64 MiB) and 5 probes keep false "maybe"s
 #: under 1 % up to 50 million subjects.
 DEFAULT_FILTER_BITS = 1 << 29
 FILTER_PROBES = 5
-
-
-def e164_or_none(raw: str) -> str | None:
-    """The E.164 form of a number, or None when it is not a Moroccan mobile number.
-
-    The usual spellings are recognised by one regular expression; anything else goes through
-    :func:`normalise_msisdn`, which has the final word.
-    """
-    usual = _WRITTEN_AS_USUAL.fullmatch(raw)
-    if usual is not None:
-        return "+212" + usual.group(1)
-    try:
-        return normalise_msisdn(raw)
-    except InvalidNumber:
-        return None
-
-
-class NumberHasher:
-    """HMAC-SHA-256 of E.164 numbers under the pseudonym key, pads computed once.
-
-    Gives the same digest as :meth:`Pseudonymiser.subject` (a unit test holds them equal).
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        block = secret.ljust(64, b"\0") if len(secret) <= 64 else hashlib.sha256(secret).digest()
-        block = block.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-
-    def digest(self, e164: str) -> bytes:
-        """The subject digest of one E.164 number."""
-        h = self._inner.copy()
-        h.update(e164.encode())
-        o = self._outer.copy()
-        o.update(h.digest())
-        return o.digest()[:SUBJECT_DIGEST_BYTES]
-
-    def hash_chunk(self, numbers: Sequence[str]) -> tuple[bytes, list[int]]:
-        """The subject digests of the valid numbers, joined, and the positions of the others."""
-        digests: list[bytes] = []
-        invalid: list[int] = []
-        usual = _WRITTEN_AS_USUAL.fullmatch
-        inner, outer = self._inner, self._outer
-        for position, raw in enumerate(numbers):
-            match = usual(raw)
-            if match is not None:
-                e164 = "+212" + match.group(1)
-            else:
-                e164 = e164_or_none(raw)  # type: ignore[assignment]
-                if e164 is None:
-                    invalid.append(position)
-                    continue
-            h = inner.copy()
-            h.update(e164.encode())
-            o = outer.copy()
-            o.update(h.digest())
-            digests.append(o.digest()[:SUBJECT_DIGEST_BYTES])
-        return b"".join(digests), invalid
 
 
 _worker_hasher: NumberHasher | None = None
@@ -205,7 +145,7 @@ class SubjectFilter:
             (positions >> np.uint64(3)).astype(np.intp),
             (np.uint8(1) << (positions & np.uint64(7)).astype(np.uint8)),
         )
-        self.added += len(located) // _LOCATED_BYTES
+        self.added += len(located) // LOCATED_BYTES
 
     def might_hold(self, located: np.ndarray) -> np.ndarray:
         """For each located digest (rows of 12 bytes): False when surely absent."""
@@ -233,22 +173,8 @@ class SubjectFilter:
                 self.offsets[p] = o
 
 
-_LOCATED_BYTES = 2 + DIGEST_FIELD_BYTES
-
-
 def _as_rows(located: bytes) -> np.ndarray:
-    return np.frombuffer(located, dtype=np.uint8).reshape(-1, _LOCATED_BYTES)
-
-
-def locate_digests(digests: bytes, layout: ViewLayout) -> np.ndarray:
-    """Rows of bucket (2 bytes) + field (10 bytes) for 16-byte digests, joined."""
-    rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, SUBJECT_DIGEST_BYTES)
-    located = rows[:, :_LOCATED_BYTES].copy()
-    shift = 16 - layout.bucket_bits
-    bucket = ((located[:, 0].astype(np.uint16) << np.uint16(8)) | located[:, 1]) >> np.uint16(shift)
-    located[:, 0] = (bucket >> np.uint16(8)).astype(np.uint8)
-    located[:, 1] = (bucket & np.uint16(0xFF)).astype(np.uint8)
-    return located
+    return np.frombuffer(located, dtype=np.uint8).reshape(-1, LOCATED_BYTES)
 
 
 # CheckBatchResponse.results is field 1; each CheckResult is length-delimited. The two results

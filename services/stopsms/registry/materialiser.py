@@ -19,32 +19,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import mode
 from prometheus_client import Gauge
 
-from stopsms.core.kafka import BATCH_WINDOW_S, TopicReader
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.view import (
-    DIGEST_FIELD_BYTES,
-    Census,
-    CensusCounter,
-    RedisSuppressionView,
-    SubjectFormatError,
-    ViewLayout,
-    ViewLost,
-    varint,
-)
+from stopsms.adapters.kafka import BATCH_WINDOW_S, TopicReader
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.view import RedisSuppressionView, ViewLost
+from stopsms.domain.viewcodec import ChangeBatch, ExpectedView, decode_changes
 from stopsms.registry.lookup import SubjectFilter
-from stopsms.v1 import events_pb2
+from stopsms.registry.rebuild import (
+    READ_BATCH,
+    Progress,
+    ViewVerificationError,
+    rebuild_in_parallel,
+)
 
 log = logging.getLogger(__name__)
 
-#: Records read per poll: large polls keep a rebuild fast, and a steady state takes what comes.
-READ_BATCH = 10_000
 #: Below this many records a rebuild stays in this process: starting workers would cost more.
 PARALLEL_REBUILD_FROM = 50_000
 #: How often the stored offsets are compared with this process's own (a flush is seen this fast).
@@ -56,127 +49,6 @@ VIEW_BEHIND = Gauge(
     "stopsms_view_behind",
     "1 while the registry's view is being rebuilt or caught up (lookups NOT_SERVING).",
 )
-
-
-@dataclass
-class ChangeBatch:
-    """Suppression records decoded for the view.
-
-    Per entry: ``keys`` (located subject, NUL, sender: the view's address of the entry),
-    ``versions``, ``values`` (the packed :class:`ScopeEntry`) and ``entries`` (what the apply
-    script takes, see :func:`pack_update`).
-    """
-
-    keys: list[bytes] = field(default_factory=list)
-    versions: list[int] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)
-    entries: list[bytes] = field(default_factory=list)
-    #: The subjects' located digests (bucket + field), for the subject filter.
-    located: list[bytes] = field(default_factory=list)
-    #: The next offset per partition after these records.
-    offsets: dict[int, int] = field(default_factory=dict)
-
-    def packed(self) -> bytes:
-        """The entries as the view's apply script takes them."""
-        return b"".join(self.entries)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
-    """Decode suppression records (anything with partition, offset and value) for the view.
-
-    The hot loop of a rebuild (millions of records), hence written out by hand: the result is
-    the same as :meth:`ViewLayout.located`, :meth:`ScopeEntry.pack` and :func:`pack_update`
-    (a unit test holds them equal).
-    """
-    batch = ChangeBatch()
-    offsets = batch.offsets
-    parse = events_pb2.SuppressionChanged.FromString
-    shift = 16 - layout.bucket_bits
-    keys, versions, values, entries, located_all = (
-        batch.keys,
-        batch.versions,
-        batch.values,
-        batch.entries,
-        batch.located,
-    )
-    fromhex = bytes.fromhex
-    for record in records:
-        end = record.offset + 1
-        if end > offsets.get(record.partition, 0):
-            offsets[record.partition] = end
-        if record.value is None:
-            continue  # an erasure tombstone; erasure arrives with the retention work
-        change = parse(record.value)
-        subject = change.subject
-        digest = fromhex(subject[subject.index(":") + 1 :][: 2 * (2 + DIGEST_FIELD_BYTES)])
-        if len(digest) != 2 + DIGEST_FIELD_BYTES:
-            raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
-        located = ((digest[0] << 8 | digest[1]) >> shift).to_bytes(2, "big") + digest[2:]
-        sender = change.sender_id.encode()
-        at = change.action_time
-        version = change.version
-        packed_state = version << 2 | change.state
-        value = (max(at.seconds * 100 + at.nanos // 10_000_000, 0)).to_bytes(5, "big") + (
-            bytes((packed_state,)) if packed_state < 0x80 else varint(packed_state)
-        )
-        keys.append(located + b"\0" + sender)
-        versions.append(version)
-        values.append(value)
-        entries.append(located + bytes((len(sender),)) + sender + bytes((len(value),)) + value)
-        located_all.append(located)
-    return batch
-
-
-class ExpectedView:
-    """The latest entry per subject and scope among the records read: what the view must hold.
-
-    Kept only during a rebuild from offset 0 (about 150 bytes per entry in this process).
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[bytes, tuple[int, bytes]] = {}
-
-    def add(self, batch: ChangeBatch) -> None:
-        """Keep each entry that is newer than what is held for its subject and scope."""
-        entries = self._entries
-        get = entries.get
-        for key, version, value in zip(batch.keys, batch.versions, batch.values, strict=True):
-            held = get(key)
-            if held is None or version > held[0]:
-                entries[key] = (version, value)
-
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """(address, packed value) of every entry, addressed as the view's ``entries``."""
-        return ((key, value) for key, (_, value) in self._entries.items())
-
-    def census(self) -> Census:
-        """Count and checksum, computed exactly as the view's own census."""
-        counter = CensusCounter()
-        counter.add_many([key + b"\0" + value for key, value in self.items()])
-        return counter.census()
-
-
-@dataclass
-class Progress:
-    """Where the current catch-up stands (shown by ``stopsms registry rebuild``)."""
-
-    rebuilding: bool = False
-    started: float = 0.0
-    start_records: int = 0
-    target_records: int = 0
-    applied_records: int = 0
-    entries_read: int = 0
-    verified: Census | None = None
-    #: Time spent verifying (counting and checksumming both sides) at the end of a rebuild.
-    verify_seconds: float = 0.0
-
-    @property
-    def seconds(self) -> float:
-        """Time since the phase began."""
-        return time.monotonic() - self.started
 
 
 class ViewMaterialiser(mode.Service):
@@ -302,8 +174,6 @@ class ViewMaterialiser(mode.Service):
 
     async def _rebuild_in_parallel(self) -> dict[int, int]:
         """Rebuild from offset 0 on several cores until verified; the offsets reached."""
-        from stopsms.registry.rebuild import ViewVerificationError, rebuild_in_parallel
-
         failures = 0
         while True:
             try:

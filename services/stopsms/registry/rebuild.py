@@ -20,12 +20,36 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from stopsms.core.kafka import TopicReader
-from stopsms.core.kafka_access import KafkaAccess
-from stopsms.core.view import Census, RedisSuppressionView, ViewLayout
-from stopsms.registry.materialiser import READ_BATCH, ExpectedView, Progress, decode_changes
+from stopsms.adapters.kafka import TopicReader
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.view import RedisSuppressionView
+from stopsms.domain.viewcodec import Census, ExpectedView, ViewLayout, decode_changes
 
 log = logging.getLogger(__name__)
+
+
+#: Records read per poll: large polls keep a rebuild fast, and a steady state takes what comes.
+READ_BATCH = 10_000
+
+
+@dataclass
+class Progress:
+    """Where the current catch-up stands (shown by ``stopsms registry rebuild``)."""
+
+    rebuilding: bool = False
+    started: float = 0.0
+    start_records: int = 0
+    target_records: int = 0
+    applied_records: int = 0
+    entries_read: int = 0
+    verified: Census | None = None
+    #: Time spent verifying (counting and checksumming both sides) at the end of a rebuild.
+    verify_seconds: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """Time since the phase began."""
+        return time.monotonic() - self.started
 
 
 class ViewVerificationError(RuntimeError):

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from stopsms.core.identity import Authenticator
-from stopsms.core.numbers import InvalidNumber, normalise_msisdn
-from stopsms.core.parties import InvalidSender, Party, check_sender_id
-from stopsms.core.privacy import Pseudonymiser
-from stopsms.core.view import SuppressionView
+from stopsms.adapters.identity import Authenticator
+from stopsms.adapters.view import SuppressionView
+from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
+from stopsms.domain.parties import InvalidSender, Party, check_sender_id
+from stopsms.domain.privacy import Pseudonymiser
+from stopsms.domain.rules import Verdict, combine
 from stopsms.registry.lookup import BatchChecker, ChunkAnswer
-from stopsms.registry.rules import Verdict, combine
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
 
 #: Most numbers one CheckBatch chunk may carry (AIP-231: a documented maximum).

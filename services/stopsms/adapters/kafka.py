@@ -1,0 +1,818 @@
+"""Kafka behind small interfaces: a publisher that waits for acks=all, and a topic reader.
+
+Services depend on :class:`Publisher` and :class:`RecordSource`, not on aiokafka, so unit tests
+use the in-memory fakes below and integration tests the real broker. Faust agents use faust's
+own producer; everything outside faust goes through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import mode
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import ConnectionGroup, CoordinationType
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.commit import OffsetCommitRequest
+from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
+
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.tracing import CURRENT_TRACEPARENT, TRACE_HEADER, continue_trace
+
+log = logging.getLogger(__name__)
+
+#: How long aiokafka's background fetch routine sleeps when no event wakes it (the consumer's
+#: ``consumer_timeout_ms``, 200 ms by default).
+#: It is woken anyway by every fetch answer, consumption, seek, reset, resume and reassignment,
+#: so the timeout only sets how often an idle consumer wakes for nothing: five times a second
+#: per consumer with the default, which was a third of an idle service's CPU.
+FETCHER_WAKE_S = 5.0
+
+#: How long a reader's fetch waits at the broker for records before it is answered empty. Records
+#: end the wait at once, so this sets only how often an idle reader asks: every 2 s, where
+#: aiokafka's default (500 ms) cost an idle platform's broker and services twice as many fetches.
+READER_FETCH_WAIT_MS = 2000
+
+#: Under load, how long records gather before a follower of a busy topic takes them: a reader or
+#: stream stage with a batch window hands over at most one batch per window. A fetch is answered
+#: as soon as one record arrives, so without a window a topic written 200 times a second woke
+#: each of its readers 200 times a second, each time a fetch, a wake-up and the handling of one
+#: record (a third of the registry's CPU at 200 opt-outs/s went to socket writes). Idle, the
+#: first record is handed over at once: the window only bounds how soon the *next* batch comes.
+BATCH_WINDOW_S = 0.02
+
+MESSAGE_TYPE_HEADER = "stopsms-type"
+
+Headers = list[tuple[str, bytes]]
+
+
+class PublishFailed(RuntimeError):
+    """Kafka did not acknowledge a record: nothing may be reported as accepted."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record read from a topic, as the services need it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+def records_of(batches: Mapping[TopicPartition, Sequence[Any]]) -> list[Record]:
+    """A consumer's ``getmany`` result as :class:`Record` s, in offset order per partition."""
+    return [
+        Record(
+            tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp, tuple(m.headers or ())
+        )
+        for tp, messages in batches.items()
+        for m in messages
+    ]
+
+
+def message_headers(type_name: str, trace_parent: str | None = None) -> Headers:
+    """Headers of every StopSMS record: its message type and the W3C trace context.
+
+    The trace is the one given, else the work in progress's (:mod:`stopsms.adapters.tracing`),
+    else a new one.
+    """
+    trace = trace_parent or CURRENT_TRACEPARENT.get() or continue_trace(None)
+    return [(MESSAGE_TYPE_HEADER, type_name.encode()), (TRACE_HEADER, trace.encode())]
+
+
+class Publisher(Protocol):
+    """Publishes one record and returns only once it is acknowledged by every in-sync replica."""
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish and return (partition, offset); raise :class:`PublishFailed` otherwise."""
+        ...
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Publish keyed records placed by key; return once all are acknowledged."""
+        ...
+
+
+class KafkaPublisher:
+    """An idempotent aiokafka producer with acks=all and a bounded wait for the acknowledgement."""
+
+    def __init__(
+        self, bootstrap: KafkaAccess | str, *, timeout_seconds: float = 10.0, client_id: str = ""
+    ) -> None:
+        self._acks, self._idempotent = "all", True
+        self._producer = AIOKafkaProducer(
+            **KafkaAccess.of(bootstrap).client_options(),
+            acks=self._acks,
+            enable_idempotence=self._idempotent,
+            client_id=client_id or "stopsms",
+            request_timeout_ms=int(timeout_seconds * 1000),
+            linger_ms=1,
+        )
+        self._timeout = timeout_seconds
+
+    async def start(self) -> None:
+        """Connect; raises when the broker cannot be reached."""
+        await self._producer.start()
+
+    def guarantees(self) -> tuple[object, bool]:
+        """(acks, idempotent) as the producer will use them, for the self-check at start."""
+        return self._acks, self._idempotent
+
+    async def stop(self) -> None:
+        """Flush what is buffered and disconnect."""
+        await self._producer.stop()
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish one record and wait for acks=all, at most the configured timeout."""
+        try:
+            # One deadline for queueing and acknowledgement; unlike wait_for, it makes no task.
+            async with asyncio.timeout(self._timeout):
+                delivery = await self._producer.send(
+                    topic, value=value, key=key, partition=partition, headers=headers or []
+                )
+                metadata = await delivery
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishFailed(
+                f"Kafka did not acknowledge the record on {topic}: {exc!r}"
+            ) from exc
+        return metadata.partition, metadata.offset
+
+    def send(
+        self, topic: str, key: bytes, value: bytes | None, *, headers: Headers | None = None
+    ) -> asyncio.Future[tuple[int, int]]:
+        """Queue one record now, in call order; the future is its acknowledgement (acks=all).
+
+        For a stage that keeps several records in flight and waits for them together: records
+        queued one after the other keep their order per partition (the producer is idempotent).
+        """
+        return asyncio.ensure_future(self.publish(topic, key, value, headers=headers))
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Publish many keyed records at once, in batches per partition, all acknowledged.
+
+        Placement is Kafka's default (murmur2 of the key), as :meth:`publish` would choose;
+        building the batches directly skips the per-record bookkeeping of ``send``, which is
+        what makes campaign-sized link batches fast.
+        """
+        partitions = sorted(await self._producer.partitions_for(topic))
+        batches: dict[int, list[Any]] = {}
+        futures = []
+        try:
+            for key, value in records:
+                partition = partitions[partition_of(key, len(partitions))]
+                open_batches = batches.setdefault(partition, [self._producer.create_batch()])
+                if (
+                    open_batches[-1].append(
+                        key=key, value=value, timestamp=None, headers=headers or []
+                    )
+                    is None
+                ):
+                    futures.append(
+                        await self._producer.send_batch(
+                            open_batches[-1], topic, partition=partition
+                        )
+                    )
+                    open_batches.append(self._producer.create_batch())
+                    open_batches[-1].append(
+                        key=key, value=value, timestamp=None, headers=headers or []
+                    )
+            for partition, open_batches in batches.items():
+                futures.append(
+                    await self._producer.send_batch(open_batches[-1], topic, partition=partition)
+                )
+            await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishFailed(
+                f"Kafka did not acknowledge the records on {topic}: {exc!r}"
+            ) from exc
+
+
+class PublisherService(mode.Service):
+    """A :class:`KafkaPublisher` that starts and stops with a faust worker (audit entries)."""
+
+    def __init__(self, bootstrap: KafkaAccess | str, client_id: str, **kwargs: object) -> None:
+        self._kafka = KafkaAccess.of(bootstrap)
+        self._client_id = client_id
+        self._publisher: KafkaPublisher | None = None
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Connect (aiokafka clients are made inside the running loop)."""
+        self._publisher = KafkaPublisher(self._kafka, client_id=self._client_id)
+        await self._publisher.start()
+
+    async def on_stop(self) -> None:
+        """Flush and disconnect."""
+        if self._publisher is not None:
+            await self._publisher.stop()
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish through the running producer."""
+        if self._publisher is None:
+            raise PublishFailed("the publisher is not started")
+        return await self._publisher.publish(
+            topic, key, value, partition=partition, headers=headers
+        )
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Publish many records through the running producer."""
+        if self._publisher is None:
+            raise PublishFailed("the publisher is not started")
+        await self._publisher.publish_many(topic, records, headers)
+
+
+@dataclass
+class InMemoryPublisher:
+    """A fake publisher for unit tests: keeps records per topic; can be told to fail."""
+
+    records: dict[str, list[tuple[bytes, bytes | None, int | None]]] = field(default_factory=dict)
+    failing: bool = False
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Append the record, or raise :class:`PublishFailed` when ``failing`` is set."""
+        if self.failing:
+            raise PublishFailed("the in-memory broker is down")
+        bucket = self.records.setdefault(topic, [])
+        bucket.append((key, value, partition))
+        return partition or 0, len(bucket) - 1
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Append every record, or raise :class:`PublishFailed` when ``failing`` is set."""
+        for key, value in records:
+            await self.publish(topic, key, value, headers=headers)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as producers place it)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_T = TypeVar("_T", bound=Sequence[Any])
+
+
+class BatchWindow:
+    """Bounds how often a follower takes a batch under load (see :data:`BATCH_WINDOW_S`).
+
+    A full batch (``full`` records) means the follower is behind: it takes the next at once.
+    Used by :class:`TopicReader` and by the stream stages' loop.
+    """
+
+    def __init__(self, seconds: float, full: int) -> None:
+        self.seconds = seconds
+        self.full = full
+        self._last = -math.inf  # when the last partial batch was handed over (loop time)
+
+    async def gather(self) -> None:
+        """Before taking records: let the window since the last batch pass (if it did not)."""
+        if self.seconds > 0:
+            wait = self._last + self.seconds - asyncio.get_running_loop().time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    def handed(self, records: _T) -> _T:
+        """After taking ``records``: a partial batch opens the next window; a full one does not."""
+        if self.seconds > 0 and records:
+            full = len(records) >= self.full
+            self._last = -math.inf if full else asyncio.get_running_loop().time()
+        return records
+
+
+class TopicReader:
+    """Reads every partition of one topic without a consumer group, from given offsets.
+
+    Used wherever each replica needs the whole topic: the registry's view materialiser, the
+    notifier's PSVA streams, intake's link directory. Offsets are the *next* offset to read.
+    With ``fetching=False`` it only answers for offsets (end offsets, positions). With a
+    ``batch_window_s``, a reader following a busy topic hands over a batch at most once per
+    window (:data:`BATCH_WINDOW_S`).
+
+    A reader at the end of its topic keeps one fetch waiting at the broker, answered as soon as
+    a record arrives or after :data:`READER_FETCH_WAIT_MS`. The broker answers a connection's
+    requests in order, so an offsets request sent meanwhile waits behind that fetch: the reader
+    therefore fetches nothing until its first read (its positions and end offsets are asked
+    before), and a reader whose offsets are asked while it follows keeps a second, non-fetching
+    reader for them (as :class:`CompactedTopicIndex` does).
+    """
+
+    def __init__(
+        self,
+        bootstrap: KafkaAccess | str,
+        topic: str,
+        *,
+        start_offsets: dict[int, int] | None = None,
+        client_id: str = "stopsms-reader",
+        max_records: int = 2000,
+        only_partitions: Sequence[int] | None = None,
+        start_time_ms: int | None = None,
+        fetching: bool = True,
+        batch_window_s: float = 0.0,
+    ) -> None:
+        self.topic = topic
+        self._window = BatchWindow(batch_window_s, max_records)
+        self._kafka = KafkaAccess.of(bootstrap)
+        self._start_offsets = start_offsets or {}
+        self._start_time_ms = start_time_ms
+        self._fetching = fetching
+        self._only = set(only_partitions) if only_partitions is not None else None
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=client_id,
+            max_poll_records=max_records,
+            fetch_max_wait_ms=READER_FETCH_WAIT_MS,
+            consumer_timeout_ms=int(FETCHER_WAKE_S * 1000),
+            isolation_level="read_uncommitted",
+        )
+        self.partitions: list[TopicPartition] = []
+        self._resumed = False
+        self._stopped = False
+
+    async def _partition_ids(self, wait_seconds: float) -> set[int]:
+        """The topic's partitions; a topic created a moment ago may take a while to appear."""
+        known = self._consumer.partitions_for_topic(self.topic)  # the metadata of the start
+        if known:
+            return set(known)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        admin = AIOKafkaAdminClient(**self._kafka.client_options(), client_id="stopsms-reader")
+        await admin.start()
+        try:
+            while True:
+                ids = set()
+                for description in await admin.describe_topics([self.topic]):
+                    if description.get("error_code", 0) == 0:
+                        ids |= {p["partition"] for p in description.get("partitions", [])}
+                if ids or loop.time() > deadline:
+                    return ids
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+    async def start(self, wait_seconds: float = 10.0) -> None:
+        """Connect, assign every partition and seek to the start offsets (or the beginning)."""
+        await self._consumer.start()
+        ids = await self._partition_ids(wait_seconds)
+        if not ids:
+            await self._consumer.stop()
+            raise RuntimeError(f"topic {self.topic} does not exist")
+        if self._only is not None:
+            ids &= self._only
+        self.partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
+        self._consumer.assign(self.partitions)
+        # Paused until the first read: a reset (seek to the beginning or the end) waits behind
+        # a fetch in flight on the same connection, and so would the caller's first offsets.
+        self._consumer.pause(*self.partitions)
+        by_time: dict[TopicPartition, Any] = {}
+        if self._start_time_ms is not None:
+            by_time = await self._consumer.offsets_for_times(
+                {tp: self._start_time_ms for tp in self.partitions}
+            )
+        to_beginning, to_end = [], []
+        for tp in self.partitions:
+            if tp.partition in self._start_offsets:
+                self._consumer.seek(tp, self._start_offsets[tp.partition])
+            elif tp in by_time:  # the first record at or after the time, else the end
+                found = by_time[tp]
+                if found is None:
+                    to_end.append(tp)
+                else:
+                    self._consumer.seek(tp, found.offset)
+            else:
+                to_beginning.append(tp)
+        if to_beginning:
+            await self._consumer.seek_to_beginning(*to_beginning)
+        if to_end:
+            await self._consumer.seek_to_end(*to_end)
+
+    def _resume(self) -> None:
+        """Start fetching in the background (at the first read)."""
+        if not self._resumed and self._fetching:
+            self._consumer.resume(*self.partitions)
+            self._resumed = True
+
+    async def stop(self) -> None:
+        """Disconnect. A read waiting for its batch window then returns no records."""
+        self._stopped = True
+        await self._consumer.stop()
+
+    async def _ready_to_read(self) -> bool:
+        """Fetch from now on, let the batch window pass; False if stopped meanwhile."""
+        self._resume()
+        await self._window.gather()
+        return not self._stopped  # stopped while the window passed: the owner is stopping too
+
+    async def read(self, timeout_ms: int = 200) -> list[Record]:
+        """Return the next records (possibly none), in offset order within each partition."""
+        if not await self._ready_to_read():
+            return []
+        return self._window.handed(records_of(await self._consumer.getmany(timeout_ms=timeout_ms)))
+
+    async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
+        """Like :meth:`read`, but the consumer's own records, not copied.
+
+        They have ``partition``, ``offset`` and ``value``; the view's rebuild reads millions.
+        """
+        if not await self._ready_to_read():
+            return []
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        if len(batches) == 1:
+            return self._window.handed(next(iter(batches.values())))
+        return self._window.handed([m for messages in batches.values() for m in messages])
+
+    async def read_to_end(self, timeout_ms: int = 500) -> AsyncIterator[list[Record]]:
+        """Batches of records up to the end of every partition as it is at the call."""
+        ends = await self.end_offsets()
+        while any(pos < ends.get(p, 0) for p, pos in (await self.positions()).items()):
+            records = await self.read(timeout_ms=timeout_ms)
+            if records:
+                yield records
+
+    async def positions(self) -> dict[int, int]:
+        """The next offset to read, per partition."""
+        return {tp.partition: await self._consumer.position(tp) for tp in self.partitions}
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The current end offset of every partition."""
+        ends = await self._consumer.end_offsets(self.partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def follow_topic(
+    bootstrap: KafkaAccess | str,
+    topic: str,
+    on_batch: Callable[[list[Record]], None],
+    *,
+    done: Callable[[], bool] = lambda: True,
+    deadline: float | None = None,
+    client_id: str = "stopsms-reader",
+) -> None:
+    """Read ``topic`` from the start to its end, handing each batch to ``on_batch``.
+
+    Then, while ``done()`` is false and the monotonic ``deadline`` has not passed, read what
+    has arrived since, every half second: a check that waits for late work.
+    """
+    reader = TopicReader(bootstrap, topic, client_id=client_id, max_records=10_000)
+    await reader.start()
+    try:
+        while True:
+            async for batch in reader.read_to_end():
+                on_batch(batch)
+            if done() or deadline is None or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await reader.stop()
+
+
+async def read_topic(
+    bootstrap: KafkaAccess | str, topic: str, client_id: str = "stopsms-reader"
+) -> list[Record]:
+    """Every record of ``topic`` up to its end now."""
+    records: list[Record] = []
+    await follow_topic(bootstrap, topic, records.extend, client_id=client_id)
+    return records
+
+
+class RangeReader:
+    """Reads one partition between two offsets: the records a party's new commit covers."""
+
+    def __init__(self, bootstrap: KafkaAccess | str, topic: str) -> None:
+        self.topic = topic
+        self._kafka = KafkaAccess.of(bootstrap)
+        self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]  # made in start()
+
+    async def start(self) -> None:
+        """Connect (aiokafka clients must be made inside the running loop)."""
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="stopsms-range",
+            fetch_max_wait_ms=10,
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self._consumer.stop()
+
+    async def read(
+        self, partition: int, start: int, end: int, timeout: float = 10.0
+    ) -> list[Record]:
+        """Every record with ``start <= offset < end`` (a compacted topic may have gaps)."""
+        tp = TopicPartition(self.topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        try:
+            return await self._read_range(tp, start, end, timeout)
+        finally:  # between reads it fetches nothing (an idle assigned consumer polls the broker)
+            self._consumer.pause(tp)
+
+    async def _read_range(
+        self, tp: TopicPartition, start: int, end: int, timeout: float
+    ) -> list[Record]:
+        partition = tp.partition
+        out: list[Record] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self._consumer.position(tp) < end:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"reading {self.topic}[{partition}] {start}..{end} timed out")
+            batches = await self._consumer.getmany(tp, timeout_ms=200)
+            for m in batches.get(tp, []):
+                if m.offset >= end:
+                    break
+                out.append(
+                    Record(
+                        tp.topic,
+                        partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        m.timestamp,
+                        tuple(m.headers or ()),
+                    )
+                )
+        return out
+
+
+async def read_up_to(
+    reader: TopicReader, ends: Mapping[int, int], progress: asyncio.Condition
+) -> None:
+    """Return once ``reader`` has read up to ``ends``; ``progress`` is notified after each read."""
+    while True:
+        positions = await reader.positions()
+        if all(positions.get(p, 0) >= end for p, end in ends.items()):
+            return
+        async with progress:
+            await progress.wait()
+
+
+V = TypeVar("V")
+
+
+class CompactedTopicIndex(mode.Service, Generic[V]):
+    """The latest value of every key of a compacted topic, in memory, kept current.
+
+    ``get`` of an unknown key first waits (briefly) until the index has read up to the topic's
+    end as it was at the call, so a value published a moment ago by another replica is found.
+    """
+
+    def __init__(
+        self,
+        bootstrap: KafkaAccess | str,
+        topic: str,
+        parse: Callable[[bytes], V],
+        **kwargs: object,
+    ) -> None:
+        self._kafka = KafkaAccess.of(bootstrap)
+        self._topic = topic
+        self._parse = parse
+        self._values: dict[str, V] = {}
+        self._reader: TopicReader | None = None
+        self._ends: TopicReader | None = None
+        self._progress = asyncio.Condition()
+        self._reading = asyncio.Event()
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Read the topic from the beginning."""
+        self._reader = TopicReader(self._kafka, self._topic, client_id="stopsms-index")
+        await self._reader.start()
+        # End offsets on a connection of their own: the broker answers a connection's requests
+        # in order, so behind the reader's long-poll fetch they would wait for it.
+        self._ends = TopicReader(
+            self._kafka, self._topic, client_id="stopsms-index-ends", fetching=False
+        )
+        await self._ends.start()
+        self._reading.set()
+
+    async def on_stop(self) -> None:
+        """Close the readers."""
+        if self._reader is not None:
+            await self._reader.stop()
+        if self._ends is not None:
+            await self._ends.stop()
+
+    def put(self, key: str, value: V) -> None:
+        """Hold a value this replica just published, before the reader sees it come back."""
+        self._values[key] = value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def peek(self, key: str) -> V | None:
+        """The latest value held now, without waiting for the reader to catch up."""
+        return self._values.get(key)
+
+    def on_value(self, key: str, value: V | None) -> None:
+        """Called for every record read (None: a tombstone); subclasses keep what they need."""
+
+    @mode.Service.task
+    async def _follow(self) -> None:
+        assert self._reader is not None
+        while not self.should_stop:
+            records = await self._reader.read(timeout_ms=200)
+            for record in records:
+                if record.key is None:
+                    continue
+                key = record.key.decode()
+                if record.value is None:
+                    self._values.pop(key, None)
+                    self.on_value(key, None)
+                else:
+                    try:
+                        self._values[key] = value = self._parse(record.value)
+                        self.on_value(key, value)
+                    except Exception:  # noqa: BLE001 - one bad record must not stop the index
+                        log.exception(
+                            "unreadable record at %s[%d]@%d",
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                        )
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def caught_up(self, wait_seconds: float = 3.0) -> bool:
+        """Wait until the index holds what the topic held at the call (False: timed out)."""
+
+        async def reached() -> None:
+            await self._reading.wait()
+            assert self._reader is not None and self._ends is not None
+            await read_up_to(self._reader, await self._ends.end_offsets(), self._progress)
+
+        try:
+            await asyncio.wait_for(reached(), wait_seconds)
+            return True
+        except TimeoutError:
+            log.warning("index of %s still behind after %.1fs", self._topic, wait_seconds)
+            return False
+
+    async def get(
+        self,
+        key: str,
+        wait_seconds: float = 3.0,
+        visible: Callable[[V], bool] = lambda value: True,
+    ) -> V | None:
+        """The latest value of ``key``, or None once the index has caught up without it.
+
+        A value the caller may not see (``visible`` false) is treated exactly as an absent
+        one: the same wait for the index to catch up, the same None, so that neither the
+        answer nor its time tells a stranger that the key exists.
+        """
+        value = self._values.get(key)
+        if value is not None and visible(value):
+            return value
+        await self.caught_up(wait_seconds)
+        value = self._values.get(key)
+        return value if value is not None and visible(value) else None
+
+
+class GroupOffsets(mode.Service):
+    """Reads and commits consumer-group offsets: operators' receipts and PSVAs' cursors.
+
+    Commits go to each group's coordinator as plain ``OffsetCommit`` requests, the ones a consumer
+    with manual assignment sends (generation -1, no member), over one client for every group. A
+    consumer per group would do the same with two connections and a fetch routine that wakes
+    five times a second even with its partitions paused: with 50 PSVAs, that was most of an idle
+    notifier's CPU.
+    """
+
+    def __init__(self, bootstrap: KafkaAccess | str, **kwargs: object) -> None:
+        self._kafka = KafkaAccess.of(bootstrap)
+        self._admin: AIOKafkaAdminClient = None  # type: ignore[assignment]  # made in on_start()
+        self._client: AIOKafkaClient = None  # type: ignore[assignment]  # made in on_start()
+        self._coordinators: dict[str, int] = {}
+        self._group_locks: dict[str, asyncio.Lock] = {}
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    async def on_start(self) -> None:
+        """Connect the clients (aiokafka clients are made inside the running loop)."""
+        self._admin = AIOKafkaAdminClient(
+            **self._kafka.client_options(), client_id="stopsms-offsets"
+        )
+        await self._admin.start()
+        self._client = AIOKafkaClient(**self._kafka.client_options(), client_id="stopsms-offsets")
+        await self._client.bootstrap()
+
+    async def on_stop(self) -> None:
+        """Close every connection."""
+        await self._client.close()
+        await self._admin.close()
+
+    async def committed(self, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+        """The group's committed offsets on ``topic`` (partition -> next offset).
+
+        Retries while the group's coordinator is being elected (a retriable error a new group
+        meets on its first use), up to ``timeout`` seconds.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                offsets = await self._admin.list_consumer_group_offsets(group)
+                break
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        return {
+            tp.partition: meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == topic and meta.offset >= 0
+        }
+
+    async def commit(
+        self, group: str, topic: str, offsets: dict[int, int], timeout: float = 10.0
+    ) -> None:
+        """Commit offsets for ``group`` without joining it.
+
+        The group must have no members (PSVAs' and backfills' groups are only ever committed
+        here). Groups commit concurrently; only commits of one group wait for each other.
+        Retries while the coordinator moves or loads, up to ``timeout`` seconds; any other
+        refusal (an ACL, a group with members) is raised.
+        """
+        if not offsets:
+            return
+        request = OffsetCommitRequest(
+            group,
+            OffsetCommitRequest.DEFAULT_GENERATION_ID,  # the group has no members
+            "",
+            OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+            [(topic, [(partition, offset, "") for partition, offset in sorted(offsets.items())])],
+        )
+        lock = self._group_locks.setdefault(group, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with lock:
+            while True:
+                try:
+                    node = self._coordinators.get(group)
+                    if node is None:
+                        node = await self._client.coordinator_lookup(CoordinationType.GROUP, group)
+                        self._coordinators[group] = node
+                    response = await self._client.send(
+                        node, request, group=ConnectionGroup.COORDINATION
+                    )
+                    codes = {code for _, partitions in response.topics for _, code in partitions}
+                    failure = next((kafka_errors.for_code(c) for c in codes if c), None)
+                    if failure is None:
+                        return
+                    raise failure()
+                except KafkaError as exc:
+                    self._coordinators.pop(group, None)
+                    if not exc.retriable or loop.time() > deadline:
+                        raise
+                await asyncio.sleep(0.2)

@@ -1,0 +1,261 @@
+"""The registry's query view in Redis: subject and scope to state, version and since when.
+
+The view is filled only from ``stopsms.suppressions.v1`` (by the registry's materialiser), so
+it can always be rebuilt from the topic. Each batch is applied by one Lua script that writes the
+entries *and* the applied offsets together, and never moves an entry to an older version: a
+replay, or two materialisers, can only bring the view forward.
+
+The byte layout (buckets, fields, values, the scripts) is :mod:`stopsms.domain.viewcodec`'s;
+this module is the I/O around it: :class:`RedisSuppressionView` on a real redis-server, and
+:class:`InMemorySuppressionView`, the fake with the same never-backwards rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from stopsms.domain.topics import GLOBAL_SCOPE
+from stopsms.domain.viewcodec import (
+    APPLY_SCRIPT,
+    DIGEST_FIELD_BYTES,
+    LAYOUT_VERSION,
+    LISTPACK_ENTRIES,
+    LOOKUP_SCRIPT,
+    Census,
+    CensusCounter,
+    ScopeEntry,
+    ViewLayout,
+    ViewUpdate,
+    entry_address,
+    pack_update,
+    scope_codes,
+)
+
+
+class ViewLost(RuntimeError):
+    """The view was flushed (or never built): it must be rebuilt from offset 0."""
+
+
+class SuppressionView(Protocol):
+    """What the registry needs from its view."""
+
+    async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
+        """Apply updates and record the offsets after them, atomically."""
+        ...
+
+    async def lookup(
+        self, subjects: Sequence[str], sender_id: str
+    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
+        """For each subject: (sender entry, global entry); plus the applied offsets."""
+        ...
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition."""
+        ...
+
+
+class RedisSuppressionView:
+    """The view on a real redis-server, in the bucketed layout described above."""
+
+    def __init__(
+        self, client: aioredis.Redis, namespace: str = "", layout: ViewLayout | None = None
+    ) -> None:
+        self._redis = client
+        self.layout = layout or ViewLayout()
+        self._prefix = f"{namespace}view:b:".encode()
+        self._senders_key = f"{namespace}view:senders"
+        self._offsets_key = f"{namespace}view:offsets"
+        self._meta_key = f"{namespace}view:meta"
+        self._keys: list[bytes | str] = [self._prefix, self._senders_key, self._offsets_key]
+        self._apply = client.register_script(APPLY_SCRIPT)
+        self._lookup = client.register_script(LOOKUP_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls, url: str, namespace: str = "", layout: ViewLayout | None = None
+    ) -> RedisSuppressionView:
+        """Connect lazily to the Redis at ``url``."""
+        return cls(aioredis.from_url(url), namespace, layout)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client (for health checks and configuration checks)."""
+        return self._redis
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
+        """Apply a batch with one script call (entries and offsets in one atomic step)."""
+        located = self.layout.located
+        packed = b"".join(
+            pack_update(located(u.subject), u.sender_id, u.entry.pack()) for u in updates
+        )
+        await self.apply_packed(packed, offsets)
+
+    async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
+        """Apply entries already packed with :func:`pack_update`, and the offsets after them.
+
+        Raises :class:`ViewLost` when the view's layout record is gone (a flush, an empty
+        replica): the entries before these would be missing, so nothing is written.
+        """
+        args: list[bytes | int] = [packed]
+        for partition, offset in offsets.items():
+            args += [partition, offset]
+        if await self._apply(keys=[*self._keys, self._meta_key], args=args) == -1:
+            raise ViewLost("the view has no layout record: it was flushed or never built")
+
+    async def lookup(
+        self, subjects: Sequence[str], sender_id: str
+    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
+        """Read both scopes of every subject and the offsets in one server-side step."""
+        located = b"".join(self.layout.located(subject) for subject in subjects)
+        pairs, offsets = await self.lookup_packed(located, sender_id)
+        return [(ScopeEntry.unpack(s), ScopeEntry.unpack(g)) for s, g in pairs], offsets
+
+    async def lookup_packed(
+        self, located: bytes, sender_id: str
+    ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
+        """Raw (sender value, global value) for located subjects (12 bytes each, joined).
+
+        The batch path: values stay undecoded, since most are empty.
+        """
+        reply = await self._lookup(keys=self._keys, args=[sender_id, located])
+        values = reply[1:]
+        return list(zip(values[::2], values[1::2], strict=True)), _pairs_to_offsets(reply[0])
+
+    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
+        """Every located subject the view holds (12 bytes each, joined), and offsets.
+
+        The offsets are read before the scan, so the view held at least everything up to them:
+        what the registry's subject filter starts from.
+        """
+        offsets = await self.applied_offsets()
+        found: list[bytes] = []
+        buckets = self.layout.buckets
+        for start in range(0, buckets, 512):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for b in range(start, min(start + 512, buckets)):
+                    pipe.hkeys(self._prefix + b.to_bytes(2, "big"))
+                replies = await pipe.execute()
+            for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
+                bucket = b.to_bytes(2, "big")
+                found += [bucket + f[:DIGEST_FIELD_BYTES] for f in fields]
+        return b"".join(found), offsets
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition."""
+        return _decode_offsets(await self._redis.hgetall(self._offsets_key))
+
+    async def listpack_warning(self) -> str | None:
+        """A warning when Redis would store buckets as full hash tables, or None.
+
+        Full hash tables take several times the memory. A managed Redis may refuse CONFIG;
+        then nothing can be said.
+        """
+        try:
+            config = await self._redis.config_get("hash-max-listpack-entries")
+        except Exception:  # noqa: BLE001 - CONFIG disabled: not our call to make
+            return None
+        configured = int(next(iter(config.values()), 0) or 0)
+        if configured >= LISTPACK_ENTRIES:
+            return None
+        return (
+            f"redis hash-max-listpack-entries is {configured}; the view needs {LISTPACK_ENTRIES} "
+            "to stay compact (it works, using several times the memory)"
+        )
+
+    async def meta(self) -> dict[str, str]:
+        """The layout the view was written with (empty for a view never written)."""
+        raw: dict[Any, Any] = await self._redis.hgetall(self._meta_key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def expected_meta(self) -> dict[str, str]:
+        """The layout this process writes."""
+        return {"layout": LAYOUT_VERSION, "bucket_bits": str(self.layout.bucket_bits)}
+
+    async def write_meta(self) -> None:
+        """Record this process's layout (at the start of a rebuild)."""
+        await self._redis.hset(self._meta_key, mapping=dict(self.expected_meta()))  # type: ignore[arg-type]
+
+    async def clear(self) -> None:
+        """Remove every key of the view (before a rebuild from offset 0)."""
+        keys: list[bytes | str] = [self._senders_key, self._offsets_key, self._meta_key]
+        keys += [self._prefix + b.to_bytes(2, "big") for b in range(1 << 16)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(keys), 4096):
+                pipe.unlink(*keys[start : start + 4096])
+            await pipe.execute()
+
+    async def entries(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """Every entry, a chunk of buckets at a time: (located subject, NUL, sender; value).
+
+        The address is the one :class:`~stopsms.domain.viewcodec.ChangeBatch` gives the
+        same entry read from the topic, so the two sides compare key by key.
+        """
+        by_code = scope_codes(await self._redis.hgetall(self._senders_key))
+        buckets = self.layout.buckets
+        for start in range(0, buckets, 512):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for b in range(start, min(start + 512, buckets)):
+                    pipe.hgetall(self._prefix + b.to_bytes(2, "big"))
+                replies = await pipe.execute()
+            chunk = [
+                (entry_address(b.to_bytes(2, "big"), stored_field, by_code), value)
+                for b, fields in zip(range(start, start + len(replies)), replies, strict=True)
+                for stored_field, value in fields.items()
+            ]
+            yield chunk
+
+    async def census(self) -> tuple[Census, dict[int, int]]:
+        """Count and checksum every entry, scanning bucket by bucket; plus the offsets."""
+        counter = CensusCounter()
+        async for chunk in self.entries():
+            counter.add_many([key + b"\0" + value for key, value in chunk])
+        return counter.census(), await self.applied_offsets()
+
+
+class InMemorySuppressionView:
+    """A fake view for unit tests, with the same never-backwards rule."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], ScopeEntry] = {}
+        self.offsets: dict[int, int] = {}
+
+    async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
+        """Apply updates whose version is newer than what is held."""
+        for u in updates:
+            key = (u.subject, u.sender_id or GLOBAL_SCOPE)
+            current = self.entries.get(key)
+            if current is None or u.entry.version > current.version:
+                self.entries[key] = u.entry
+        for p, o in offsets.items():
+            self.offsets[p] = max(o, self.offsets.get(p, -1))
+
+    async def lookup(
+        self, subjects: Sequence[str], sender_id: str
+    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
+        """Read both scopes of every subject."""
+        return [
+            (
+                self.entries.get((s, sender_id)) if sender_id else None,
+                self.entries.get((s, GLOBAL_SCOPE)),
+            )
+            for s in subjects
+        ], dict(self.offsets)
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition."""
+        return dict(self.offsets)
+
+
+def _decode_offsets(raw: Mapping[Any, Any]) -> dict[int, int]:
+    return {int(p): int(o) for p, o in raw.items()}
+
+
+def _pairs_to_offsets(flat: Sequence[Any]) -> dict[int, int]:
+    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}

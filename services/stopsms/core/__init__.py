@@ -1,1 +1,0 @@
-"""Code shared by every service: numbers, pseudonyms, settings, parties, Kafka and Redis."""

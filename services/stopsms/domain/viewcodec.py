@@ -1,0 +1,432 @@
+"""The view's byte layout: one home for how a suppression becomes bytes in Redis and back.
+
+Built to hold all of Morocco's ~50 million lines in little memory. One Redis key per entry costs
+~70–140 bytes (key object, dict entry, value object); instead entries are packed into small
+hashes that Redis stores as *listpacks* (flat byte arrays, a few bytes of overhead per field),
+the classic bucketing trick. ``<ns>`` is the deployment's namespace:
+
+* ``<ns>view:b:<bucket>``: a hash per bucket, ``bucket`` = the first ``bucket_bits`` bits of
+  the subject's HMAC digest (2 bytes, big-endian). Field = the next 10 digest bytes (80 bits;
+  with the bucket, ~94 bits of a keyed hash, so two of 50 million subjects collide with
+  probability ~10⁻¹³), followed by the scope code (nothing for global, a varint for a sender).
+  Value = action time in centiseconds (5 bytes) + varint(version << 2 | state).
+* ``<ns>view:senders``: sender id → scope code, assigned by the apply script on first sight,
+  read by the lookup script in the same server-side step, so a code is never guessed by a
+  client. The field ``#next`` holds the last code handed out.
+* ``<ns>view:offsets``: partition → next offset to apply, written with the entries.
+* ``<ns>view:meta``: the layout version and bucket bits; a view written with another layout is
+  cleared and rebuilt rather than misread.
+
+Everything that reads or writes these bytes takes it from here: the Redis adapter
+(:mod:`stopsms.adapters.view`, which runs the two Lua scripts below), the materialiser and the
+rebuild (:func:`decode_changes`), and the lookups (:func:`locate_digests`). Plain computation,
+no I/O. Redis keeps a hash as a listpack only up to ``hash-max-listpack-entries`` fields
+(default 128); :data:`LISTPACK_ENTRIES` is what the layout needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stopsms.domain.privacy import SUBJECT_DIGEST_BYTES
+from stopsms.v1 import events_pb2
+
+LAYOUT_VERSION = "2"
+#: Default bucket bits: 2¹⁴ buckets hold ~60 entries each at a million entries and ~3,000 at
+#: fifty million, both well inside a listpack.
+DEFAULT_BUCKET_BITS = 14
+#: Fields a bucket may hold and stay a listpack (Redis' hash-max-listpack-entries).
+LISTPACK_ENTRIES = 8192
+DIGEST_FIELD_BYTES = 10
+#: Action time in centiseconds since 1970 in 5 bytes (good until the year 2318): "since when"
+#: to a hundredth of a second; the exact time stays in the record on the topic.
+_TIME_BYTES = 5
+NEXT_CODE = "#next"
+
+_LUA_HELPERS = """
+local function varint(n)
+  local s = ''
+  while n >= 128 do
+    s = s .. string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  return s .. string.char(n)
+end
+local function version_of(value)
+  local x, mul = 0, 1
+  for i = 6, #value do
+    local b = string.byte(value, i)
+    x = x + (b % 128) * mul
+    if b < 128 then break end
+    mul = mul * 128
+  end
+  return math.floor(x / 4)
+end
+"""
+
+# KEYS: bucket prefix, senders, offsets, meta. ARGV[1]: the updates packed into one string (see
+# pack_update: one buffer instead of five arguments per entry, which is what makes a rebuild
+# fast), then partition/offset pairs.
+APPLY_SCRIPT = (
+    _LUA_HELPERS
+    + """
+local prefix, senders, offsets, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta) == 0 then
+  return -1  -- the view was flushed or never built: writing into it would hide the loss
+end
+local codes = {}
+local function code_of(sender)
+  if sender == '' then return '' end
+  local code = codes[sender]
+  if code then return code end
+  local n = redis.call('HGET', senders, sender)
+  if not n then
+    n = redis.call('HINCRBY', senders, '#next', 1)
+    redis.call('HSET', senders, sender, n)
+  end
+  code = varint(tonumber(n))
+  codes[sender] = code
+  return code
+end
+local packed = ARGV[1]
+local written = 0
+local i = 1
+while i <= #packed do
+  local key = prefix .. string.sub(packed, i, i + 1)
+  local field = string.sub(packed, i + 2, i + 11)
+  local sender_end = i + 12 + string.byte(packed, i + 12)
+  field = field .. code_of(string.sub(packed, i + 13, sender_end))
+  local value_end = sender_end + 1 + string.byte(packed, sender_end + 1)
+  local value = string.sub(packed, sender_end + 2, value_end)
+  i = value_end + 1
+  local current = redis.call('HGET', key, field)
+  if (not current) or version_of(value) > version_of(current) then
+    redis.call('HSET', key, field, value)
+    written = written + 1
+  end
+end
+for j = 2, #ARGV, 2 do
+  local partition, offset = ARGV[j], tonumber(ARGV[j + 1])
+  local current = tonumber(redis.call('HGET', offsets, partition) or '-1')
+  if offset > current then
+    redis.call('HSET', offsets, partition, offset)
+  end
+end
+return written
+"""
+)
+
+
+def pack_update(located: bytes, sender_id: str, value: bytes) -> bytes:
+    """One entry for the apply script: located subject, sender (length-prefixed), value."""
+    sender = sender_id.encode()
+    return located + bytes((len(sender),)) + sender + bytes((len(value),)) + value
+
+
+# KEYS: bucket prefix, senders, offsets. ARGV[1] = sender id, ARGV[2] = located subjects, 12
+# bytes each (bucket and digest field) joined into one argument, which costs the client one
+# buffer instead of two arguments per number. Returns the offsets (flat), then per subject its
+# sender value and its global value.
+LOOKUP_SCRIPT = (
+    _LUA_HELPERS
+    + """
+local prefix, senders, offsets = KEYS[1], KEYS[2], KEYS[3]
+local sender, packed = ARGV[1], ARGV[2]
+local out = {redis.call('HGETALL', offsets)}
+local code = false
+if sender ~= '' then
+  local n = redis.call('HGET', senders, sender)
+  if n then
+    code = varint(tonumber(n))
+  end
+end
+for i = 1, #packed, 12 do
+  local key = prefix .. string.sub(packed, i, i + 1)
+  local field = string.sub(packed, i + 2, i + 11)
+  if code then
+    local pair = redis.call('HMGET', key, field .. code, field)
+    out[#out + 1] = pair[1]
+    out[#out + 1] = pair[2]
+  else
+    out[#out + 1] = false
+    out[#out + 1] = redis.call('HGET', key, field)
+  end
+end
+return out
+"""
+)
+
+
+class SubjectFormatError(ValueError):
+    """A subject that is not ``<key id>:<hex digest>`` of at least 12 bytes."""
+
+
+@dataclass(frozen=True)
+class ScopeEntry:
+    """The state of one subject in one scope, as the view holds it."""
+
+    state: int
+    version: int
+    action_time_ms: int
+
+    def pack(self) -> bytes:
+        """The compact value stored in a bucket: action time, then version and state."""
+        return (max(self.action_time_ms, 0) // 10).to_bytes(_TIME_BYTES, "big") + varint(
+            self.version << 2 | self.state
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes | None) -> ScopeEntry | None:
+        """Parse a stored value (None stays None)."""
+        if raw is None:
+            return None
+        packed, _ = _readvarint(raw, _TIME_BYTES)
+        return cls(packed & 3, packed >> 2, int.from_bytes(raw[:_TIME_BYTES], "big") * 10)
+
+
+@dataclass(frozen=True)
+class ViewUpdate:
+    """One change to apply: subject, scope (sender id or empty for global) and entry."""
+
+    subject: str
+    sender_id: str
+    entry: ScopeEntry
+
+
+@dataclass(frozen=True)
+class Census:
+    """How many entries a view holds and an order-independent checksum of them."""
+
+    count: int
+    checksum: int
+
+    def __str__(self) -> str:
+        return f"{self.count} entries, checksum {self.checksum:016x}"
+
+
+class CensusCounter:
+    """Adds up entries into a :class:`Census`; the same sum whoever computes it.
+
+    Each entry contributes a 64-bit BLAKE2b of (subject digest, scope, packed value), summed
+    modulo 2⁶⁴: independent of order, so the view scanned bucket by bucket and the records read
+    from the topic give the same figure when, and only when, they hold the same entries.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.checksum = 0
+
+    def add(self, digest: bytes, sender_id: str, value: bytes) -> None:
+        """Count one entry."""
+        self.add_many([digest + b"\0" + sender_id.encode() + b"\0" + value])
+
+    def add_many(self, entries: Sequence[bytes]) -> None:
+        """Count entries given as digest, NUL, sender, NUL, packed value."""
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        total = sum(from_bytes(blake2b(e, digest_size=8).digest(), "big") for e in entries)
+        self.count += len(entries)
+        self.checksum = (self.checksum + total) & 0xFFFFFFFFFFFFFFFF
+
+    def census(self) -> Census:
+        """The figures so far."""
+        return Census(self.count, self.checksum)
+
+
+@dataclass(frozen=True)
+class ViewLayout:
+    """Where a subject's entries live: bucket key suffix and field prefix."""
+
+    bucket_bits: int = DEFAULT_BUCKET_BITS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bucket_bits <= 16:
+            raise ValueError("bucket_bits must be between 1 and 16")
+
+    @property
+    def buckets(self) -> int:
+        """How many bucket keys the layout uses."""
+        return 1 << self.bucket_bits
+
+    def locate(self, subject: str) -> tuple[bytes, bytes]:
+        """The bucket (2 bytes) and digest field of a subject."""
+        located = self.located(subject)
+        return located[:2], located[2:]
+
+    def located(self, subject: str) -> bytes:
+        """Bucket and digest field joined (12 bytes): the view's address of a subject."""
+        return self.located_digest(subject_digest(subject))
+
+    def located_digest(self, digest: bytes) -> bytes:
+        """The view's address of a subject given by its digest bytes."""
+        bucket = (int.from_bytes(digest[:2], "big") >> (16 - self.bucket_bits)).to_bytes(2, "big")
+        return bucket + digest[2 : 2 + DIGEST_FIELD_BYTES]
+
+
+def subject_digest(subject: str) -> bytes:
+    """The digest bytes of a subject ``<key id>:<hex>``."""
+    _, sep, hex_digest = subject.rpartition(":")
+    try:
+        digest = bytes.fromhex(hex_digest)
+    except ValueError:
+        digest = b""
+    if not sep or len(digest) < 2 + DIGEST_FIELD_BYTES:
+        raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
+    return digest
+
+
+def varint(n: int) -> bytes:
+    """Protobuf-style varint of a non-negative integer."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _readvarint(raw: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = raw[at]
+        value |= (b & 0x7F) << shift
+        at += 1
+        if b < 0x80:
+            return value, at
+        shift += 7
+
+
+@dataclass
+class ChangeBatch:
+    """Suppression records decoded for the view.
+
+    Per entry: ``keys`` (located subject, NUL, sender: the view's address of the entry),
+    ``versions``, ``values`` (the packed :class:`ScopeEntry`) and ``entries`` (what the apply
+    script takes, see :func:`pack_update`).
+    """
+
+    keys: list[bytes] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    entries: list[bytes] = field(default_factory=list)
+    #: The subjects' located digests (bucket + field), for the subject filter.
+    located: list[bytes] = field(default_factory=list)
+    #: The next offset per partition after these records.
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    def packed(self) -> bytes:
+        """The entries as the view's apply script takes them."""
+        return b"".join(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
+    """Decode suppression records (anything with partition, offset and value) for the view.
+
+    The hot loop of a rebuild (millions of records), hence written out by hand: the result is
+    the same as :meth:`ViewLayout.located`, :meth:`ScopeEntry.pack` and :func:`pack_update`
+    (a unit test holds them equal).
+    """
+    batch = ChangeBatch()
+    offsets = batch.offsets
+    parse = events_pb2.SuppressionChanged.FromString
+    shift = 16 - layout.bucket_bits
+    keys, versions, values, entries, located_all = (
+        batch.keys,
+        batch.versions,
+        batch.values,
+        batch.entries,
+        batch.located,
+    )
+    fromhex = bytes.fromhex
+    for record in records:
+        end = record.offset + 1
+        if end > offsets.get(record.partition, 0):
+            offsets[record.partition] = end
+        if record.value is None:
+            continue  # an erasure tombstone; erasure arrives with the retention work
+        change = parse(record.value)
+        subject = change.subject
+        digest = fromhex(subject[subject.index(":") + 1 :][: 2 * (2 + DIGEST_FIELD_BYTES)])
+        if len(digest) != 2 + DIGEST_FIELD_BYTES:
+            raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
+        located = ((digest[0] << 8 | digest[1]) >> shift).to_bytes(2, "big") + digest[2:]
+        sender = change.sender_id.encode()
+        at = change.action_time
+        version = change.version
+        packed_state = version << 2 | change.state
+        value = (max(at.seconds * 100 + at.nanos // 10_000_000, 0)).to_bytes(5, "big") + (
+            bytes((packed_state,)) if packed_state < 0x80 else varint(packed_state)
+        )
+        keys.append(located + b"\0" + sender)
+        versions.append(version)
+        values.append(value)
+        entries.append(located + bytes((len(sender),)) + sender + bytes((len(value),)) + value)
+        located_all.append(located)
+    return batch
+
+
+class ExpectedView:
+    """The latest entry per subject and scope among the records read: what the view must hold.
+
+    Kept only during a rebuild from offset 0 (about 150 bytes per entry in this process).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[int, bytes]] = {}
+
+    def add(self, batch: ChangeBatch) -> None:
+        """Keep each entry that is newer than what is held for its subject and scope."""
+        entries = self._entries
+        get = entries.get
+        for key, version, value in zip(batch.keys, batch.versions, batch.values, strict=True):
+            held = get(key)
+            if held is None or version > held[0]:
+                entries[key] = (version, value)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """(address, packed value) of every entry, addressed as the view's ``entries``."""
+        return ((key, value) for key, (_, value) in self._entries.items())
+
+    def census(self) -> Census:
+        """Count and checksum, computed exactly as the view's own census."""
+        counter = CensusCounter()
+        counter.add_many([key + b"\0" + value for key, value in self.items()])
+        return counter.census()
+
+
+#: A located subject: bucket (2 bytes) and digest field.
+LOCATED_BYTES = 2 + DIGEST_FIELD_BYTES
+
+
+def locate_digests(digests: bytes, layout: ViewLayout) -> np.ndarray:
+    """Rows of bucket (2 bytes) + field (10 bytes) for 16-byte digests, joined."""
+    rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, SUBJECT_DIGEST_BYTES)
+    located = rows[:, :LOCATED_BYTES].copy()
+    shift = 16 - layout.bucket_bits
+    bucket = ((located[:, 0].astype(np.uint16) << np.uint16(8)) | located[:, 1]) >> np.uint16(shift)
+    located[:, 0] = (bucket >> np.uint16(8)).astype(np.uint8)
+    located[:, 1] = (bucket & np.uint16(0xFF)).astype(np.uint8)
+    return located
+
+
+def scope_codes(senders: dict[Any, Any]) -> dict[bytes, bytes]:
+    """The view's ``senders`` hash turned around: scope code (varint) to sender id."""
+    return {
+        varint(int(code)): bytes(sender)
+        for sender, code in senders.items()
+        if bytes(sender).decode() != NEXT_CODE
+    }
+
+
+def entry_address(bucket: bytes, stored_field: bytes, by_code: dict[bytes, bytes]) -> bytes:
+    """A stored entry's address (located subject, NUL, sender): :class:`ChangeBatch`'s keys."""
+    code = stored_field[DIGEST_FIELD_BYTES:]
+    sender = by_code.get(code, b"#" + code.hex().encode()) if code else b""
+    return b"".join((bucket, stored_field[:DIGEST_FIELD_BYTES], b"\0", sender))

@@ -1,1 +1,0 @@
-"""Development tooling: code generation and checks that keep the repository consistent."""

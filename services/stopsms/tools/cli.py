@@ -1,0 +1,508 @@
+"""``stopsms``: run the platform locally and try it from the terminal.
+
+    stopsms up                          Kafka, Redis and the three services; Ctrl-C stops all
+    stopsms link 0612345678 --sender JUMIA --party atlas-sms
+    stopsms optout 0612345678 --sender JUMIA --party iam
+    stopsms check 0612345678 --sender JUMIA --party iam
+    stopsms propagation <request id> --party iam
+    stopsms operator-feed --party iam   follow the suppression list as an operator would
+    stopsms certs                       development CA and one client certificate per party
+    stopsms scrub campaign.csv --sender JUMIA --party atlas-sms
+                                        clean and suppressed lists of a campaign
+    stopsms registry rebuild            rebuild the registry's view from the topic, verified
+
+Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
+``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
+
+The commands after ``up`` find the platform through ``.stopsms/endpoints.json`` (written by
+``up``), or through ``STOPSMS_*`` variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf import json_format
+
+from stopsms.adapters.clients import Metadata, party_channel_sync
+from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.tools.launcher import InfrastructureError
+from stopsms.v1 import (
+    events_pb2,
+    intake_pb2,
+    intake_pb2_grpc,
+    notifier_pb2,
+    notifier_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from stopsms.adapters.settings import Settings
+
+DATA_DIR = Path(os.environ.get("STOPSMS_DATA_DIR", ".stopsms"))
+ENDPOINTS_FILE = DATA_DIR / "endpoints.json"
+DEMO_NUMBER = "0612345678"
+
+
+def _kafka(settings: Settings) -> KafkaAccess:
+    """Kafka as the local platform publishes it, with the credentials of STOPSMS_KAFKA_*."""
+    return dataclasses.replace(settings.kafka, bootstrap=_endpoints()["kafka"])
+
+
+def _endpoints() -> dict[str, str]:
+    found = json.loads(ENDPOINTS_FILE.read_text()) if ENDPOINTS_FILE.exists() else {}
+    defaults = {
+        "intake_grpc": ("STOPSMS_INTAKE_GRPC_ADDRESS", "127.0.0.1:50051"),
+        "registry_grpc": ("STOPSMS_REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052"),
+        "notifier_grpc": ("STOPSMS_NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053"),
+        "kafka": ("STOPSMS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "redis": ("STOPSMS_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "tls_folder": ("STOPSMS_TLS_DIR", str(DATA_DIR / "tls")),
+    }
+    return {
+        name: os.environ.get(variable, found.get(name, default))
+        for name, (variable, default) in defaults.items()
+    }
+
+
+def _channel(service: str, party: str) -> tuple[grpc.Channel, Metadata]:
+    """A channel to a service as ``party`` (its certificate, or the development header)."""
+    ends = _endpoints()
+    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
+    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+    # `stopsms up --insecure` records an empty TLS folder: the platform runs without TLS.
+    return party_channel_sync(ends[f"{service}_grpc"], party, tls)
+
+
+def _print_message(message: object) -> None:
+    print(json_format.MessageToJson(message, indent=2))  # type: ignore[arg-type]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the platform until Ctrl-C."""
+    from stopsms.tools.demo_parties import DemoParties
+    from stopsms.tools.local_platform import LocalPlatform
+
+    platform = LocalPlatform(
+        DATA_DIR.resolve(), kafka_port=9092, redis_port=6379, insecure=args.insecure
+    )
+    if args.insecure:
+        print("WARNING: development identity (x-stopsms-party header), no TLS", file=sys.stderr)
+    print(
+        "starting Kafka, Redis and the services (the first run fetches the Kafka jars)...",
+        flush=True,
+    )
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        platform.start()
+    except InfrastructureError as exc:
+        print(f"stopsms up failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        platform.stop()
+        return 130
+    signal.signal(signal.SIGINT, _stop)
+    demo = None
+    try:
+        platform.write_endpoints(ENDPOINTS_FILE.resolve())
+        ends = platform.endpoints
+        print(f"kafka bootstrap {ends['kafka']}")
+        print(f"redis url {ends['redis']}")
+        print(f"intake grpc {ends['intake_grpc']}")
+        print(f"intake http {ends['intake_http']}")
+        print(f"registry grpc {ends['registry_grpc']}")
+        print(f"notifier grpc {ends['notifier_grpc']}")
+        if not args.no_demo_parties:
+            demo = DemoParties.for_platform(platform).start()
+            print("stand-ins for every operator and PSVA are applying and acknowledging changes")
+        link = _issue_link(DEMO_NUMBER, "JUMIA", "atlas-sms")
+        print(f"click this StopSMS link (number {DEMO_NUMBER}, sender JUMIA): {link}")
+        print("Ctrl-C stops everything; logs are in", DATA_DIR / "logs", flush=True)
+        while not stop:
+            for name, process in platform.processes.items():
+                if process.poll() is not None:
+                    print(
+                        f"{name} exited; see {DATA_DIR / 'logs' / (name + '.log')}", file=sys.stderr
+                    )
+                    stop = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
+        if demo is not None:
+            demo.stop()
+        platform.stop()
+        ENDPOINTS_FILE.unlink(missing_ok=True)
+    return 0
+
+
+def _issue_link(msisdn: str, sender: str, party: str) -> str:
+    channel, metadata = _channel("intake", party)
+    with channel:
+        reply = intake_pb2_grpc.IntakeServiceStub(channel).IssueStopLink(
+            intake_pb2.IssueStopLinkRequest(msisdn=msisdn, sender_id=sender),
+            metadata=metadata,
+            timeout=10,
+        )
+    return str(reply.url)
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    """Issue a StopSMS link."""
+    print(_issue_link(args.msisdn, args.sender, args.party))
+    return 0
+
+
+def cmd_optout(args: argparse.Namespace) -> int:
+    """Submit an opt-out as an operator or PSVA would."""
+    request_id = args.request_id or f"cli-{uuid.uuid4()}"
+    channel, metadata = _channel("intake", args.party)
+    with channel:
+        reply = intake_pb2_grpc.IntakeServiceStub(channel).SubmitOptOut(
+            intake_pb2.SubmitOptOutRequest(
+                request_id=request_id,
+                msisdn=args.msisdn,
+                sender_id=args.sender or "",
+                channel=events_pb2.CHANNEL_API,
+            ),
+            metadata=metadata,
+            timeout=15,
+        )
+    _print_message(reply)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a number for a sender."""
+    channel, metadata = _channel("registry", args.party)
+    with channel:
+        reply = registry_pb2_grpc.RegistryServiceStub(channel).Check(
+            registry_pb2.CheckRequest(msisdn=args.msisdn, sender_id=args.sender or ""),
+            metadata=metadata,
+            timeout=10,
+        )
+    _print_message(reply)
+    return 0
+
+
+def cmd_propagation(args: argparse.Namespace) -> int:
+    """Show the proof of propagation of a request."""
+    channel, metadata = _channel("notifier", args.party)
+    with channel:
+        reply = notifier_pb2_grpc.NotifierServiceStub(channel).GetPropagation(
+            notifier_pb2.GetPropagationRequest(
+                request_id=args.request_id or "", event_id=args.event_id or ""
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+    _print_message(reply)
+    return 0
+
+
+def cmd_operator_feed(args: argparse.Namespace) -> int:
+    """Follow the suppression list as an operator: print each change, commit after applying."""
+    from stopsms.adapters.settings import Settings
+    from stopsms.tools.operator_feed import follow
+
+    settings = Settings.from_env(data_dir=DATA_DIR)
+    follow(_kafka(settings), args.party, settings.pseudonymiser(), settings.topic_namespace)
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Make the development CA, the services' certificate and one per party of the directory."""
+    from stopsms.adapters.settings import Settings
+    from stopsms.adapters.tls import ca_key_folder, create_tls_folder
+    from stopsms.domain.parties import PartiesDirectory
+
+    settings = Settings.from_env(data_dir=DATA_DIR)
+    folder = Path(args.out) if args.out else settings.tls_folder
+    parties = PartiesDirectory.load(settings.parties_file)
+    ca_folder = Path(args.ca_out) if args.ca_out else None
+    written = create_tls_folder(folder, [p.id for p in parties], args.server_name, ca_folder)
+    print(
+        f"{folder}: {len(written)} files written" + (f" ({', '.join(written)})" if written else "")
+    )
+    print(f"the CA's private key is in {ca_folder or ca_key_folder(folder)}: keep it apart")
+    return 0
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    """Split a campaign CSV into the numbers the sender may message and those it may not."""
+    import asyncio
+
+    from rich.console import Console
+
+    from stopsms.adapters.clients import party_channel
+    from stopsms.tools.scrub import scrub_csv
+
+    console = Console(stderr=True)
+    path = Path(args.csv)
+    if not path.is_file():
+        console.print(f"stopsms scrub: {path}: no such file")
+        return 2
+    ends = _endpoints()
+    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
+    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+
+    async def run() -> object:
+        channel, metadata = party_channel(ends["registry_grpc"], args.party, tls)
+        async with channel:
+            return await scrub_csv(
+                channel,
+                metadata,
+                path,
+                args.sender,
+                out_dir=Path(args.out_dir) if args.out_dir else None,
+                console=console,
+            )
+
+    try:
+        summary = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        console.print(f"stopsms scrub: {exc.code().name}: {exc.details()}")
+        return 1
+    from stopsms.tools.scrub import ScrubSummary
+
+    assert isinstance(summary, ScrubSummary)
+    console.print(
+        f"{summary.numbers:,} numbers in {summary.seconds:.1f} s ({summary.rate:,.0f}/s): "
+        f"{summary.clean:,} clean, {summary.suppressed:,} suppressed, "
+        f"{summary.rejected:,} rejected"
+    )
+    console.print(f"clean list: {summary.clean_path}")
+    console.print(f"suppressed: {summary.suppressed_path}")
+    console.print(f"rejects:    {summary.rejects_path}")
+    return 0
+
+
+def cmd_registry_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the registry's Redis view from stopsms.suppressions.v1 and verify it."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from stopsms.adapters.settings import RegistrySettings
+    from stopsms.adapters.view import RedisSuppressionView
+    from stopsms.domain.topics import Topics
+    from stopsms.domain.viewcodec import ViewLayout
+    from stopsms.registry.rebuild import Progress as RebuildProgress
+    from stopsms.registry.rebuild import ViewVerificationError, rebuild_in_parallel
+
+    console = Console(stderr=True)
+    ends = _endpoints()
+    settings = RegistrySettings.from_env(data_dir=DATA_DIR)
+    view = RedisSuppressionView.from_url(
+        ends["redis"], settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
+    )
+
+    async def run() -> RebuildProgress:
+        with Progress(
+            TextColumn("[bold]rebuilding the view[/]"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} records · {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("rebuild", total=1, rate="")
+
+            def show(progress: RebuildProgress) -> None:
+                rate = progress.entries_read / max(progress.seconds, 1e-9)
+                bar.update(
+                    task,
+                    total=max(progress.target_records, 1),
+                    completed=progress.applied_records,
+                    rate=f"{rate:,.0f} entries/s",
+                )
+
+            try:
+                return await rebuild_in_parallel(
+                    _kafka(settings),
+                    Topics(settings.topic_namespace).suppressions,
+                    view,
+                    ends["redis"],
+                    settings.topic_namespace,
+                    args.workers or settings.rebuild_workers,
+                    show,
+                )
+            finally:
+                await view.close()
+
+    try:
+        progress = asyncio.run(run())
+    except ViewVerificationError as exc:
+        console.print(f"stopsms registry rebuild: the view does not match the topic: {exc}")
+        return 1
+    seconds = progress.seconds
+    rate = progress.entries_read / max(seconds, 1e-9)
+    how = (
+        f"view rebuilt and verified: {progress.verified}"
+        if progress.verified
+        else "view rebuilt; another registry wrote it meanwhile, so it verifies it"
+    )
+    console.print(
+        f"{how}; {progress.entries_read:,} records in {seconds:.1f} s ({rate:,.0f} entries/s, "
+        f"verification {progress.verify_seconds:.1f} s)"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """The ledger check: exit 0 only when nothing acknowledged is lost, doubled or unapplied."""
+    import asyncio
+
+    from stopsms.adapters.settings import RegistrySettings
+    from stopsms.adapters.view import RedisSuppressionView
+    from stopsms.domain.topics import Topics
+    from stopsms.domain.viewcodec import ViewLayout
+    from stopsms.tools.verify import LedgerReport, read_ledger, verify
+
+    ends = _endpoints()
+    settings = RegistrySettings.from_env(data_dir=DATA_DIR)
+    ledger = Path(args.ledger)
+    if not ledger.is_file():
+        print(f"stopsms verify: {ledger} is not a file", file=sys.stderr)
+        return 2
+    acknowledged = read_ledger(ledger)
+    view = RedisSuppressionView.from_url(
+        ends["redis"], settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
+    )
+
+    async def run() -> LedgerReport:
+        try:
+            return await verify(
+                acknowledged,
+                bootstrap=_kafka(settings),
+                topics=Topics(settings.topic_namespace),
+                view=view,
+                wait_seconds=args.wait,
+            )
+        finally:
+            await view.close()
+
+    print(f"checking {len(acknowledged)} acknowledged requests...", file=sys.stderr)
+    report = asyncio.run(run())
+    print(report.summary())
+    if args.report:
+        Path(args.report).write_text(report.to_json())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="stopsms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run Kafka, Redis and the three services")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="development identity from the x-stopsms-party header, without TLS",
+    )
+    up.add_argument(
+        "--no-demo-parties",
+        action="store_true",
+        help="do not run stand-ins for the directory's operators and PSVAs",
+    )
+    up.set_defaults(func=cmd_up)
+    link = sub.add_parser("link", help="issue a StopSMS link")
+    link.add_argument("msisdn")
+    link.add_argument("--sender", required=True)
+    link.add_argument("--party", default="atlas-sms")
+    link.set_defaults(func=cmd_link)
+    optout = sub.add_parser("optout", help="submit an opt-out")
+    optout.add_argument("msisdn")
+    optout.add_argument("--sender", default="", help="empty: all marketing")
+    optout.add_argument("--party", default="iam")
+    optout.add_argument("--request-id")
+    optout.set_defaults(func=cmd_optout)
+    check = sub.add_parser("check", help="check a number for a sender")
+    check.add_argument("msisdn")
+    check.add_argument("--sender", default="")
+    check.add_argument("--party", default="iam")
+    check.set_defaults(func=cmd_check)
+    prop = sub.add_parser("propagation", help="show a request's proof of propagation")
+    prop.add_argument("request_id", nargs="?")
+    prop.add_argument("--event-id")
+    prop.add_argument("--party", default="iam")
+    prop.set_defaults(func=cmd_propagation)
+    certs = sub.add_parser("certs", help="make a development CA and the parties' certificates")
+    certs.add_argument("--out", help="the TLS folder (default: .stopsms/tls)")
+    certs.add_argument("--server-name", action="append", default=[], help="extra server SAN")
+    certs.add_argument(
+        "--ca-out", help="where the CA's private key goes (default: beside the TLS folder, -ca)"
+    )
+    certs.set_defaults(func=cmd_certs)
+    feed = sub.add_parser("operator-feed", help="follow the suppression list as an operator")
+    feed.add_argument("--party", default="iam")
+    feed.set_defaults(func=cmd_operator_feed)
+    scrub = sub.add_parser("scrub", help="split a campaign CSV into clean and suppressed lists")
+    scrub.add_argument("csv", help="a CSV whose first column is the number")
+    scrub.add_argument("--sender", required=True, help="the sender the campaign is for")
+    scrub.add_argument("--party", default="atlas-sms", help="the PSVA (or operator) asking")
+    scrub.add_argument("--out-dir", help="where the three lists go (default: beside the CSV)")
+    scrub.set_defaults(func=cmd_scrub)
+    registry = sub.add_parser("registry", help="registry maintenance")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    rebuild = registry_sub.add_parser(
+        "rebuild", help="rebuild the Redis view from stopsms.suppressions.v1, then verify it"
+    )
+    rebuild.add_argument(
+        "--workers", type=int, help="processes (default STOPSMS_REBUILD_WORKERS, 2)"
+    )
+    rebuild.set_defaults(func=cmd_registry_rebuild)
+    check_ledger = sub.add_parser(
+        "verify", help="the ledger check: every acknowledged request decided once and applied"
+    )
+    check_ledger.add_argument("ledger", help="lines of '<request id> <event id>' intake accepted")
+    check_ledger.add_argument(
+        "--wait", type=float, default=120.0, help="seconds the view and the proofs get to catch up"
+    )
+    check_ledger.add_argument("--report", help="write every figure and id to this JSON file")
+    check_ledger.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stopsms`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except grpc.RpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
