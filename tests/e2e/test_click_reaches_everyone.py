@@ -33,6 +33,7 @@ from stopsms.v1 import (
 )
 
 from ..conftest import E2E_PARTIES, until
+from ..otlp_receiver import OtlpReceiver
 from .conftest import KAFKA_USERS
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +41,19 @@ NUMBER_A, NUMBER_B = "06 61 23 45 67", "0770112233"
 
 
 @pytest.fixture
-def platform(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> Iterator[LocalPlatform]:
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the three services export their spans, as they would to a collector."""
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def platform(
+    infra: LocalInfrastructure, namespace: str, tmp_path: Path, otlp: OtlpReceiver
+) -> Iterator[LocalPlatform]:
     local = LocalPlatform(
         tmp_path / "platform",
         namespace=namespace,
@@ -48,6 +61,7 @@ def platform(infra: LocalInfrastructure, namespace: str, tmp_path: Path) -> Iter
         parties_file=E2E_PARTIES,
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
         kafka_users=KAFKA_USERS,
+        extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"},
     )
     local.start()
     try:
@@ -145,7 +159,7 @@ async def eventually(probe, timeout: float = 30.0):  # type: ignore[no-untyped-d
 
 
 async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
-    platform: LocalPlatform, capsys: pytest.CaptureFixture[str]
+    platform: LocalPlatform, otlp: OtlpReceiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ends = platform.endpoints
     async with Connections(platform) as conn, aiohttp.ClientSession() as web:
@@ -320,6 +334,34 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                     followed = [line for line in lines.splitlines() if trace_id in line]
                     assert followed, f"trace {trace_id} not in the {service} log"
                     assert all("request=call-centre-77" in line for line in followed)
+
+                # ... and it is one connected trace of recorded spans: the caller's span is the
+                # parent of intake's, which is the parent of the registry's decision, which is
+                # the parent of the notifier's proof.
+                async def one_trace_from_the_call_to_the_proof() -> bool:
+                    spans = otlp.trace(trace_id)
+                    calls = {
+                        s.span_id
+                        for s in spans
+                        if s.service == "stopsms-intake"
+                        and s.name == "stopsms.v1.IntakeService.SubmitOptOut"
+                        and s.parent_span_id == "00f067aa0ba902b7"
+                    }
+                    decisions = {
+                        s.span_id
+                        for s in spans
+                        if s.service == "stopsms-registry"
+                        and s.name == "registry decide"
+                        and s.parent_span_id in calls
+                    }
+                    return any(
+                        s.service == "stopsms-notifier"
+                        and s.name == "notifier open proof"
+                        and s.parent_span_id in decisions
+                        for s in spans
+                    )
+
+                await eventually(one_trace_from_the_call_to_the_proof)
 
                 # Bad input: an invalid link code is a 404 page; an unknown party is refused.
                 async with web.get(ends["intake_http"] + "NotARealCod") as page:

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from stopsms.adapters.tracing import traced, traceparent_of
@@ -176,7 +177,12 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, crashed = time.perf_counter(), True
             try:
-                with traced(_caller_trace(context), getattr(request, "request_id", None)):
+                with traced(
+                    _caller_trace(context),
+                    getattr(request, "request_id", None),
+                    name=name,
+                    kind=SpanKind.SERVER,
+                ):
                     if isinstance(request, Malformed):
                         await _refuse(context, request)
                     async for response in implementation(request, context):
@@ -192,7 +198,12 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started, crashed = time.perf_counter(), True
         try:
-            with traced(_caller_trace(context), getattr(request, "request_id", None)):
+            with traced(
+                _caller_trace(context),
+                getattr(request, "request_id", None),
+                name=name,
+                kind=SpanKind.SERVER,
+            ):
                 if isinstance(request, Malformed):
                     await _refuse(context, request)
                 result = await implementation(request, context)

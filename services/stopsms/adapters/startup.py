@@ -15,6 +15,7 @@ from stopsms.adapters.selfcheck import SelfCheckError, check_kafka, expected_top
 from stopsms.adapters.settings import Settings, SettingsError
 from stopsms.adapters.telemetry import serve_metrics
 from stopsms.adapters.tls import TlsError
+from stopsms.adapters.tracing import configure_tracing
 from stopsms.domain.parties import DirectoryError
 from stopsms.domain.privacy import KeyMaterialError
 from stopsms.domain.topics import Topics
@@ -41,7 +42,12 @@ def before_serving(
     producers: Iterable[tuple[str, object, bool]],
     metrics_address: str,
 ) -> None:
-    """The last steps before a service serves: Kafka as its promises need, then its metrics."""
+    """The last steps before a service serves: span export, Kafka, then its metrics.
+
+    Spans are exported only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` asks for it; Kafka is checked
+    as the service's promises need.
+    """
+    configure_tracing(service)
     check_kafka(settings, expected_topics(Topics(settings.topic_namespace), service), producers)
     if metrics_address:
         serve_metrics(metrics_address)

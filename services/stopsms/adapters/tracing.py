@@ -7,21 +7,29 @@ the request's trace and carries it to the ``SuppressionChanged``; the notifier a
 proves the change in it. The log lines written meanwhile name the trace id and the request id,
 so ``grep <trace id>`` over the three services' logs follows one opt-out.
 
-Propagation goes through the OpenTelemetry API (W3C Trace Context). No SDK is configured, so
-no span is recorded; a deployment that installs one sees the same ids.
+Each step is a span: the gRPC call (``SERVER``), the registry's decision and the notifier's
+opening of the proof (``CONSUMER``), children of one another through the ``traceparent`` the
+records carry. With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, :func:`configure_tracing` installs the
+OpenTelemetry SDK and the spans are exported over OTLP (gRPC) to a collector; without it the
+API's no-op tracer records nothing and the ids are made here, so the logs correlate the same
+way at no cost.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 TRACE_HEADER = "traceparent"
+#: The variables that turn span export on (the standard OpenTelemetry ones).
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+_TRACER = trace.get_tracer("stopsms")
 
 #: The traceparent of the work in progress (what records published now carry).
 CURRENT_TRACEPARENT: ContextVar[str | None] = ContextVar("stopsms_traceparent", default=None)
@@ -61,16 +69,63 @@ def traceparent_of(headers: object) -> str | None:
 
 
 @contextmanager
-def traced(traceparent: str | None, request_id: str | None = None) -> Iterator[str]:
-    """Do the enclosed work in ``traceparent``'s trace (continued), naming ``request_id``.
+def traced(
+    traceparent: str | None,
+    request_id: str | None = None,
+    *,
+    name: str = "stopsms",
+    kind: SpanKind = SpanKind.INTERNAL,
+    event_id: str | None = None,
+) -> Iterator[str]:
+    """Do the enclosed work in a span of ``traceparent``'s trace (or a new one).
 
-    Yields the traceparent that records published inside should carry.
+    ``request_id`` names the work in the logs and on the span. Yields the traceparent that
+    records published inside should carry: the span's own when the SDK records it, so the next
+    service's span becomes its child.
     """
-    current = continue_trace(traceparent)
-    trace_token = CURRENT_TRACEPARENT.set(current)
-    request_token = CURRENT_REQUEST.set(request_id)
-    try:
-        yield current
-    finally:
-        CURRENT_TRACEPARENT.reset(trace_token)
-        CURRENT_REQUEST.reset(request_token)
+    parent = propagate.extract({TRACE_HEADER: traceparent}) if traceparent else None
+    attributes = {"stopsms.request_id": request_id or "", "stopsms.event_id": event_id or ""}
+    with _TRACER.start_as_current_span(
+        name, context=parent, kind=kind, attributes=attributes
+    ) as span:
+        if span.is_recording():
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            current = carrier[TRACE_HEADER]
+        else:
+            current = continue_trace(traceparent)
+        trace_token = CURRENT_TRACEPARENT.set(current)
+        request_token = CURRENT_REQUEST.set(request_id)
+        try:
+            yield current
+        finally:
+            CURRENT_TRACEPARENT.reset(trace_token)
+            CURRENT_REQUEST.reset(request_token)
+
+
+def configure_tracing(service: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Install the OpenTelemetry SDK with an OTLP exporter when the environment asks for it.
+
+    The standard variables apply: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``…_TRACES_ENDPOINT``)
+    turns export on; ``OTEL_SERVICE_NAME`` (default ``stopsms-<service>``),
+    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*`` and the exporter's
+    TLS and header variables are read by the SDK itself; ``OTEL_SDK_DISABLED=true`` or
+    ``OTEL_TRACES_EXPORTER=none`` keep it off. Spans leave in batches from a background
+    thread, so a slow collector never delays an opt-out. True when the SDK was installed.
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    if not any(environ.get(name) for name in ENDPOINT_VARIABLES):
+        return False
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    named = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: f"stopsms-{service}"}
+    provider = TracerProvider(resource=Resource.create(named))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return True

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import mode
+from opentelemetry.trace import SpanKind
 
 from stopsms.adapters.kafka import Record, message_headers
 from stopsms.adapters.settings import NotifierSettings
@@ -149,7 +150,13 @@ class Prover(mode.Service):
             if known is not None and known.HasField("change_position"):
                 opened.append(known)  # started by the previous owner: the same parties
                 continue
-            with traced(traceparent_of(record.headers), change.request_id):
+            with traced(
+                traceparent_of(record.headers),
+                change.request_id,
+                name="notifier open proof",
+                kind=SpanKind.CONSUMER,
+                event_id=change.event_id,
+            ):
                 concerned = [(p.id, p.kind) for p in self.directory.concerned_by(change.sender_id)]
                 start = start_record(change, record.partition, record.offset, concerned)
                 log.info("event %s concerns %d parties", change.event_id, len(concerned))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 
+from opentelemetry.trace import SpanKind
+
 from stopsms.adapters.kafka import Record, message_headers
 from stopsms.adapters.settings import Settings
 from stopsms.adapters.streams import GroupProcessor, Output, ProcessedBatch, StateStore
@@ -64,7 +66,13 @@ class Decisions:
                 continue  # already decided and published: a duplicate request
             states[place] = new_state
             key = suppression_key(change.subject, change.sender_id).encode()
-            with traced(traceparent_of(record.headers), request.request_id) as trace:
+            with traced(
+                traceparent_of(record.headers),
+                request.request_id,
+                name="registry decide",
+                kind=SpanKind.CONSUMER,
+                event_id=change.event_id,
+            ) as trace:
                 log.info(
                     "decided event %s: %s for %s, version %d",
                     change.event_id,
