@@ -77,8 +77,16 @@ class RunningService:
 
 
 @contextmanager
-def running_service(service: str, env: dict[str, str], log_dir: Path) -> Iterator[RunningService]:
+def running_service(
+    service: str,
+    env: dict[str, str],
+    log_dir: Path,
+    python: str = sys.executable,
+    cwd: Path | None = None,
+) -> Iterator[RunningService]:
     """Run one service as its own process (as in production) until the block ends.
+
+    ``python`` is the interpreter to run it with (another virtual environment's), from ``cwd``.
 
     Its ports are drawn here, outside the ephemeral range; should another listener take one
     before the service binds it, the service starts again on new ports.
@@ -88,7 +96,7 @@ def running_service(service: str, env: dict[str, str], log_dir: Path) -> Iterato
     for attempt in range(1, 4):
         address, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         process = start_process(
-            [sys.executable, "-m", f"stopsms.{service}"],
+            [python, "-m", f"stopsms.{service}"],
             log,
             {
                 **env,
@@ -96,6 +104,7 @@ def running_service(service: str, env: dict[str, str], log_dir: Path) -> Iterato
                 f"{prefix}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
                 f"{prefix}_METRICS_ADDRESS": metrics,
             },
+            cwd,
         )
         try:
             deadline = time.monotonic() + 90

@@ -147,7 +147,7 @@ def _with_parent_death_signal(args: list[str]) -> list[str]:
 
 
 def start_process(
-    args: list[str], log_file: Path, env: dict[str, str] | None = None
+    args: list[str], log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a child in a session of its own that dies with this process; output to ``log_file``.
 
@@ -164,6 +164,7 @@ def start_process(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            cwd=cwd,
         )
     for pid in [pid for pid, started in _STARTED.items() if started.poll() is not None]:
         del _STARTED[pid]
