@@ -31,6 +31,7 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
+from stopsms.registry.lookup import BatchChecker, HashPool
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.tools.launcher import LocalInfrastructure
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
@@ -84,8 +85,9 @@ async def run(
     endpoints = {}
     for name, trail in (("audited", audited), ("plain", AuditTrail(None, topics.audit))):
         servicer = RegistryServicer(
-            view=view,
-            pseudonymiser=pseudonymiser,
+            lookups=BatchChecker(
+                view, HashPool(pseudonymiser.pseudonym_key, 0), pseudonymiser.pseudonym_key.key_id
+            ),
             auth=Authenticator(directory, insecure=False, audit=trail),
         )
         endpoint = GrpcEndpoint(

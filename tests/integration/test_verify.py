@@ -88,7 +88,7 @@ async def test_lost_duplicated_divergent_and_unapplied_items_are_reported_by_id(
     ledger = tmp_path / "ledger"
     ledger.write_text("r1 e1\nr2 e2\n")
     result = subprocess.run(
-        [sys.executable, "-m", "stopsms.tools.verify", str(ledger), "--wait", "1"],
+        [sys.executable, "-m", "stopsms.tools.cli", "verify", str(ledger), "--wait", "1"],
         env={**service_env, "STOPSMS_DATA_DIR": str(tmp_path / "none")},
         capture_output=True,
         text=True,

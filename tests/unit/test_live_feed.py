@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from stopsms.adapters.bus import InMemoryBus
 from stopsms.adapters.kafka import Record
 from stopsms.notifier import feed as feed_module
 from stopsms.notifier.feed import FeedBatch, LiveFeed
@@ -25,7 +26,7 @@ def offsets(batch: FeedBatch) -> list[tuple[int, int]]:
 
 async def test_streams_get_each_record_once_and_a_slow_one_is_dropped(monkeypatch) -> None:
     monkeypatch.setattr(feed_module, "QUEUE_BATCHES", 3)
-    feed = LiveFeed("unused:9092", "t")
+    feed = LiveFeed(InMemoryBus(), "t")
     feed.positions = {0: 10, 1: 5}
     fast = feed.follow({0: 10, 1: 5}, everything, idle_s=0.05)
     slow = feed.follow({0: 10, 1: 5}, everything, idle_s=0.05)
@@ -44,7 +45,7 @@ async def test_streams_get_each_record_once_and_a_slow_one_is_dropped(monkeypatc
 
 
 async def test_records_before_a_streams_position_are_not_repeated() -> None:
-    feed = LiveFeed("unused:9092", "t")
+    feed = LiveFeed(InMemoryBus(), "t")
     feed.positions = {0: 10}
     stream = feed.follow({0: 10}, everything, idle_s=0.05)
     assert not (await anext(stream)).items
@@ -55,7 +56,7 @@ async def test_records_before_a_streams_position_are_not_repeated() -> None:
 
 
 async def test_a_stream_is_woken_only_for_what_it_wants_and_its_position_still_moves() -> None:
-    feed = LiveFeed("unused:9092", "t")
+    feed = LiveFeed(InMemoryBus(), "t")
     feed.positions = {0: 0, 1: 0}
     kitea = feed.follow({0: 0, 1: 0}, lambda sender: sender == "KITEA", idle_s=0.05)
     assert not (await anext(kitea)).items
@@ -73,7 +74,7 @@ async def test_a_stream_is_woken_only_for_what_it_wants_and_its_position_still_m
 
 
 async def test_each_change_is_decoded_once_for_every_stream() -> None:
-    feed = LiveFeed("unused:9092", "t")
+    feed = LiveFeed(InMemoryBus(), "t")
     feed.positions = {0: 0}
     one = feed.follow({0: 0}, everything, idle_s=0.05)
     two = feed.follow({0: 0}, everything, idle_s=0.05)

@@ -91,3 +91,14 @@ def test_a_rotation_through_the_settings_seals_with_the_new_key_and_unseals_the_
         Settings.from_env(
             {**env, "STOPSMS_PREVIOUS_DATA_KEY_FILES": str(tmp_path / "gone.key")}
         ).pseudonymiser()
+
+
+@pytest.mark.parametrize("secret", [bytes(range(32)), b"k" * 64, b"a much longer secret " * 5])
+def test_the_subject_digest_is_the_standard_hmac_whatever_the_key_length(secret: bytes) -> None:
+    import hmac
+
+    from stopsms.domain.privacy import SUBJECT_DIGEST_BYTES, NumberHasher
+
+    for e164 in ("+212612345678", "+212700000000"):
+        expected = hmac.digest(secret, e164.encode(), "sha256")[:SUBJECT_DIGEST_BYTES]
+        assert NumberHasher(secret).digest(e164) == expected

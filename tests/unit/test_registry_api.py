@@ -11,6 +11,7 @@ from stopsms.adapters.view import InMemorySuppressionView
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
+from stopsms.registry.lookup import BatchChecker, HashPool
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
@@ -46,7 +47,8 @@ async def registry():
     )
     directory = PartiesDirectory.load(Settings().parties_file)
     servicer = RegistryServicer(
-        view=view, pseudonymiser=PSEUDONYMISER, auth=Authenticator(directory, insecure=True)
+        lookups=BatchChecker(view, HashPool(PSEUDONYMISER.pseudonym_key, 0), "pk1"),
+        auth=Authenticator(directory, insecure=True),
     )
     endpoint = GrpcEndpoint(
         "127.0.0.1:0",

@@ -7,7 +7,13 @@ from collections import namedtuple
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stopsms.domain.viewcodec import ScopeEntry, ViewLayout, decode_changes, pack_update
+from stopsms.domain.viewcodec import (
+    ScopeEntry,
+    ViewLayout,
+    decode_changes,
+    pack_update,
+    unpack_updates,
+)
 from stopsms.v1 import events_pb2
 
 Record = namedtuple("Record", "partition offset value")
@@ -44,3 +50,18 @@ def test_decoding_a_record_gives_the_layouts_entry(
 def test_tombstones_move_the_offsets_only() -> None:
     batch = decode_changes([Record(0, 9, None)], ViewLayout())
     assert len(batch) == 0 and batch.offsets == {0: 10}
+
+
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.binary(min_size=12, max_size=12),
+            st.sampled_from(["", "JUMIA", "A" * 11]),
+            st.binary(min_size=6, max_size=12),
+        ),
+        max_size=20,
+    )
+)
+def test_unpacking_an_update_gives_back_what_was_packed(entries) -> None:
+    packed = b"".join(pack_update(located, sender, value) for located, sender, value in entries)
+    assert list(unpack_updates(packed)) == entries

@@ -23,6 +23,7 @@ from stopsms.domain.viewcodec import (
     DIGEST_FIELD_BYTES,
     LAYOUT_VERSION,
     LISTPACK_ENTRIES,
+    LOCATED_BYTES,
     LOOKUP_SCRIPT,
     Census,
     CensusCounter,
@@ -32,6 +33,7 @@ from stopsms.domain.viewcodec import (
     entry_address,
     pack_update,
     scope_codes,
+    unpack_updates,
 )
 
 
@@ -40,10 +42,16 @@ class ViewLost(RuntimeError):
 
 
 class SuppressionView(Protocol):
-    """What the registry needs from its view."""
+    """What the registry needs from its view; :class:`RedisSuppressionView` and the fake."""
+
+    layout: ViewLayout
 
     async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
         """Apply updates and record the offsets after them, atomically."""
+        ...
+
+    async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
+        """Apply packed entries and the offsets after them; :class:`ViewLost` if flushed."""
         ...
 
     async def lookup(
@@ -52,8 +60,46 @@ class SuppressionView(Protocol):
         """For each subject: (sender entry, global entry); plus the applied offsets."""
         ...
 
+    async def lookup_packed(
+        self, located: bytes, sender_id: str
+    ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
+        """Packed (sender value, global value) for located subjects, and the offsets."""
+        ...
+
+    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
+        """Every located subject held, joined, and the offsets read before."""
+        ...
+
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
+        ...
+
+    async def listpack_warning(self) -> str | None:
+        """A warning about the store's configuration, or None."""
+        ...
+
+    async def meta(self) -> dict[str, str]:
+        """The layout the view was written with (empty: flushed or never written)."""
+        ...
+
+    def expected_meta(self) -> dict[str, str]:
+        """The layout this process writes."""
+        ...
+
+    async def write_meta(self) -> None:
+        """Record this process's layout."""
+        ...
+
+    async def clear(self) -> None:
+        """Remove every entry, offset and the layout record."""
+        ...
+
+    async def census(self) -> tuple[Census, dict[int, int]]:
+        """Count and checksum of every entry, and the offsets."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection."""
         ...
 
 
@@ -220,37 +266,123 @@ class RedisSuppressionView:
 
 
 class InMemorySuppressionView:
-    """A fake view for unit tests, with the same never-backwards rule."""
+    """The view's fake: the same interface and rules as :class:`RedisSuppressionView`.
 
-    def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], ScopeEntry] = {}
-        self.offsets: dict[int, int] = {}
+    Entries are addressed as Redis addresses them (the located subject and the sender), values
+    kept as the codec packs them, updates never move an entry back, offsets are stored with the
+    entries, and a view whose layout record is gone (:meth:`flush`) refuses writes with
+    :class:`ViewLost`, so the materialiser and the lookups run on it unchanged in unit tests.
+    It starts built and empty.
+    """
+
+    def __init__(self, layout: ViewLayout | None = None) -> None:
+        self.layout = layout or ViewLayout()
+        self._entries: dict[tuple[bytes, str], ScopeEntry] = {}
+        self._offsets: dict[int, int] = {}
+        self._meta: dict[str, str] = self.expected_meta()
+
+    def entry(self, subject: str, sender_id: str) -> ScopeEntry | None:
+        """The entry held for a subject in a scope (empty or ``*`` sender: global)."""
+        scope = "" if sender_id == GLOBAL_SCOPE else sender_id
+        return self._entries.get((self.layout.located(subject), scope))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
-        """Apply updates whose version is newer than what is held."""
-        for u in updates:
-            key = (u.subject, u.sender_id or GLOBAL_SCOPE)
-            current = self.entries.get(key)
-            if current is None or u.entry.version > current.version:
-                self.entries[key] = u.entry
-        for p, o in offsets.items():
-            self.offsets[p] = max(o, self.offsets.get(p, -1))
+        """Apply updates whose version is newer than what is held, and the offsets."""
+        located = self.layout.located
+        await self.apply_packed(
+            b"".join(pack_update(located(u.subject), u.sender_id, u.entry.pack()) for u in updates),
+            offsets,
+        )
+
+    async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
+        """As the apply script: entries newer than held, then offsets that move forward."""
+        if not self._meta:
+            raise ViewLost("the view has no layout record: it was flushed or never built")
+        for located, sender_id, value in unpack_updates(packed):
+            entry = ScopeEntry.unpack(value)
+            assert entry is not None
+            held = self._entries.get((located, sender_id))
+            if held is None or entry.version > held.version:
+                self._entries[(located, sender_id)] = entry
+        for partition, offset in offsets.items():
+            if offset > self._offsets.get(partition, -1):
+                self._offsets[partition] = offset
 
     async def lookup(
         self, subjects: Sequence[str], sender_id: str
     ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
         """Read both scopes of every subject."""
-        return [
-            (
-                self.entries.get((s, sender_id)) if sender_id else None,
-                self.entries.get((s, GLOBAL_SCOPE)),
+        located = b"".join(self.layout.located(subject) for subject in subjects)
+        pairs, offsets = await self.lookup_packed(located, sender_id)
+        return [(ScopeEntry.unpack(s), ScopeEntry.unpack(g)) for s, g in pairs], offsets
+
+    async def lookup_packed(
+        self, located: bytes, sender_id: str
+    ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
+        """Packed (sender value, global value) for located subjects (12 bytes each, joined)."""
+        pairs: list[tuple[bytes | None, bytes | None]] = []
+        for at in range(0, len(located), LOCATED_BYTES):
+            subject = located[at : at + LOCATED_BYTES]
+            held = self._entries.get((subject, sender_id)) if sender_id else None
+            global_ = self._entries.get((subject, ""))
+            pairs.append(
+                (
+                    held.pack() if held is not None else None,
+                    global_.pack() if global_ is not None else None,
+                )
             )
-            for s in subjects
-        ], dict(self.offsets)
+        return pairs, dict(self._offsets)
+
+    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
+        """Every located subject held, joined, and the offsets."""
+        return b"".join({located for located, _ in self._entries}), dict(self._offsets)
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
-        return dict(self.offsets)
+        return dict(self._offsets)
+
+    async def listpack_warning(self) -> str | None:
+        """Nothing to warn about: no Redis configuration here."""
+        return None
+
+    async def meta(self) -> dict[str, str]:
+        """The layout record (empty once flushed)."""
+        return dict(self._meta)
+
+    def expected_meta(self) -> dict[str, str]:
+        """The layout this process writes."""
+        return {"layout": LAYOUT_VERSION, "bucket_bits": str(self.layout.bucket_bits)}
+
+    async def write_meta(self) -> None:
+        """Record the layout (at the start of a rebuild)."""
+        self._meta = self.expected_meta()
+
+    async def clear(self) -> None:
+        """Remove everything, the layout record too (before a rebuild from offset 0)."""
+        self._entries.clear()
+        self._offsets.clear()
+        self._meta = {}
+
+    async def flush(self) -> None:
+        """Lose everything, as a Redis flush or an empty replacement would."""
+        await self.clear()
+
+    async def census(self) -> tuple[Census, dict[int, int]]:
+        """Count and checksum every entry, as :meth:`RedisSuppressionView.census` does."""
+        counter = CensusCounter()
+        counter.add_many(
+            [
+                located + b"\0" + sender.encode() + b"\0" + entry.pack()
+                for (located, sender), entry in self._entries.items()
+            ]
+        )
+        return counter.census(), dict(self._offsets)
+
+    async def close(self) -> None:
+        """Nothing to close."""
 
 
 def _decode_offsets(raw: Mapping[Any, Any]) -> dict[int, int]:

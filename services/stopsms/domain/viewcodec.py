@@ -128,6 +128,21 @@ def pack_update(located: bytes, sender_id: str, value: bytes) -> bytes:
     return located + bytes((len(sender),)) + sender + bytes((len(value),)) + value
 
 
+def unpack_updates(packed: bytes) -> Iterator[tuple[bytes, str, bytes]]:
+    """The entries of a packed update, as the apply script reads them: (located, sender, value).
+
+    The inverse of :func:`pack_update` (a unit test holds them so), for the in-memory view.
+    """
+    at = 0
+    while at < len(packed):
+        located = packed[at : at + 12]
+        sender_end = at + 13 + packed[at + 12]
+        sender = packed[at + 13 : sender_end].decode()
+        value_end = sender_end + 1 + packed[sender_end]
+        yield located, sender, packed[sender_end + 1 : value_end]
+        at = value_end
+
+
 # KEYS: bucket prefix, senders, offsets. ARGV[1] = sender id, ARGV[2] = located subjects, 12
 # bytes each (bucket and digest field) joined into one argument, which costs the client one
 # buffer instead of two arguments per number. Returns the offsets (flat), then per subject its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mode
 
+from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import GroupOffsets, PublisherService
@@ -31,8 +32,12 @@ from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
 
 
-def create_worker(settings: NotifierSettings) -> tuple[mode.Worker, GroupProcessor]:
-    """Assemble the notifier process from its settings."""
+def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worker, GroupProcessor]:
+    """Assemble the notifier process: the composition root.
+
+    ``bus`` is where the live feed of PSVA streams reads the suppression list; the stream
+    stages, the receipts and the proof use the settings' Kafka.
+    """
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
@@ -86,7 +91,7 @@ def create_worker(settings: NotifierSettings) -> tuple[mode.Worker, GroupProcess
     pseudonymiser = settings.pseudonymiser()
     backfills = Backfills(settings.kafka, topics, offsets, acknowledgements.durable)
     follow_grants(directory, backfills)
-    feed = LiveFeed(settings.kafka, topics.suppressions)
+    feed = LiveFeed(bus, topics.suppressions)
     servicer = NotifierServicer(
         settings,
         auth=auth,
@@ -121,7 +126,9 @@ def create_worker(settings: NotifierSettings) -> tuple[mode.Worker, GroupProcess
             acknowledgements,
             operators,
             feed,
-            WebhookSender(prover.mine, settings, directory, acknowledgements, pseudonymiser),
+            WebhookSender(
+                prover.mine, settings, directory, acknowledgements, pseudonymiser, bus=bus
+            ),
             LatenessWatcher(
                 propagation.open,
                 settings.propagation_slo_seconds,
@@ -140,7 +147,7 @@ def main() -> None:
         install_event_loop()
         settings = NotifierSettings.from_env()
         configure_logging("notifier", settings.log_level, settings.log_format)
-        worker, tracking = create_worker(settings)
+        worker, tracking = create_notifier(settings, bus=KafkaBus(settings.kafka))
         before_serving(
             settings,
             "notifier",

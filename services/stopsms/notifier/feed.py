@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import mode
 from google.protobuf.message import DecodeError
 
-from stopsms.adapters.kafka import BATCH_WINDOW_S, Record, TopicReader
-from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.bus import Bus, TopicReading
+from stopsms.adapters.kafka import BATCH_WINDOW_S, Record
 from stopsms.v1 import events_pb2, notifier_pb2
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,12 @@ class _Subscriber:
 class LiveFeed(mode.Service):
     """Follows the end of the topic and fans it out to subscribed streams."""
 
-    def __init__(self, bootstrap: KafkaAccess | str, topic: str, **kwargs: object) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+        self.bus = bus
         self.topic = topic
         self.positions: dict[int, int] = {}
         self._subscribers: set[_Subscriber] = set()
-        self._reader: TopicReader | None = None
+        self._reader: TopicReading | None = None
         self.slow_streams = 0
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
@@ -115,16 +115,13 @@ class LiveFeed(mode.Service):
 
     async def on_start(self) -> None:
         """Start reading at the current end of every partition."""
-        probe = TopicReader(
-            self.bootstrap, self.topic, client_id="stopsms-feed-probe", fetching=False
-        )
+        probe = self.bus.reader(self.topic, client_id="stopsms-feed-probe", fetching=False)
         await probe.start()
         try:
             self.positions = await probe.end_offsets()
         finally:
             await probe.stop()
-        self._reader = TopicReader(
-            self.bootstrap,
+        self._reader = self.bus.reader(
             self.topic,
             start_offsets=dict(self.positions),
             client_id="stopsms-live-feed",
@@ -208,8 +205,8 @@ class LiveFeed(mode.Service):
         subscriber: _Subscriber,
         idle_s: float,
     ) -> AsyncGenerator[FeedBatch, None]:
-        reader = TopicReader(
-            self.bootstrap, self.topic, start_offsets=dict(positions), client_id="stopsms-catch-up"
+        reader = self.bus.reader(
+            self.topic, start_offsets=dict(positions), client_id="stopsms-catch-up"
         )
         await reader.start()
         # where the reader really starts (a compacted partition may begin after offset 0)

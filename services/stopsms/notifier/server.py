@@ -10,13 +10,13 @@ heartbeat carries the cursor forward so it can acknowledge past changes that wer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 from aiokafka.errors import KafkaError
 
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.kafka import CompactedTopicIndex, TopicReader
+from stopsms.adapters.kafka import CompactedTopicIndex
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.domain.cursor import (
@@ -32,7 +32,7 @@ from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.proof import with_progress
 from stopsms.domain.topics import Topics
 from stopsms.notifier.backfill import Backfills
-from stopsms.notifier.feed import FeedBatch, LiveFeed, Wants, advance, decode, wanted
+from stopsms.notifier.feed import LiveFeed, advance
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
 from stopsms.notifier.webhooks import to_change
@@ -90,8 +90,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         acknowledgements: Acknowledgements,
         propagation: PropagationIndex,
         pseudonymiser: Pseudonymiser,
+        feed: LiveFeed,
         backfills: Backfills | None = None,
-        feed: LiveFeed | None = None,
     ) -> None:
         self._settings = settings
         self._feed = feed
@@ -154,11 +154,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 grpc.StatusCode.UNAVAILABLE, f"the change stream cannot start: {exc}"
             )
         # An idle stream wakes only to send its heartbeat: waking more often sends nothing.
-        changes_after = (
-            self._feed.follow(start, entitled, idle_s=self._settings.heartbeat_seconds)
-            if self._feed
-            else self._own_reader(start, entitled)
-        )
+        changes_after = self._feed.follow(start, entitled, idle_s=self._settings.heartbeat_seconds)
         try:
             positions = {p: start.get(p, 0) for p in range(self._settings.partitions)}
             backfilled: list[str] = []
@@ -200,25 +196,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     last_sent = loop.time()
         finally:
             await changes_after.aclose()
-
-    async def _own_reader(
-        self, start: dict[int, int], wants: Wants
-    ) -> AsyncGenerator[FeedBatch, None]:
-        """Without a live feed (unit tests): a reader of the stream's own."""
-        reader = TopicReader(
-            self._settings.kafka,
-            self._topics.suppressions,
-            start_offsets=start,
-            client_id="stopsms-watch",
-        )
-        await reader.start()
-        try:
-            while True:
-                records = await reader.read(timeout_ms=500)
-                through = {r.partition: r.offset + 1 for r in records}
-                yield FeedBatch(wanted(decode(records), wants), through)
-        finally:
-            await reader.stop()
 
     def _to_change(self, change: events_pb2.SuppressionChanged) -> notifier_pb2.Change:
         return to_change(change, self._pseudonymiser)

@@ -31,7 +31,7 @@ import mode
 from google.protobuf import json_format
 from prometheus_client import Counter, Gauge
 
-from stopsms.adapters.kafka import TopicReader
+from stopsms.adapters.bus import Bus
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.domain.cursor import encode_cursor
 from stopsms.domain.parties import PartiesDirectory, Party
@@ -142,9 +142,12 @@ class WebhookSender(mode.Service):
         directory: PartiesDirectory,
         acknowledgements: Acknowledgements,
         pseudonymiser: Pseudonymiser,
+        *,
+        bus: Bus,
         **kwargs: object,
     ) -> None:
         self.mine = mine
+        self.bus = bus
         self.settings = settings
         self.directory = directory
         self.acks = acknowledgements
@@ -209,8 +212,7 @@ class WebhookSender(mode.Service):
             return
         topic = self.topics.suppressions
         positions = await self.acks.durable(party.id)
-        reader = TopicReader(
-            self.settings.kafka,
+        reader = self.bus.reader(
             topic,
             start_offsets=positions,
             client_id=f"stopsms-webhook-{party.id}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mode
 
+from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import PublisherService
@@ -17,7 +18,7 @@ from stopsms.adapters.settings import RegistrySettings
 from stopsms.adapters.startup import before_serving, refuse_to_start
 from stopsms.adapters.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
 from stopsms.adapters.telemetry import configure_logging
-from stopsms.adapters.view import RedisSuppressionView
+from stopsms.adapters.view import RedisSuppressionView, SuppressionView
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
 from stopsms.domain.viewcodec import ViewLayout
@@ -28,8 +29,15 @@ from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import registry_pb2
 
 
-def create_worker(settings: RegistrySettings) -> tuple[mode.Worker, GroupProcessor]:
-    """Assemble the registry process from its settings (the worker, and its decision stage)."""
+def create_registry(
+    settings: RegistrySettings, *, bus: Bus, view: SuppressionView
+) -> tuple[mode.Worker, GroupProcessor]:
+    """Assemble the registry process: the worker, and its decision stage.
+
+    The composition root: ``bus`` is where the view materialiser reads the suppression list,
+    ``view`` where it writes and the lookups read (Kafka and Redis in production; the decision
+    stage's consumer group and the audit publisher use the settings' Kafka).
+    """
     topics = Topics(settings.topic_namespace)
     audit_publisher = PublisherService(settings.kafka, "stopsms-registry-audit")
     decisions = create_decision_stage(settings)
@@ -38,9 +46,6 @@ def create_worker(settings: RegistrySettings) -> tuple[mode.Worker, GroupProcess
         decisions.group,
         [topics.requests],
         stall_exit_seconds=settings.stall_exit_seconds,
-    )
-    view = RedisSuppressionView.from_url(
-        settings.redis_url, settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
     )
     directory = PartiesDirectory.load(settings.parties_file)
     auth = Authenticator(
@@ -54,10 +59,8 @@ def create_worker(settings: RegistrySettings) -> tuple[mode.Worker, GroupProcess
     )
     hashing = HashPool(pseudonymiser.pseudonym_key, settings.hash_workers)
     servicer = RegistryServicer(
-        view=view,
-        pseudonymiser=pseudonymiser,
+        lookups=BatchChecker(view, hashing, pseudonymiser.pseudonym_key.key_id, subject_filter),
         auth=auth,
-        batch=BatchChecker(view, hashing, pseudonymiser.pseudonym_key.key_id, subject_filter),
     )
     endpoint = GrpcEndpoint(
         settings.registry_grpc_address,
@@ -87,7 +90,7 @@ def create_worker(settings: RegistrySettings) -> tuple[mode.Worker, GroupProcess
         await endpoint.mark_not_serving(SERVICE_NAME)
 
     materialiser = ViewMaterialiser(
-        settings.kafka,
+        bus,
         topics.suppressions,
         view,
         on_caught_up=view_ready,
@@ -118,7 +121,10 @@ def main() -> None:
         install_event_loop()
         settings = RegistrySettings.from_env()
         configure_logging("registry", settings.log_level, settings.log_format)
-        worker, decisions = create_worker(settings)
+        view = RedisSuppressionView.from_url(
+            settings.redis_url, settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
+        )
+        worker, decisions = create_registry(settings, bus=KafkaBus(settings.kafka), view=view)
         before_serving(
             settings,
             "registry",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from stopsms.adapters.view import RedisSuppressionView
+from stopsms.adapters.view import SuppressionView
 from stopsms.domain.privacy import SUBJECT_DIGEST_BYTES, Key, NumberHasher
 from stopsms.domain.rules import combine
 from stopsms.domain.viewcodec import (
@@ -206,7 +206,7 @@ class BatchChecker:
 
     def __init__(
         self,
-        view: RedisSuppressionView,
+        view: SuppressionView,
         hashing: HashPool,
         key_id: str,
         subject_filter: SubjectFilter | None = None,
@@ -289,7 +289,7 @@ class SingleLookups:
 
     MAX_IN_FLIGHT = 1
 
-    def __init__(self, view: RedisSuppressionView, subject_filter: SubjectFilter | None) -> None:
+    def __init__(self, view: SuppressionView, subject_filter: SubjectFilter | None) -> None:
         self._view = view
         self._filter = subject_filter
         self._waiting: dict[str, list[tuple[bytes, asyncio.Future[Any]]]] = {}

@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 import mode
 from prometheus_client import Gauge
 
-from stopsms.adapters.kafka import BATCH_WINDOW_S, TopicReader
-from stopsms.adapters.kafka_access import KafkaAccess
-from stopsms.adapters.view import RedisSuppressionView, ViewLost
+from stopsms.adapters.bus import Bus, TopicReading
+from stopsms.adapters.kafka import BATCH_WINDOW_S
+from stopsms.adapters.view import SuppressionView, ViewLost
 from stopsms.domain.viewcodec import ChangeBatch, ExpectedView, decode_changes
 from stopsms.registry.lookup import SubjectFilter
 from stopsms.registry.rebuild import (
@@ -56,9 +56,9 @@ class ViewMaterialiser(mode.Service):
 
     def __init__(
         self,
-        bootstrap: KafkaAccess | str,
+        bus: Bus,
         topic: str,
-        view: RedisSuppressionView,
+        view: SuppressionView,
         on_caught_up: Callable[[], Awaitable[None]] | None = None,
         on_behind: Callable[[], Awaitable[None]] | None = None,
         *,
@@ -70,15 +70,16 @@ class ViewMaterialiser(mode.Service):
         namespace: str = "",
         **kwargs: object,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.bus = bus
         self.topic = topic
         self.view = view
         self.on_caught_up = on_caught_up
         self.on_behind = on_behind
         self._force_rebuild = rebuild
         self.subject_filter = subject_filter
-        #: Processes a rebuild from offset 0 uses (see :mod:`stopsms.registry.rebuild`).
-        self.rebuild_workers = rebuild_workers if redis_url else 1
+        #: Processes a rebuild from offset 0 uses (see :mod:`stopsms.registry.rebuild`); they
+        #: reach Kafka and Redis by address, so a bus in this process only rebuilds here.
+        self.rebuild_workers = rebuild_workers if redis_url and bus.kafka is not None else 1
         self.parallel_rebuild_from = parallel_rebuild_from
         self._redis_url = redis_url
         self._namespace = namespace
@@ -88,7 +89,7 @@ class ViewMaterialiser(mode.Service):
         self._failed_verifications = 0
         self._verify_after = 0.0
         self._applying: asyncio.Task[None] | None = None
-        self.reader: TopicReader | None = None
+        self.reader: TopicReading | None = None
         self.caught_up = asyncio.Event()
         self.progress = Progress()
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -139,8 +140,7 @@ class ViewMaterialiser(mode.Service):
             log.info("subject filter filled with %d subjects", len(located) // 12)
         if self.reader is not None:
             await self.reader.stop()
-        self.reader = TopicReader(
-            self.bootstrap,
+        self.reader = self.bus.reader(
             self.topic,
             start_offsets=offsets,
             max_records=READ_BATCH,
@@ -165,7 +165,7 @@ class ViewMaterialiser(mode.Service):
         )
 
     async def _records_in_topic(self) -> int:
-        reader = TopicReader(self.bootstrap, self.topic, fetching=False)
+        reader = self.bus.reader(self.topic, fetching=False)
         await reader.start()
         try:
             return sum((await reader.end_offsets()).values())
@@ -177,8 +177,9 @@ class ViewMaterialiser(mode.Service):
         failures = 0
         while True:
             try:
+                assert self.bus.kafka is not None
                 progress = await rebuild_in_parallel(
-                    self.bootstrap,
+                    self.bus.kafka,
                     self.topic,
                     self.view,
                     self._redis_url,

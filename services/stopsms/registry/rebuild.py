@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from stopsms.adapters.kafka import TopicReader
 from stopsms.adapters.kafka_access import KafkaAccess
-from stopsms.adapters.view import RedisSuppressionView
+from stopsms.adapters.view import RedisSuppressionView, SuppressionView
 from stopsms.domain.viewcodec import Census, ExpectedView, ViewLayout, decode_changes
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ async def _apply_share(share: _Share) -> _ShareResult:
 async def rebuild_in_parallel(
     bootstrap: KafkaAccess | str,
     topic: str,
-    view: RedisSuppressionView,
+    view: SuppressionView,
     redis_url: str,
     namespace: str,
     workers: int = 2,

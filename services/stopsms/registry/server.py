@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.view import SuppressionView
 from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 from stopsms.domain.parties import InvalidSender, Party, check_sender_id
-from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.rules import Verdict, combine
 from stopsms.registry.lookup import BatchChecker, ChunkAnswer
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
@@ -43,18 +41,10 @@ def _fill(result: registry_pb2.CheckResponse | registry_pb2.CheckResult, verdict
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Answers whether a sender may message a number."""
 
-    def __init__(
-        self,
-        *,
-        view: SuppressionView,
-        pseudonymiser: Pseudonymiser,
-        auth: Authenticator,
-        batch: BatchChecker | None = None,
-    ) -> None:
-        self._view = view
-        self._pseudonymiser = pseudonymiser
+    def __init__(self, *, lookups: BatchChecker, auth: Authenticator) -> None:
+        """``lookups`` reads the view (Redis in production, the in-memory view in unit tests)."""
         self._auth = auth
-        self._batch = batch
+        self._batch = lookups
         self._as_of_cache: tuple[tuple[tuple[int, int], ...], bytes] | None = None
 
     async def _authorised_sender(
@@ -81,18 +71,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             e164 = normalise_msisdn(request.msisdn)
         except InvalidNumber as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"msisdn: {exc}")
-        if self._batch is not None:  # the deployed registry: filter, then coalesced Redis
-            digest = self._batch.hasher.digest(e164)
-            self._auth.permitted(party, method, [f"{self._batch.key_id}:{digest.hex()}"])
-            answer = await self._batch.single.lookup(
-                self._batch.layout.located_digest(digest), sender_id
-            )
-            entries, offsets = [(answer.sender, answer.global_)], answer.as_of
-        else:
-            subject = self._pseudonymiser.subject(e164)
-            self._auth.permitted(party, method, [subject])
-            entries, offsets = await self._view.lookup([subject], sender_id)
-        verdict = combine(*entries[0])
+        # the subject filter first, then one Redis round trip shared by concurrent calls
+        digest = self._batch.hasher.digest(e164)
+        self._auth.permitted(party, method, [f"{self._batch.key_id}:{digest.hex()}"])
+        answer = await self._batch.single.lookup(
+            self._batch.layout.located_digest(digest), sender_id
+        )
+        verdict, offsets = combine(answer.sender, answer.global_), answer.as_of
         response = registry_pb2.CheckResponse()
         _fill(response, verdict)
         if verdict.record is not None:
@@ -116,17 +101,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> AsyncIterator[registry_pb2.CheckBatchResponse | bytes]:
         """Scrub a list chunk by chunk; each chunk gets its verdicts, in order.
 
-        With a :class:`BatchChecker` (the deployed registry), up to two chunks are worked on at
-        once — one hashing while the other waits for Redis — and answered in order.
+        Up to two chunks are worked on at once — one hashing while the other waits for
+        Redis — and answered in order.
         """
         method = "/stopsms.v1.RegistryService/CheckBatch"
         party = await self._auth.caller(context, method)
-        if self._batch is None:
-            async for response in self._check_batch_plainly(
-                request_iterator, context, party, method
-            ):
-                yield response
-            return
         pending: deque[asyncio.Task[ChunkAnswer]] = deque()
         try:
             chunk_index = 0
@@ -161,37 +140,3 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 f"msisdns: at most {MAX_BATCH_CHUNK} numbers per chunk "
                 f"(chunk {index} has {len(chunk.msisdns)})",
             )
-
-    async def _check_batch_plainly(
-        self,
-        request_iterator: AsyncIterator[registry_pb2.CheckBatchRequest],
-        context: grpc.aio.ServicerContext,
-        party: Party,
-        method: str,
-    ) -> AsyncIterator[registry_pb2.CheckBatchResponse]:
-        """One number at a time through the view's lookup (any view; the unit tests' fake)."""
-        chunk_index = 0
-        async for chunk in request_iterator:
-            await self._admit_chunk(context, chunk, chunk_index)
-            sender_id = await self._authorised_sender(context, party, chunk.sender_id, method)
-            subjects: list[str] = []
-            positions: list[int | None] = []
-            for raw in chunk.msisdns:
-                try:
-                    subjects.append(self._pseudonymiser.subject(normalise_msisdn(raw)))
-                    positions.append(len(subjects) - 1)
-                except InvalidNumber:
-                    positions.append(None)
-            self._auth.permitted(party, method, subjects)
-            entries, offsets = await self._view.lookup(subjects, sender_id)
-            response = registry_pb2.CheckBatchResponse(
-                chunk_index=chunk_index, as_of=_as_of(offsets)
-            )
-            for position in positions:
-                result = response.results.add()
-                if position is None:
-                    result.verdict = registry_pb2.VERDICT_INVALID_NUMBER
-                else:
-                    _fill(result, combine(*entries[position]))
-            yield response
-            chunk_index += 1

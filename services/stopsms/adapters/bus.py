@@ -1,0 +1,270 @@
+"""The bus: where a service reads a topic from, behind one small interface, with its fake.
+
+A service that follows a whole topic (the registry's view materialiser, the notifier's live
+feed) asks its bus for a reader instead of building a Kafka consumer itself, so its composition
+root decides what it runs on: :class:`KafkaBus` in production and in the integration tests,
+:class:`InMemoryBus` in the unit tests, which drive the same processors in-process, with no
+broker and no branch in the production code for them (the way httpx ships ``MockTransport``
+beside its transports).
+
+:class:`InMemoryBus` keeps each topic as lists of records per partition, assigns offsets as a
+broker does and wakes waiting readers when a record arrives. It is also a :class:`Publisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from stopsms.adapters.kafka import (
+    BatchWindow,
+    Headers,
+    PublishFailed,
+    Record,
+    TopicReader,
+    partition_of,
+)
+from stopsms.adapters.kafka_access import KafkaAccess
+
+
+class TopicReading(Protocol):
+    """What a follower of a whole topic needs from a reader (:class:`TopicReader`'s shape)."""
+
+    topic: str
+
+    async def start(self, wait_seconds: float = 10.0) -> None:
+        """Assign every partition and seek to the start offsets (or the beginning)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop; a read waiting meanwhile returns no records."""
+        ...
+
+    async def read(self, timeout_ms: int = 200) -> list[Record]:
+        """The next records (possibly none), in offset order within each partition."""
+        ...
+
+    async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
+        """Like :meth:`read`; the records have at least partition, offset and value."""
+        ...
+
+    async def positions(self) -> dict[int, int]:
+        """The next offset to read, per partition."""
+        ...
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The current end offset of every partition."""
+        ...
+
+
+class Bus(Protocol):
+    """Where topics are read from."""
+
+    #: Kafka's address for work that leaves this process (a rebuild's worker processes), or
+    #: None when the topics live in this process only.
+    kafka: KafkaAccess | None
+
+    def reader(
+        self,
+        topic: str,
+        *,
+        start_offsets: dict[int, int] | None = None,
+        client_id: str = "stopsms-reader",
+        max_records: int = 2000,
+        fetching: bool = True,
+        batch_window_s: float = 0.0,
+    ) -> TopicReading:
+        """A reader of every partition of ``topic`` from ``start_offsets`` (else the start)."""
+        ...
+
+
+class KafkaBus:
+    """Topics on a Kafka cluster: each reader is a :class:`TopicReader` of its own."""
+
+    def __init__(self, kafka: KafkaAccess | str) -> None:
+        self.kafka: KafkaAccess | None = KafkaAccess.of(kafka)
+
+    def reader(
+        self,
+        topic: str,
+        *,
+        start_offsets: dict[int, int] | None = None,
+        client_id: str = "stopsms-reader",
+        max_records: int = 2000,
+        fetching: bool = True,
+        batch_window_s: float = 0.0,
+    ) -> TopicReading:
+        """A :class:`TopicReader` (see there for how it fetches)."""
+        assert self.kafka is not None
+        return TopicReader(
+            self.kafka,
+            topic,
+            start_offsets=start_offsets,
+            client_id=client_id,
+            max_records=max_records,
+            fetching=fetching,
+            batch_window_s=batch_window_s,
+        )
+
+
+class InMemoryBus:
+    """Topics in this process: records per partition, offsets from 0, readers woken on write."""
+
+    kafka: KafkaAccess | None = None
+
+    def __init__(self, partitions: int = 12) -> None:
+        self.partitions = partitions
+        self._topics: dict[str, list[list[Record]]] = {}
+        self._written = asyncio.Event()
+        #: When set, every publish fails as an unreachable broker's would.
+        self.failing = False
+
+    def partitions_of(self, topic: str) -> list[list[Record]]:
+        """The partitions of ``topic`` (made empty on first use, as auto-created topics are)."""
+        return self._topics.setdefault(topic, [[] for _ in range(self.partitions)])
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Write one record (``partition`` by default from the key, as Kafka's partitioner)."""
+        if partition is None:
+            partition = partition_of(key or b"", self.partitions)
+        log = self.partitions_of(topic)[partition]
+        offset = len(log)
+        log.append(
+            Record(
+                topic,
+                partition,
+                offset,
+                key,
+                value,
+                int(time.time() * 1000),
+                tuple(headers or ()),
+            )
+        )
+        self._written.set()
+        return partition, offset
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """:class:`Publisher`'s publish: append, or fail like a broker that is away."""
+        if self.failing:
+            raise PublishFailed("the in-memory bus is told to fail")
+        return self.append(topic, key, value, partition=partition, headers=headers)
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """:class:`Publisher`'s publish_many."""
+        for key, value in records:
+            await self.publish(topic, key, value, headers=headers)
+
+    async def written(self, timeout_s: float) -> None:
+        """Wait until a record is written (or the timeout passes)."""
+        self._written.clear()
+        try:
+            await asyncio.wait_for(self._written.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
+    def reader(
+        self,
+        topic: str,
+        *,
+        start_offsets: dict[int, int] | None = None,
+        client_id: str = "stopsms-reader",
+        max_records: int = 2000,
+        fetching: bool = True,
+        batch_window_s: float = 0.0,
+    ) -> TopicReading:
+        """An :class:`InMemoryTopicReader` of ``topic``."""
+        return InMemoryTopicReader(
+            self, topic, start_offsets or {}, max_records, BatchWindow(batch_window_s, max_records)
+        )
+
+
+class InMemoryTopicReader:
+    """Reads an :class:`InMemoryBus` topic as :class:`TopicReader` reads Kafka."""
+
+    def __init__(
+        self,
+        bus: InMemoryBus,
+        topic: str,
+        start_offsets: dict[int, int],
+        max_records: int,
+        window: BatchWindow,
+    ) -> None:
+        self.topic = topic
+        self._bus = bus
+        self._start = start_offsets
+        self._max = max_records
+        self._window = window
+        self._positions: dict[int, int] = {}
+        self._stopped = False
+
+    async def start(self, wait_seconds: float = 10.0) -> None:
+        """Position every partition at its start offset (else 0)."""
+        partitions = self._bus.partitions_of(self.topic)
+        self._positions = {p: self._start.get(p, 0) for p in range(len(partitions))}
+
+    async def stop(self) -> None:
+        """Stop: reads return nothing from now on."""
+        self._stopped = True
+
+    async def read(self, timeout_ms: int = 200) -> list[Record]:
+        """The next records, waiting up to ``timeout_ms`` for one when there are none."""
+        await self._window.gather()
+        if self._stopped:
+            return []
+        records = self._take()
+        if not records:
+            await self._bus.written(timeout_ms / 1000)
+            records = [] if self._stopped else self._take()
+        return self._window.handed(records)
+
+    async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
+        """The same records as :meth:`read`."""
+        return await self.read(timeout_ms)
+
+    def _take(self) -> list[Record]:
+        taken: list[Record] = []
+        partitions = self._bus.partitions_of(self.topic)
+        for partition, position in self._positions.items():
+            log = partitions[partition]
+            batch = log[position : position + self._max - len(taken)]
+            taken += batch
+            self._positions[partition] = position + len(batch)
+            if len(taken) >= self._max:
+                break
+        return taken
+
+    async def read_to_end(self, timeout_ms: int = 500) -> AsyncIterator[list[Record]]:
+        """Batches up to the end of every partition as it is at the call."""
+        ends = await self.end_offsets()
+        while any(pos < ends.get(p, 0) for p, pos in self._positions.items()):
+            records = await self.read(timeout_ms=timeout_ms)
+            if records:
+                yield records
+
+    async def positions(self) -> dict[int, int]:
+        """The next offset to read, per partition."""
+        return dict(self._positions)
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The number of records of every partition."""
+        return {p: len(log) for p, log in enumerate(self._bus.partitions_of(self.topic))}

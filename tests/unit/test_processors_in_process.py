@@ -1,0 +1,247 @@
+"""The processors that follow a whole topic, run in this process on the adapters' fakes.
+
+The view materialiser, the notifier's live feed and its webhook delivery each take a bus (and
+the materialiser a view) from their composition root: here the in-memory bus and view shipped
+beside the real ones, so their behaviour is tested without a broker or Redis. The same
+processors run on Kafka and Redis in tests/integration and tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+
+from stopsms.adapters.bus import InMemoryBus
+from stopsms.adapters.settings import NotifierSettings
+from stopsms.adapters.view import InMemorySuppressionView
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.rules import combine
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
+from stopsms.notifier.feed import LiveFeed
+from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
+from stopsms.registry.lookup import SubjectFilter
+from stopsms.registry.materialiser import ViewMaterialiser
+from stopsms.v1 import events_pb2
+
+from ..conftest import until
+
+PARTITIONS = 4
+TOPICS = Topics()
+PSEUDONYMS = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
+SECRET = b"oasis-webhook-secret-0123456789"
+
+
+def publish_change(
+    bus: InMemoryBus, e164: str, sender: str, state: int, version: int, event_id: str
+) -> None:
+    """A SuppressionChanged as the registry publishes it: keyed and partitioned by subject."""
+    change = events_pb2.SuppressionChanged(
+        event_id=event_id,
+        request_id=event_id,
+        subject=PSEUDONYMS.subject(e164),
+        sealed_msisdn=PSEUDONYMS.seal(e164),
+        sender_id=sender,
+        state=state,
+        version=version,
+        changed=True,
+    )
+    change.action_time.FromMilliseconds(1_000 * version)
+    key = suppression_key(change.subject, sender).encode()
+    bus.append(
+        TOPICS.suppressions,
+        key,
+        change.SerializeToString(),
+        partition=partition_for_key(key, PARTITIONS),
+    )
+
+
+async def suppressed(view: InMemorySuppressionView, e164: str, sender: str) -> bool:
+    (entries,), _ = await view.lookup([PSEUDONYMS.subject(e164)], sender)
+    return combine(*entries).suppressed
+
+
+async def test_the_materialiser_fills_the_view_verifies_it_and_rebuilds_it_after_a_flush() -> None:
+    bus, view = InMemoryBus(PARTITIONS), InMemorySuppressionView()
+    publish_change(bus, "+212611111111", "", events_pb2.STATE_SUPPRESSED, 1, "e1")
+    publish_change(bus, "+212622222222", "JUMIA", events_pb2.STATE_SUPPRESSED, 1, "e2")
+    publish_change(bus, "+212622222222", "JUMIA", events_pb2.STATE_ALLOWED, 2, "e3")
+    serving: list[bool] = []
+
+    async def caught_up() -> None:
+        serving.append(True)
+
+    async def behind() -> None:
+        serving.append(False)
+
+    subject_filter = SubjectFilter(1 << 12)
+    materialiser = ViewMaterialiser(
+        bus,
+        TOPICS.suppressions,
+        view,
+        on_caught_up=caught_up,
+        on_behind=behind,
+        subject_filter=subject_filter,
+    )
+    await materialiser.start()
+    try:
+        await until(lambda: _true(serving == [True]), "the view's first catch-up")
+        assert materialiser.progress.verified is not None  # rebuilt from 0 and verified
+        assert materialiser.progress.verified.count == 2  # the latest entry per scope
+        assert await suppressed(view, "+212611111111", "KITEA")  # global: every sender
+        assert not await suppressed(view, "+212622222222", "JUMIA")  # opted back in
+        assert subject_filter.added >= 2 and sum(subject_filter.offsets.values()) == 3
+
+        publish_change(bus, "+212633333333", "KITEA", events_pb2.STATE_SUPPRESSED, 1, "e4")
+
+        async def followed() -> bool:
+            return await suppressed(view, "+212633333333", "KITEA")
+
+        await until(followed, "a new change applied to the view")
+
+        await view.flush()  # Redis lost everything
+        await until(lambda: _true(serving == [True, False, True]), "NOT_SERVING, then rebuilt")
+        assert materialiser.progress.verified is not None
+        assert materialiser.progress.verified.count == 3
+        assert await suppressed(view, "+212633333333", "KITEA")
+        assert await suppressed(view, "+212611111111", "")
+        assert sum((await view.applied_offsets()).values()) == 4
+    finally:
+        await materialiser.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_the_live_feed_catches_a_stream_up_then_hands_it_what_arrives() -> None:
+    bus = InMemoryBus(1)
+    for n in range(3):
+        bus.append("changes", b"k", _change(f"old-{n}", "JUMIA"), partition=0)
+    feed = LiveFeed(bus, "changes")
+    await feed.start()
+    try:
+        assert feed.positions == {0: 3}
+        stream = feed.follow({0: 1}, lambda sender: sender == "JUMIA", idle_s=0.05)
+        seen: list[str] = []
+
+        async def read_until(count: int) -> bool:
+            batch = await anext(stream)
+            seen.extend(item.change.event_id for item in batch.items)
+            return len(seen) >= count
+
+        await until(lambda: read_until(2), "the stream caught up from its cursor")
+        assert seen == ["old-1", "old-2"]  # from the stream's own position, not the start
+        bus.append("changes", b"k", _change("kitea", "KITEA"), partition=0)
+        bus.append("changes", b"k", _change("live", "JUMIA"), partition=0)
+        await until(lambda: read_until(3), "the live change reached the stream")
+        assert seen == ["old-1", "old-2", "live"]  # KITEA's change is not this stream's
+        await stream.aclose()
+    finally:
+        await feed.stop()
+
+
+def _change(event_id: str, sender: str) -> bytes:
+    return events_pb2.SuppressionChanged(event_id=event_id, sender_id=sender).SerializeToString()
+
+
+class RecordedAcknowledgements:
+    """The acknowledgements the webhook sender records: each party's cursor, in memory."""
+
+    def __init__(self) -> None:
+        self.cursors: dict[str, dict[int, int]] = {}
+
+    async def durable(self, party_id: str) -> dict[int, int]:
+        return dict(self.cursors.get(party_id, {}))
+
+    async def acknowledge(self, party: object, positions: dict[int, int]) -> None:
+        self.cursors[party.id] = dict(positions)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def receiver():
+    """A PSVA's webhook endpoint on a port the kernel chose; it refuses the first request."""
+    received: list[dict] = []  # type: ignore[type-arg]
+    attempts = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        verify(SECRET, request.headers[SIGNATURE_HEADER], body)
+        attempts.append(1)
+        if len(attempts) == 1:
+            return web.Response(status=503)
+        received.append(json.loads(body))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook", received
+    finally:
+        await runner.cleanup()
+
+
+async def test_webhooks_deliver_each_entitled_change_signed_then_acknowledge_it(
+    receiver, tmp_path: Path
+) -> None:
+    url, received = receiver
+    (tmp_path / "oasis.secret").write_bytes(SECRET + b"\n")
+    parties = tmp_path / "parties.yaml"
+    parties.write_text(
+        yaml.safe_dump(
+            {
+                "parties": [
+                    {"id": "iam", "kind": "operator", "name": "IAM", "senders": ["IAM"]},
+                    {
+                        "id": "oasis-hooks",
+                        "kind": "psva",
+                        "name": "Oasis Hooks",
+                        "senders": ["JUMIA"],
+                        "webhook": {"url": url, "secret_file": str(tmp_path / "oasis.secret")},
+                    },
+                ]
+            }
+        )
+    )
+    settings = NotifierSettings.from_env(
+        {
+            "STOPSMS_PARTIES_FILE": str(parties),
+            "STOPSMS_DATA_DIR": str(tmp_path / "data"),
+            "STOPSMS_PARTITIONS": str(PARTITIONS),
+            "STOPSMS_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
+        }
+    )
+    bus, acks = InMemoryBus(PARTITIONS), RecordedAcknowledgements()
+    publish_change(bus, "+212611111111", "JUMIA", events_pb2.STATE_SUPPRESSED, 1, "e-jumia")
+    publish_change(bus, "+212622222222", "KITEA", events_pb2.STATE_SUPPRESSED, 1, "e-kitea")
+    publish_change(bus, "+212633333333", "", events_pb2.STATE_SUPPRESSED, 1, "e-global")
+    sender = WebhookSender(
+        lambda: set(range(PARTITIONS)),
+        settings,
+        PartiesDirectory.load(parties),
+        acks,  # type: ignore[arg-type]
+        PSEUDONYMS,
+        bus=bus,
+    )
+    await sender.start()
+    try:
+
+        async def past_all_three() -> bool:
+            return sum(acks.cursors.get("oasis-hooks", {}).values()) == 3
+
+        await until(past_all_three, "the party's cursor past the three changes")
+    finally:
+        await sender.stop()
+    delivered = [c for batch in received for c in batch["changes"]]
+    assert sorted(c["eventId"] for c in delivered) == ["e-global", "e-jumia"]
+    assert {c["msisdn"] for c in delivered} == {"+212611111111", "+212633333333"}
+    assert all(batch["partyId"] == "oasis-hooks" and batch["cursor"] for batch in received)
