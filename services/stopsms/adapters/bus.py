@@ -73,10 +73,14 @@ class Bus(Protocol):
         start_offsets: dict[int, int] | None = None,
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
+        only_partitions: Sequence[int] | None = None,
         fetching: bool = True,
         batch_window_s: float = 0.0,
     ) -> TopicReading:
-        """A reader of every partition of ``topic`` from ``start_offsets`` (else the start)."""
+        """A reader of ``topic`` from ``start_offsets`` (else the start).
+
+        It reads every partition, or ``only_partitions``.
+        """
         ...
 
 
@@ -93,6 +97,7 @@ class KafkaBus:
         start_offsets: dict[int, int] | None = None,
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
+        only_partitions: Sequence[int] | None = None,
         fetching: bool = True,
         batch_window_s: float = 0.0,
     ) -> TopicReading:
@@ -104,6 +109,7 @@ class KafkaBus:
             start_offsets=start_offsets,
             client_id=client_id,
             max_records=max_records,
+            only_partitions=only_partitions,
             fetching=fetching,
             batch_window_s=batch_window_s,
         )
@@ -189,12 +195,18 @@ class InMemoryBus:
         start_offsets: dict[int, int] | None = None,
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
+        only_partitions: Sequence[int] | None = None,
         fetching: bool = True,
         batch_window_s: float = 0.0,
     ) -> TopicReading:
         """An :class:`InMemoryTopicReader` of ``topic``."""
         return InMemoryTopicReader(
-            self, topic, start_offsets or {}, max_records, BatchWindow(batch_window_s, max_records)
+            self,
+            topic,
+            start_offsets or {},
+            max_records,
+            BatchWindow(batch_window_s, max_records),
+            only_partitions,
         )
 
 
@@ -208,8 +220,10 @@ class InMemoryTopicReader:
         start_offsets: dict[int, int],
         max_records: int,
         window: BatchWindow,
+        only_partitions: Sequence[int] | None = None,
     ) -> None:
         self.topic = topic
+        self._only = set(only_partitions) if only_partitions is not None else None
         self._bus = bus
         self._start = start_offsets
         self._max = max_records
@@ -219,8 +233,10 @@ class InMemoryTopicReader:
 
     async def start(self, wait_seconds: float = 10.0) -> None:
         """Position every partition at its start offset (else 0)."""
-        partitions = self._bus.partitions_of(self.topic)
-        self._positions = {p: self._start.get(p, 0) for p in range(len(partitions))}
+        partitions = range(len(self._bus.partitions_of(self.topic)))
+        self._positions = {
+            p: self._start.get(p, 0) for p in partitions if self._only is None or p in self._only
+        }
 
     async def stop(self) -> None:
         """Stop: reads return nothing from now on."""
@@ -266,5 +282,6 @@ class InMemoryTopicReader:
         return dict(self._positions)
 
     async def end_offsets(self) -> dict[int, int]:
-        """The number of records of every partition."""
-        return {p: len(log) for p, log in enumerate(self._bus.partitions_of(self.topic))}
+        """The number of records of every partition read."""
+        logs = self._bus.partitions_of(self.topic)
+        return {p: len(logs[p]) for p in self._positions}

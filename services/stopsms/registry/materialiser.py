@@ -27,10 +27,10 @@ from prometheus_client import Gauge
 from stopsms.adapters.bus import Bus, TopicReading
 from stopsms.adapters.kafka import BATCH_WINDOW_S
 from stopsms.adapters.view import SuppressionView, ViewLost
-from stopsms.domain.viewcodec import ChangeBatch, ExpectedView, decode_changes
+from stopsms.domain.viewcodec import ChangeBatch, ExpectedView
+from stopsms.registry.applying import READ_BATCH, ChangeApplier
 from stopsms.registry.lookup import SubjectFilter
 from stopsms.registry.rebuild import (
-    READ_BATCH,
     Progress,
     ViewVerificationError,
     rebuild_in_parallel,
@@ -84,11 +84,9 @@ class ViewMaterialiser(mode.Service):
         self._redis_url = redis_url
         self._namespace = namespace
         self._targets: dict[int, int] = {}
-        self._applied: dict[int, int] = {}
-        self._expected: ExpectedView | None = None
+        self._applier = ChangeApplier(view)
         self._failed_verifications = 0
         self._verify_after = 0.0
-        self._applying: asyncio.Task[None] | None = None
         self.reader: TopicReading | None = None
         self.caught_up = asyncio.Event()
         self.progress = Progress()
@@ -103,6 +101,7 @@ class ViewMaterialiser(mode.Service):
 
     async def on_stop(self) -> None:
         """Close the reader."""
+        self._applier.stop()
         if self.reader is not None:
             await self.reader.stop()
 
@@ -129,9 +128,6 @@ class ViewMaterialiser(mode.Service):
             rebuilding = False  # verified already: what is left is an ordinary catch-up
         if rebuilding:
             await self.view.write_meta()
-            self._expected = ExpectedView()
-        else:
-            self._expected = None
         if self.subject_filter is not None and not self.subject_filter.ready:
             located, covered = await self.view.located_subjects()
             self.subject_filter.add(located)
@@ -148,13 +144,20 @@ class ViewMaterialiser(mode.Service):
         )
         await self.reader.start()
         self._targets = await self.reader.end_offsets()
-        self._applied = {p: offsets.get(p, 0) for p in self._targets}
+        self._applier.stop()  # a batch of the phase before is stale
+        self._applier = ChangeApplier(
+            self.view,
+            applied={p: offsets.get(p, 0) for p in self._targets},
+            expected=ExpectedView() if rebuilding else None,
+            on_applied=self._applied_batch,
+        )
+        applied = sum(self._applier.applied.values())
         self.progress = Progress(
             rebuilding=rebuilding,
             started=time.monotonic(),
-            start_records=sum(self._applied.values()),
+            start_records=applied,
             target_records=sum(self._targets.values()),
-            applied_records=sum(self._applied.values()),
+            applied_records=applied,
         )
         self.caught_up.clear()
         log.info(
@@ -214,74 +217,37 @@ class ViewMaterialiser(mode.Service):
         last_check = time.monotonic()
         while not self.should_stop:
             assert self.reader is not None
-            records = await self.reader.read_plain(timeout_ms=100)
-            if records:
-                batch = decode_changes(records, self.view.layout)
-                if self._expected is not None:
-                    self._expected.add(batch)
-                # Redis applies one batch while this process decodes the next; batches are
-                # still applied one after the other, so the stored offsets only move forward.
-                if await self._settle():
-                    self._applying = asyncio.create_task(self._apply(batch))
-                    self.progress.entries_read += len(batch)
-            else:
-                await self._settle()
-            if (
-                not self.caught_up.is_set()
-                and self._reached_targets()
-                and time.monotonic() >= self._verify_after
-            ):
-                await self._finish_phase()
-            if time.monotonic() - last_check >= CHECK_INTERVAL_S:
-                last_check = time.monotonic()
-                await self._settle()
-                await self._check_not_behind()
-
-    async def _apply(self, batch: ChangeBatch) -> None:
-        packed = batch.packed()
-        while not self.should_stop:
             try:
-                await self.view.apply_packed(packed, batch.offsets)
-                break
+                self.progress.entries_read += await self._applier.step(self.reader, 100)
+                if (
+                    not self.caught_up.is_set()
+                    and self._applier.reached(self._targets)
+                    and time.monotonic() >= self._verify_after
+                ):
+                    await self._finish_phase()
+                if time.monotonic() - last_check >= CHECK_INTERVAL_S:
+                    last_check = time.monotonic()
+                    await self._applier.settle()
+                    await self._check_not_behind()
             except ViewLost:
-                raise
-            except Exception:  # noqa: BLE001 - Redis away: retry, never skip a batch
-                log.exception("applying %d changes failed; retrying", len(batch))
-                await asyncio.sleep(1.0)
+                await self._view_went_back("the view was flushed")
+
+    def _applied_batch(self, batch: ChangeBatch) -> None:
+        """After each batch is in the view: the subject filter and the progress follow."""
         if self.subject_filter is not None:
             self.subject_filter.add(b"".join(batch.located))
             self.subject_filter.covered(batch.offsets)
-        for p, o in batch.offsets.items():
-            self._applied[p] = max(self._applied.get(p, 0), o)
-        self.progress.applied_records = sum(self._applied.values())
-
-    async def _settle(self) -> bool:
-        """Wait for the batch being applied, if any.
-
-        False when the view was lost and a new phase has begun: anything read before is stale.
-        """
-        if self._applying is not None:
-            applying, self._applying = self._applying, None
-            try:
-                await applying
-            except ViewLost:
-                await self._view_went_back("the view was flushed")
-                return False
-        return True
-
-    def _reached_targets(self) -> bool:
-        return all(self._applied.get(p, 0) >= end for p, end in self._targets.items())
+        self.progress.applied_records = sum(self._applier.applied.values())
 
     async def _finish_phase(self) -> None:
-        if not await self._settle():
-            return
-        if self._expected is not None:
+        await self._applier.settle()
+        if self._applier.expected is not None:
             verify_started = time.monotonic()
-            expected = self._expected.census()
+            expected = self._applier.expected.census()
             actual, stored = await self.view.census()
             self.progress.verify_seconds = time.monotonic() - verify_started
             if actual != expected:
-                if stored != self._applied:
+                if stored != self._applier.applied:
                     # another materialiser wrote further: verify again once level with it
                     self._verify_after = time.monotonic() + CHECK_INTERVAL_S
                     return
@@ -303,7 +269,7 @@ class ViewMaterialiser(mode.Service):
                 seconds,
                 self.progress.entries_read / max(seconds, 1e-9),
             )
-            self._expected = None
+            self._applier.expected = None
             self._failed_verifications = 0
         self.caught_up.set()
         log.info("the view has caught up with the suppression list")
@@ -319,7 +285,7 @@ class ViewMaterialiser(mode.Service):
         if not meta:
             await self._view_went_back("the view was flushed")
             return
-        behind = {p: o for p, o in self._applied.items() if o > stored.get(p, 0)}
+        behind = {p: o for p, o in self._applier.applied.items() if o > stored.get(p, 0)}
         if behind:
             await self._view_went_back(
                 f"the view is behind what this registry applied ({len(behind)} partitions; "

@@ -20,16 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from stopsms.adapters.kafka import TopicReader
+from stopsms.adapters.bus import KafkaBus
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.view import RedisSuppressionView, SuppressionView
-from stopsms.domain.viewcodec import Census, ExpectedView, ViewLayout, decode_changes
+from stopsms.domain.viewcodec import Census, ExpectedView, ViewLayout
+from stopsms.registry.applying import READ_BATCH, ChangeApplier
 
 log = logging.getLogger(__name__)
-
-
-#: Records read per poll: large polls keep a rebuild fast, and a steady state takes what comes.
-READ_BATCH = 10_000
 
 
 @dataclass
@@ -79,38 +76,27 @@ def _rebuild_share(share: _Share) -> _ShareResult:
 
 
 async def _apply_share(share: _Share) -> _ShareResult:
-    layout = ViewLayout(share.bucket_bits)
-    view = RedisSuppressionView.from_url(share.redis_url, share.namespace, layout)
-    reader = TopicReader(
-        share.bootstrap,
+    """The share's partitions from offset 0 to their targets, through the materialiser's loop."""
+    view = RedisSuppressionView.from_url(
+        share.redis_url, share.namespace, ViewLayout(share.bucket_bits)
+    )
+    reader = KafkaBus(share.bootstrap).reader(
         share.topic,
         start_offsets={p: 0 for p in share.targets},
         max_records=READ_BATCH,
         only_partitions=list(share.targets),
     )
-    expected = ExpectedView()
-    applied = {p: 0 for p in share.targets}
-    records = 0
+    applier = ChangeApplier(view, applied={p: 0 for p in share.targets}, expected=ExpectedView())
     await reader.start()
     try:
-        applying: asyncio.Task[None] | None = None
-        while any(applied[p] < end for p, end in share.targets.items()):
-            batch = decode_changes(await reader.read_plain(timeout_ms=200), layout)
-            if not batch.offsets:
-                continue
-            expected.add(batch)
-            if applying is not None:
-                await applying  # one batch in Redis while the next is decoded
-            applying = asyncio.create_task(view.apply_packed(batch.packed(), batch.offsets))
-            records += len(batch)
-            for p, o in batch.offsets.items():
-                applied[p] = max(applied[p], o)
-        if applying is not None:
-            await applying
+        while not applier.reached(share.targets):
+            await applier.step(reader, 200)
+        await applier.settle()
     finally:
         await reader.stop()
         await view.close()
-    return _ShareResult(records, expected.census(), applied)
+    assert applier.expected is not None
+    return _ShareResult(applier.records, applier.expected.census(), applier.applied)
 
 
 async def rebuild_in_parallel(
@@ -124,7 +110,7 @@ async def rebuild_in_parallel(
     interval_s: float = 0.2,
 ) -> Progress:
     """Clear the view, rebuild it from offset 0 to the current end, and verify it."""
-    reader = TopicReader(bootstrap, topic, fetching=False)
+    reader = KafkaBus(bootstrap).reader(topic, fetching=False)
     await reader.start()
     try:
         targets = await reader.end_offsets()
