@@ -31,7 +31,8 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
-from stopsms.registry.lookup import BatchChecker, HashPool
+from stopsms.registry.hashing import HashPool
+from stopsms.registry.lookup import BatchChecker
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.tools.launcher import LocalInfrastructure
 from stopsms.v1 import registry_pb2, registry_pb2_grpc

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from stopsms.domain.numbers import InvalidNumber, e164_or_none, normalise_msisdn
 from stopsms.domain.privacy import Key, NumberHasher, Pseudonymiser
 from stopsms.domain.viewcodec import ScopeEntry, ViewLayout, locate_digests
-from stopsms.registry.lookup import BatchChecker, HashPool, SingleLookups, SubjectFilter
+from stopsms.registry.hashing import HashPool
+from stopsms.registry.lookup import BatchChecker, SingleLookups
+from stopsms.registry.subject_filter import SubjectFilter
 from stopsms.v1 import registry_pb2
 
 KEY = Key("pk1", bytes(range(32)))

@@ -24,8 +24,8 @@ from stopsms.domain.rules import combine
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
-from stopsms.registry.lookup import SubjectFilter
 from stopsms.registry.materialiser import ViewMaterialiser
+from stopsms.registry.subject_filter import SubjectFilter
 from stopsms.v1 import events_pb2
 
 from ..conftest import until

@@ -11,7 +11,8 @@ from stopsms.adapters.view import InMemorySuppressionView
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
-from stopsms.registry.lookup import BatchChecker, HashPool
+from stopsms.registry.hashing import HashPool
+from stopsms.registry.lookup import BatchChecker
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 

@@ -32,10 +32,10 @@ from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.proof import with_progress
 from stopsms.domain.topics import Topics
 from stopsms.notifier.backfill import Backfills
+from stopsms.notifier.changes import to_change
 from stopsms.notifier.feed import LiveFeed, advance
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
-from stopsms.notifier.webhooks import to_change
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 SERVICE_NAME = "stopsms.v1.NotifierService"

@@ -37,6 +37,7 @@ from stopsms.domain.cursor import encode_cursor
 from stopsms.domain.parties import PartiesDirectory, Party
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.topics import Topics
+from stopsms.notifier.changes import to_change
 from stopsms.notifier.progress import Acknowledgements
 from stopsms.v1 import events_pb2, notifier_pb2
 
@@ -112,24 +113,6 @@ def load_secret(path: str) -> bytes:
 def owner_partition(party_id: str, partitions: int) -> int:
     """The partition whose owner delivers this PSVA's webhooks."""
     return zlib.crc32(party_id.encode()) % partitions
-
-
-def to_change(
-    change: events_pb2.SuppressionChanged, pseudonymiser: Pseudonymiser
-) -> notifier_pb2.Change:
-    """A change as PSVAs receive it (the number unsealed: they are entitled to it)."""
-    out = notifier_pb2.Change(
-        event_id=change.event_id,
-        msisdn=pseudonymiser.unseal(change.sealed_msisdn),
-        sender_id=change.sender_id,
-        state=change.state,
-        action=change.action,
-        version=change.version,
-        changed=change.changed,
-        subject=change.subject,
-    )
-    out.action_time.CopyFrom(change.action_time)
-    return out
 
 
 class WebhookSender(mode.Service):

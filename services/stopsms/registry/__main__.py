@@ -23,9 +23,11 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
 from stopsms.domain.viewcodec import ViewLayout
 from stopsms.registry.app import create_decision_stage
-from stopsms.registry.lookup import BatchChecker, HashPool, SubjectFilter
+from stopsms.registry.hashing import HashPool
+from stopsms.registry.lookup import BatchChecker
 from stopsms.registry.materialiser import VIEW_BEHIND, ViewMaterialiser
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
+from stopsms.registry.subject_filter import SubjectFilter
 from stopsms.v1 import registry_pb2
 
 

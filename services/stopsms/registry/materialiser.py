@@ -29,12 +29,12 @@ from stopsms.adapters.kafka import BATCH_WINDOW_S
 from stopsms.adapters.view import SuppressionView, ViewLost
 from stopsms.domain.viewcodec import ChangeBatch, ExpectedView
 from stopsms.registry.applying import READ_BATCH, ChangeApplier
-from stopsms.registry.lookup import SubjectFilter
 from stopsms.registry.rebuild import (
     Progress,
     ViewVerificationError,
     rebuild_in_parallel,
 )
+from stopsms.registry.subject_filter import SubjectFilter
 
 log = logging.getLogger(__name__)
 
