@@ -8,7 +8,8 @@ broker and no branch in the production code for them (the way httpx ships ``Mock
 beside its transports).
 
 :class:`InMemoryBus` keeps each topic as lists of records per partition, assigns offsets as a
-broker does and wakes waiting readers when a record arrives. It is also a :class:`Publisher`.
+broker does and wakes waiting readers when a record arrives (what services publish is faked by
+:class:`~stopsms.adapters.kafka.InMemoryPublisher`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any, Protocol
 from stopsms.adapters.kafka import (
     BatchWindow,
     Headers,
-    PublishFailed,
     Record,
     TopicReader,
     partition_of,
@@ -124,8 +124,6 @@ class InMemoryBus:
         self.partitions = partitions
         self._topics: dict[str, list[list[Record]]] = {}
         self._written = asyncio.Event()
-        #: When set, every publish fails as an unreachable broker's would.
-        self.failing = False
 
     def partitions_of(self, topic: str) -> list[list[Record]]:
         """The partitions of ``topic`` (made empty on first use, as auto-created topics are)."""
@@ -158,27 +156,6 @@ class InMemoryBus:
         )
         self._written.set()
         return partition, offset
-
-    async def publish(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> tuple[int, int]:
-        """:class:`Publisher`'s publish: append, or fail like a broker that is away."""
-        if self.failing:
-            raise PublishFailed("the in-memory bus is told to fail")
-        return self.append(topic, key, value, partition=partition, headers=headers)
-
-    async def publish_many(
-        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
-    ) -> None:
-        """:class:`Publisher`'s publish_many."""
-        for key, value in records:
-            await self.publish(topic, key, value, headers=headers)
 
     async def written(self, timeout_s: float) -> None:
         """Wait until a record is written (or the timeout passes)."""

@@ -114,9 +114,16 @@ def _observe(method: str, context: grpc.aio.ServicerContext, started: float, cra
     LATENCY.labels(method).observe(time.perf_counter() - started)
 
 
-def _caller_trace(context: grpc.aio.ServicerContext) -> str | None:
-    """The W3C traceparent the caller sent in its metadata (name and value pairs, as Kafka's)."""
-    return traceparent_of(context.invocation_metadata())
+def _call_span(
+    name: str, request: Any, context: grpc.aio.ServicerContext
+) -> contextlib.AbstractContextManager[str]:
+    """The call's span, child of the W3C traceparent the caller sent in its metadata."""
+    return traced(
+        traceparent_of(context.invocation_metadata()),
+        getattr(request, "request_id", None),
+        name=name,
+        kind=SpanKind.SERVER,
+    )
 
 
 #: How long a refused client-streaming call may go on reading what its client still sends.
@@ -177,12 +184,7 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, crashed = time.perf_counter(), True
             try:
-                with traced(
-                    _caller_trace(context),
-                    getattr(request, "request_id", None),
-                    name=name,
-                    kind=SpanKind.SERVER,
-                ):
+                with _call_span(name, request, context):
                     if isinstance(request, Malformed):
                         await _refuse(context, request)
                     async for response in implementation(request, context):
@@ -198,12 +200,7 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started, crashed = time.perf_counter(), True
         try:
-            with traced(
-                _caller_trace(context),
-                getattr(request, "request_id", None),
-                name=name,
-                kind=SpanKind.SERVER,
-            ):
+            with _call_span(name, request, context):
                 if isinstance(request, Malformed):
                     await _refuse(context, request)
                 result = await implementation(request, context)

@@ -103,7 +103,37 @@ class SuppressionView(Protocol):
         ...
 
 
-class RedisSuppressionView:
+class _BySubject:
+    """Apply and look up by subject, in terms of the packed forms each view implements."""
+
+    layout: ViewLayout
+
+    async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
+        raise NotImplementedError
+
+    async def lookup_packed(
+        self, located: bytes, sender_id: str
+    ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
+        raise NotImplementedError
+
+    async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
+        """Apply updates (never moving an entry back) and the offsets after them, atomically."""
+        located = self.layout.located
+        packed = b"".join(
+            pack_update(located(u.subject), u.sender_id, u.entry.pack()) for u in updates
+        )
+        await self.apply_packed(packed, offsets)
+
+    async def lookup(
+        self, subjects: Sequence[str], sender_id: str
+    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
+        """Both scopes of every subject, and the offsets they are as of, in one step."""
+        located = b"".join(self.layout.located(subject) for subject in subjects)
+        pairs, offsets = await self.lookup_packed(located, sender_id)
+        return [(ScopeEntry.unpack(s), ScopeEntry.unpack(g)) for s, g in pairs], offsets
+
+
+class RedisSuppressionView(_BySubject):
     """The view on a real redis-server, in the bucketed layout described above."""
 
     def __init__(
@@ -135,14 +165,6 @@ class RedisSuppressionView:
         """Close the connection pool."""
         await self._redis.aclose()
 
-    async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
-        """Apply a batch with one script call (entries and offsets in one atomic step)."""
-        located = self.layout.located
-        packed = b"".join(
-            pack_update(located(u.subject), u.sender_id, u.entry.pack()) for u in updates
-        )
-        await self.apply_packed(packed, offsets)
-
     async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
         """Apply entries already packed with :func:`pack_update`, and the offsets after them.
 
@@ -154,14 +176,6 @@ class RedisSuppressionView:
             args += [partition, offset]
         if await self._apply(keys=[*self._keys, self._meta_key], args=args) == -1:
             raise ViewLost("the view has no layout record: it was flushed or never built")
-
-    async def lookup(
-        self, subjects: Sequence[str], sender_id: str
-    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
-        """Read both scopes of every subject and the offsets in one server-side step."""
-        located = b"".join(self.layout.located(subject) for subject in subjects)
-        pairs, offsets = await self.lookup_packed(located, sender_id)
-        return [(ScopeEntry.unpack(s), ScopeEntry.unpack(g)) for s, g in pairs], offsets
 
     async def lookup_packed(
         self, located: bytes, sender_id: str
@@ -265,7 +279,7 @@ class RedisSuppressionView:
         return counter.census(), await self.applied_offsets()
 
 
-class InMemorySuppressionView:
+class InMemorySuppressionView(_BySubject):
     """The view's fake: the same interface and rules as :class:`RedisSuppressionView`.
 
     Entries are addressed as Redis addresses them (the located subject and the sender), values
@@ -289,14 +303,6 @@ class InMemorySuppressionView:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def apply(self, updates: Sequence[ViewUpdate], offsets: dict[int, int]) -> None:
-        """Apply updates whose version is newer than what is held, and the offsets."""
-        located = self.layout.located
-        await self.apply_packed(
-            b"".join(pack_update(located(u.subject), u.sender_id, u.entry.pack()) for u in updates),
-            offsets,
-        )
-
     async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
         """As the apply script: entries newer than held, then offsets that move forward."""
         if not self._meta:
@@ -310,14 +316,6 @@ class InMemorySuppressionView:
         for partition, offset in offsets.items():
             if offset > self._offsets.get(partition, -1):
                 self._offsets[partition] = offset
-
-    async def lookup(
-        self, subjects: Sequence[str], sender_id: str
-    ) -> tuple[list[tuple[ScopeEntry | None, ScopeEntry | None]], dict[int, int]]:
-        """Read both scopes of every subject."""
-        located = b"".join(self.layout.located(subject) for subject in subjects)
-        pairs, offsets = await self.lookup_packed(located, sender_id)
-        return [(ScopeEntry.unpack(s), ScopeEntry.unpack(g)) for s, g in pairs], offsets
 
     async def lookup_packed(
         self, located: bytes, sender_id: str
