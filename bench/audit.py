@@ -25,7 +25,7 @@ from stopsms.adapters.clients import party_channel
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
-from stopsms.adapters.tls import create_tls_folder, server_credentials
+from stopsms.adapters.tls import server_credentials
 from stopsms.adapters.view import RedisSuppressionView
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
@@ -34,6 +34,7 @@ from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
 from stopsms.registry.hashing import HashPool
 from stopsms.registry.lookup import BatchChecker
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
+from stopsms.tools.certificates import create_tls_folder
 from stopsms.tools.launcher import LocalInfrastructure
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
 

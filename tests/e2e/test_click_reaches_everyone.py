@@ -18,9 +18,9 @@ from kafka import KafkaConsumer
 
 from stopsms.adapters.clients import STUBS, Metadata
 from stopsms.adapters.settings import Settings
-from stopsms.adapters.tls import create_tls_folder
 from stopsms.domain import ids
 from stopsms.domain.topics import Topics
+from stopsms.tools.certificates import create_tls_folder
 from stopsms.tools.launcher import LocalInfrastructure, kafka_user_acls
 from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.tools.operator_feed import follow

@@ -15,9 +15,10 @@ from kafka import KafkaAdminClient, KafkaConsumer
 
 from stopsms.adapters.clients import STUBS
 from stopsms.adapters.kafka import TopicReader, read_topic
-from stopsms.adapters.tls import CertificateAuthority, ca_key_folder, party_san
+from stopsms.adapters.tls import party_san
 from stopsms.domain.ids import LINK_PARTY_ID, event_id, link_request_id
 from stopsms.domain.topics import Topics
+from stopsms.tools.certificates import CertificateAuthority, ca_key_folder
 from stopsms.tools.local_platform import LocalPlatform
 from stopsms.v1 import (
     events_pb2,

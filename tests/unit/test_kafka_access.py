@@ -9,7 +9,7 @@ import pytest
 
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.settings import Settings, SettingsError
-from stopsms.adapters.tls import CertificateAuthority, write_pem
+from stopsms.tools.certificates import CertificateAuthority, write_pem
 
 
 @pytest.fixture

@@ -232,8 +232,8 @@ def cmd_operator_feed(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     """Make the development CA, the services' certificate and one per party of the directory."""
     from stopsms.adapters.settings import Settings
-    from stopsms.adapters.tls import ca_key_folder, create_tls_folder
     from stopsms.domain.parties import PartiesDirectory
+    from stopsms.tools.certificates import ca_key_folder, create_tls_folder
 
     settings = Settings.from_env(data_dir=DATA_DIR)
     folder = Path(args.out) if args.out else settings.tls_folder

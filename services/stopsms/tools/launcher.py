@@ -311,7 +311,7 @@ class LocalKafka:
         Certificates are PEM files, which Kafka reads directly; the key is PKCS#8, unencrypted,
         readable by the broker's user only.
         """
-        from stopsms.adapters.tls import CertificateAuthority, move_ca_key_out, write_pem
+        from stopsms.tools.certificates import CertificateAuthority, move_ca_key_out, write_pem
 
         if not self.secured:
             return "", ""
@@ -408,7 +408,7 @@ super.users=User:ANONYMOUS
 
     def client_access(self, name: str) -> KafkaAccess:
         """A client certificate for principal ``name`` and the access that presents it."""
-        from stopsms.adapters.tls import CertificateAuthority, write_pem
+        from stopsms.tools.certificates import CertificateAuthority, write_pem
 
         if not self.secured or self.secured_port is None:
             raise InfrastructureError("the broker has no secured listener (secured=False)")

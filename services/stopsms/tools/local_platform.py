@@ -22,9 +22,9 @@ import grpc
 from stopsms.adapters.clients import Metadata, party_channel
 from stopsms.adapters.deadlines import deadline
 from stopsms.adapters.settings import Settings
-from stopsms.adapters.tls import create_tls_folder
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
+from stopsms.tools.certificates import create_tls_folder
 from stopsms.tools.health import is_serving
 from stopsms.tools.launcher import (
     InfrastructureError,
