@@ -18,7 +18,7 @@ _SEPARATORS = re.compile(r"[\s.\-/()]")
 _NATIONAL = re.compile(r"[67][0-9]{8}", re.ASCII)
 #: The spellings almost every list uses, recognised by one expression: the fast path of
 #: :func:`e164_or_none` (a property test holds it to :func:`normalise_msisdn`).
-_WRITTEN_AS_USUAL = re.compile(r"(?:\+212|00212|212|0)([67][0-9]{8})", re.ASCII)
+USUAL_SPELLING = re.compile(r"(?:\+212|00212|212|0)([67][0-9]{8})", re.ASCII)
 #: Arabic-Indic and Eastern Arabic-Indic digits, as Arabic keyboards write them, read as the
 #: same digits: one number, one subject, whatever script it was typed in.
 _DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
@@ -72,7 +72,7 @@ def e164_or_none(raw: str) -> str | None:
     spellings are recognised by one regular expression, and anything else goes through
     :func:`normalise_msisdn`, which has the final word.
     """
-    usual = _WRITTEN_AS_USUAL.fullmatch(raw)
+    usual = USUAL_SPELLING.fullmatch(raw)
     if usual is not None:
         return "+212" + usual.group(1)
     try:

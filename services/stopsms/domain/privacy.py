@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stopsms.domain.numbers import e164_or_none
+from stopsms.domain.numbers import USUAL_SPELLING, e164_or_none
 from stopsms.v1 import events_pb2
 
 SUBJECT_DIGEST_BYTES = 16
@@ -142,14 +142,25 @@ class NumberHasher:
         return outer.digest()[:SUBJECT_DIGEST_BYTES]
 
     def hash_chunk(self, numbers: Sequence[str]) -> tuple[bytes, list[int]]:
-        """The subject digests of the valid numbers, joined, and the positions of the others."""
+        """The subject digests of the valid numbers, joined, and the positions of the others.
+
+        The fast path of :meth:`digest` and :func:`e164_or_none` for a campaign list, written
+        out in one loop (function calls per number cost an eighth of the throughput); a
+        property test holds it to them.
+        """
         digests: list[bytes] = []
         invalid: list[int] = []
-        digest, parse = self.digest, e164_or_none
+        usual = USUAL_SPELLING.fullmatch
+        inner, outer = self._inner, self._outer
         for position, raw in enumerate(numbers):
-            e164 = parse(raw)
+            match = usual(raw)
+            e164 = "+212" + match.group(1) if match is not None else e164_or_none(raw)
             if e164 is None:
                 invalid.append(position)
-            else:
-                digests.append(digest(e164))
+                continue
+            h = inner.copy()
+            h.update(e164.encode())
+            o = outer.copy()
+            o.update(h.digest())
+            digests.append(o.digest()[:SUBJECT_DIGEST_BYTES])
         return b"".join(digests), invalid
