@@ -83,6 +83,12 @@ def traced(
     records published inside should carry: the span's own when the SDK records it, so the next
     service's span becomes its child.
     """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # No SDK installed: nothing would be recorded, so skip the span machinery (half the
+        # cost of a step's tracing) and only carry the ids.
+        with _carrying(continue_trace(traceparent), request_id) as current:
+            yield current
+        return
     parent = propagate.extract({TRACE_HEADER: traceparent}) if traceparent else None
     attributes = {"stopsms.request_id": request_id or "", "stopsms.event_id": event_id or ""}
     with _TRACER.start_as_current_span(
@@ -92,15 +98,22 @@ def traced(
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             current = carrier[TRACE_HEADER]
-        else:
+        else:  # sampled out
             current = continue_trace(traceparent)
-        trace_token = CURRENT_TRACEPARENT.set(current)
-        request_token = CURRENT_REQUEST.set(request_id)
-        try:
+        with _carrying(current, request_id):
             yield current
-        finally:
-            CURRENT_TRACEPARENT.reset(trace_token)
-            CURRENT_REQUEST.reset(request_token)
+
+
+@contextmanager
+def _carrying(traceparent: str, request_id: str | None) -> Iterator[str]:
+    """Make ``traceparent`` and ``request_id`` those of the work in progress (records, logs)."""
+    trace_token = CURRENT_TRACEPARENT.set(traceparent)
+    request_token = CURRENT_REQUEST.set(request_id)
+    try:
+        yield traceparent
+    finally:
+        CURRENT_TRACEPARENT.reset(trace_token)
+        CURRENT_REQUEST.reset(request_token)
 
 
 def configure_tracing(service: str, environ: Mapping[str, str] = os.environ) -> bool:
