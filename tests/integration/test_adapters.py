@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
 from stopsms.adapters.kafka import (
-    CompactedTopicIndex,
     GroupOffsets,
     KafkaPublisher,
     RangeReader,
@@ -55,7 +55,7 @@ async def test_published_records_are_read_back_indexed_and_ranged(
         await reader.stop()
 
     index: CompactedTopicIndex[bytes] = CompactedTopicIndex(
-        infra.kafka.bootstrap, topics.links, bytes
+        KafkaBus(infra.kafka.bootstrap), topics.links, bytes
     )
     await index.start()
     try:

@@ -3,6 +3,7 @@
 import grpc
 import pytest
 
+from stopsms.adapters.bus import InMemoryBus
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
 from stopsms.adapters.kafka import InMemoryPublisher
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
@@ -10,17 +11,10 @@ from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
+from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
-
-
-class RememberedLinks:
-    def __init__(self) -> None:
-        self.links: list[events_pb2.StopLink] = []
-
-    def remember(self, link: events_pb2.StopLink) -> None:
-        self.links.append(link)
 
 
 @pytest.fixture
@@ -34,7 +28,7 @@ async def intake():
         settings,
         submitter=submitter,
         publisher=publisher,
-        links=RememberedLinks(),  # type: ignore[arg-type]
+        links=LinkDirectory(InMemoryBus(), Topics().links),
         auth=Authenticator(directory, insecure=True),
     )
     endpoint = GrpcEndpoint(

@@ -22,6 +22,7 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.rules import combine
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
+from stopsms.intake.links import LinkDirectory
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from stopsms.registry.materialiser import ViewMaterialiser
@@ -245,3 +246,22 @@ async def test_webhooks_deliver_each_entitled_change_signed_then_acknowledge_it(
     assert sorted(c["eventId"] for c in delivered) == ["e-global", "e-jumia"]
     assert {c["msisdn"] for c in delivered} == {"+212611111111", "+212633333333"}
     assert all(batch["partyId"] == "oasis-hooks" and batch["cursor"] for batch in received)
+
+
+async def test_a_compacted_index_finds_what_another_replica_published_and_forgets_tombstones() -> (
+    None
+):
+    bus = InMemoryBus(2)
+    links = LinkDirectory(bus, TOPICS.links)
+    await links.start()
+    try:
+        link = events_pb2.StopLink(code="AbCdEfGhIjK", sender_id="JUMIA")
+        bus.append(TOPICS.links, link.code.encode(), link.SerializeToString(), partition=1)
+        found = await links.get("AbCdEfGhIjK")  # published elsewhere: the index catches up
+        assert found is not None and found.sender_id == "JUMIA"
+        assert await links.get("NotIssued00", wait_seconds=1) is None
+        bus.append(TOPICS.links, link.code.encode(), None, partition=1)  # a tombstone
+        assert await links.caught_up()
+        assert links.peek("AbCdEfGhIjK") is None
+    finally:
+        await links.stop()

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import mode
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -586,139 +586,6 @@ class RangeReader:
                     )
                 )
         return out
-
-
-async def read_up_to(
-    reader: TopicReader, ends: Mapping[int, int], progress: asyncio.Condition
-) -> None:
-    """Return once ``reader`` has read up to ``ends``; ``progress`` is notified after each read."""
-    while True:
-        positions = await reader.positions()
-        if all(positions.get(p, 0) >= end for p, end in ends.items()):
-            return
-        async with progress:
-            await progress.wait()
-
-
-V = TypeVar("V")
-
-
-class CompactedTopicIndex(mode.Service, Generic[V]):
-    """The latest value of every key of a compacted topic, in memory, kept current.
-
-    ``get`` of an unknown key first waits (briefly) until the index has read up to the topic's
-    end as it was at the call, so a value published a moment ago by another replica is found.
-    """
-
-    def __init__(
-        self,
-        bootstrap: KafkaAccess | str,
-        topic: str,
-        parse: Callable[[bytes], V],
-        **kwargs: object,
-    ) -> None:
-        self._kafka = KafkaAccess.of(bootstrap)
-        self._topic = topic
-        self._parse = parse
-        self._values: dict[str, V] = {}
-        self._reader: TopicReader | None = None
-        self._ends: TopicReader | None = None
-        self._progress = asyncio.Condition()
-        self._reading = asyncio.Event()
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-
-    async def on_start(self) -> None:
-        """Read the topic from the beginning."""
-        self._reader = TopicReader(self._kafka, self._topic, client_id="stopsms-index")
-        await self._reader.start()
-        # End offsets on a connection of their own: the broker answers a connection's requests
-        # in order, so behind the reader's long-poll fetch they would wait for it.
-        self._ends = TopicReader(
-            self._kafka, self._topic, client_id="stopsms-index-ends", fetching=False
-        )
-        await self._ends.start()
-        self._reading.set()
-
-    async def on_stop(self) -> None:
-        """Close the readers."""
-        if self._reader is not None:
-            await self._reader.stop()
-        if self._ends is not None:
-            await self._ends.stop()
-
-    def put(self, key: str, value: V) -> None:
-        """Hold a value this replica just published, before the reader sees it come back."""
-        self._values[key] = value
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def peek(self, key: str) -> V | None:
-        """The latest value held now, without waiting for the reader to catch up."""
-        return self._values.get(key)
-
-    def on_value(self, key: str, value: V | None) -> None:
-        """Called for every record read (None: a tombstone); subclasses keep what they need."""
-
-    @mode.Service.task
-    async def _follow(self) -> None:
-        assert self._reader is not None
-        while not self.should_stop:
-            records = await self._reader.read(timeout_ms=200)
-            for record in records:
-                if record.key is None:
-                    continue
-                key = record.key.decode()
-                if record.value is None:
-                    self._values.pop(key, None)
-                    self.on_value(key, None)
-                else:
-                    try:
-                        self._values[key] = value = self._parse(record.value)
-                        self.on_value(key, value)
-                    except Exception:  # noqa: BLE001 - one bad record must not stop the index
-                        log.exception(
-                            "unreadable record at %s[%d]@%d",
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                        )
-            async with self._progress:
-                self._progress.notify_all()
-
-    async def caught_up(self, wait_seconds: float = 3.0) -> bool:
-        """Wait until the index holds what the topic held at the call (False: timed out)."""
-
-        async def reached() -> None:
-            await self._reading.wait()
-            assert self._reader is not None and self._ends is not None
-            await read_up_to(self._reader, await self._ends.end_offsets(), self._progress)
-
-        try:
-            await asyncio.wait_for(reached(), wait_seconds)
-            return True
-        except TimeoutError:
-            log.warning("index of %s still behind after %.1fs", self._topic, wait_seconds)
-            return False
-
-    async def get(
-        self,
-        key: str,
-        wait_seconds: float = 3.0,
-        visible: Callable[[V], bool] = lambda value: True,
-    ) -> V | None:
-        """The latest value of ``key``, or None once the index has caught up without it.
-
-        A value the caller may not see (``visible`` false) is treated exactly as an absent
-        one: the same wait for the index to catch up, the same None, so that neither the
-        answer nor its time tells a stranger that the key exists.
-        """
-        value = self._values.get(key)
-        if value is not None and visible(value):
-            return value
-        await self.caught_up(wait_seconds)
-        value = self._values.get(key)
-        return value if value is not None and visible(value) else None
 
 
 class GroupOffsets(mode.Service):

@@ -12,8 +12,7 @@ import re
 import secrets
 import string
 
-from stopsms.adapters.kafka import CompactedTopicIndex
-from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.bus import Bus, CompactedTopicIndex
 from stopsms.v1 import events_pb2
 
 CODE_LENGTH = 11
@@ -45,8 +44,8 @@ def is_code(text: str) -> bool:
 class LinkDirectory(CompactedTopicIndex[events_pb2.StopLink]):
     """Every issued link by code, kept current from the links topic."""
 
-    def __init__(self, bootstrap: KafkaAccess | str, topic: str, **kwargs: object) -> None:
-        super().__init__(bootstrap, topic, events_pb2.StopLink.FromString, **kwargs)
+    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+        super().__init__(bus, topic, events_pb2.StopLink.FromString, **kwargs)
 
     def remember(self, link: events_pb2.StopLink) -> None:
         """Hold a link this replica just issued."""

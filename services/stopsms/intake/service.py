@@ -7,6 +7,7 @@ import logging
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import KafkaPublisher, Publisher
 from stopsms.adapters.reloading import DirectoryReloader
@@ -32,7 +33,14 @@ INTAKE_PARTY_ID = "stopsms-intake"
 class IntakeProcess:
     """The running intake: start() and stop() everything in order."""
 
-    def __init__(self, settings: IntakeSettings, *, publisher: Publisher | None = None) -> None:
+    def __init__(
+        self,
+        settings: IntakeSettings,
+        *,
+        publisher: Publisher | None = None,
+        bus: Bus | None = None,
+    ) -> None:
+        """The composition root: ``publisher`` and ``bus`` default to the settings' Kafka."""
         self.settings = settings
         topics = Topics(settings.topic_namespace)
         # Keys and the directory first: a bad one stops the start before any connection.
@@ -48,7 +56,7 @@ class IntakeProcess:
         self.submitter = RequestSubmitter(
             self.publisher, pseudonymiser, directory, topics, settings.partitions
         )
-        self.links = LinkDirectory(settings.kafka, topics.links)
+        self.links = LinkDirectory(bus or KafkaBus(settings.kafka), topics.links)
         self.auth = auth = Authenticator(
             directory,
             insecure=settings.insecure_identity,

@@ -42,7 +42,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
     audit_publisher = PublisherService(settings.kafka, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
     offsets = GroupOffsets(settings.kafka)
-    propagation = PropagationIndex(settings.kafka, topics.propagation)
+    propagation = PropagationIndex(bus, topics.propagation)
     publisher = ProgressPublisher(settings.kafka)
     progress = ProgressLog()
     prover = Prover(topics, directory, publisher, propagation, progress)

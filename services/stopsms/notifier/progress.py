@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable
 
 import mode
 
+from stopsms.adapters.bus import read_up_to
 from stopsms.adapters.kafka import (
     GroupOffsets,
     KafkaPublisher,
     TopicReader,
     message_headers,
     partition_of,
-    read_up_to,
 )
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.domain.parties import PartiesDirectory, Party

@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator
 import grpc
 from aiokafka.errors import KafkaError
 
+from stopsms.adapters.bus import Bus, CompactedTopicIndex
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.kafka import CompactedTopicIndex
-from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.domain.cursor import (
     InvalidCursor,
@@ -44,8 +43,8 @@ SERVICE_NAME = "stopsms.v1.NotifierService"
 class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
     """The latest propagation record of every request, from ``stopsms.propagation.v1``."""
 
-    def __init__(self, bootstrap: KafkaAccess | str, topic: str, **kwargs: object) -> None:
-        super().__init__(bootstrap, topic, events_pb2.PropagationRecord.FromString, **kwargs)
+    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+        super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
         #: The records not done yet: what the lateness watcher looks at.
         self.open: dict[str, events_pb2.PropagationRecord] = {}
 
