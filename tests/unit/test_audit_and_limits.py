@@ -2,8 +2,8 @@
 
 import asyncio
 
+from stopsms.adapters.bus import InMemoryPublisher
 from stopsms.adapters.identity import SUBJECTS_PER_ENTRY, AuditTrail
-from stopsms.adapters.kafka import InMemoryPublisher
 from stopsms.domain.ratelimit import RateLimiter
 from stopsms.v1 import events_pb2
 

@@ -3,9 +3,8 @@
 import grpc
 import pytest
 
-from stopsms.adapters.bus import InMemoryBus
+from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
-from stopsms.adapters.kafka import InMemoryPublisher
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from stopsms.adapters.kafka import InMemoryPublisher
+from stopsms.adapters.bus import InMemoryPublisher
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser

@@ -1,29 +1,39 @@
-"""The processors that follow a whole topic, run in this process on the adapters' fakes.
+"""The processors that follow a topic, run in this process on the adapters' fakes.
 
-The view materialiser, the notifier's live feed and its webhook delivery each take a bus (and
-the materialiser a view) from their composition root: here the in-memory bus and view shipped
-beside the real ones, so their behaviour is tested without a broker or Redis. The same
-processors run on Kafka and Redis in tests/integration and tests/e2e.
+The view materialiser, intake's link directory, and the notifier's live feed, webhook delivery
+and receipts each take a bus (and the materialiser a view, the receipts consumer groups and a
+producer) from their composition root: here the in-memory ones shipped beside the real ones,
+so their behaviour is tested without a broker or Redis. The decision stage and the proof are
+plain handlers (test_stream_handlers.py). The same processors run on Kafka and Redis in
+tests/integration and tests/e2e.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from aiohttp import web
 
-from stopsms.adapters.bus import InMemoryBus
+from stopsms.adapters.bus import InMemoryBus, InMemoryConsumerGroups, InMemoryPublisher
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.view import InMemorySuppressionView
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.proof import ProgressLog
 from stopsms.domain.rules import combine
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.intake.links import LinkDirectory
 from stopsms.notifier.feed import LiveFeed
+from stopsms.notifier.progress import (
+    Acknowledgements,
+    OperatorPoller,
+    ProgressFollower,
+    ProgressPublisher,
+)
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.subject_filter import SubjectFilter
@@ -265,3 +275,87 @@ async def test_a_compacted_index_finds_what_another_replica_published_and_forget
         assert links.peek("AbCdEfGhIjK") is None
     finally:
         await links.stop()
+
+
+async def test_receipts_make_acknowledgements_and_operator_commits_durable_for_every_replica(
+    tmp_path: Path,
+) -> None:
+    parties = tmp_path / "parties.yaml"
+    parties.write_text(
+        yaml.safe_dump(
+            {
+                "parties": [
+                    {"id": "iam", "kind": "operator", "name": "IAM", "senders": ["IAM"]},
+                    {"id": "atlas-sms", "kind": "psva", "name": "Atlas", "senders": ["JUMIA"]},
+                ]
+            }
+        )
+    )
+    directory = PartiesDirectory.load(parties)
+    bus, groups = InMemoryBus(PARTITIONS), InMemoryConsumerGroups()
+    advanced: list[tuple[str, int]] = []
+
+    def replica(
+        on_advanced: Callable[[list[tuple[str, int]]], None],
+    ) -> tuple[ProgressPublisher, ProgressFollower]:
+        publisher = ProgressPublisher(lambda: InMemoryPublisher(bus))
+        follower = ProgressFollower(
+            bus, TOPICS, directory, groups, ProgressLog(), on_advanced, replay_seconds=600
+        )
+        return publisher, follower
+
+    publisher, follower = replica(advanced.extend)
+    acks = Acknowledgements(
+        publisher, follower, groups, TOPICS, directory, flush_seconds=0.01, commit_seconds=0.05
+    )
+    operators = OperatorPoller(
+        publisher,
+        follower,
+        groups,
+        TOPICS,
+        directory,
+        mine=lambda: set(range(PARTITIONS)),
+        waiting=lambda: True,
+        busy_seconds=0.05,
+        idle_seconds=5,
+    )
+    services = [publisher, follower, acks, operators]
+    for service in services:
+        await service.start()
+    try:
+        atlas = directory.get("atlas-sms")
+        assert atlas is not None
+        # a PSVA's acknowledgement is answered once its progress receipt is written
+        assert await acks.acknowledge(atlas, {0: 5, 2: 3}) == {0: 5, 2: 3}
+        assert ("atlas-sms", 0) in advanced and ("atlas-sms", 2) in advanced
+        assert bus.partitions_of(TOPICS.receipts) != [[]] * PARTITIONS
+        assert await acks.acknowledge(atlas, {0: 4}) == {0: 5, 2: 3}  # never back
+
+        async def group_follows() -> bool:
+            committed = await groups.committed(TOPICS.psva_group("atlas-sms"), TOPICS.suppressions)
+            return committed == {0: 5, 2: 3}
+
+        await until(group_follows, "the PSVA's group at its acknowledged cursor")
+
+        # an operator commits its own group; the poller turns that into a receipt
+        await groups.commit(TOPICS.operator_group("iam"), TOPICS.suppressions, {3: 7})
+
+        async def operator_advanced() -> bool:
+            return follower.progress.position("iam", 3) == 7
+
+        await until(operator_advanced, "the operator's commit read as its progress")
+
+        # another replica, started now, reads the same progress from the receipts
+        other_publisher, other = replica(lambda moved: None)
+        await other_publisher.start()
+        await other.start()
+        try:
+            await until(lambda: _true(other.ready.is_set()), "the other replica's replay")
+            assert other.progress.positions("atlas-sms") == {0: 5, 2: 3}
+            assert other.progress.position("iam", 3) == 7
+        finally:
+            await other.stop()
+            await other_publisher.stop()
+    finally:
+        for service in reversed(services):
+            await service.stop()

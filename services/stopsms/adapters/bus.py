@@ -26,6 +26,7 @@ import mode
 from stopsms.adapters.kafka import (
     BatchWindow,
     Headers,
+    PublishFailed,
     Record,
     TopicReader,
     partition_of,
@@ -56,6 +57,10 @@ class TopicReading(Protocol):
         """Like :meth:`read`; the records have at least partition, offset and value."""
         ...
 
+    def read_to_end(self, timeout_ms: int = 500) -> AsyncIterator[list[Record]]:
+        """Batches of records up to the end of every partition as it is at the call."""
+        ...
+
     async def positions(self) -> dict[int, int]:
         """The next offset to read, per partition."""
         ...
@@ -80,12 +85,14 @@ class Bus(Protocol):
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
         only_partitions: Sequence[int] | None = None,
+        start_time_ms: int | None = None,
         fetching: bool = True,
         batch_window_s: float = 0.0,
     ) -> TopicReading:
         """A reader of ``topic`` from ``start_offsets`` (else the start).
 
-        It reads every partition, or ``only_partitions``.
+        It reads every partition, or ``only_partitions``; ``start_time_ms`` starts a partition
+        with no start offset at its first record of that time or later (else at its end).
         """
         ...
 
@@ -104,6 +111,7 @@ class KafkaBus:
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
         only_partitions: Sequence[int] | None = None,
+        start_time_ms: int | None = None,
         fetching: bool = True,
         batch_window_s: float = 0.0,
     ) -> TopicReading:
@@ -116,6 +124,7 @@ class KafkaBus:
             client_id=client_id,
             max_records=max_records,
             only_partitions=only_partitions,
+            start_time_ms=start_time_ms,
             fetching=fetching,
             batch_window_s=batch_window_s,
         )
@@ -179,6 +188,7 @@ class InMemoryBus:
         client_id: str = "stopsms-reader",
         max_records: int = 2000,
         only_partitions: Sequence[int] | None = None,
+        start_time_ms: int | None = None,
         fetching: bool = True,
         batch_window_s: float = 0.0,
     ) -> TopicReading:
@@ -190,7 +200,76 @@ class InMemoryBus:
             max_records,
             BatchWindow(batch_window_s, max_records),
             only_partitions,
+            start_time_ms,
         )
+
+
+class InMemoryPublisher:
+    """The publisher's fake: keeps what is published per topic; can be told to fail.
+
+    ``records`` holds (key, value, partition) per topic. Given a bus, it also writes every
+    record there, so processors reading that bus see what was published, as with Kafka.
+    """
+
+    def __init__(self, bus: InMemoryBus | None = None) -> None:
+        self.bus = bus
+        self.records: dict[str, list[tuple[bytes, bytes | None, int | None]]] = {}
+        #: When set, every publish fails as an unreachable broker's would.
+        self.failing = False
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to flush."""
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Keep the record (and write it to the bus), or raise :class:`PublishFailed`."""
+        if self.failing:
+            raise PublishFailed("the in-memory broker is down")
+        kept = self.records.setdefault(topic, [])
+        kept.append((key, value, partition))
+        if self.bus is not None:
+            return self.bus.append(topic, key, value, partition=partition, headers=headers)
+        return partition or 0, len(kept) - 1
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
+    ) -> None:
+        """Keep every record, or raise :class:`PublishFailed`."""
+        for key, value in records:
+            await self.publish(topic, key, value, headers=headers)
+
+    def send(
+        self, topic: str, key: bytes, value: bytes | None, *, headers: Headers | None = None
+    ) -> asyncio.Future[tuple[int, int]]:
+        """Queue one record now, in call order; the future is its acknowledgement."""
+        return asyncio.ensure_future(self.publish(topic, key, value, headers=headers))
+
+
+class InMemoryConsumerGroups:
+    """Consumer groups' committed offsets, in memory: :class:`GroupOffsets`' fake."""
+
+    def __init__(self) -> None:
+        self._committed: dict[tuple[str, str], dict[int, int]] = {}
+
+    async def committed(self, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+        """What ``group`` committed on ``topic``."""
+        return dict(self._committed.get((group, topic), {}))
+
+    async def commit(
+        self, group: str, topic: str, offsets: dict[int, int], timeout: float = 10.0
+    ) -> None:
+        """Commit offsets (as Kafka does, a commit may move an offset back)."""
+        self._committed.setdefault((group, topic), {}).update(offsets)
 
 
 class InMemoryTopicReader:
@@ -204,8 +283,10 @@ class InMemoryTopicReader:
         max_records: int,
         window: BatchWindow,
         only_partitions: Sequence[int] | None = None,
+        start_time_ms: int | None = None,
     ) -> None:
         self.topic = topic
+        self._start_time_ms = start_time_ms
         self._only = set(only_partitions) if only_partitions is not None else None
         self._bus = bus
         self._start = start_offsets
@@ -216,10 +297,20 @@ class InMemoryTopicReader:
 
     async def start(self, wait_seconds: float = 10.0) -> None:
         """Position every partition at its start offset (else 0)."""
-        partitions = range(len(self._bus.partitions_of(self.topic)))
+        logs = self._bus.partitions_of(self.topic)
         self._positions = {
-            p: self._start.get(p, 0) for p in partitions if self._only is None or p in self._only
+            p: self._start_of(p, log)
+            for p, log in enumerate(logs)
+            if self._only is None or p in self._only
         }
+
+    def _start_of(self, partition: int, log: list[Record]) -> int:
+        if partition in self._start:
+            return self._start[partition]
+        if self._start_time_ms is None:
+            return 0
+        later = (r.offset for r in log if r.timestamp_ms >= self._start_time_ms)
+        return next(later, len(log))
 
     async def stop(self) -> None:
         """Stop: reads return nothing from now on."""

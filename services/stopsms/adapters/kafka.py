@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import mode
@@ -260,37 +260,6 @@ class PublisherService(mode.Service):
         if self._publisher is None:
             raise PublishFailed("the publisher is not started")
         await self._publisher.publish_many(topic, records, headers)
-
-
-@dataclass
-class InMemoryPublisher:
-    """A fake publisher for unit tests: keeps records per topic; can be told to fail."""
-
-    records: dict[str, list[tuple[bytes, bytes | None, int | None]]] = field(default_factory=dict)
-    failing: bool = False
-
-    async def publish(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> tuple[int, int]:
-        """Append the record, or raise :class:`PublishFailed` when ``failing`` is set."""
-        if self.failing:
-            raise PublishFailed("the in-memory broker is down")
-        bucket = self.records.setdefault(topic, [])
-        bucket.append((key, value, partition))
-        return partition or 0, len(bucket) - 1
-
-    async def publish_many(
-        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Headers | None = None
-    ) -> None:
-        """Append every record, or raise :class:`PublishFailed` when ``failing`` is set."""
-        for key, value in records:
-            await self.publish(topic, key, value, headers=headers)
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -586,6 +555,20 @@ class RangeReader:
                     )
                 )
         return out
+
+
+class ConsumerGroups(Protocol):
+    """Reading and committing consumer groups' offsets without joining them."""
+
+    async def committed(self, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+        """The group's committed offsets on ``topic`` (partition -> next offset)."""
+        ...
+
+    async def commit(
+        self, group: str, topic: str, offsets: dict[int, int], timeout: float = 10.0
+    ) -> None:
+        """Commit offsets for ``group`` (a group with no members)."""
+        ...
 
 
 class GroupOffsets(mode.Service):

@@ -7,7 +7,7 @@ import mode
 from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
-from stopsms.adapters.kafka import GroupOffsets, PublisherService
+from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher, PublisherService
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.adapters.settings import NotifierSettings
@@ -43,7 +43,9 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
     directory = PartiesDirectory.load(settings.parties_file)
     offsets = GroupOffsets(settings.kafka)
     propagation = PropagationIndex(bus, topics.propagation)
-    publisher = ProgressPublisher(settings.kafka)
+    publisher = ProgressPublisher(
+        lambda: KafkaPublisher(settings.kafka, client_id="stopsms-notifier-proof")
+    )
     progress = ProgressLog()
     prover = Prover(topics, directory, publisher, propagation, progress)
     tracking = create_tracking_stage(settings, prover)
@@ -54,7 +56,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
         stall_exit_seconds=settings.stall_exit_seconds,
     )
     follower = ProgressFollower(
-        settings.kafka,
+        bus,
         topics,
         directory,
         offsets,

@@ -24,18 +24,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import mode
 
-from stopsms.adapters.bus import read_up_to
-from stopsms.adapters.kafka import (
-    GroupOffsets,
-    KafkaPublisher,
-    TopicReader,
-    message_headers,
-    partition_of,
-)
-from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.bus import Bus, TopicReading, read_up_to
+from stopsms.adapters.kafka import ConsumerGroups, Headers, message_headers, partition_of
 from stopsms.domain.parties import PartiesDirectory, Party
 from stopsms.domain.proof import ProgressLog, progress_receipt
 from stopsms.domain.topics import Topics
@@ -58,18 +52,52 @@ def party_group(topics: Topics, party: Party) -> str:
     return topics.operator_group(party.id) if party.is_operator else topics.psva_group(party.id)
 
 
-class ProgressPublisher(mode.Service):
-    """The idempotent producer of progress receipts and proofs (one per notifier process)."""
+class Producer(Protocol):
+    """What the progress publisher needs of a producer (:class:`KafkaPublisher`, or its fake)."""
 
-    def __init__(self, bootstrap: KafkaAccess | str, **kwargs: object) -> None:
-        self._kafka = KafkaAccess.of(bootstrap)
-        self.producer: KafkaPublisher | None = None
+    async def start(self) -> None:
+        """Connect."""
+        ...
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        ...
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:
+        """Publish one record; returns (partition, offset) once acknowledged."""
+        ...
+
+    def send(
+        self, topic: str, key: bytes, value: bytes | None, *, headers: Headers | None = None
+    ) -> asyncio.Future[tuple[int, int]]:
+        """Queue one record now, in call order; the future is its acknowledgement."""
+        ...
+
+
+class ProgressPublisher(mode.Service):
+    """The idempotent producer of progress receipts and proofs (one per notifier process).
+
+    ``connect`` makes the producer when the service starts (aiokafka clients are made inside
+    the running loop): a :class:`KafkaPublisher` in production, the in-memory one in tests.
+    """
+
+    def __init__(self, connect: Callable[[], Producer], **kwargs: object) -> None:
+        self._connect = connect
+        self.producer: Producer | None = None
         self._connected = asyncio.Event()
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
-        """Connect (aiokafka clients are made inside the running loop)."""
-        self.producer = KafkaPublisher(self._kafka, client_id="stopsms-notifier-proof")
+        """Connect."""
+        self.producer = self._connect()
         await self.producer.start()
         self._connected.set()
 
@@ -103,16 +131,16 @@ class ProgressFollower(mode.Service):
 
     def __init__(
         self,
-        bootstrap: KafkaAccess | str,
+        bus: Bus,
         topics: Topics,
         directory: PartiesDirectory,
-        offsets: GroupOffsets,
+        offsets: ConsumerGroups,
         log_: ProgressLog,
         on_advanced: Callable[[list[tuple[str, int]]], None],
         replay_seconds: float,
         **kwargs: object,
     ) -> None:
-        self._kafka = KafkaAccess.of(bootstrap)
+        self.bus = bus
         self.topics = topics
         self.directory = directory
         self.offsets = offsets
@@ -120,8 +148,8 @@ class ProgressFollower(mode.Service):
         self.on_advanced = on_advanced
         self.replay_seconds = replay_seconds
         self.ready = asyncio.Event()
-        self._reader: TopicReader | None = None
-        self._ends: TopicReader | None = None
+        self._reader: TopicReading | None = None
+        self._ends: TopicReading | None = None
         #: The partition of the receipts topic that holds the progress receipts.
         self.partition = 0
         self._read = asyncio.Condition()
@@ -136,13 +164,12 @@ class ProgressFollower(mode.Service):
         progress partition waits behind it: up to the whole fetch wait, under load.)
         """
         # End offsets on a connection of their own (not behind the reader's long-poll fetch).
-        self._ends = TopicReader(
-            self._kafka, self.topics.receipts, client_id="stopsms-progress-ends", fetching=False
+        self._ends = self.bus.reader(
+            self.topics.receipts, client_id="stopsms-progress-ends", fetching=False
         )
         await self._ends.start()
-        self.partition = partition_of(PROGRESS_KEY, len(self._ends.partitions))
-        self._reader = TopicReader(
-            self._kafka,
+        self.partition = partition_of(PROGRESS_KEY, len(await self._ends.end_offsets()))
+        self._reader = self.bus.reader(
             self.topics.receipts,
             start_time_ms=now_ms() - int(self.replay_seconds * 1000),
             client_id="stopsms-progress",
@@ -242,7 +269,7 @@ class Acknowledgements(mode.Service):
         self,
         publisher: ProgressPublisher,
         follower: ProgressFollower,
-        offsets: GroupOffsets,
+        offsets: ConsumerGroups,
         topics: Topics,
         directory: PartiesDirectory,
         *,
@@ -350,7 +377,7 @@ class OperatorPoller(mode.Service):
         self,
         publisher: ProgressPublisher,
         follower: ProgressFollower,
-        offsets: GroupOffsets,
+        offsets: ConsumerGroups,
         topics: Topics,
         directory: PartiesDirectory,
         mine: Callable[[], set[int]],
