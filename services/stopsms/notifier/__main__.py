@@ -91,7 +91,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
         audit=AuditTrail(audit_publisher, topics.audit),
     )
     pseudonymiser = settings.pseudonymiser()
-    backfills = Backfills(settings.kafka, topics, offsets, acknowledgements.durable)
+    backfills = Backfills(bus, topics, offsets, acknowledgements.durable)
     follow_grants(directory, backfills)
     feed = LiveFeed(bus, topics.suppressions)
     servicer = NotifierServicer(

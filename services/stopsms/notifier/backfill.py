@@ -20,8 +20,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from collections.abc import Set as AbstractSet
 
-from stopsms.adapters.kafka import GroupOffsets, TopicReader
-from stopsms.adapters.kafka_access import KafkaAccess
+from stopsms.adapters.bus import Bus
+from stopsms.adapters.kafka import ConsumerGroups
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2
@@ -34,12 +34,12 @@ class Backfills:
 
     def __init__(
         self,
-        bootstrap: KafkaAccess | str,
+        bus: Bus,
         topics: Topics,
-        offsets: GroupOffsets,
+        offsets: ConsumerGroups,
         acknowledged: Callable[[str], Awaitable[dict[int, int]]],
     ) -> None:
-        self._bootstrap = bootstrap
+        self._bus = bus
         self._topics = topics
         self._offsets = offsets
         #: A PSVA's acknowledged position (its durable cursor, on any replica).
@@ -103,8 +103,7 @@ class Backfills:
         partitions = [p for p, o in until.items() if progress.get(p, 0) < o]
         if not partitions:
             return
-        reader = TopicReader(
-            self._bootstrap,
+        reader = self._bus.reader(
             self._topics.suppressions,
             start_offsets={p: progress.get(p, 0) for p in partitions},
             only_partitions=partitions,
