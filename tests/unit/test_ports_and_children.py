@@ -130,3 +130,24 @@ def test_a_phase_that_overruns_fails_naming_itself() -> None:
     with deadline("quick", 5):  # a phase that finishes leaves no alarm behind
         pass
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_child_whose_parent_died_before_its_death_signal_was_set_does_not_run(
+    tmp_path: Path,
+) -> None:
+    # The parent killed between the fork and setpriv's prctl sends no death signal: the child
+    # finds itself adopted (its parent is not the process that started it) and stops.
+    from stopsms.tools.launcher import _with_parent_death_signal
+
+    args = _with_parent_death_signal(["touch", str(tmp_path / "ran")])
+    assert args[0] != "touch", "setpriv (util-linux) is missing: no child hears its parent die"
+    args[args.index(str(os.getpid()))] = "1"  # started, as it were, by a process now gone
+    assert subprocess.run(args, timeout=10).returncode == 1  # noqa: S603
+    assert not (tmp_path / "ran").exists()
+    assert (
+        subprocess.run(
+            _with_parent_death_signal(["touch", str(tmp_path / "ran")]), timeout=10
+        ).returncode
+        == 0
+    )  # noqa: S603
+    assert (tmp_path / "ran").exists()

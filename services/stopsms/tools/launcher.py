@@ -134,16 +134,26 @@ def _end_started_groups() -> None:
 atexit.register(_end_started_groups)
 
 
+#: Run after the death signal is set: a parent that died before that (it was killed the moment
+#: after the fork) sent no signal, and the child, adopted by another process, stops here.
+_STILL_OURS = '[ "$PPID" = "$0" ] || exit 1; exec "$@"'
+
+
 def _with_parent_death_signal(args: list[str]) -> list[str]:
     """``args`` run through ``setpriv --pdeathsig TERM`` when the machine has it (util-linux).
 
     The death signal is set after the fork, in the child's own program, then kept across the
     ``exec`` of ``args``; so the child is told to stop when its parent dies, however it dies,
     without running Python between fork and exec (``preexec_fn``), which can deadlock a parent
-    that has threads.
+    that has threads. A parent that dies before the signal is set sends none: a shell between
+    the two checks that its parent is still this process, else exits (:data:`_STILL_OURS`).
     """
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+    setpriv, sh = shutil.which("setpriv"), shutil.which("sh")
+    if not setpriv:
+        return args
+    if not sh:
+        return [setpriv, "--pdeathsig", "TERM", "--", *args]
+    return [setpriv, "--pdeathsig", "TERM", "--", sh, "-c", _STILL_OURS, str(os.getpid()), *args]
 
 
 def start_process(
