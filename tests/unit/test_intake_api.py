@@ -5,11 +5,13 @@ import pytest
 
 from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
+from stopsms.adapters.kafka import PublishFailed
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
+from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import RequestSubmitter
@@ -26,6 +28,7 @@ async def intake():
     servicer = IntakeServicer(
         settings,
         submitter=submitter,
+        citizens=CitizenMessages(publisher, pseudonymiser, Topics(), 12),
         publisher=publisher,
         links=LinkDirectory(InMemoryBus(), Topics().links),
         auth=Authenticator(directory, insecure=True),
@@ -244,3 +247,90 @@ async def test_a_sender_written_any_way_is_recorded_in_its_one_canonical_form(in
         await stub.SubmitOptOut(opt_out(sender_id="<jumia>"), metadata=as_party("iam"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("sender_id")
+
+
+def outbound(publisher) -> list[events_pb2.OutboundMessage]:
+    return [
+        events_pb2.OutboundMessage.FromString(value)
+        for _, value, _ in publisher.records.get("stopsms.outbound.v1", [])
+    ]
+
+
+async def test_every_reply_that_changed_something_is_confirmed_to_the_citizen(intake) -> None:
+    stub, publisher = intake
+    md = as_party("iam")
+    kw = intake_pb2.SubmitKeywordRequest
+    stopped = await stub.SubmitKeyword(
+        kw(request_id="c1", msisdn="0612345678", sender_id="JUMIA", text="Stop svp"), metadata=md
+    )
+    [confirmation] = outbound(publisher)
+    assert confirmation.purpose == events_pb2.OUTBOUND_PURPOSE_CONFIRMATION
+    assert confirmation.operator_id == "iam" and confirmation.language == "fr"
+    assert confirmation.reference_event_id == stopped.event_id
+    assert "JUMIA" in confirmation.text
+    assert stopped.event_id.replace("-", "")[:8].upper() in confirmation.text
+    assert "0612345678" not in confirmation.SerializeToString().decode(errors="replace")
+    assert confirmation.sealed_msisdn.ciphertext and confirmation.subject
+    assert confirmation.expires_time.seconds > 0
+    # the same reply forwarded again: the same message id, so the operator delivers it once
+    await stub.SubmitKeyword(
+        kw(request_id="c1", msisdn="0612345678", sender_id="JUMIA", text="Stop svp"), metadata=md
+    )
+    assert {m.message_id for m in outbound(publisher)} == {confirmation.message_id}
+    await stub.SubmitKeyword(
+        kw(request_id="c2", msisdn="0612345678", sender_id="JUMIA", text="START"), metadata=md
+    )
+    await stub.SubmitKeyword(
+        kw(request_id="c3", msisdn="0612345678", sender_id="STOPSMS", text="توقف"), metadata=md
+    )
+    back_in, arabic = outbound(publisher)[-2:]
+    assert "STOP" in back_in.text and back_in.reference_event_id
+    assert arabic.language == "ar" and "JUMIA" not in arabic.text
+
+
+async def test_help_and_unreadable_replies_to_the_platform_get_the_keywords(intake) -> None:
+    stub, publisher = intake
+    md = as_party("iam")
+    kw = intake_pb2.SubmitKeywordRequest
+    asked = await stub.SubmitKeyword(
+        kw(request_id="h1", msisdn="0612345678", sender_id="JUMIA", text="AIDE"), metadata=md
+    )
+    assert (asked.intent, asked.status) == (
+        intake_pb2.INTENT_HELP,
+        intake_pb2.SUBMISSION_STATUS_IGNORED,
+    )
+    await stub.SubmitKeyword(
+        kw(request_id="h2", msisdn="0612345678", sender_id="STOPSMS", text="c'est quoi ?"),
+        metadata=md,
+    )
+    await stub.SubmitKeyword(  # chatter to a sender's own code is the sender's business
+        kw(request_id="h3", msisdn="0612345678", sender_id="JUMIA", text="merci"), metadata=md
+    )
+    helps = outbound(publisher)
+    assert [m.purpose for m in helps] == [events_pb2.OUTBOUND_PURPOSE_HELP] * 2
+    assert all("STOP" in m.text and "START" in m.text for m in helps)
+    assert "stopsms.requests.v1" not in publisher.records
+
+
+async def test_a_confirmation_kafka_did_not_take_makes_the_reply_unavailable(intake) -> None:
+    stub, publisher = intake
+    md = as_party("iam")
+    request = intake_pb2.SubmitKeywordRequest(
+        request_id="u1", msisdn="0612345678", sender_id="JUMIA", text="STOP"
+    )
+    real_publish = publisher.publish
+
+    async def confirmation_lost(topic, key, value, **kwargs):  # type: ignore[no-untyped-def]
+        if topic == "stopsms.outbound.v1":
+            raise PublishFailed("the broker went away")
+        return await real_publish(topic, key, value, **kwargs)
+
+    publisher.publish = confirmation_lost
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitKeyword(request, metadata=md)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    publisher.publish = real_publish
+    reply = await stub.SubmitKeyword(request, metadata=md)  # the operator retries
+    assert reply.status == intake_pb2.SUBMISSION_STATUS_ACCEPTED
+    [confirmation] = outbound(publisher)
+    assert confirmation.reference_event_id == reply.event_id

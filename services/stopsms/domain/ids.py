@@ -23,3 +23,8 @@ def link_request_id(code: str, action: str, round_: int = 0) -> str:
     it, so that stopping again is a new request rather than the first one found again.
     """
     return f"{code}:{action}" if round_ == 0 else f"{code}:{action}:{round_}"
+
+
+def message_id(party_id: str, request_id: str, purpose: str) -> str:
+    """The id of a message to a citizen answering ``request_id``: the same on every retry."""
+    return event_id(party_id, f"{request_id}\x1foutbound\x1f{purpose}")

@@ -11,7 +11,9 @@ keyword. The rules below are applied to a normalised form of the text:
 2. A short message (at most :data:`SHORT_MESSAGE` words) that ends with an opt-out phrase
    (or with one and the sender's name) is an opt-out: in real doubt the law favours the
    citizen ("je veux stop", "svp arretez").
-3. Anything else, including a longer sentence that merely uses a keyword about something else
+3. HELP (help, aide, مساعدة, …) must be the whole message, like an opt-back-in; the platform
+   answers it with the keywords.
+4. Anything else, including a longer sentence that merely uses a keyword about something else
    ("comment arrêter mon réveil"), asks for nothing.
 
 The scope is not decided here: it is the sender the reply went to, or global when it went to
@@ -30,6 +32,7 @@ OPT_OUT = intake_pb2.INTENT_OPT_OUT
 OPT_OUT_ALL = intake_pb2.INTENT_OPT_OUT_ALL
 OPT_IN = intake_pb2.INTENT_OPT_IN
 NONE = intake_pb2.INTENT_NONE
+HELP = intake_pb2.INTENT_HELP
 
 #: Keyword phrases, as written by people; each is normalised like the messages.
 # fmt: off
@@ -40,6 +43,7 @@ PHRASES: dict[int, tuple[str, ...]] = {
         "الغاء الكل",
     ),
     OPT_IN: ("start", "unstop", "non arret", "restart", "ابدأ", "ابدا"),
+    HELP: ("help", "aide", "aidez moi", "info", "infos", "مساعدة", "مساعده", "3awni", "3awenni"),
     OPT_OUT: (
         "stop", "stopsms", "stop sms", "stoppez", "arret", "arrêt", "arreter", "arrêter",
         "arretez", "arrêtez", "desabonner", "désabonner", "desabonnement", "desinscrire",
@@ -111,15 +115,16 @@ def read_reply(text: str, sender_id: str = "") -> Reading:
     if opening is not None:
         phrase, intent = opening
         rest = words[len(phrase) :]
-        if intent != OPT_IN:
+        if intent not in (OPT_IN, HELP):
             return Reading(intent, f"opens with {' '.join(phrase)!r}")
         if not rest or rest == sender:
-            return Reading(OPT_IN, f"is {' '.join(phrase)!r}")
-        return Reading(NONE, "an opt-back-in must be the whole message")
+            return Reading(intent, f"is {' '.join(phrase)!r}")
+        if intent == OPT_IN:
+            return Reading(NONE, "an opt-back-in must be the whole message")
     if len(words) <= SHORT_MESSAGE:
         for start in range(1, len(words)):
             found = _opening_phrase(words[start:])
-            if found is None or found[1] == OPT_IN:
+            if found is None or found[1] in (OPT_IN, HELP):
                 continue
             if words[start + len(found[0]) :] in ([], sender):
                 return Reading(found[1], f"short message ending with {' '.join(found[0])!r}")

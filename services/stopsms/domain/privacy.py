@@ -111,6 +111,21 @@ class Pseudonymiser:
             key_id=self._data_key.key_id, nonce=nonce, ciphertext=ciphertext
         )
 
+    def seal_text(self, text: str) -> events_pb2.SealedText:
+        """Encrypt a message text like a number (one-time codes never rest in clear)."""
+        sealed = self.seal(text)
+        return events_pb2.SealedText(
+            key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext
+        )
+
+    def unseal_text(self, sealed: events_pb2.SealedText) -> str:
+        """Decrypt a sealed text; raises ``KeyMaterialError`` for an unknown key id."""
+        return self.unseal(
+            events_pb2.SealedMsisdn(
+                key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext
+            )
+        )
+
     def unseal(self, sealed: events_pb2.SealedMsisdn) -> str:
         """Decrypt a sealed number; raises ``KeyMaterialError`` for an unknown key id."""
         cipher = self._ciphers.get(sealed.key_id)

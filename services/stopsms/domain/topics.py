@@ -14,6 +14,8 @@ from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 DAY_MS = 24 * 60 * 60 * 1000
 #: Three years, the default legal record of requests.
 REQUESTS_RETENTION_MS = 3 * 365 * DAY_MS
+#: How long messages to citizens stay on their topic.
+OUTBOUND_RETENTION_MS = 7 * DAY_MS
 SCOPE_SEPARATOR = "|"
 GLOBAL_SCOPE = "*"
 
@@ -40,6 +42,12 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("stopsms.links.v1", {"cleanup.policy": "compact"}),
     TopicSpec("stopsms.dlq.v1", {"cleanup.policy": "delete"}),
     TopicSpec("stopsms.audit.v1", {"cleanup.policy": "delete", "retention.ms": str(-1)}),
+    # Messages to citizens are worth nothing once delivered or expired: a week covers an
+    # operator's consumer that was down for days.
+    TopicSpec(
+        "stopsms.outbound.v1",
+        {"cleanup.policy": "delete", "retention.ms": str(OUTBOUND_RETENTION_MS)},
+    ),
 )
 
 
@@ -92,6 +100,15 @@ class Topics:
     def audit(self) -> str:
         """Who called what."""
         return self.name("stopsms.audit.v1")
+
+    @property
+    def outbound(self) -> str:
+        """Messages to citizens (confirmations, codes, help), delivered by their operator."""
+        return self.name("stopsms.outbound.v1")
+
+    def operator_outbound_group(self, party_id: str) -> str:
+        """The consumer group an operator delivers messages to its subscribers with."""
+        return self.name(f"stopsms.operator.{party_id}.outbound")
 
     def operator_group(self, party_id: str) -> str:
         """The consumer group whose committed offsets are an operator's receipts."""

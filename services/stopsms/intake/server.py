@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,11 +23,13 @@ from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.ids import event_id
 from stopsms.domain.keywords import classify
+from stopsms.domain.messages import reply_language
 from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 from stopsms.domain.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
+from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
@@ -99,6 +101,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         settings: IntakeSettings,
         *,
         submitter: RequestSubmitter,
+        citizens: CitizenMessages,
         publisher: Publisher,
         links: LinkDirectory,
         auth: Authenticator,
@@ -109,6 +112,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self._answers = answers or InMemoryAnswerStore()
         self._numbers = numbers or number_limiter(settings)
         self._submitter = submitter
+        self._citizens = citizens
         self._publisher = publisher
         self._links = links
         self._auth = auth
@@ -187,7 +191,21 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             canonical_sender_id(code) for code in self._settings.platform_short_codes
         }
         scope = "" if is_platform_code or intent == intake_pb2.INTENT_OPT_OUT_ALL else short_code
-        if intent == intake_pb2.INTENT_NONE:
+        language = reply_language(request.text)
+        if intent in (intake_pb2.INTENT_NONE, intake_pb2.INTENT_HELP):
+            # HELP anywhere, and a reply to the platform's own code it could not read, are
+            # answered with the keywords; nothing else is done.
+            if intent == intake_pb2.INTENT_HELP or is_platform_code:
+                subject = self._submitter.protect(e164)
+                self._auth.permitted(party, method, [subject.subject])
+                try:
+                    await self._citizens.help(party.id, request_id, subject, language, party.id)
+                except PublishFailed:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "Kafka did not acknowledge the help message; retry with the same "
+                        "request_id",
+                    )
             return intake_pb2.SubmitKeywordResponse(
                 intent=intent, sender_id=scope, status=intake_pb2.SUBMISSION_STATUS_IGNORED
             )
@@ -196,6 +214,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             if intent == intake_pb2.INTENT_OPT_IN
             else events_pb2.ACTION_OPT_OUT
         )
+
+        async def confirm(published: events_pb2.PreferenceRequested) -> None:
+            await self._citizens.confirm(published, language, party.id)
 
         def answer(published: events_pb2.PreferenceRequested) -> intake_pb2.SubmitKeywordResponse:
             return intake_pb2.SubmitKeywordResponse(
@@ -215,6 +236,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             intake_pb2.SubmitKeywordResponse,
             request_id=request_id,
             e164=e164,
+            then=confirm,
             action=action,
             sender_id=scope,
             channel=events_pb2.CHANNEL_SMS,
@@ -231,9 +253,15 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         *,
         request_id: str,
         e164: str,
+        then: Callable[[events_pb2.PreferenceRequested], Awaitable[None]] | None = None,
         **fields: object,
     ) -> Any:
-        """Publish a request once and give every retry the first answer (AIP-155)."""
+        """Publish a request once and give every retry the first answer (AIP-155).
+
+        ``then`` runs after Kafka acknowledged the request and before the answer is kept (the
+        citizen's confirmation): if it fails, the caller is told UNAVAILABLE and its retry
+        publishes both again, under the same ids.
+        """
         first = await self._answers.get(event_id(party.id, request_id))
         if first is not None:
             return response_class.FromString(first)
@@ -253,6 +281,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 subject=subject,
                 **fields,  # type: ignore[arg-type]
             )
+            if then is not None:
+                await then(published)
         except PublishFailed:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,

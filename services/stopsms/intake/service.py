@@ -17,6 +17,7 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import RedisAnswerStore
+from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
 from stopsms.intake.submission import RequestSubmitter
@@ -71,6 +72,7 @@ class IntakeProcess:
         servicer = IntakeServicer(
             settings,
             submitter=self.submitter,
+            citizens=CitizenMessages(self.publisher, pseudonymiser, topics, settings.partitions),
             publisher=self.publisher,
             links=self.links,
             auth=auth,
