@@ -24,6 +24,7 @@ from stopsms.tools.certificates import create_tls_folder
 from stopsms.tools.launcher import LocalInfrastructure, kafka_user_acls
 from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.tools.operator_feed import follow
+from stopsms.tools.operator_outbox import deliver_messages
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,
@@ -89,23 +90,38 @@ class Operator:
             "operator-iam", kafka_user_acls(KAFKA_USERS)["operator-iam"], platform.namespace
         )
         kafka = broker.client_access("operator-iam")
-        self._thread = threading.Thread(
-            target=follow,
-            args=(kafka, "iam", pseudonymiser, platform.namespace),
-            kwargs={"apply": self._apply, "stop": self._stop},
-            daemon=True,
-        )
+        #: The SMS it delivered for the platform: (number, message, text).
+        self.delivered: list[tuple[str, events_pb2.OutboundMessage, str]] = []
+        self._threads = [
+            threading.Thread(
+                target=follow,
+                args=(kafka, "iam", pseudonymiser, platform.namespace),
+                kwargs={"apply": self._apply, "stop": self._stop},
+                daemon=True,
+            ),
+            threading.Thread(
+                target=deliver_messages,
+                args=(kafka, "iam", pseudonymiser, platform.namespace),
+                kwargs={"deliver": self._deliver, "stop": self._stop},
+                daemon=True,
+            ),
+        ]
 
     def _apply(self, msisdn: str, change: events_pb2.SuppressionChanged) -> None:
         self.applied.setdefault(change.event_id, (time.time(), msisdn, change))
 
+    def _deliver(self, msisdn: str, message: events_pb2.OutboundMessage, text: str) -> None:
+        self.delivered.append((msisdn, message, text))
+
     def __enter__(self) -> Operator:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
 
 
 class Connections:
@@ -301,6 +317,25 @@ async def test_a_click_reaches_the_operator_and_the_psva_with_proof(
                 async with web.post(link_b.url, data={"action": "opt_in"}) as page:
                     assert page.status == 403
                 assert await verdict(NUMBER_B, "JUMIA") == registry_pb2.VERDICT_SUPPRESSED
+
+                # A STOP forwarded by the operator is confirmed to the citizen, by that operator.
+                stop_reply = await intake_iam.SubmitKeyword(
+                    intake_pb2.SubmitKeywordRequest(
+                        request_id="stop-kitea", msisdn=NUMBER_B, sender_id="KITEA", text="Stop svp"
+                    ),
+                    metadata=iam_md,
+                )
+
+                async def stop_confirmed() -> bool:
+                    return any(
+                        message.purpose == events_pb2.OUTBOUND_PURPOSE_CONFIRMATION
+                        and message.reference_event_id == stop_reply.event_id
+                        and msisdn == "+212770112233"
+                        and "KITEA" in text
+                        for msisdn, message, text in operator.delivered
+                    )
+
+                await eventually(stop_confirmed)
 
                 # START from the number itself, forwarded by its operator, re-allows JUMIA only.
                 await intake_iam.SubmitKeyword(

@@ -2,8 +2,10 @@
 
 On a developer's machine no operator consumes the list and no PSVA acknowledges, so a click
 would never be proven applied. ``stopsms up`` runs these stand-ins (unless told not to): each
-operator follows the list with the reference consumer and commits; each PSVA watches its
-changes and acknowledges them, exactly as real parties do through the public interfaces.
+operator follows the list with the reference consumer and commits, and delivers the platform's
+messages to citizens by printing them (a person trying the platform reads the confirmation, or
+the one-time code, on the console); each PSVA watches its changes and acknowledges them,
+exactly as real parties do through the public interfaces.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from stopsms.adapters.settings import Settings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.tools.operator_feed import follow
+from stopsms.tools.operator_outbox import deliver_messages
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 if TYPE_CHECKING:
@@ -129,6 +132,14 @@ def _ignore(msisdn: str, change: events_pb2.SuppressionChanged) -> None:
     """A stand-in operator applies a change by doing nothing with it."""
 
 
+def _serves_all(msisdn: str) -> bool:
+    return True
+
+
+def _serves_none(msisdn: str) -> bool:
+    return False
+
+
 class DemoParties:
     """Every operator and PSVA of the directory, as threads; ``stop()`` ends them."""
 
@@ -143,26 +154,41 @@ class DemoParties:
         tls_folder: Path | None,
     ) -> None:
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(
-                target=follow,
-                args=(kafka, party.id, pseudonymiser, namespace),
-                kwargs={"apply": _ignore, "stop": self._stop},
-                daemon=True,
-                name=f"operator-{party.id}",
-            )
-            for party in directory
-            if party.is_operator
-        ] + [
-            threading.Thread(
-                target=acknowledge_everything,
-                args=(notifier, party.id, tls_folder, self._stop),
-                daemon=True,
-                name=f"psva-{party.id}",
-            )
-            for party in directory
-            if party.is_psva
-        ]
+        operators = [party.id for party in directory if party.is_operator]
+        self._threads = (
+            [
+                threading.Thread(
+                    target=follow,
+                    args=(kafka, party_id, pseudonymiser, namespace),
+                    kwargs={"apply": _ignore, "stop": self._stop},
+                    daemon=True,
+                    name=f"operator-{party_id}",
+                )
+                for party_id in operators
+            ]
+            + [
+                threading.Thread(
+                    target=deliver_messages,
+                    args=(kafka, party_id, pseudonymiser, namespace),
+                    # Here the first operator serves every number: a message that names no
+                    # operator (a code asked for on the web) is printed once.
+                    kwargs={"serves": _serves_all if i == 0 else _serves_none, "stop": self._stop},
+                    daemon=True,
+                    name=f"operator-{party_id}-sms",
+                )
+                for i, party_id in enumerate(operators)
+            ]
+            + [
+                threading.Thread(
+                    target=acknowledge_everything,
+                    args=(notifier, party.id, tls_folder, self._stop),
+                    daemon=True,
+                    name=f"psva-{party.id}",
+                )
+                for party in directory
+                if party.is_psva
+            ]
+        )
 
     @classmethod
     def for_platform(cls, platform: LocalPlatform) -> DemoParties:
