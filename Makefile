@@ -42,12 +42,13 @@ lint: protos-check buf-lint  ## ruff, mypy, the layer contracts (import-linter),
 	$(PYTHON) -m mypy
 	lint-imports
 
-bench:  ## Propagation, audit overhead, intake, registry, the stream layer and the propagation sweep (each against a raw baseline); writes bench/results.json.
+bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the reply classifier and the propagation sweep (each against a raw baseline); writes bench/results.json.
 	$(PYTHON) -m bench.propagation
 	$(PYTHON) -m bench.audit
 	$(PYTHON) -m bench.intake
 	$(PYTHON) -m bench.registry
 	$(PYTHON) -m bench.stream_layer
+	$(PYTHON) -m bench.classifier
 	$(PYTHON) -m bench.propagation_sweep
 
 bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; nothing is recorded.
@@ -56,6 +57,7 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.intake --seconds 1 --rate 50 --in-flight 8
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --entries 20000 --numbers 20000 --seconds 1 --concurrency 4
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.stream_layer --requests 2000
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.classifier --rounds 1
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).

@@ -1,8 +1,11 @@
 """The keyword table: real-looking SMS replies, what each asks for, and why."""
 
+import csv
+from pathlib import Path
+
 import pytest
 
-from stopsms.domain.keywords import NONE, OPT_IN, OPT_OUT, OPT_OUT_ALL, read_reply
+from stopsms.domain.keywords import HELP, NONE, OPT_IN, OPT_OUT, OPT_OUT_ALL, read_reply
 
 # (reply text, sender it was sent to, expected intent, why)
 # fmt: off
@@ -115,3 +118,44 @@ def test_each_reply_is_read_as_people_mean_it(
 ) -> None:
     reading = read_reply(text, sender)
     assert reading.intent == intent, f"{why}: read as {reading}"
+
+
+# The large table: how Moroccans answer marketing SMS, in French, Arabic, Darija in both
+# scripts and English, half of it ordinary replies and near-misses (tests/data/replies.tsv,
+# also measured by bench/classifier.py).
+TABLE = Path(__file__).resolve().parents[1] / "data" / "replies.tsv"
+INTENTS = {
+    "OPT_OUT": OPT_OUT,
+    "OPT_OUT_ALL": OPT_OUT_ALL,
+    "OPT_IN": OPT_IN,
+    "HELP": HELP,
+    "NONE": NONE,
+}
+
+
+def labelled_replies() -> list[tuple[str, str, str, str, str]]:
+    with TABLE.open(newline="") as table:
+        lines = (line for line in table if not line.startswith("#"))
+        return [tuple(row) for row in csv.reader(lines, delimiter="\t")]  # type: ignore[misc]
+
+
+LABELLED = labelled_replies()
+
+
+def test_the_labelled_table_is_large_mixed_and_half_negative() -> None:
+    assert len(LABELLED) >= 400
+    negatives = [row for row in LABELLED if row[2] in ("NONE", "HELP")]
+    assert len(negatives) >= len(LABELLED) * 0.45
+    assert {row[3] for row in LABELLED} == {"fr", "ar", "darija-latin", "darija-arabic", "en"}
+
+
+@pytest.mark.parametrize(
+    ("text", "sender", "expected", "language", "note"),
+    LABELLED,
+    ids=[f"{row[3]}: {row[0]}" for row in LABELLED],
+)
+def test_each_labelled_reply_is_read_as_meant(
+    text: str, sender: str, expected: str, language: str, note: str
+) -> None:
+    reading = read_reply(text, sender)
+    assert reading.intent == INTENTS[expected], f"{note or language}: read as {reading}"
