@@ -9,6 +9,8 @@ EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://stopsms.ma/events/v1")
 
 #: The party id of link clicks: the link page acts for the holder of the link.
 LINK_PARTY_ID = "link"
+#: The party id of changes made on the citizen's own page, behind a one-time code.
+CITIZEN_WEB_PARTY_ID = "citizen-web"
 
 
 def event_id(party_id: str, request_id: str) -> str:

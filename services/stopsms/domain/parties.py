@@ -197,6 +197,10 @@ class PartiesDirectory:
         """Iterate over every party."""
         return iter(self._by_id.values())
 
+    def declared_senders(self) -> list[str]:
+        """Every sender some party declared, sorted (the citizen's page lists them)."""
+        return sorted(self._declared)
+
     def is_declared(self, sender_id: str) -> bool:
         """True when some party declared this sender id."""
         return sender_id in self._declared

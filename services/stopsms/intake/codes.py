@@ -145,6 +145,21 @@ class OneTimeCodes:
         subject, _, sealed = raw.partition(b"\n")
         return Session(Subject(subject.decode(), events_pb2.SealedMsisdn.FromString(sealed)))
 
+    async def remember_request(self, token: str | None, event_id: str) -> None:
+        """A request made in the session: its receipt may be shown in it."""
+        if token:
+            key = self._prefix + "made:" + _digest(token)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, event_id)
+                pipe.expire(key, SESSION_SECONDS)
+                await pipe.execute()
+
+    async def made_in_session(self, token: str | None, event_id: str) -> bool:
+        """Whether the request was made in this session."""
+        if not token:
+            return False
+        return bool(await self._redis.sismember(self._prefix + "made:" + _digest(token), event_id))
+
     async def close_session(self, token: str | None) -> None:
         """End a session (the citizen left)."""
         if token:

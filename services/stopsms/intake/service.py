@@ -18,7 +18,9 @@ from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import RedisAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
+from stopsms.intake.codes import OneTimeCodes
 from stopsms.intake.links import LinkDirectory
+from stopsms.intake.preferences import add_preferences_routes
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.intake.undo import RedisUndoStore
@@ -69,10 +71,11 @@ class IntakeProcess:
         undos = RedisUndoStore(
             redis, settings.topic_namespace, (settings.link_ttl_days + 1) * 86_400
         )
+        citizens = CitizenMessages(self.publisher, pseudonymiser, topics, settings.partitions)
         servicer = IntakeServicer(
             settings,
             submitter=self.submitter,
-            citizens=CitizenMessages(self.publisher, pseudonymiser, topics, settings.partitions),
+            citizens=citizens,
             publisher=self.publisher,
             links=self.links,
             auth=auth,
@@ -108,6 +111,20 @@ class IntakeProcess:
             undos=undos,
             undo_seconds=settings.link_undo_seconds,
             secure_cookies=settings.public_base_url.startswith("https://"),
+            citizens_page=lambda app, language: add_preferences_routes(
+                app,
+                language=language,
+                codes=OneTimeCodes(
+                    redis, settings.topic_namespace, pseudonymiser.pseudonym_key.secret
+                ),
+                citizens=citizens,
+                submitter=self.submitter,
+                check=self.lookups.check,
+                propagation=self.lookups.propagation,
+                unseal=pseudonymiser.unseal,
+                senders=self.submitter.declared_senders,
+                secure_cookies=settings.public_base_url.startswith("https://"),
+            ),
         )
         self._web_runner: web.AppRunner | None = None
         self.reloader = DirectoryReloader(directory, settings.parties_reload_seconds)

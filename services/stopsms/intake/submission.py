@@ -48,6 +48,10 @@ class RequestSubmitter:
         """Pseudonymise and seal a normalised number."""
         return Subject(self._pseudonymiser.subject(e164), self._pseudonymiser.seal(e164))
 
+    def declared_senders(self) -> list[str]:
+        """Every declared sender, as the directory holds them now."""
+        return self._directory.declared_senders()
+
     def is_undeclared(self, sender_id: str) -> bool:
         """True for a named sender that no party declared (evidence of the informal sector)."""
         return bool(sender_id) and not self._directory.is_declared(sender_id)

@@ -14,6 +14,7 @@ anyone else is told to reply START by SMS.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,18 +66,23 @@ class PlatformLookups:
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._registry_channel)
         self._notifier = notifier_pb2_grpc.NotifierServiceStub(self._notifier_channel)
 
-    async def suppressed(self, msisdn: str, sender_id: str) -> bool | None:
-        """Whether the number is suppressed for the sender; None when the registry is away."""
+    async def check(self, msisdn: str, sender_id: str) -> registry_pb2.CheckResponse | None:
+        """The registry's answer for the number and sender; None when the registry is away."""
         try:
-            answer = await self._registry.Check(
+            answer: registry_pb2.CheckResponse = await self._registry.Check(
                 registry_pb2.CheckRequest(msisdn=msisdn, sender_id=sender_id),
                 metadata=self._metadata,
                 timeout=2.0,
             )
         except grpc.aio.AioRpcError as exc:
-            log.warning("registry check for the link page failed: %s", exc.code())
+            log.warning("registry check for the citizen's page failed: %s", exc.code())
             return None
-        return answer.verdict == registry_pb2.VERDICT_SUPPRESSED
+        return answer
+
+    async def suppressed(self, msisdn: str, sender_id: str) -> bool | None:
+        """Whether the number is suppressed for the sender; None when the registry is away."""
+        answer = await self.check(msisdn, sender_id)
+        return None if answer is None else answer.verdict == registry_pb2.VERDICT_SUPPRESSED
 
     async def propagation(self, event: str) -> events_pb2.PropagationRecord | None:
         """The proof of a request so far; None before it exists or when the notifier is away."""
@@ -139,11 +145,13 @@ def create_web_app(
     undos: UndoStore,
     undo_seconds: int,
     secure_cookies: bool,
+    citizens_page: Callable[[web.Application, Callable[[web.Request], str]], None] | None = None,
 ) -> web.Application:
     """Build the aiohttp application of the link page.
 
     ``undos`` keeps the one-time undo tokens, valid ``undo_seconds`` (0: no undo);
-    ``secure_cookies`` marks the undo cookie Secure (a public https:// base URL).
+    ``secure_cookies`` marks the undo cookie Secure (a public https:// base URL);
+    ``citizens_page`` adds the citizen's own page (:mod:`stopsms.intake.preferences`).
     """
 
     def language(request: web.Request) -> str:
@@ -322,6 +330,8 @@ def create_web_app(
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if citizens_page is not None:  # before /{code}: "preferences" has a link code's shape
+        citizens_page(app, language)
     app.router.add_get("/{code}", show)
     app.router.add_post("/{code}", confirm)
     app.router.add_get("/{code}/done/{action}", status)

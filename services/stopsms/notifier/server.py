@@ -25,7 +25,7 @@ from stopsms.domain.cursor import (
     encode_cursor,
     parse_cursor,
 )
-from stopsms.domain.ids import LINK_PARTY_ID, event_id
+from stopsms.domain.ids import CITIZEN_WEB_PARTY_ID, LINK_PARTY_ID, event_id
 from stopsms.domain.parties import InvalidSender, Party, check_sender_id
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.proof import with_progress
@@ -68,13 +68,15 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
 def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
     """Whether ``party`` may read this proof: its own requests; the regulator any.
 
-    The platform's link page (the only platform identity allowed this call) reads the proofs
-    of link clicks, whose origin is the ``link`` party, and no other.
+    The platform's intake (the only platform identity allowed this call) reads the proofs of
+    link clicks and of changes made on the citizen's page (origins ``link`` and
+    ``citizen-web``), and no other; the page shows a citizen only the proofs of requests made
+    in their own session.
     """
     if party.is_regulator:
         return True
     if party.is_platform:
-        return record.origin_party_id == LINK_PARTY_ID
+        return record.origin_party_id in (LINK_PARTY_ID, CITIZEN_WEB_PARTY_ID)
     return record.origin_party_id == party.id
 
 

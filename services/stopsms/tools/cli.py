@@ -134,6 +134,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("stand-ins for every operator and PSVA are applying and acknowledging changes")
         link = _issue_link(DEMO_NUMBER, "JUMIA", "atlas-sms")
         print(f"click this StopSMS link (number {DEMO_NUMBER}, sender JUMIA): {link}")
+        print(
+            f"or see your own preferences: {ends['intake_http']}preferences "
+            "(the code sent by SMS is printed here by the stand-in operator)"
+        )
         print("Ctrl-C stops everything; logs are in", DATA_DIR / "logs", flush=True)
         while not stop:
             for name, process in platform.processes.items():
