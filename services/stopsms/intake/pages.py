@@ -23,7 +23,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "stop_all": "Stopper tous les SMS publicitaires",
         "restart_by_sms": (
             "Pour recevoir à nouveau les SMS de <b>{sender}</b>, répondez <b>START</b> par SMS "
-            "au message reçu de {sender}, depuis votre téléphone."
+            "au message reçu de {sender}, depuis votre téléphone, ou passez par "
+            '<a href="/preferences">vos préférences</a> avec un code reçu par SMS.'
         ),
         "undo": "Annuler cet arrêt",
         "undo_note": "Vous pouvez annuler depuis ce navigateur pendant {minutes} minutes.",
@@ -57,7 +58,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "stop_all": "إيقاف جميع الرسائل الإشهارية",
         "restart_by_sms": (
             "لاستقبال رسائل <b>{sender}</b> من جديد، أرسل <b>START</b> من هاتفك ردا على رسالة "
-            "{sender}."
+            "{sender}، أو استعمل "
+            '<a href="/preferences?lang=ar">تفضيلاتك</a> برمز يصلك عبر رسالة قصيرة.'
         ),
         "undo": "إلغاء هذا الإيقاف",
         "undo_note": "يمكنك الإلغاء من هذا المتصفح خلال {minutes} دقيقة.",
