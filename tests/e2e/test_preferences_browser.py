@@ -25,17 +25,18 @@ from .test_link_page_browser import browser as browser  # noqa: F401 - the fixtu
 from .test_link_page_browser import shot, wait_for_text
 
 pytestmark = pytest.mark.e2e
-NUMBER, LOCKED_NUMBER = "0644332211", "0644332299"
+NUMBER, LOCKED_NUMBER, ARABIC_NUMBER = "0644332211", "0644332299", "0644332288"
 
 
 def code_printed_for(
-    capsys: pytest.CaptureFixture[str], seen: list[str], timeout: float = 30
+    capsys: pytest.CaptureFixture[str], seen: list[str], timeout: float = 30, language: str = "fr"
 ) -> str:
     """The one-time code the stand-in operator printed (the number is masked, the code not)."""
+    text = "votre code est" if language == "fr" else "رمزك هو"
     deadline = time.monotonic() + timeout
     while True:
         seen.append(capsys.readouterr().out)
-        found = re.findall(r"\[one_time_code\]: StopSMS: votre code est (\d{6})", "".join(seen))
+        found = re.findall(rf"\[one_time_code\]: StopSMS: {text} (\d{{6}})", "".join(seen))
         if found:
             seen.clear()
             return found[-1]
@@ -118,6 +119,9 @@ def test_a_citizen_proves_the_number_sees_an_sms_opt_out_and_lifts_it(
             assert time.monotonic() < deadline, "the opt-back-in never changed the verdict"
             time.sleep(0.2)
         shot(browser, "prefs-5-applied-fr")
+        browser.find_element(By.LINK_TEXT, "العربية").click()
+        wait_for_text(browser, "إثبات الإرسال")
+        shot(browser, "prefs-5-applied-ar")
         assert (
             "StopSMS: JUMIA peut de nouveau vous ecrire"
             in "".join([*seen, capsys.readouterr().out])
@@ -144,5 +148,23 @@ def test_a_citizen_proves_the_number_sees_an_sms_opt_out_and_lifts_it(
         browser.find_element(By.ID, "msisdn").send_keys(LOCKED_NUMBER)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait_for_text(browser, "Trop d'essais ou de codes pour ce numéro")
+
+        # The same pages in Arabic, right to left.
+        browser.get(f"{base}preferences?lang=ar")
+        browser.find_element(By.ID, "msisdn").send_keys(ARABIC_NUMBER)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_for_text(browser, "أُرسل رمز من 6 أرقام")
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl"
+        shot(browser, "prefs-2-code-ar")
+        right = code_printed_for(capsys, seen, language="ar")
+        browser.find_element(By.ID, "code").send_keys("000000" if right != "000000" else "111111")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_for_text(browser, "الرمز غير صحيح")
+        shot(browser, "prefs-6-wrong-code-ar")
+        browser.get(f"{base}preferences?lang=ar")
+        browser.find_element(By.ID, "msisdn").send_keys(LOCKED_NUMBER)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_for_text(browser, "محاولات أو رموز كثيرة")
+        shot(browser, "prefs-7-locked-ar")
     finally:
         parties.stop()
