@@ -18,6 +18,9 @@ from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.v1 import events_pb2
 
+#: How often the consumer refreshes the topic's metadata (see the consumer below).
+METADATA_REFRESH_MS = 2000
+
 Apply = Callable[[str, events_pb2.SuppressionChanged], None]
 
 
@@ -45,6 +48,9 @@ def follow(
         group_id=topics.operator_group(operator_id),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        # A group joined before the topic's metadata arrived is given no partition until the
+        # next refresh (5 minutes by default): refresh often, so it rejoins within seconds.
+        metadata_max_age_ms=METADATA_REFRESH_MS,
     )
     applied = 0
     try:

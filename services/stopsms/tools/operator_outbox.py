@@ -21,6 +21,7 @@ from kafka import KafkaConsumer  # type: ignore[import-untyped]
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.topics import Topics
+from stopsms.tools.operator_feed import METADATA_REFRESH_MS
 from stopsms.v1 import events_pb2
 
 #: Delivers one SMS: the number (E.164), the message, its text.
@@ -62,6 +63,9 @@ def deliver_messages(
         group_id=topics.operator_outbound_group(operator_id),
         auto_offset_reset="earliest",  # expired messages are dropped, not sent late
         enable_auto_commit=False,
+        # A group joined before the topic's metadata arrived is given no partition until the
+        # next refresh (5 minutes by default): refresh often, so it rejoins within seconds.
+        metadata_max_age_ms=METADATA_REFRESH_MS,
     )
     delivered: OrderedDict[str, None] = OrderedDict()
     count = 0
