@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from bench.results import capacity_directory, figure, percentile, record
 from stopsms.adapters.settings import Settings
 from stopsms.domain.topics import Topics, partition_for_key
-from stopsms.intake.submission import RequestSubmitter
+from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
@@ -119,9 +119,9 @@ async def run(
     """Measure intake and the raw producer in one run."""
     settings = Settings.from_env({"STOPSMS_DATA_DIR": str(platform.data_dir)})
     topics = Topics(platform.namespace)
-    sample_subject = RequestSubmitter(None, settings.pseudonymiser(), None, topics, 12).protect(
-        "+212612345678"
-    )  # type: ignore[arg-type]
+    sample_subject = RequestSubmitter(
+        None, settings.pseudonymiser(), None, topics, 12, InMemoryRequestReferences()
+    ).protect("+212612345678")  # type: ignore[arg-type]
     sample = events_pb2.PreferenceRequested(
         event_id=str(uuid.uuid4()),
         request_id=str(uuid.uuid4()),

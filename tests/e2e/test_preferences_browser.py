@@ -64,7 +64,7 @@ def test_a_citizen_proves_the_number_sees_an_sms_opt_out_and_lifts_it(
 ) -> None:
     ends = secure_platform.endpoints
     channel, metadata = party_channel_sync(ends["intake_grpc"], "iam", secure_platform.tls_folder)
-    intake_pb2_grpc.IntakeServiceStub(channel).SubmitKeyword(
+    stopped = intake_pb2_grpc.IntakeServiceStub(channel).SubmitKeyword(
         intake_pb2.SubmitKeywordRequest(
             request_id="pref-stop", msisdn=NUMBER, sender_id="JUMIA", text="STOP"
         ),
@@ -98,6 +98,8 @@ def test_a_citizen_proves_the_number_sees_an_sms_opt_out_and_lifts_it(
 
         wait_for_text(browser, "Ce qui est enregistré pour votre numéro")
         assert "JUMIA : arrêté depuis le" in browser.page_source
+        # with the reference the citizen's SMS confirmation named
+        assert f"référence {stopped.event_id.replace('-', '')[:8].upper()}" in browser.page_source
         shot(browser, "prefs-3-mine-fr")
         browser.find_element(By.LINK_TEXT, "العربية").click()
         wait_for_text(browser, "ما هو مسجل لرقمك")

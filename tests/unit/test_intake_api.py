@@ -14,7 +14,7 @@ from stopsms.domain.topics import Topics
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
-from stopsms.intake.submission import RequestSubmitter
+from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 
@@ -24,7 +24,9 @@ async def intake():
     directory = PartiesDirectory.load(settings.parties_file)
     publisher = InMemoryPublisher()
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
-    submitter = RequestSubmitter(publisher, pseudonymiser, directory, Topics(), 12)
+    submitter = RequestSubmitter(
+        publisher, pseudonymiser, directory, Topics(), 12, InMemoryRequestReferences()
+    )
     servicer = IntakeServicer(
         settings,
         submitter=submitter,

@@ -23,7 +23,7 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
-from stopsms.intake.submission import RequestSubmitter
+from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.intake.undo import UNDO_COOKIE, InMemoryUndoStore
 from stopsms.intake.web import create_web_app
 from stopsms.v1 import events_pb2
@@ -85,7 +85,12 @@ async def page() -> AsyncIterator[Page]:
     app = create_web_app(
         links=Links(link),  # type: ignore[arg-type]
         submitter=RequestSubmitter(
-            publisher, pseudonymiser, PartiesDirectory.load(settings.parties_file), Topics(), 12
+            publisher,
+            pseudonymiser,
+            PartiesDirectory.load(settings.parties_file),
+            Topics(),
+            12,
+            InMemoryRequestReferences(),
         ),
         lookups=registry,  # type: ignore[arg-type]
         answers=InMemoryAnswerStore(),

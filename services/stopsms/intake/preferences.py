@@ -7,7 +7,9 @@ No JavaScript, French or Arabic (``?lang=`` or the browser's preference, with a 
    delivered by the operator through the outbound topic); the page asks for it.
 3. ``POST /preferences/verify``: a right code opens a 15-minute session (cookie).
 4. ``GET /preferences/me``: every opt-out on record for the number (global and each declared
-   sender, with the date), and the changes: stop all marketing, stop one more sender, opt back
+   sender, with the date and the reference of the latest request for it, kept by intake as it
+   accepts requests: :class:`~stopsms.intake.submission.RedisRequestReferences`), and the
+   changes: stop all marketing, stop one more sender, opt back
    in for a sender, lift the global opt-out.
 5. ``POST /preferences/me``: the change is an ordinary request (channel WEB, party
    ``citizen-web``), decided, propagated and proven like any other, and confirmed by SMS;
@@ -68,6 +70,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "global_on": "Toute la publicité par SMS est arrêtée depuis le {since}.",
         "sender_on": "{sender} : arrêté depuis le {since}.",
         "sender_off": "{sender} : autorisé de nouveau depuis le {since}.",
+        "ref": "référence {ref}",
         "stop_all": "Arrêter toute la publicité par SMS",
         "stop_sender": "Arrêter un expéditeur",
         "sender": "Nom de l'expéditeur",
@@ -102,6 +105,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "global_on": "أُوقف كل إشهار بالرسائل منذ {since}.",
         "sender_on": "{sender}: موقوف منذ {since}.",
         "sender_off": "{sender}: مسموح من جديد منذ {since}.",
+        "ref": "المرجع {ref}",
         "stop_all": "إيقاف كل الإشهار بالرسائل",
         "stop_sender": "إيقاف مرسل",
         "sender": "اسم المرسل",
@@ -289,18 +293,28 @@ def add_preferences_routes(
         everyone = await check(msisdn, "")
         if everyone is None:
             return _html(_page(lang, "/preferences/me", note(lang, "unavailable")), 503)
+        references = await submitter.references.latest(subject.subject)
+
+        def reference(scope: str) -> str:
+            event = references.get(scope)
+            if not event:
+                return ""
+            short = event.replace("-", "")[:8].upper()
+            return f' <span class="muted" dir="ltr">({_t(lang, "ref", ref=short)})</span>'
+
         rows = []
         if everyone.verdict == registry_pb2.VERDICT_SUPPRESSED:
-            rows.append(f"<li>{_t(lang, 'global_on', since=_date(everyone))}</li>")
+            rows.append(f"<li>{_t(lang, 'global_on', since=_date(everyone))}{reference('')}</li>")
         sender_forms = []
         for sender in senders():
             entry = await check(msisdn, sender)
             if entry is None or entry.matched_scope != registry_pb2.MATCHED_SCOPE_SENDER:
                 continue
             stopped = entry.verdict == registry_pb2.VERDICT_SUPPRESSED
-            rows.append(
-                f"<li>{_t(lang, 'sender_on' if stopped else 'sender_off', sender=sender, since=_date(entry))}</li>"
+            line = _t(
+                lang, "sender_on" if stopped else "sender_off", sender=sender, since=_date(entry)
             )
+            rows.append(f"<li>{line}{reference(sender)}</li>")
             if stopped:
                 sender_forms.append(
                     _change_form(

@@ -22,7 +22,7 @@ from stopsms.intake.codes import OneTimeCodes
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
-from stopsms.intake.submission import RequestSubmitter
+from stopsms.intake.submission import RedisRequestReferences, RequestSubmitter
 from stopsms.intake.undo import RedisUndoStore
 from stopsms.intake.web import PlatformLookups, create_web_app
 from stopsms.v1 import intake_pb2
@@ -56,8 +56,14 @@ class IntakeProcess:
             timeout_seconds=settings.publish_timeout_seconds,
             client_id="stopsms-intake",
         )
+        redis = aioredis.from_url(settings.redis_url)
         self.submitter = RequestSubmitter(
-            self.publisher, pseudonymiser, directory, topics, settings.partitions
+            self.publisher,
+            pseudonymiser,
+            directory,
+            topics,
+            settings.partitions,
+            RedisRequestReferences(redis, settings.topic_namespace),
         )
         self.links = LinkDirectory(bus or KafkaBus(settings.kafka), topics.links)
         self.auth = auth = Authenticator(
@@ -66,7 +72,6 @@ class IntakeProcess:
             audit=AuditTrail(self.publisher, topics.audit),
         )
         numbers = number_limiter(settings)
-        redis = aioredis.from_url(settings.redis_url)
         self.answers = RedisAnswerStore(redis, settings.topic_namespace)
         undos = RedisUndoStore(
             redis, settings.topic_namespace, (settings.link_ttl_days + 1) * 86_400

@@ -7,9 +7,13 @@ only once Kafka acknowledged with acks=all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import RedisError
 
 from stopsms.adapters.kafka import Publisher, message_headers
 from stopsms.domain.ids import event_id
@@ -17,6 +21,63 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.topics import Topics, partition_for_key
 from stopsms.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+class RequestReferences(Protocol):
+    """Each subject's latest request per scope: the reference the citizen's page shows."""
+
+    async def remember(self, subject: str, sender_id: str, event_id: str) -> None:
+        """``event_id`` is the subject's latest accepted request for that scope."""
+        ...
+
+    async def latest(self, subject: str) -> dict[str, str]:
+        """Scope ("" for global) to the latest request's event id."""
+        ...
+
+
+class RedisRequestReferences:
+    """The references in one Redis hash per subject (keyed by pseudonym, never a number).
+
+    A nicety, not a record: the request log is the record, so Redis being away costs only the
+    reference on the page (logged), never the request.
+    """
+
+    def __init__(self, client: aioredis.Redis, namespace: str = "") -> None:
+        self._redis = client
+        self._prefix = f"{namespace}intake:latest:"
+
+    async def remember(self, subject: str, sender_id: str, event_id: str) -> None:
+        """Keep the event id for the scope."""
+        try:
+            await self._redis.hset(self._prefix + subject, sender_id, event_id)
+        except RedisError as exc:
+            log.warning("request references unavailable: %s", exc)
+
+    async def latest(self, subject: str) -> dict[str, str]:
+        """Every scope's latest event id (empty when Redis is away)."""
+        try:
+            raw: dict[Any, Any] = await self._redis.hgetall(self._prefix + subject)
+        except RedisError as exc:
+            log.warning("request references unavailable: %s", exc)
+            return {}
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class InMemoryRequestReferences:
+    """The references in a dict: :class:`RedisRequestReferences`' fake."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, dict[str, str]] = {}
+
+    async def remember(self, subject: str, sender_id: str, event_id: str) -> None:
+        """Keep the event id for the scope."""
+        self.kept.setdefault(subject, {})[sender_id] = event_id
+
+    async def latest(self, subject: str) -> dict[str, str]:
+        """Every scope's latest event id."""
+        return dict(self.kept.get(subject, {}))
 
 
 @dataclass(frozen=True)
@@ -37,8 +98,10 @@ class RequestSubmitter:
         directory: PartiesDirectory,
         topics: Topics,
         partitions: int,
+        references: RequestReferences,
     ) -> None:
         self._publisher = publisher
+        self.references = references
         self._pseudonymiser = pseudonymiser
         self._directory = directory
         self._topics = topics
@@ -96,4 +159,5 @@ class RequestSubmitter:
             partition=partition_for_key(key, self._partitions),
             headers=message_headers("stopsms.v1.PreferenceRequested"),
         )
+        await self.references.remember(subject.subject, sender_id, request.event_id)
         return request
