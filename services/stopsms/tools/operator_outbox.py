@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from kafka import KafkaConsumer  # type: ignore[import-untyped]
+from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.domain.privacy import Pseudonymiser
@@ -57,19 +57,25 @@ def deliver_messages(
 ) -> int:
     """Consume, deliver what is ours, then commit; return how many messages were delivered."""
     topics = Topics(namespace)
+    # Every partition assigned to this one consumer, its offsets committed to the operator's
+    # group: no group join, so no assignment made before the topic's metadata had arrived
+    # (seen on CI: a group joined that way got no partition and delivered nothing).
     consumer = KafkaConsumer(
-        topics.outbound,
         **KafkaAccess.of(bootstrap).client_options(),
         group_id=topics.operator_outbound_group(operator_id),
         auto_offset_reset="earliest",  # expired messages are dropped, not sent late
         enable_auto_commit=False,
-        # A group joined before the topic's metadata arrived is given no partition until the
-        # next refresh (5 minutes by default): refresh often, so it rejoins within seconds.
         metadata_max_age_ms=METADATA_REFRESH_MS,
     )
     delivered: OrderedDict[str, None] = OrderedDict()
     count = 0
     try:
+        partitions = consumer.partitions_for_topic(topics.outbound)
+        while not partitions:
+            if stop is not None and stop.wait(0.2):
+                return 0
+            partitions = consumer.partitions_for_topic(topics.outbound)
+        consumer.assign([TopicPartition(topics.outbound, p) for p in sorted(partitions)])
         while stop is None or not stop.is_set():
             batch = consumer.poll(timeout_ms=500)
             for records in batch.values():
