@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from kafka import KafkaConsumer  # type: ignore[import-untyped]
+from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.domain.privacy import Pseudonymiser
@@ -42,18 +42,24 @@ def follow(
 ) -> int:
     """Consume, unseal, apply, then commit; return how many changes were applied."""
     topics = Topics(namespace)
+    # Every partition assigned to this one consumer, offsets committed to the operator's group
+    # (its receipt): no group join, so no empty assignment made before the topic's metadata
+    # arrived (seen on CI: a stand-in that joined that way applied nothing).
     consumer = KafkaConsumer(
-        topics.suppressions,
         **KafkaAccess.of(bootstrap).client_options(),
         group_id=topics.operator_group(operator_id),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        # A group joined before the topic's metadata arrived is given no partition until the
-        # next refresh (5 minutes by default): refresh often, so it rejoins within seconds.
         metadata_max_age_ms=METADATA_REFRESH_MS,
     )
     applied = 0
     try:
+        partitions = consumer.partitions_for_topic(topics.suppressions)
+        while not partitions:
+            if stop is not None and stop.wait(0.2):
+                return 0
+            partitions = consumer.partitions_for_topic(topics.suppressions)
+        consumer.assign([TopicPartition(topics.suppressions, p) for p in sorted(partitions)])
         while stop is None or not stop.is_set():
             batch = consumer.poll(timeout_ms=500)
             for records in batch.values():
