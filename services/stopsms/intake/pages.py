@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 
+from aiohttp import web
+
 LANGUAGES = ("fr", "ar")
 
 Text = Callable[..., str]
@@ -202,4 +204,23 @@ def message_page(lang: str, key: str, switch_href: str, **values: str) -> str:
     """A page with one message: expired, not found, unavailable, too many attempts."""
     return page(
         lang, f"<section><p>{_t(lang, key, **values)}</p></section>", switch_href=switch_href
+    )
+
+
+def html_response(text: str, status: int = 200) -> web.Response:
+    """A page of the intake site, with the headers every page carries (no cache, no frames)."""
+    return web.Response(
+        text=text,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Robots-Tag": "noindex",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+            ),
+        },
     )

@@ -45,6 +45,7 @@ from stopsms.intake.codes import (
     OneTimeCodes,
     Refusal,
 )
+from stopsms.intake.pages import html_response as _html
 from stopsms.intake.submission import RequestSubmitter, Subject
 from stopsms.v1 import events_pb2, registry_pb2
 
@@ -135,24 +136,6 @@ def _t(lang: str, key: str, **values: object) -> str:
 def _page(lang: str, path: str, body: str, refresh: int | None = None) -> str:
     other = "ar" if lang == "fr" else "fr"
     return pages.page(lang, body, switch_href=f"{path}?lang={other}", refresh_seconds=refresh)
-
-
-def _html(text: str, status: int = 200) -> web.Response:
-    return web.Response(
-        text=text,
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers={
-            "Cache-Control": "no-store",
-            "X-Robots-Tag": "noindex",
-            "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY",
-            "Content-Security-Policy": (
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
-            ),
-        },
-    )
 
 
 def _field(name: str, label: str, kind: str = "text", extra: str = "") -> str:

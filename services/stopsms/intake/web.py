@@ -29,6 +29,7 @@ from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.intake import pages
 from stopsms.intake.answers import AnswerStore
 from stopsms.intake.links import LinkDirectory, is_code
+from stopsms.intake.pages import html_response as _html
 from stopsms.intake.submission import RequestSubmitter, Subject
 from stopsms.intake.undo import (
     UNDO_COOKIE,
@@ -113,24 +114,6 @@ def count_applied(record: events_pb2.PropagationRecord) -> tuple[int, int, int, 
         return sum(d.status == events_pb2.DELIVERY_STATUS_APPLIED for d in items)
 
     return applied(ops), len(ops), applied(psvas), len(psvas)
-
-
-def _html(text: str, status: int = 200) -> web.Response:
-    return web.Response(
-        text=text,
-        status=status,
-        content_type="text/html",
-        charset="utf-8",
-        headers={
-            "Cache-Control": "no-store",
-            "X-Robots-Tag": "noindex",
-            "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY",
-            "Content-Security-Policy": (
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
-            ),
-        },
-    )
 
 
 def create_web_app(

@@ -32,6 +32,32 @@ def _print_change(msisdn: str, change: events_pb2.SuppressionChanged) -> None:
     )
 
 
+def assigned_consumer(
+    bootstrap: KafkaAccess | str, topic: str, group: str, stop: threading.Event | None
+) -> KafkaConsumer | None:
+    """A consumer of every partition of ``topic``, committing to ``group``; None if stopped first.
+
+    The partitions are assigned outright rather than through a group join: a join made before
+    the topic's metadata reached the client is given no partition (seen on CI: a stand-in that
+    joined that way delivered and applied nothing). The commits still go to ``group``.
+    """
+    consumer = KafkaConsumer(
+        **KafkaAccess.of(bootstrap).client_options(),
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=METADATA_REFRESH_MS,
+    )
+    partitions = consumer.partitions_for_topic(topic)
+    while not partitions:
+        if stop is not None and stop.wait(0.2):
+            consumer.close()
+            return None
+        partitions = consumer.partitions_for_topic(topic)
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    return consumer
+
+
 def follow(
     bootstrap: KafkaAccess | str,
     operator_id: str,
@@ -42,24 +68,13 @@ def follow(
 ) -> int:
     """Consume, unseal, apply, then commit; return how many changes were applied."""
     topics = Topics(namespace)
-    # Every partition assigned to this one consumer, offsets committed to the operator's group
-    # (its receipt): no group join, so no empty assignment made before the topic's metadata
-    # arrived (seen on CI: a stand-in that joined that way applied nothing).
-    consumer = KafkaConsumer(
-        **KafkaAccess.of(bootstrap).client_options(),
-        group_id=topics.operator_group(operator_id),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metadata_max_age_ms=METADATA_REFRESH_MS,
+    consumer = assigned_consumer(
+        bootstrap, topics.suppressions, topics.operator_group(operator_id), stop
     )
+    if consumer is None:
+        return 0
     applied = 0
     try:
-        partitions = consumer.partitions_for_topic(topics.suppressions)
-        while not partitions:
-            if stop is not None and stop.wait(0.2):
-                return 0
-            partitions = consumer.partitions_for_topic(topics.suppressions)
-        consumer.assign([TopicPartition(topics.suppressions, p) for p in sorted(partitions)])
         while stop is None or not stop.is_set():
             batch = consumer.poll(timeout_ms=500)
             for records in batch.values():

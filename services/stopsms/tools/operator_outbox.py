@@ -16,12 +16,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.topics import Topics
-from stopsms.tools.operator_feed import METADATA_REFRESH_MS
+from stopsms.tools.operator_feed import assigned_consumer
 from stopsms.v1 import events_pb2
 
 #: Delivers one SMS: the number (E.164), the message, its text.
@@ -57,25 +55,14 @@ def deliver_messages(
 ) -> int:
     """Consume, deliver what is ours, then commit; return how many messages were delivered."""
     topics = Topics(namespace)
-    # Every partition assigned to this one consumer, its offsets committed to the operator's
-    # group: no group join, so no assignment made before the topic's metadata had arrived
-    # (seen on CI: a group joined that way got no partition and delivered nothing).
-    consumer = KafkaConsumer(
-        **KafkaAccess.of(bootstrap).client_options(),
-        group_id=topics.operator_outbound_group(operator_id),
-        auto_offset_reset="earliest",  # expired messages are dropped, not sent late
-        enable_auto_commit=False,
-        metadata_max_age_ms=METADATA_REFRESH_MS,
+    consumer = assigned_consumer(
+        bootstrap, topics.outbound, topics.operator_outbound_group(operator_id), stop
     )
+    if consumer is None:
+        return 0
     delivered: OrderedDict[str, None] = OrderedDict()
     count = 0
     try:
-        partitions = consumer.partitions_for_topic(topics.outbound)
-        while not partitions:
-            if stop is not None and stop.wait(0.2):
-                return 0
-            partitions = consumer.partitions_for_topic(topics.outbound)
-        consumer.assign([TopicPartition(topics.outbound, p) for p in sorted(partitions)])
         while stop is None or not stop.is_set():
             batch = consumer.poll(timeout_ms=500)
             for records in batch.values():
