@@ -18,6 +18,8 @@ keyword. The rules below are applied to a normalised form of the text:
    texts"), Darija in Latin letters with digits for sounds ("bghit n7bes had lmsajat", "baraka
    3lia") and in Arabic script ("حبسو هاد الميساجات"), and Modern Standard Arabic ("لا أريد
    تلقي هذه الرسائل"); unless it is negated ("n'arrêtez pas", "don't stop", "ما تحبسوش").
+   Darija's stop verbs (7bes, w9ef, حبس, وقف) also mean "wait" and "stand": they ask to stop
+   only alone, with what or whom to stop, or after a request (:func:`_darija_stop`).
 5. Anything else, including a longer sentence that merely uses a keyword about something else
    ("comment arrêter mon réveil"), asks for nothing.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stopsms.v1 import intake_pb2
@@ -59,8 +62,7 @@ PHRASES: dict[int, tuple[str, ...]] = {
         "stop", "stopsms", "stop sms", "stoppez", "arret", "arrêt", "arreter", "arrêter",
         "arretez", "arrêtez", "desabonner", "désabonner", "desabonnement", "desinscrire",
         "désinscrire", "desinscription", "unsubscribe", "unsub", "optout", "opt out",
-        "توقف", "قف", "إيقاف", "ايقاف", "الغاء", "إلغاء", "اوقف", "7bes", "hbes", "7abes",
-        "wa9ef", "w9ef",
+        "توقف", "قف", "إيقاف", "ايقاف", "الغاء", "إلغاء", "اوقف",
     ),
 }
 # fmt: on
@@ -204,10 +206,12 @@ def _spelled_out(words: list[str]) -> list[str]:
 # accents, apostrophes as spaces, a letter never doubled: "arrêtez" is "aretez",
 # "messages" is "mesages"), so the forms below are written that way.
 _THINGS = (
-    r"(?:sms|mesages?|msgs?|pubs?|publicites?|promos?|textos?|texts?|ads|spam|notifications?"
-    r"|lmsajat|msajat|mesajat|lmesajat|lpub|l pub|l mesajat|rsayl|ر?سائل|الرسائل|رسايل|الرسايل"
+    r"(?:(?:l ?)?(?:sms|mesages?|msgs?|pubs?|publicites?|promos?|textos?|texts?|ads|spam"
+    r"|notifications?|msajat|mesajat|mesagat|mesageat|mesaget)|rsayl|ر?سائل|الرسائل|رسايل|الرسايل"
     r"|ميساجات|الميساجات|المساجات|اشهار|الاشهار|اعلانات|الاعلانات|البروموسيون|هاد الشي|هادشي)"
 )
+#: "I want" in French, as people write it when they would rather not get something.
+_WISH = r"(?:veu[xt]|voudrais|souhaite|desire|aimerais)"
 _SENTENCES_SOURCE: tuple[tuple[str, str], ...] = (
     # French
     ("plus de …", rf"\b(?:plus|pas) de {_THINGS}"),
@@ -215,10 +219,13 @@ _SENTENCES_SOURCE: tuple[tuple[str, str], ...] = (
         "ne m'envoyez plus",
         r"\b(?:ne|n)\b(?: \w+){0,2} (?:envoy|ecri|contact|apel|deranj|harcel|spam|sms)\w* plus\b",
     ),
-    ("je ne veux plus", r"\bje (?:ne )?veu[xt] plus (?:recevoir|rien|de|vos|ces|les|aucun|etre)\b"),
+    (
+        "je ne veux plus",
+        rf"\bje (?:ne )?{_WISH} plus (?:recevoir|rien|de|vos|ces|les|aucun|etre)\b",
+    ),
     (
         "je ne veux pas recevoir",
-        rf"\bje ne veu[xt] pas (?:recevoir|de|vos|ces|les) (?:\w+ )?{_THINGS}",
+        rf"\bje ne {_WISH} pas (?:recevoir|de|vos|ces|les) (?:\w+ )?{_THINGS}",
     ),
     (
         "arrêtez de m'envoyer",
@@ -234,7 +241,10 @@ _SENTENCES_SOURCE: tuple[tuple[str, str], ...] = (
     ),
     ("laissez-moi tranquille", r"\blais\w* moi tranquil\w*"),
     ("j'en ai marre", rf"\bj en ai mare de (?:vos |ces |tes |\w+ )?{_THINGS}"),
-    ("me désabonner", r"\b(?:me|nous) (?:desabon\w*|desinscri\w*)"),
+    (
+        "me désabonner",
+        r"\b(?:me|nous) (?:desabon\w*|desinscri\w*)|\b(?:desabon|desinscri)\w* (?:moi|nous)\b",
+    ),
     # English
     (
         "stop sending me",
@@ -252,25 +262,36 @@ _SENTENCES_SOURCE: tuple[tuple[str, str], ...] = (
     ("opt me out", r"\b(?:opt me out|unsubscribe me|take me of)\b"),
     ("leave me alone", r"\bleave me alone\b"),
     # Darija in Latin letters (digits for sounds: 3 ع, 7 ح, 9 ق)
+    # "baraka" (enough) opens the message: later, or before other words, it is a blessing
+    # ("baraka lah fik") or "enough" about anything ("baraka ghir kas d atay")
     (
-        "n7bes",
-        r"\b(?:n?7b[se]\w*|n?hbe?s\w*|n?7ebs\w*|n?hebs\w*|n?wa9f\w*|n?w9f\w*|n?wqf\w*|n?wa9e?f\w*)\b",
+        "baraka",
+        r"^(?:(?:ok|wa|iwa|safi|ya) )*baraka(?:$| 3l\w*| 3lya| mn | men | min | ma | 3afak| afak| svp| stp| merci| please)",
     ),
-    ("baraka", r"\b(?:safi )?baraka\b(?! ?(?:alah|lah|laho|lahu|fik|fikom))"),
     (
         "ma bghitch",
         rf"\bma ?bghi(?:t|na)?(?:ch|x|sh|ich)\b(?: \w+)?(?: {_THINGS}|$| had| hadchi| nwsl| nwsol| twsl| tsift| ytsift)",
     ),
-    ("ma tsiftouch", r"\bma ?t?(?:i|e)?s(?:i|e)ft\w*(?:ch|x|sh)\b|\bma tb9aw\w*(?:ch|x|sh)\b"),
+    (
+        "ma tsiftouch",
+        r"\bma ?t?(?:i|e)?s(?:i|e)ft\w*(?:ch|x|sh)\b|\bma ?tb9a\w*(?:ch|x|sh)\b"
+        r"|\bma ?t?(?:i|e)?s(?:i|e)ft\w* (?:\w+ )?walo\b",
+    ),
+    (
+        "ma b9itch baghi",
+        rf"\bma ?b9i(?:t|na)?(?:ch|x|sh) ba?ghi\w*(?: \w+)?(?: {_THINGS}|$| had| hadchi| nwsl| twsl| tsift| ytsift)",
+    ),
     (
         "7ayed rakmi",
         r"\b(?:7ayd|7ayed|7iyed|7yd|hayed|msa7|ms7|mse7|m7i|m7iw)\w* (?:rakmi|ra9mi|r9mi|nmra|nemra|nemrti|nmrti|numero|num|rqmi|rekmi)\b",
     ),
     # Darija in Arabic script
-    ("حبسو", r"(?:^| )(?:ن?حبس\w*|حبسو\w*|وقفو\w*|نوقف\w*)(?: |$)"),
-    ("باراكا", r"(?:^| )(?:باراكا|براكا|صافي باراكا)(?: |$)"),
+    ("باراكا", r"^(?:صافي )?(?:باراكا|براكا)(?:$| من | عليا| عافاك| الله يخليك$)"),
     ("ما بغيتش", r"(?:^| )(?:ما ?بغيتش|ما ?بغيناش)(?: |$)"),
-    ("ما تصيفطوش", r"(?:^| )ما ?تصيفط\w*ش(?: |$)|(?:^| )ما ?تبقاوش(?: |$)"),
+    (
+        "ما تصيفطوش",
+        r"(?:^| )ما ?تصيفط\w*ش(?: |$)|(?:^| )ما ?تبقا\w*ش(?: |$)|(?:^| )ما ?تصيفط\w* (?:\w+ )?والو(?: |$)",
+    ),
     (
         "حيد رقمي",
         r"(?:^| )(?:حيد|حيدو|مسح|مسحو|احذف|احذفو|امسح|امسحو)\w* (?:رقمي|الرقم ديالي|نمرتي|النمره ديالي|رقم)",
@@ -290,7 +311,7 @@ _SENTENCES_SOURCE: tuple[tuple[str, str], ...] = (
     ),
     ("إلغاء الاشتراك", rf"(?:^| )(?:الغاء|ايقاف|وقف) (?:الاشتراك|اشتراكي|{_THINGS})"),
     ("أوقفوا الرسائل", rf"(?:^| )(?:اوقفوا|اوقف|اوقفو) (?:هذه |هاد )?(?:{_THINGS}|الارسال)"),
-    ("كفى", r"^(?:كفي|كفايه|يكفي)$"),
+    ("كفى", rf"^(?:كفي|كفايه|يكفي)(?:$| من (?:هذه |هاد )?{_THINGS})"),
 )
 # fmt: on
 #: The sentences, compiled: (what they are, the pattern).
@@ -306,13 +327,55 @@ NEGATED = re.compile(
 )
 
 
-def _sentence(text: str) -> str | None:
+# Darija's verbs for "stop" (7bes, w9ef, حبس, وقف) also mean "wait", "hold on" and "stop
+# here" ("7bes chwiya ghadi nji", "w9fi 3and lposta", both from the Darija Open Dataset's
+# sentences). Such a verb asks to stop the messages only when it stands alone (with
+# politeness), names what to stop or whom ("7bsou had sms", "7bsou 3liya"), or follows a
+# request ("bghit n7bes", "3afak 7bes", "safi 7bsou").
+_STOP_VERB = re.compile(
+    r"(?:n|t)?(?:7a?be?s|7ebs|ha?be?s|hebs|wa?9e?f|wa?qe?f)\w*|ن?حبس\w*|ن?وقف\w*"
+)
+_STOPPED_THING = re.compile(
+    rf"^(?:{_THINGS}|had ?(?:chi|shi)|hadchi|hadshi|3li(?:a|ya|ia|na|ina|yna|h|ha)|3lya|3lina"
+    r"|عليا|علينا|علي|هادشي)$"
+)
+_THIS = frozenset("had l hadi hado هاد هادي هادو هذه هذا".split())
+#: Words that make the verb a request when they come before it.
+_ASKING = frozenset(
+    "bghit bghina baghi baghin bghit 3afak 3afakom afak ykhalik ykhalikom safi baraka please "
+    "svp stp pls plz ok wa بغيت بغينا باغي عافاك عافاكم صافي باراكا يخليك فضلك".split()
+)
+#: Words that carry nothing but the verb's object or its politeness.
+_LEFT_ALONE = _POLITE | _ASKING | _THIS | frozenset("lia liya lina ليا لينا".split())
+
+
+def _darija_stop(words: list[str], sender: Sequence[str]) -> bool:
+    """Whether a Darija "stop" verb in ``words`` (normalised) asks to stop the messages."""
+    for at, word in enumerate(words):
+        if not _STOP_VERB.fullmatch(word):
+            continue
+        before, after = words[:at], [w for w in words[at + 1 :] if w not in sender]
+        things = [w for w in after[:3] if w not in _THIS]
+        if things and _STOPPED_THING.match(things[0]):
+            return True
+        if " ".join(after[:3]).startswith(("had chi", "had shi", "هاد الشي")):
+            return True
+        if before and before[-1] in _ASKING and len(words) <= SHORT_MESSAGE + 2:
+            return all(w in _LEFT_ALONE or w in _FILLER for w in after)
+        if all(w in _LEFT_ALONE or w in _FILLER for w in before + after):
+            return True
+    return False
+
+
+def _sentence(text: str, sender: Sequence[str] = ()) -> str | None:
     """The name of the opt-out sentence ``text`` (normalised) asks in, or None."""
     if NEGATED.search(text):
         return None
     for name, pattern in SENTENCES:
         if pattern.search(text):
             return name
+    if _darija_stop(text.split(), sender):
+        return "a Darija stop verb"
     return None
 
 
@@ -323,7 +386,7 @@ def read_reply(text: str, sender_id: str = "") -> Reading:
     if not words:
         return Reading(NONE, "no words")
     sender = normalise_text(sender_id).split()
-    asked = _sentence(" ".join(_spelled_out(normalised.split())))
+    asked = _sentence(" ".join(_spelled_out(normalised.split())), sender)
     # typing slips are forgiven in a short reply, not in a sentence ("stopper la voiture")
     forgiving = len(words) <= FORGIVING_WORDS
     opening = _opening_phrase(words, forgiving=forgiving)
@@ -348,7 +411,7 @@ def read_reply(text: str, sender_id: str = "") -> Reading:
             return Reading(intent, f"is {' '.join(phrase)!r}")
     if len(words) <= SHORT_MESSAGE and not NEGATED.search(normalised):
         for start in range(1, len(words)):
-            found = _opening_phrase(words[start:])
+            found = _opening_phrase(words[start:], forgiving=forgiving)
             if found is None or found[1] in (OPT_IN, HELP):
                 continue
             if words[start + len(found[0]) :] in ([], sender):
