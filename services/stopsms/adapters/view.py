@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from stopsms.adapters.redis_pool import connect_redis
 from stopsms.domain.topics import GLOBAL_SCOPE
 from stopsms.domain.viewcodec import (
     APPLY_SCRIPT,
@@ -154,7 +155,7 @@ class RedisSuppressionView(_BySubject):
         cls, url: str, namespace: str = "", layout: ViewLayout | None = None
     ) -> RedisSuppressionView:
         """Connect lazily to the Redis at ``url``."""
-        return cls(aioredis.from_url(url), namespace, layout)
+        return cls(connect_redis(url), namespace, layout)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import KafkaPublisher, Publisher
+from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
@@ -56,7 +56,7 @@ class IntakeProcess:
             timeout_seconds=settings.publish_timeout_seconds,
             client_id="stopsms-intake",
         )
-        redis = aioredis.from_url(settings.redis_url)
+        redis = connect_redis(settings.redis_url)
         self.submitter = RequestSubmitter(
             self.publisher,
             pseudonymiser,
