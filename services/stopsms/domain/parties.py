@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -144,23 +145,69 @@ class Party:
         return False
 
 
+class SenderEntitlements(Protocol):
+    """What the register of declared senders tells the directory (domain/senders.py)."""
+
+    def senders_of(self, party_id: str) -> frozenset[str]:
+        """The ids of every sender ``party_id`` sends for."""
+        ...
+
+    def resolve(self, sender_id: str) -> str:
+        """The canonical id an alias stands for (itself when it is no alias)."""
+        ...
+
+    def declared_ids(self) -> frozenset[str]:
+        """Every declared sender's id, whatever its status."""
+        ...
+
+
 class PartiesDirectory:
     """The loaded directory, indexed by party id and by sender id.
 
     One object per process, shared by everything that reads the directory; :meth:`replace`
-    swaps its contents when the file changes (:class:`DirectoryReloader`), so every reader sees
-    the new directory at once, and listeners (rate limits, say) are told.
+    swaps its contents when the file changes (:class:`DirectoryReloader`) or when the register
+    of declared senders does (:meth:`with_senders`), so every reader sees the new entitlements
+    at once, and listeners (rate limits, say) are told. A party's senders are those the file
+    lists for it (until they are migrated) and those the register names it a sending party of.
     """
 
-    def __init__(self, parties: Iterable[Party], source: Path | None = None) -> None:
+    def __init__(
+        self,
+        parties: Iterable[Party],
+        source: Path | None = None,
+        register: SenderEntitlements | None = None,
+    ) -> None:
         self.source = source
-        self._by_id: dict[str, Party] = {}
+        self._listed: dict[str, Party] = {}
         for party in parties:
-            if party.id in self._by_id:
+            if party.id in self._listed:
                 raise DirectoryError(f"party id {party.id!r} is listed twice")
-            self._by_id[party.id] = party
-        self._declared = frozenset(s for p in self._by_id.values() for s in p.senders)
+            self._listed[party.id] = party
+        self._register = register
+        self._by_id, self._declared = self._entitled(self._listed, register)
         self._listeners: list[Callable[[PartiesDirectory], None]] = []
+
+    @staticmethod
+    def _entitled(
+        listed: dict[str, Party], register: SenderEntitlements | None
+    ) -> tuple[dict[str, Party], frozenset[str]]:
+        if register is None:
+            by_id = dict(listed)
+            return by_id, frozenset(s for p in by_id.values() for s in p.senders)
+        by_id = {
+            party_id: replace(party, senders=party.senders | register.senders_of(party_id))
+            for party_id, party in listed.items()
+        }
+        declared = frozenset(s for p in listed.values() for s in p.senders)
+        return by_id, declared | register.declared_ids()
+
+    def with_senders(self, register: SenderEntitlements) -> PartiesDirectory:
+        """The same parties, entitled by ``register`` (give it to :meth:`replace`)."""
+        return PartiesDirectory(self._listed.values(), self.source, register)
+
+    def resolve_sender(self, sender_id: str) -> str:
+        """The canonical sender id ``sender_id`` (canonical already) stands for."""
+        return self._register.resolve(sender_id) if self._register is not None else sender_id
 
     def on_replace(self, listener: Callable[[PartiesDirectory], None]) -> None:
         """Call ``listener`` with this directory after each :meth:`replace`."""
@@ -168,9 +215,12 @@ class PartiesDirectory:
 
     def replace(self, newer: PartiesDirectory) -> list[str]:
         """Take the contents of ``newer``; returns what changed, one line per party."""
-        changes = describe_changes(self, newer)
-        self._by_id = dict(newer._by_id)
-        self._declared = newer._declared
+        register = newer._register if newer._register is not None else self._register
+        self._listed = dict(newer._listed)
+        self._register = register
+        by_id, declared = self._entitled(self._listed, register)
+        changes = _describe(self._by_id, by_id)
+        self._by_id, self._declared = by_id, declared
         for listener in self._listeners:
             listener(self)
         return changes
@@ -214,8 +264,10 @@ class PartiesDirectory:
 
 def describe_changes(older: PartiesDirectory, newer: PartiesDirectory) -> list[str]:
     """What a reload changes: parties added or removed, senders granted or withdrawn."""
-    before = {p.id: p for p in older}
-    after = {p.id: p for p in newer}
+    return _describe({p.id: p for p in older}, {p.id: p for p in newer})
+
+
+def _describe(before: dict[str, Party], after: dict[str, Party]) -> list[str]:
     lines = [f"+ {i} ({after[i].name})" for i in sorted(set(after) - set(before))]
     lines += [f"- {i}" for i in sorted(set(before) - set(after))]
     for party_id in sorted(set(before) & set(after)):
