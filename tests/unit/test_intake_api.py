@@ -10,18 +10,23 @@ from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.senders import SenderRegister
 from stopsms.domain.topics import Topics
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
-from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, senders_pb2
 
 
 @pytest.fixture
-async def intake():
+def directory() -> PartiesDirectory:
+    return PartiesDirectory.load(IntakeSettings().parties_file)
+
+
+@pytest.fixture
+async def intake(directory: PartiesDirectory):
     settings = IntakeSettings(public_base_url="https://stopsms.ma/")
-    directory = PartiesDirectory.load(settings.parties_file)
     publisher = InMemoryPublisher()
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     submitter = RequestSubmitter(
@@ -159,6 +164,31 @@ async def test_keywords_pick_the_scope_and_flag_undeclared_senders(intake) -> No
             metadata=as_party("atlas-sms"),
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_stop_to_a_senders_short_code_suppresses_the_sender_it_is_an_alias_of(
+    intake, directory: PartiesDirectory
+) -> None:
+    stub, publisher = intake
+    jumia = senders_pb2.Sender(
+        sender_id="JUMIA",
+        aliases=["3030"],
+        sending_party_ids=["atlas-sms"],
+        status=senders_pb2.SENDER_STATUS_ACTIVE,
+    )
+    directory.replace(directory.with_senders(SenderRegister.of([jumia])))
+    kw = intake_pb2.SubmitKeywordRequest
+    reply = await stub.SubmitKeyword(
+        kw(request_id="a1", msisdn="0612345678", sender_id="3030", text="STOP"),
+        metadata=as_party("iam"),
+    )
+    assert (reply.sender_id, reply.undeclared_sender) == ("JUMIA", False)
+    await stub.SubmitOptOut(opt_out(request_id="a2", sender_id="3030"), metadata=as_party("iam"))
+    recorded = [
+        events_pb2.PreferenceRequested.FromString(value)
+        for _, value, _ in publisher.records["stopsms.requests.v1"]
+    ]
+    assert [r.sender_id for r in recorded] == ["JUMIA", "JUMIA"]
 
 
 async def test_links_are_short_and_batches_are_all_or_nothing(intake) -> None:

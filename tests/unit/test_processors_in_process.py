@@ -19,9 +19,10 @@ import yaml
 from aiohttp import web
 
 from stopsms.adapters.bus import InMemoryBus, InMemoryConsumerGroups, InMemoryPublisher
+from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.view import InMemorySuppressionView
-from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.parties import PartiesDirectory, Party
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.proof import ProgressLog
 from stopsms.domain.rules import combine
@@ -37,7 +38,7 @@ from stopsms.notifier.progress import (
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.subject_filter import SubjectFilter
-from stopsms.v1 import events_pb2
+from stopsms.v1 import events_pb2, senders_pb2
 
 from ..conftest import until
 
@@ -275,6 +276,49 @@ async def test_a_compacted_index_finds_what_another_replica_published_and_forget
         assert links.peek("AbCdEfGhIjK") is None
     finally:
         await links.stop()
+
+
+async def test_every_process_entitles_its_parties_from_the_sender_register_as_it_changes() -> None:
+    bus = InMemoryBus(2)
+    directory = PartiesDirectory(
+        [
+            Party("atlas", events_pb2.PARTY_KIND_PSVA, "Atlas"),
+            Party("sahara", events_pb2.PARTY_KIND_PSVA, "Sahara"),
+        ]
+    )
+    granted: list[frozenset[str]] = []
+    directory.on_replace(lambda d: granted.append(d.get("atlas").senders))  # type: ignore[union-attr]
+    follower = SenderRegisterFollower(bus, TOPICS.senders, directory)
+    await follower.start()
+    try:
+        jumia = senders_pb2.Sender(
+            sender_id="JUMIA",
+            aliases=["3030"],
+            sending_party_ids=["atlas"],
+            status=senders_pb2.SENDER_STATUS_ACTIVE,
+        )
+        bus.append(TOPICS.senders, b"JUMIA", jumia.SerializeToString(), partition=0)
+        await until(
+            lambda: _true(directory.get("atlas").sends_for("JUMIA")),  # type: ignore[union-attr]
+            "atlas entitled to JUMIA by the register",
+        )
+        assert directory.resolve_sender("3030") == "JUMIA" and directory.is_declared("JUMIA")
+        jumia.sending_party_ids[:] = ["sahara"]  # moved by the regulator's record
+        bus.append(TOPICS.senders, b"JUMIA", jumia.SerializeToString(), partition=0)
+        await until(
+            lambda: _true(directory.get("sahara").sends_for("JUMIA")),  # type: ignore[union-attr]
+            "JUMIA moved to sahara",
+        )
+        assert not directory.get("atlas").sends_for("JUMIA")  # type: ignore[union-attr]
+        bus.append(TOPICS.senders, b"JUMIA", None, partition=0)  # a tombstone: undeclared
+        await until(lambda: _true(not directory.is_declared("JUMIA")), "JUMIA undeclared")
+        assert granted[0] == {"JUMIA"}
+    finally:
+        await follower.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_receipts_make_acknowledgements_and_operator_commits_durable_for_every_replica(

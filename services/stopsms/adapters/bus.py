@@ -431,6 +431,9 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
     def on_value(self, key: str, value: V | None) -> None:
         """Called for every record read (None: a tombstone); subclasses keep what they need."""
 
+    def on_batch(self) -> None:
+        """Called after each batch of records read; subclasses act once per batch."""
+
     @mode.Service.task
     async def _follow(self) -> None:
         assert self._reader is not None
@@ -454,6 +457,8 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
                             record.partition,
                             record.offset,
                         )
+            if records:
+                self.on_batch()
             async with self._progress:
                 self._progress.notify_all()
 

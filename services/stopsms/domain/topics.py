@@ -48,6 +48,13 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         "stopsms.outbound.v1",
         {"cleanup.policy": "delete", "retention.ms": str(OUTBOUND_RETENTION_MS)},
     ),
+    # The register of declared senders (compacted: each sender's current record) and its
+    # history (every declaration, update and review), kept as long as the legal record.
+    TopicSpec("stopsms.senders.v1", {"cleanup.policy": "compact"}),
+    TopicSpec(
+        "stopsms.sender-changes.v1",
+        {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
+    ),
 )
 
 
@@ -105,6 +112,16 @@ class Topics:
     def outbound(self) -> str:
         """Messages to citizens (confirmations, codes, help), delivered by their operator."""
         return self.name("stopsms.outbound.v1")
+
+    @property
+    def senders(self) -> str:
+        """The register of declared senders: each sender's current record, by canonical id."""
+        return self.name("stopsms.senders.v1")
+
+    @property
+    def sender_changes(self) -> str:
+        """Every change of the register: its history and the regulator's reviews."""
+        return self.name("stopsms.sender-changes.v1")
 
     def operator_outbound_group(self, party_id: str) -> str:
         """The consumer group an operator delivers messages to its subscribers with."""

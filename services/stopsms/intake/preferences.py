@@ -330,8 +330,8 @@ def add_preferences_routes(
         sender = ""
         if action in ("opt_out_sender", "opt_in_sender"):
             try:
-                sender = canonical_sender_id(
-                    check_sender_id(str(form.get("sender", "")), required=True)
+                sender = submitter.resolve_sender(
+                    canonical_sender_id(check_sender_id(str(form.get("sender", "")), required=True))
                 )
             except InvalidSender:
                 return _html(_page(lang, "/preferences/me", note(lang, "bad_sender")), 400)

@@ -140,7 +140,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         try:
             request_id = check_request_id(request.request_id)
             e164 = check_msisdn(request.msisdn)
-            sender_id = check_sender(request.sender_id)
+            sender_id = self._auth.directory.resolve_sender(check_sender(request.sender_id))
             if request.channel in (events_pb2.CHANNEL_UNSPECIFIED, events_pb2.CHANNEL_LINK):
                 raise InvalidField("channel", "required; links are confirmed on the link page")
             if request.channel not in events_pb2.Channel.values():
@@ -186,11 +186,13 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             action_time = check_action_time(request.action_time, request.HasField("action_time"))
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        intent = classify(request.text, short_code)
+        # a reply to a sender's short code is about the sender it is an alias of
+        sender = self._auth.directory.resolve_sender(short_code)
+        intent = classify(request.text, sender)
         is_platform_code = short_code in {
             canonical_sender_id(code) for code in self._settings.platform_short_codes
         }
-        scope = "" if is_platform_code or intent == intake_pb2.INTENT_OPT_OUT_ALL else short_code
+        scope = "" if is_platform_code or intent == intake_pb2.INTENT_OPT_OUT_ALL else sender
         language = reply_language(request.text)
         if intent in (intake_pb2.INTENT_NONE, intake_pb2.INTENT_HELP):
             # HELP anywhere, and a reply to the platform's own code it could not read, are
@@ -313,7 +315,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> events_pb2.StopLink:
         """Validate one link request and build its record (nothing published yet)."""
         e164 = check_msisdn(msisdn, f"{field}msisdn")
-        sender = check_sender(sender_id, required=True, field=f"{field}sender_id")
+        sender = self._auth.directory.resolve_sender(
+            check_sender(sender_id, required=True, field=f"{field}sender_id")
+        )
         if not party.sends_for(sender):
             raise PermissionError(f"sender {sender!r} is not one of {party.id}'s senders")
         protected = self._submitter.protect(e164)

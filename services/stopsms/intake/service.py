@@ -11,6 +11,7 @@ from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import KafkaPublisher, Publisher
 from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory
@@ -65,7 +66,9 @@ class IntakeProcess:
             settings.partitions,
             RedisRequestReferences(redis, settings.topic_namespace),
         )
-        self.links = LinkDirectory(bus or KafkaBus(settings.kafka), topics.links)
+        bus = bus or KafkaBus(settings.kafka)
+        self.links = LinkDirectory(bus, topics.links)
+        self.sender_register = SenderRegisterFollower(bus, topics.senders, directory)
         self.auth = auth = Authenticator(
             directory,
             insecure=settings.insecure_identity,
@@ -140,6 +143,7 @@ class IntakeProcess:
             if self._own_publisher:
                 await self.publisher.start()  # type: ignore[attr-defined]
             await self.links.start()
+            await self.sender_register.start()
             self._web_runner = web.AppRunner(self.web_app, access_log=None)
             await self._web_runner.setup()
             host, _, port = self.settings.intake_http_address.rpartition(":")
@@ -160,6 +164,7 @@ class IntakeProcess:
             await self._web_runner.cleanup()
         await self.lookups.close()
         await self.answers.close()
+        await self.sender_register.stop()
         await self.links.stop()
         if self._own_publisher:
             await self.publisher.stop()  # type: ignore[attr-defined]

@@ -111,6 +111,10 @@ class RequestSubmitter:
         """Pseudonymise and seal a normalised number."""
         return Subject(self._pseudonymiser.subject(e164), self._pseudonymiser.seal(e164))
 
+    def resolve_sender(self, sender_id: str) -> str:
+        """The sender a canonical id or alias stands for (the register's aliases)."""
+        return self._directory.resolve_sender(sender_id)
+
     def declared_senders(self) -> list[str]:
         """Every declared sender, as the directory holds them now."""
         return self._directory.declared_senders()

@@ -9,6 +9,7 @@ from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher, PublisherService
 from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.startup import before_serving, refuse_to_start
@@ -119,6 +120,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
             audit_publisher,
             publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
+            SenderRegisterFollower(bus, topics.senders, directory),
             offsets,
             propagation,
             follower,

@@ -117,7 +117,10 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 context, party, method, "WatchChanges is for PSVAs; operators read the topic"
             )
         try:
-            asked = {check_sender_id(sender, required=True) for sender in request.sender_ids}
+            asked = {
+                self._auth.directory.resolve_sender(check_sender_id(sender, required=True))
+                for sender in request.sender_ids
+            }
         except InvalidSender as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sender_ids: {exc}")
         foreign = sorted(asked - party.senders)

@@ -13,6 +13,7 @@ from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import PublisherService
 from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.adapters.settings import RegistrySettings
 from stopsms.adapters.startup import before_serving, refuse_to_start
@@ -107,6 +108,7 @@ def create_registry(
         [
             audit_publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
+            SenderRegisterFollower(bus, topics.senders, directory),
             decisions,
             lag,
             materialiser,

@@ -51,7 +51,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, context: grpc.aio.ServicerContext, party: Party, sender_id: str, method: str
     ) -> str:
         try:
-            sender_id = check_sender_id(sender_id)
+            sender_id = self._auth.directory.resolve_sender(check_sender_id(sender_id))
         except InvalidSender as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sender_id: {exc}")
         if not may_check(party, sender_id):
