@@ -37,6 +37,7 @@ def test_each_accepted_form_of_the_mention_is_found(text: str) -> None:
         f"Soldes ! StopSMS : https://stopsms-fake.ma/{CODE}",  # a look-alike site is no mention
         "Ne manquez pas nos offres, STOP ou encore ?",
         "تخفيضات كبيرة اليوم فقط",
+        f"Soldes ! https://stopsms.ma/{CODE}",  # the site's name is not the word StopSMS
     ],
 )
 def test_a_text_without_an_accepted_mention_is_found_out(text: str) -> None:

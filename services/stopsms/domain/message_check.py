@@ -108,6 +108,8 @@ def has_reply_mention(text: str) -> bool:
 def read_text(text: str, site: LinkSite) -> TextReading:
     """The mention, the platform's link codes and the cost of ``text``."""
     codes = site.codes_in(text)
-    mention = has_reply_mention(text) or (bool(codes) and _WORD_STOPSMS.search(text) is not None)
+    # the word StopSMS must be the text's own, not the link site's host name ("stopsms.ma")
+    words = _URL.sub(" ", text)
+    mention = has_reply_mention(words) or (bool(codes) and _WORD_STOPSMS.search(words) is not None)
     segments, encoding = segments_of(text)
     return TextReading(mention, codes, segments, encoding)

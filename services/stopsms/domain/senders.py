@@ -131,9 +131,15 @@ def _text(field: str, value: str, *, required: bool = False) -> str:
 
 
 def _checked_body(
-    proposed: senders_pb2.Sender, register: SenderRegister, parties: Mapping[str, Party]
+    proposed: senders_pb2.Sender,
+    register: SenderRegister,
+    parties: Mapping[str, Party],
+    listed: frozenset[str],
 ) -> senders_pb2.Sender:
-    """The names, entity, declaration and parties of ``proposed``, checked and canonical."""
+    """The names, entity, declaration and parties of ``proposed``, checked and canonical.
+
+    ``listed`` are the sender ids the directory file still lists (not yet migrated): taken too.
+    """
     sender_id = _canonical_ids("sender.sender_id", [proposed.sender_id])[0]
     if proposed.kind not in KINDS:
         raise SenderRefused("sender.kind", "sender.kind: ALPHANUMERIC, SHORT_CODE or LONG_NUMBER")
@@ -146,6 +152,12 @@ def _checked_body(
             raise SenderRefused(
                 "sender.aliases" if name != sender_id else "sender.sender_id",
                 f"{name} is already sender {holder}'s id or alias",
+            )
+        if holder is None and name in listed:
+            raise SenderRefused(
+                "sender.aliases" if name != sender_id else "sender.sender_id",
+                f"{name} is a sender the parties directory lists: it becomes a record through "
+                "the migration (stopsms senders migrate)",
             )
     party_ids = sorted(set(proposed.sending_party_ids))
     if not party_ids:
@@ -173,11 +185,12 @@ def declare(
     caller: Party,
     register: SenderRegister,
     parties: Mapping[str, Party],
+    listed: frozenset[str] = frozenset(),
 ) -> senders_pb2.Sender:
     """The new sender ``caller`` declares, PENDING; raises :class:`SenderRefused`."""
     if not (caller.is_operator or caller.is_psva):
         raise SenderRefused("caller", "only operators and PSVAs declare senders", permission=True)
-    body = _checked_body(proposed, register, parties)
+    body = _checked_body(proposed, register, parties, listed)
     if body.sender_id in register.by_id:
         raise SenderRefused("sender.sender_id", f"sender {body.sender_id} is already declared")
     if caller.id not in body.sending_party_ids:
@@ -195,6 +208,7 @@ def update(
     caller: Party,
     register: SenderRegister,
     parties: Mapping[str, Party],
+    listed: frozenset[str] = frozenset(),
 ) -> senders_pb2.Sender:
     """``proposed`` applied to the sender it names; its status stays the regulator's."""
     named = _canonical_ids("sender.sender_id", [proposed.sender_id])[0]
@@ -203,7 +217,7 @@ def update(
         raise SenderRefused("sender.sender_id", f"sender {named} is not declared")
     if caller.id not in current.sending_party_ids:
         raise SenderRefused("sender.sender_id", "the caller does not send for it", permission=True)
-    body = _checked_body(_with_id(proposed, current.sender_id), register, parties)
+    body = _checked_body(_with_id(proposed, current.sender_id), register, parties, listed)
     body.status, body.status_reason = current.status, current.status_reason
     body.updated_by = caller.id
     return body

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stopsms.adapters.identity import Authenticator
 from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
+from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.ids import event_id
 from stopsms.domain.keywords import classify
@@ -27,12 +28,13 @@ from stopsms.domain.messages import reply_language
 from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 from stopsms.domain.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
+from stopsms.domain.senders import ACTIVE
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
-from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, senders_pb2
 
 SERVICE_NAME = "stopsms.v1.IntakeService"
 MAX_REQUEST_ID = 128
@@ -93,6 +95,10 @@ def check_action_time(stamp: Timestamp, has_field: bool) -> Timestamp | None:
     return stamp
 
 
+class SenderNotActive(Exception):
+    """A sender of the register the regulator has not made ACTIVE: no link is issued for it."""
+
+
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     """Accepts requests from operators and PSVAs and issues links."""
 
@@ -107,8 +113,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         auth: Authenticator,
         answers: AnswerStore | None = None,
         numbers: KeyedRateLimiter | None = None,
+        sender_register: SenderRegisterFollower | None = None,
     ) -> None:
         self._settings = settings
+        self._sender_register = sender_register
         self._answers = answers or InMemoryAnswerStore()
         self._numbers = numbers or number_limiter(settings)
         self._submitter = submitter
@@ -320,6 +328,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         if not party.sends_for(sender):
             raise PermissionError(f"sender {sender!r} is not one of {party.id}'s senders")
+        self._check_active(sender, f"{field}sender_id")
         protected = self._submitter.protect(e164)
         return events_pb2.StopLink(
             code=new_code(),
@@ -330,6 +339,22 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             issued_time=times[0],
             expire_time=times[1],
         )
+
+    def _check_active(self, sender_id: str, field: str) -> None:
+        """Links only for ACTIVE senders of the register.
+
+        Senders still listed in the directory file, not yet migrated, keep their links.
+        """
+        if self._sender_register is None:
+            return
+        record = self._sender_register.register.get(sender_id)
+        if record is not None and record.status != ACTIVE:
+            status = senders_pb2.SenderStatus.Name(record.status).removeprefix("SENDER_STATUS_")
+            reason = f" ({record.status_reason})" if record.status_reason else ""
+            raise SenderNotActive(
+                f"{field}: sender {sender_id} is {status}{reason}; StopSMS links are issued "
+                "only for senders the regulator made ACTIVE"
+            )
 
     async def _record_links(
         self,
@@ -369,6 +394,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             link = self._new_link(party, request.msisdn, request.sender_id, "", self._link_times())
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except SenderNotActive as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except PermissionError as exc:
             await self._auth.deny(context, party, method, str(exc))
         await self._record_links(context, party, method, [link])
@@ -395,6 +422,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             ]
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except SenderNotActive as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except PermissionError as exc:
             await self._auth.deny(context, party, method, str(exc))
         await self._record_links(context, party, method, links)

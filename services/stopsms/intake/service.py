@@ -14,6 +14,7 @@ from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
+from stopsms.domain.message_check import LinkSite
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
@@ -22,11 +23,13 @@ from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.codes import OneTimeCodes
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
+from stopsms.intake.senders import SERVICE_NAME as SENDERS_SERVICE_NAME
+from stopsms.intake.senders import SenderRegistryServicer
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
 from stopsms.intake.submission import RedisRequestReferences, RequestSubmitter
 from stopsms.intake.undo import RedisUndoStore
 from stopsms.intake.web import PlatformLookups, create_web_app
-from stopsms.v1 import intake_pb2
+from stopsms.v1 import intake_pb2, senders_pb2
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +92,28 @@ class IntakeProcess:
             auth=auth,
             answers=self.answers,
             numbers=numbers,
+            sender_register=self.sender_register,
+        )
+        senders = SenderRegistryServicer(
+            register=self.sender_register,
+            links=self.links,
+            publisher=self.publisher,
+            auth=auth,
+            answers=self.answers,
+            topics=topics,
+            link_site=LinkSite(settings.public_base_url),
         )
         self.endpoint = GrpcEndpoint(
             settings.intake_grpc_address,
             [
                 servicer_registration(
                     servicer, intake_pb2.DESCRIPTOR.services_by_name["IntakeService"]
-                )
+                ),
+                servicer_registration(
+                    senders, senders_pb2.DESCRIPTOR.services_by_name["SenderRegistryService"]
+                ),
             ],
-            [SERVICE_NAME],
+            [SERVICE_NAME, SENDERS_SERVICE_NAME],
             credentials=credentials,
             health_address=settings.intake_health_address,
         )
@@ -144,6 +160,8 @@ class IntakeProcess:
                 await self.publisher.start()  # type: ignore[attr-defined]
             await self.links.start()
             await self.sender_register.start()
+            # Entitlements come from the register: serve only once it is read (bounded wait).
+            await self.sender_register.caught_up(wait_seconds=15.0)
             self._web_runner = web.AppRunner(self.web_app, access_log=None)
             await self._web_runner.setup()
             host, _, port = self.settings.intake_http_address.rpartition(":")

@@ -10,6 +10,9 @@
     stopsms scrub campaign.csv --sender JUMIA --party atlas-sms
                                         clean and suppressed lists of a campaign
     stopsms registry rebuild            rebuild the registry's view from the topic, verified
+    stopsms check-campaign campaign.txt --sender JUMIA --party atlas-sms
+                                        every text of a campaign checked before it is sent
+    stopsms senders migrate             the directory's senders lists become register records
 
 Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
 ``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
@@ -300,6 +303,80 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_campaign(args: argparse.Namespace) -> int:
+    """Check every text of a campaign file; exit 1 when any text has a problem."""
+    import asyncio
+
+    from stopsms.adapters.clients import party_channel
+    from stopsms.tools.campaign_check import CampaignReport, check_campaign
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"stopsms check-campaign: {path}: no such file", file=sys.stderr)
+        return 2
+    ends = _endpoints()
+    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
+    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+
+    async def run() -> CampaignReport:
+        channel, metadata = party_channel(ends["intake_grpc"], args.party, tls)
+        async with channel:
+            return await check_campaign(channel, metadata, path, args.sender)
+
+    try:
+        report = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        print(f"stopsms check-campaign: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    failing = len({line for line, _, _ in report.problems})
+    print(
+        f"{report.texts:,} texts: {report.ok:,} ok, {failing:,} with problems; "
+        f"{report.segments:,} SMS segments in all"
+    )
+    return 0 if failing == 0 else 1
+
+
+def cmd_senders_migrate(args: argparse.Namespace) -> int:
+    """Import the directory's senders lists into the register, once; optionally strip them."""
+    import asyncio
+
+    from stopsms.adapters.bus import KafkaBus
+    from stopsms.adapters.kafka import KafkaPublisher
+    from stopsms.adapters.settings import IntakeSettings
+    from stopsms.domain.parties import DirectoryError, PartiesDirectory
+    from stopsms.domain.topics import Topics
+    from stopsms.tools.senders import Migration, migrate_directory, parties_only
+
+    settings = IntakeSettings.from_env(data_dir=DATA_DIR)
+    source = Path(args.parties) if args.parties else settings.parties_file
+    try:
+        directory = PartiesDirectory.load(source)
+    except DirectoryError as exc:
+        print(f"stopsms senders migrate: {exc}", file=sys.stderr)
+        return 2
+    kafka = _kafka(settings)
+
+    async def run() -> Migration:
+        publisher = KafkaPublisher(kafka, client_id="stopsms-senders-migrate")
+        await publisher.start()
+        try:
+            return await migrate_directory(
+                directory, KafkaBus(kafka), publisher, Topics(settings.topic_namespace)
+            )
+        finally:
+            await publisher.stop()
+
+    done = asyncio.run(run())
+    print(
+        f"imported {len(done.imported)} sender(s) as ACTIVE: {', '.join(done.imported) or '-'}; "
+        f"already in the register: {', '.join(done.already) or '-'}"
+    )
+    if args.write_parties:
+        Path(args.write_parties).write_text(parties_only(source.read_text()))
+        print(f"the directory without its senders lists: {args.write_parties}")
+    return 0
+
+
 def cmd_registry_rebuild(args: argparse.Namespace) -> int:
     """Rebuild the registry's Redis view from stopsms.suppressions.v1 and verify it."""
     import asyncio
@@ -486,6 +563,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="processes (default STOPSMS_REBUILD_WORKERS, 2)"
     )
     rebuild.set_defaults(func=cmd_registry_rebuild)
+    campaign = sub.add_parser(
+        "check-campaign", help="check every text of a campaign before it is sent"
+    )
+    campaign.add_argument("file", help="one text per line (\\n for a line break inside one)")
+    campaign.add_argument("--sender", required=True, help="the sender the campaign is for")
+    campaign.add_argument("--party", default="atlas-sms", help="the PSVA (or operator) asking")
+    campaign.set_defaults(func=cmd_check_campaign)
+    senders = sub.add_parser("senders", help="the register of declared senders")
+    senders_sub = senders.add_subparsers(dest="senders_command", required=True)
+    migrate = senders_sub.add_parser(
+        "migrate", help="import the parties directory's senders lists as ACTIVE records, once"
+    )
+    migrate.add_argument("--parties", help="the directory file (default STOPSMS_PARTIES_FILE)")
+    migrate.add_argument(
+        "--write-parties", help="also write the directory without its senders lists here"
+    )
+    migrate.set_defaults(func=cmd_senders_migrate)
     check_ledger = sub.add_parser(
         "verify", help="the ledger check: every acknowledged request decided once and applied"
     )

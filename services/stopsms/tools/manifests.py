@@ -32,13 +32,13 @@ class ManifestError(RuntimeError):
 
 
 def kustomize_command() -> list[str]:
-    """How to run kustomize on this machine."""
+    """How to render a kustomization on this machine: the command, to which the folder is added."""
     configured = os.environ.get("STOPSMS_KUSTOMIZE")
     if configured:
-        return [configured]
+        return [configured, "build"]
     found = shutil.which("kustomize")
     if found:
-        return [found]
+        return [found, "build"]
     go = shutil.which("go")
     if go:
         gopath = subprocess.run(  # noqa: S603
@@ -46,11 +46,11 @@ def kustomize_command() -> list[str]:
         ).stdout.strip()
         candidate = Path(gopath or Path.home() / "go") / "bin" / "kustomize"
         if candidate.is_file():
-            return [str(candidate)]
+            return [str(candidate), "build"]
     if (Path.home() / "go" / "bin" / "kustomize").is_file():
-        return [str(Path.home() / "go" / "bin" / "kustomize")]
+        return [str(Path.home() / "go" / "bin" / "kustomize"), "build"]
     kubectl = shutil.which("kubectl")
-    if kubectl:
+    if kubectl:  # kubectl's built-in kustomize takes the folder directly ("kubectl kustomize DIR")
         return [kubectl, "kustomize"]
     raise ManifestError(
         "kustomize is not installed: run deploy/bootstrap.sh (it runs `go install "
@@ -64,7 +64,7 @@ def render(overlay: str) -> list[dict[str, Any]]:
     if not folder.is_dir():
         raise ManifestError(f"no overlay {overlay!r}; there are {', '.join(OVERLAYS)}")
     result = subprocess.run(  # noqa: S603
-        [*kustomize_command(), "build", str(folder)], capture_output=True, text=True, check=False
+        [*kustomize_command(), str(folder)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise ManifestError(f"kustomize build {folder} failed:\n{result.stderr}")
