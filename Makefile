@@ -42,13 +42,14 @@ lint: protos-check buf-lint  ## ruff, mypy, the layer contracts (import-linter),
 	$(PYTHON) -m mypy
 	lint-imports
 
-bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the reply classifier and the propagation sweep (each against a raw baseline); writes bench/results.json.
+bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the reply classifier, the campaign check and the propagation sweep (each against a raw baseline); writes bench/results.json.
 	$(PYTHON) -m bench.propagation
 	$(PYTHON) -m bench.audit
 	$(PYTHON) -m bench.intake
 	$(PYTHON) -m bench.registry
 	$(PYTHON) -m bench.stream_layer
 	$(PYTHON) -m bench.classifier
+	$(PYTHON) -m bench.message_check
 	$(PYTHON) -m bench.propagation_sweep
 
 bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; nothing is recorded.
@@ -58,6 +59,7 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --entries 20000 --numbers 20000 --seconds 1 --concurrency 4
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.stream_layer --requests 2000
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.classifier --rounds 1
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.message_check --texts 500 --rounds 1
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).

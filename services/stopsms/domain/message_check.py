@@ -20,6 +20,7 @@ both together in a fixed order of problems.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -82,8 +83,11 @@ class LinkSite:
 
     def codes_in(self, text: str) -> tuple[str, ...]:
         """The platform's link codes in ``text``, in order, each once."""
+        return self._codes_of(_URL.finditer(text))
+
+    def _codes_of(self, urls: Iterable[re.Match[str]]) -> tuple[str, ...]:
         codes: list[str] = []
-        for match in _URL.finditer(text):
+        for match in urls:
             code = self.code_of(match.group().rstrip(".,;:!?)»\"'"))
             if code is not None and code not in codes:
                 codes.append(code)
@@ -107,9 +111,13 @@ def has_reply_mention(text: str) -> bool:
 
 def read_text(text: str, site: LinkSite) -> TextReading:
     """The mention, the platform's link codes and the cost of ``text``."""
-    codes = site.codes_in(text)
+    urls = list(_URL.finditer(text)) if "/" in text else []
+    codes = site._codes_of(urls)  # noqa: SLF001 - the URLs are scanned once, here
     # the word StopSMS must be the text's own, not the link site's host name ("stopsms.ma")
-    words = _URL.sub(" ", text)
+    words = text
+    if urls:
+        cuts = [0, *(i for m in urls for i in m.span()), len(text)]
+        words = " ".join(text[a:b] for a, b in zip(cuts[::2], cuts[1::2], strict=True))
     mention = has_reply_mention(words) or (bool(codes) and _WORD_STOPSMS.search(words) is not None)
     segments, encoding = segments_of(text)
     return TextReading(mention, codes, segments, encoding)
