@@ -16,6 +16,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
 from stopsms.adapters.clients import party_channel, party_channel_sync
 from stopsms.tools.campaign_check import check_campaign
@@ -31,6 +33,9 @@ from stopsms.v1 import (
     senders_pb2,
     senders_pb2_grpc,
 )
+
+from .test_link_page_browser import browser as browser  # noqa: F401 - the fixture
+from .test_link_page_browser import shot, visible_text
 
 pytestmark = pytest.mark.e2e
 S = senders_pb2
@@ -208,3 +213,76 @@ def test_a_declared_sender_is_reviewed_aliased_suppressed_and_suspended(
         parties.stop()
         for channel, _, _ in (psva, regulator, links, operator, registry, notifier):
             channel.close()
+
+
+def test_a_citizen_looks_up_senders_in_french_and_arabic(
+    secure_platform: LocalPlatform,
+    browser: webdriver.Chrome,  # noqa: F811 - the fixture
+) -> None:
+    name, short_code = f"SOUK{uuid.uuid4().hex[:4].upper()}", str(50000 + uuid.uuid4().int % 9999)
+    psva = stub_of(
+        secure_platform, "intake", "sahara-push", senders_pb2_grpc.SenderRegistryServiceStub
+    )
+    regulator = stub_of(
+        secure_platform, "intake", "cndp", senders_pb2_grpc.SenderRegistryServiceStub
+    )
+    try:
+        psva[1].DeclareSender(
+            S.DeclareSenderRequest(
+                request_id=f"declare-{name}",
+                sender=S.Sender(
+                    sender_id=name,
+                    kind=S.SENDER_KIND_ALPHANUMERIC,
+                    display_name="Souk Online",
+                    aliases=[short_code],
+                    legal_entity="Souk Online SARL",
+                    cndp_declaration="D-2026-0117",
+                    sending_party_ids=["sahara-push"],
+                ),
+            ),
+            metadata=psva[2],
+            timeout=15,
+        )
+        regulator[1].ReviewSender(
+            S.ReviewSenderRequest(
+                request_id=f"review-{name}", sender_id=name, status=S.SENDER_STATUS_ACTIVE
+            ),
+            metadata=regulator[2],
+            timeout=15,
+        )
+    finally:
+        psva[0].close()
+        regulator[0].close()
+    site = secure_platform.endpoints["intake_http"].rstrip("/")
+
+    def look_up(text: str) -> str:
+        field = browser.find_element(By.ID, "q")
+        field.clear()
+        field.send_keys(text)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        return visible_text(browser, "answer")
+
+    browser.get(f"{site}/expediteur?lang=fr")
+    assert "Qui m'envoie ce SMS ?" in visible_text(browser)
+    shot(browser, "senders-1-lookup-fr")
+    answer = look_up(short_code)  # the short code the phone showed finds the sender
+    assert "Souk Online est un expéditeur déclaré." in answer
+    assert "autorisé" in answer and "Souk Online SARL" in answer and "Sahara Push" in answer
+    assert f"répondez STOP au {short_code}" in answer
+    shot(browser, "senders-2-declared-fr")
+    answer = look_up("jumia")  # a sender the directory still lists
+    assert "JUMIA est un expéditeur déclaré." in answer and "Atlas SMS" in answer
+    answer = look_up("PROMO-FLASH")
+    assert "PROMO-FLASH n'est pas un expéditeur déclaré." in answer and "CNDP" in answer
+    shot(browser, "senders-3-undeclared-fr")
+
+    browser.find_element(By.LINK_TEXT, "العربية").click()
+    html = browser.find_element(By.TAG_NAME, "html")
+    assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
+    assert "PROMO-FLASH ليس مرسلا مصرحا به." in visible_text(browser, "answer")
+    shot(browser, "senders-4-undeclared-ar")
+    answer = look_up(short_code)
+    assert "Souk Online مرسل مصرح به." in answer and "مرخص" in answer
+    assert short_code in answer and "STOP" in answer
+    shot(browser, "senders-5-declared-ar")
+    assert NUMBER not in browser.page_source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.codes import OneTimeCodes
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
+from stopsms.intake.sender_lookup import add_sender_lookup_routes
 from stopsms.intake.senders import SERVICE_NAME as SENDERS_SERVICE_NAME
 from stopsms.intake.senders import SenderRegistryServicer
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer, number_limiter
@@ -123,19 +125,10 @@ class IntakeProcess:
             INTAKE_PARTY_ID,
             settings.client_tls_folder,
         )
-        per_minute = settings.link_misses_per_minute
-        self.web_app = create_web_app(
-            links=self.links,
-            submitter=self.submitter,
-            lookups=self.lookups,
-            answers=self.answers,
-            numbers=numbers,
-            misses=KeyedRateLimiter(rate=per_minute / 60, burst=per_minute),
-            unseal=pseudonymiser.unseal,
-            undos=undos,
-            undo_seconds=settings.link_undo_seconds,
-            secure_cookies=settings.public_base_url.startswith("https://"),
-            citizens_page=lambda app, language: add_preferences_routes(
+
+        def citizen_pages(app: web.Application, language: Callable[[web.Request], str]) -> None:
+            """The citizen's own page and the public lookup of senders."""
+            add_preferences_routes(
                 app,
                 language=language,
                 codes=OneTimeCodes(
@@ -148,7 +141,27 @@ class IntakeProcess:
                 unseal=pseudonymiser.unseal,
                 senders=self.submitter.declared_senders,
                 secure_cookies=settings.public_base_url.startswith("https://"),
-            ),
+            )
+            add_sender_lookup_routes(
+                app,
+                language=language,
+                register=lambda: self.sender_register.register,
+                directory=directory,
+            )
+
+        per_minute = settings.link_misses_per_minute
+        self.web_app = create_web_app(
+            links=self.links,
+            submitter=self.submitter,
+            lookups=self.lookups,
+            answers=self.answers,
+            numbers=numbers,
+            misses=KeyedRateLimiter(rate=per_minute / 60, burst=per_minute),
+            unseal=pseudonymiser.unseal,
+            undos=undos,
+            undo_seconds=settings.link_undo_seconds,
+            secure_cookies=settings.public_base_url.startswith("https://"),
+            citizens_page=citizen_pages,
         )
         self._web_runner: web.AppRunner | None = None
         self.reloader = DirectoryReloader(directory, settings.parties_reload_seconds)
