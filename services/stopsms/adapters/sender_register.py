@@ -10,11 +10,14 @@ change rarely and number in the thousands, not millions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex
+from stopsms.adapters.kafka import Publisher, message_headers
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.senders import SenderRegister
+from stopsms.domain.topics import Topics
 from stopsms.v1 import senders_pb2
 
 log = logging.getLogger(__name__)
@@ -48,3 +51,24 @@ class SenderRegisterFollower(CompactedTopicIndex[senders_pb2.Sender]):
         self.register = SenderRegister.of(self._values.values())
         for line in self._directory.replace(self._directory.with_senders(self.register)):
             log.info("sender register: %s", line)
+
+
+async def publish_change(
+    publisher: Publisher, topics: Topics, changed: senders_pb2.SenderChanged
+) -> None:
+    """Write one change of the register: the record (compacted) and the change (its history)."""
+    key = changed.sender.sender_id.encode()
+    await asyncio.gather(
+        publisher.publish(
+            topics.senders,
+            key,
+            changed.sender.SerializeToString(),
+            headers=message_headers("stopsms.v1.Sender"),
+        ),
+        publisher.publish(
+            topics.sender_changes,
+            key,
+            changed.SerializeToString(),
+            headers=message_headers("stopsms.v1.SenderChanged"),
+        ),
+    )

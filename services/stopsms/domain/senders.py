@@ -47,6 +47,11 @@ MAX_ALIASES = 8
 MAX_TEXT_FIELD = 200
 
 
+def status_name(status: int) -> str:
+    """The status as people read it: "ACTIVE", "PENDING", "SUSPENDED", "REVOKED"."""
+    return senders_pb2.SenderStatus.Name(status).removeprefix("SENDER_STATUS_")  # type: ignore[arg-type]
+
+
 class SenderRefused(ValueError):
     """A declaration, update or review the rules refuse; ``field`` names what is wrong."""
 

@@ -33,8 +33,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
-from stopsms.adapters.sender_register import SenderRegisterFollower
+from stopsms.adapters.kafka import Publisher, PublishFailed
+from stopsms.adapters.sender_register import SenderRegisterFollower, publish_change
 from stopsms.domain import senders as rules
 from stopsms.domain.ids import event_id
 from stopsms.domain.message_check import LinkSite, read_text
@@ -211,7 +211,7 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
                 request_id=request_id,
             )
             try:
-                await self._publish(sender, changed)
+                await publish_change(self._publisher, self._topics, changed)
             except PublishFailed:
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
@@ -228,25 +228,6 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
         log.info("sender register: %s", _describe(change, sender))
         kept = await self._answers.keep_first(answer_key, sender.SerializeToString())
         return senders_pb2.Sender.FromString(kept)
-
-    async def _publish(
-        self, sender: senders_pb2.Sender, changed: senders_pb2.SenderChanged
-    ) -> None:
-        key = sender.sender_id.encode()
-        await asyncio.gather(
-            self._publisher.publish(
-                self._topics.senders,
-                key,
-                sender.SerializeToString(),
-                headers=message_headers("stopsms.v1.Sender"),
-            ),
-            self._publisher.publish(
-                self._topics.sender_changes,
-                key,
-                changed.SerializeToString(),
-                headers=message_headers("stopsms.v1.SenderChanged"),
-            ),
-        )
 
     def _timestamp(self) -> Timestamp:
         stamp = Timestamp()
@@ -391,7 +372,7 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
                 )
             )
         if record is not None and record.status != rules.ACTIVE:
-            status = senders_pb2.SenderStatus.Name(record.status).removeprefix("SENDER_STATUS_")
+            status = rules.status_name(record.status)
             reason = f": {record.status_reason}" if record.status_reason else ""
             problems.append(
                 _problem(
@@ -472,7 +453,7 @@ def _describe(change: int, sender: senders_pb2.Sender) -> str:
         senders_pb2.SENDER_CHANGE_REVIEWED: "reviewed",
         senders_pb2.SENDER_CHANGE_MIGRATED: "migrated",
     }.get(change, "changed")
-    status = senders_pb2.SenderStatus.Name(sender.status).removeprefix("SENDER_STATUS_")
+    status = rules.status_name(sender.status)
     reason = f" ({sender.status_reason})" if sender.status_reason else ""
     return (
         f"{what} sender {sender.sender_id}: {status}{reason}; sent by "

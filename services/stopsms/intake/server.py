@@ -28,13 +28,13 @@ from stopsms.domain.messages import reply_language
 from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 from stopsms.domain.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
-from stopsms.domain.senders import ACTIVE
+from stopsms.domain.senders import ACTIVE, status_name
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
-from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, senders_pb2
+from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
 SERVICE_NAME = "stopsms.v1.IntakeService"
 MAX_REQUEST_ID = 128
@@ -349,7 +349,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             return
         record = self._sender_register.register.get(sender_id)
         if record is not None and record.status != ACTIVE:
-            status = senders_pb2.SenderStatus.Name(record.status).removeprefix("SENDER_STATUS_")
+            status = status_name(record.status)
             reason = f" ({record.status_reason})" if record.status_reason else ""
             raise SenderNotActive(
                 f"{field}: sender {sender_id} is {status}{reason}; StopSMS links are issued "

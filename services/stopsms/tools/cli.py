@@ -82,10 +82,14 @@ def _endpoints() -> dict[str, str]:
 def _channel(service: str, party: str) -> tuple[grpc.Channel, Metadata]:
     """A channel to a service as ``party`` (its certificate, or the development header)."""
     ends = _endpoints()
+    return party_channel_sync(ends[f"{service}_grpc"], party, _tls_folder(ends))
+
+
+def _tls_folder(ends: dict[str, str]) -> Path | None:
+    """The client certificates' folder, or None in the development mode (or without TLS)."""
     insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
-    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
     # `stopsms up --insecure` records an empty TLS folder: the platform runs without TLS.
-    return party_channel_sync(ends[f"{service}_grpc"], party, tls)
+    return None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
 
 
 def _print_message(message: object) -> None:
@@ -269,8 +273,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         console.print(f"stopsms scrub: {path}: no such file")
         return 2
     ends = _endpoints()
-    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
-    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+    tls = _tls_folder(ends)
 
     async def run() -> object:
         channel, metadata = party_channel(ends["registry_grpc"], args.party, tls)
@@ -315,8 +318,7 @@ def cmd_check_campaign(args: argparse.Namespace) -> int:
         print(f"stopsms check-campaign: {path}: no such file", file=sys.stderr)
         return 2
     ends = _endpoints()
-    insecure = os.environ.get("STOPSMS_INSECURE_IDENTITY", "").lower() in {"1", "true", "yes"}
-    tls = None if insecure or not ends["tls_folder"] else Path(ends["tls_folder"])
+    tls = _tls_folder(ends)
 
     async def run() -> CampaignReport:
         channel, metadata = party_channel(ends["intake_grpc"], args.party, tls)

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex
-from stopsms.adapters.kafka import Publisher, message_headers
+from stopsms.adapters.kafka import Publisher
+from stopsms.adapters.sender_register import publish_change
 from stopsms.domain.ids import event_id
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.senders import SenderRegister, migrated_from
@@ -63,19 +64,7 @@ async def migrate_directory(
             sender=sender,
             request_id=f"migrate:{sender.sender_id}",
         )
-        key = sender.sender_id.encode()
-        await publisher.publish(
-            topics.senders,
-            key,
-            sender.SerializeToString(),
-            headers=message_headers("stopsms.v1.Sender"),
-        )
-        await publisher.publish(
-            topics.sender_changes,
-            key,
-            changed.SerializeToString(),
-            headers=message_headers("stopsms.v1.SenderChanged"),
-        )
+        await publish_change(publisher, topics, changed)
         done.imported.append(sender.sender_id)
     return done
 
