@@ -27,7 +27,6 @@ from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.tls import server_credentials
 from stopsms.adapters.view import RedisSuppressionView
-from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
@@ -36,6 +35,7 @@ from stopsms.registry.lookup import BatchChecker
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
 from stopsms.tools.certificates import create_tls_folder
 from stopsms.tools.launcher import LocalInfrastructure
+from stopsms.tools.senders import local_directory
 from stopsms.v1 import registry_pb2, registry_pb2_grpc
 
 NUMBERS = [f"06{i:08d}" for i in range(1000)]
@@ -80,7 +80,7 @@ async def run(
         ],
         {0: 1},
     )
-    directory = PartiesDirectory.load(capacity_directory(tls.parent / "parties.yaml", ("iam",)))
+    directory = local_directory(capacity_directory(tls.parent / "parties.yaml", ("iam",)))
     publisher = KafkaPublisher(infra.kafka.bootstrap)
     await publisher.start()
     audited = AuditTrail(publisher, topics.audit)

@@ -23,14 +23,13 @@ from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, AuditTrail, Authenticator
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
-from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain import message_check, messages
 from stopsms.domain.message_check import LinkSite
-from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.senders import SenderRegistryServicer
+from stopsms.tools.senders import local_directory
 from stopsms.v1 import events_pb2, senders_pb2, senders_pb2_grpc
 
 SITE = "https://stopsms.ma/"
@@ -69,7 +68,7 @@ async def served(texts: list[str], rounds: int, links: list[events_pb2.StopLink]
     bus = InMemoryBus()
     publisher = InMemoryPublisher(bus)
     topics = Topics()
-    directory = PartiesDirectory.load(IntakeSettings().parties_file)
+    directory = local_directory()
     register = SenderRegisterFollower(bus, topics.senders, directory)
     link_directory = LinkDirectory(bus, topics.links)
     for link in links:

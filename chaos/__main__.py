@@ -404,6 +404,7 @@ def run_scenario(
         namespace=f"chaos{uuid.uuid4().hex[:8]}.",
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
         parties_file=work / "parties.yaml",
+        senders_seed=None,  # the directory lists its own senders
         shared_infra=infra,
         extra_env={
             "STOPSMS_KAFKA_SESSION_TIMEOUT_SECONDS": str(SESSION_TIMEOUT_S),

@@ -29,6 +29,7 @@ def secure_platform(
         namespace=f"s{uuid.uuid4().hex[:10]}.",
         shared_infra=infra,
         parties_file=SECURITY_PARTIES,
+        senders_seed=None,  # the directory lists its own senders
         kafka_users=KAFKA_USERS,
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
         # The fuzzers try thousands of bad link codes from 127.0.0.1, like the browser test's

@@ -60,6 +60,7 @@ def platform(
         namespace=namespace,
         shared_infra=infra,
         parties_file=E2E_PARTIES,
+        senders_seed=None,  # the directory lists its own senders
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
         kafka_users=KAFKA_USERS,
         extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"},

@@ -65,6 +65,7 @@ async def test_the_secured_platform_starts_and_serves_while_ports_churn(
             namespace=f"c{uuid.uuid4().hex[:10]}.",
             shared_infra=infra,
             parties_file=SECURITY_PARTIES,
+            senders_seed=None,  # the directory lists its own senders
             kafka_users=KAFKA_USERS,
             preferred_ports={name: 0 for name in DEFAULT_PORTS},
         )

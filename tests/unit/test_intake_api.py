@@ -16,12 +16,13 @@ from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
+from stopsms.tools.senders import local_directory
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc, senders_pb2
 
 
 @pytest.fixture
 def directory() -> PartiesDirectory:
-    return PartiesDirectory.load(IntakeSettings().parties_file)
+    return local_directory()
 
 
 @pytest.fixture

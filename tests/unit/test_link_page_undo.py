@@ -17,8 +17,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from stopsms.adapters.bus import InMemoryPublisher
-from stopsms.adapters.settings import IntakeSettings
-from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
@@ -26,6 +24,7 @@ from stopsms.intake.answers import InMemoryAnswerStore
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.intake.undo import UNDO_COOKIE, InMemoryUndoStore
 from stopsms.intake.web import create_web_app
+from stopsms.tools.senders import local_directory
 from stopsms.v1 import events_pb2
 
 CODE = "AbCdEfGhIjK"
@@ -69,7 +68,6 @@ class Page:
 
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
-    settings = IntakeSettings()
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     publisher = InMemoryPublisher()
     link = events_pb2.StopLink(
@@ -87,7 +85,7 @@ async def page() -> AsyncIterator[Page]:
         submitter=RequestSubmitter(
             publisher,
             pseudonymiser,
-            PartiesDirectory.load(settings.parties_file),
+            local_directory(),
             Topics(),
             12,
             InMemoryRequestReferences(),

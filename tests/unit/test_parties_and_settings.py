@@ -3,12 +3,14 @@ import pytest
 from stopsms.adapters.settings import IntakeSettings, Settings, SettingsError
 from stopsms.domain.parties import DirectoryError, InvalidSender, PartiesDirectory, check_sender_id
 from stopsms.domain.topics import partition_for_key, suppression_key
+from stopsms.tools.senders import local_directory
 
 
-def test_the_packaged_directory_loads() -> None:
+def test_the_packaged_directory_loads_and_the_seed_declares_its_senders() -> None:
     directory = PartiesDirectory.load(Settings().parties_file)
-    assert directory.get("iam").is_operator
-    assert directory.is_declared("JUMIA") and not directory.is_declared("UNKNOWN-BRAND")
+    assert directory.get("iam").is_operator and not directory.is_declared("JUMIA")
+    seeded = local_directory()
+    assert seeded.is_declared("JUMIA") and not seeded.is_declared("UNKNOWN-BRAND")
 
 
 def test_a_malformed_directory_says_where(tmp_path) -> None:

@@ -6,14 +6,13 @@ import pytest
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
 from stopsms.adapters.kafka import Record
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
-from stopsms.adapters.settings import Settings
 from stopsms.adapters.view import InMemorySuppressionView
-from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.viewcodec import ScopeEntry, ViewUpdate
 from stopsms.registry.hashing import HashPool
 from stopsms.registry.lookup import BatchChecker
 from stopsms.registry.server import SERVICE_NAME, RegistryServicer
+from stopsms.tools.senders import local_directory
 from stopsms.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
 PSEUDONYMISER = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
@@ -46,7 +45,7 @@ async def registry():
         ],
         {0: 2},
     )
-    directory = PartiesDirectory.load(Settings().parties_file)
+    directory = local_directory()
     servicer = RegistryServicer(
         lookups=BatchChecker(view, HashPool(PSEUDONYMISER.pseudonym_key, 0), "pk1"),
         auth=Authenticator(directory, insecure=True),

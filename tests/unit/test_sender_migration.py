@@ -1,4 +1,9 @@
-"""The migration of the shipped directory's senders lists: the same entitlements as before."""
+"""The migration of the shipped directory's senders lists: the same entitlements as before.
+
+``tests/data/parties_before_migration.yaml`` is the local platform's directory as it was
+shipped with its ``senders:`` lists; the package now ships it without them, and the register's
+seed (``config/senders.yaml``) in their place.
+"""
 
 from pathlib import Path
 
@@ -9,11 +14,18 @@ from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.senders import ACTIVE, SenderRegister
 from stopsms.domain.topics import Topics
-from stopsms.tools.senders import current_register, migrate_directory, parties_only
+from stopsms.tools.senders import (
+    current_register,
+    local_directory,
+    local_register,
+    migrate_directory,
+    parties_only,
+)
 from stopsms.v1 import senders_pb2
 
 TOPICS = Topics()
 SHIPPED = IntakeSettings().parties_file
+BEFORE = Path(__file__).resolve().parents[1] / "data" / "parties_before_migration.yaml"
 K8S = Path(__file__).resolve().parents[2] / "k8s" / "base" / "parties.yaml"
 
 
@@ -31,7 +43,7 @@ def entitlements(directory: PartiesDirectory) -> dict[str, object]:
 async def test_the_shipped_directory_migrates_to_the_same_entitlements(tmp_path) -> None:
     bus = InMemoryBus()
     publisher = InMemoryPublisher(bus)
-    before = PartiesDirectory.load(SHIPPED)
+    before = PartiesDirectory.load(BEFORE)
     done = await migrate_directory(before, bus, publisher, TOPICS)
     assert sorted(done.imported) == before.declared_senders() and not done.already
     history = [
@@ -41,7 +53,7 @@ async def test_the_shipped_directory_migrates_to_the_same_entitlements(tmp_path)
     assert {h.change for h in history} == {senders_pb2.SENDER_CHANGE_MIGRATED}
 
     stripped = tmp_path / "parties.yaml"
-    stripped.write_text(parties_only(SHIPPED.read_text()))
+    stripped.write_text(parties_only(BEFORE.read_text()))
     assert "senders" not in yaml.safe_load(stripped.read_text())["parties"][0]
     register = SenderRegister.of((await current_register(bus, TOPICS)).values())
     assert {s.status for s in register.by_id.values()} == {ACTIVE}
@@ -91,3 +103,9 @@ def test_the_deployments_directory_strips_to_a_valid_directory(tmp_path) -> None
     stripped.write_text(parties_only(K8S.read_text()))
     parties = PartiesDirectory.load(stripped)
     assert {p.id for p in parties} == {p.id for p in PartiesDirectory.load(K8S)}
+
+
+def test_the_shipped_directory_and_the_seed_hold_what_the_lists_held() -> None:
+    assert all(not p.senders for p in PartiesDirectory.load(SHIPPED))
+    assert entitlements(local_directory()) == entitlements(PartiesDirectory.load(BEFORE))
+    assert {s.status for s in local_register().by_id.values()} == {ACTIVE}

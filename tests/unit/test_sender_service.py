@@ -12,7 +12,6 @@ from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.message_check import LinkSite
-from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
@@ -21,6 +20,7 @@ from stopsms.intake.links import LinkDirectory
 from stopsms.intake.senders import SenderRegistryServicer
 from stopsms.intake.server import IntakeServicer
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
+from stopsms.tools.senders import import_senders, load_seed, local_directory
 from stopsms.v1 import (
     events_pb2,
     intake_pb2,
@@ -39,7 +39,9 @@ async def platform():
     bus = InMemoryBus()
     publisher = InMemoryPublisher(bus)
     settings = IntakeSettings(public_base_url="https://stopsms.ma/")
-    directory = PartiesDirectory.load(settings.parties_file)
+    directory = local_directory()
+    # the register as `stopsms up` seeds it, written apart from what the tests inspect
+    await import_senders(load_seed(), bus, InMemoryPublisher(bus), TOPICS)
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     submitter = RequestSubmitter(
         publisher, pseudonymiser, directory, TOPICS, 12, InMemoryRequestReferences()
@@ -186,6 +188,23 @@ async def test_a_retry_answers_the_same_and_writes_nothing_more(platform) -> Non
     assert len(publisher.records[TOPICS.senders]) == 1
 
 
+async def test_a_change_kafka_did_not_take_is_unavailable_and_a_retry_lands_it(platform) -> None:
+    stub, intake, publisher, _ = platform
+    publisher.failing = True
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await declare(stub)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "retry with the same request_id" in caught.value.details()
+    # nothing was answered or remembered: the sender is not held, not even by this replica
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetSender(S.GetSenderRequest(sender_id="HANOUT"), metadata=as_party("cndp"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    publisher.failing = False
+    sender = await declare(stub)
+    assert sender.status == S.SENDER_STATUS_PENDING
+    assert len(publisher.records[TOPICS.senders]) == 1
+
+
 async def test_who_may_change_what(platform) -> None:
     stub, _, publisher, _ = platform
 
@@ -271,9 +290,14 @@ async def test_reads_show_a_party_its_own_and_the_regulator_everything(platform)
             if not token:
                 return ids, pages
 
-    assert await every_page("atlas-sms", 2) == ([f"BRAND{i}" for i in range(5)], 3)
-    assert (await every_page("cndp", 100))[0] == [*(f"BRAND{i}" for i in range(5)), "HANOUT"]
-    assert await every_page("sahara-push", 0) == (["HANOUT"], 1)
+    own = [f"BRAND{i}" for i in range(5)] + ["JUMIA", "LYDEC", "MARJANE"]  # and the seeded
+    assert await every_page("atlas-sms", 2) == (own, 4)
+    everything = (await every_page("cndp", 100))[0]
+    assert [*(f"BRAND{i}" for i in range(5)), "HANOUT"] == [
+        i for i in everything if i.startswith(("BRAND", "HANOUT"))
+    ]
+    assert "JUMIA" in everything  # the seeded register too
+    assert await every_page("sahara-push", 0) == (["ELECTROPLANET", "HANOUT", "KITEA"], 1)
     bad = base64.urlsafe_b64encode(b"\xff").decode()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListSenders(S.ListSendersRequest(page_token=bad), metadata=as_party("cndp"))

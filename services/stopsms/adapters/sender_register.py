@@ -26,11 +26,33 @@ log = logging.getLogger(__name__)
 class SenderRegisterFollower(CompactedTopicIndex[senders_pb2.Sender]):
     """The register, current within a read of the topic, and the directory entitled by it."""
 
-    def __init__(self, bus: Bus, topic: str, directory: PartiesDirectory, **kwargs: object) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        directory: PartiesDirectory,
+        *,
+        ready_seconds: float = 15.0,
+        **kwargs: object,
+    ) -> None:
         super().__init__(bus, topic, senders_pb2.Sender.FromString, **kwargs)
         self._directory = directory
+        self._ready_seconds = ready_seconds
         self.register = SenderRegister.empty()
         self._changed = False
+
+    async def on_started(self) -> None:
+        """Wait (bounded) until the register is read: entitlements come from it.
+
+        A process starts its services in order, so what follows the follower (the decisions,
+        the feed, the gRPC endpoint) starts only once every declared sender is known; otherwise
+        a party's first calls after a restart would be refused for its own senders.
+        """
+        if self._ready_seconds and not await self.caught_up(self._ready_seconds):
+            log.warning(
+                "sender register not read within %.0f s; serving with what is read so far",
+                self._ready_seconds,
+            )
 
     def on_value(self, key: str, value: senders_pb2.Sender | None) -> None:
         """A sender's record changed: the register is rebuilt after the batch."""

@@ -172,9 +172,7 @@ class IntakeProcess:
             if self._own_publisher:
                 await self.publisher.start()  # type: ignore[attr-defined]
             await self.links.start()
-            await self.sender_register.start()
-            # Entitlements come from the register: serve only once it is read (bounded wait).
-            await self.sender_register.caught_up(wait_seconds=15.0)
+            await self.sender_register.start()  # returns once the register is read
             self._web_runner = web.AppRunner(self.web_app, access_log=None)
             await self._web_runner.setup()
             host, _, port = self.settings.intake_http_address.rpartition(":")

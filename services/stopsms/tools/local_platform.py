@@ -7,11 +7,13 @@ only through ``STOPSMS_*`` variables, exactly as in a container.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +21,11 @@ from pathlib import Path
 
 import grpc
 
+from stopsms.adapters.bus import KafkaBus
 from stopsms.adapters.clients import Metadata, party_channel
 from stopsms.adapters.deadlines import deadline
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.settings import Settings
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
@@ -38,6 +43,7 @@ from stopsms.tools.launcher import (
     start_process,
     stop_process,
 )
+from stopsms.tools.senders import LOCAL_SEED, Migration, import_senders, load_seed
 
 SERVICES = ("registry", "notifier", "intake")
 DEFAULT_PORTS = {
@@ -90,6 +96,9 @@ class LocalPlatform:
     ports: dict[str, int] = field(default_factory=dict)
     #: The plaintext health address of each running process, by name.
     health: dict[str, str] = field(default_factory=dict)
+    #: Sender records the register is seeded with before the services start (once each; the
+    #: local platform's by default). None for a directory that still lists its own senders.
+    senders_seed: Path | None = LOCAL_SEED
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -179,12 +188,47 @@ class LocalPlatform:
             self.prepare_secrets()  # before the services, which only load them
             if self.kafka_users is not None:
                 self.prepare_kafka_users(self.kafka_users)
+            if self.senders_seed is not None:
+                self.seed_senders(self.senders_seed)
             with deadline("the services' start", timeout + 60):
                 self._start_services(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def seed_senders(self, seed: Path) -> Migration:
+        """Publish the seed's sender records the register does not hold yet."""
+        assert self.infra is not None
+        kafka = KafkaAccess(self.infra.kafka.bootstrap)
+        topics = Topics(self.namespace)
+
+        async def seed_them() -> Migration:
+            publisher = KafkaPublisher(kafka, client_id="stopsms-senders-seed")
+            await publisher.start()
+            try:
+                return await import_senders(load_seed(seed), KafkaBus(kafka), publisher, topics)
+            finally:
+                await publisher.stop()
+
+        done: list[Migration] = []
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                done.append(asyncio.run(seed_them()))
+            except BaseException as exc:  # noqa: BLE001 - reported in the caller's thread
+                failed.append(exc)
+
+        # start() may be called from a thread that already runs an event loop: seed in another
+        worker = threading.Thread(target=run, name="stopsms-senders-seed")
+        worker.start()
+        worker.join()
+        if failed:
+            raise InfrastructureError(
+                f"could not seed the sender register from {seed}: {failed[0]}"
+            ) from failed[0]
+        return done[0]
 
     def _start_services(self, timeout: float, attempts: int = 3) -> None:
         """Draw the ports, start every service, wait until all serve.

@@ -1,28 +1,84 @@
-"""``stopsms senders migrate``: the directory's ``senders:`` lists become the register's records.
+"""The register's own records from files: the directory's old lists, and a seed of records.
+
+``stopsms senders migrate``: the directory's ``senders:`` lists become the register's records.
 
 Run once per deployment (it is idempotent: a sender already in the register is left as it is,
 so a second run, or a run after someone declared the sender, changes nothing). Each imported
 sender is an ACTIVE record with every party that listed it among its sending parties, and a
 ``SenderChanged`` MIGRATED in the history. Afterwards the directory file holds parties only
 (:func:`parties_only` writes that version of it), and every entitlement comes from the register.
+
+``stopsms senders import FILE``: records written as YAML (``config/senders.yaml`` is the local
+platform's, seeded by ``stopsms up``) published the same way, once each.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from google.protobuf import json_format
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex
 from stopsms.adapters.kafka import Publisher
 from stopsms.adapters.sender_register import publish_change
+from stopsms.adapters.settings import PACKAGE_CONFIG
 from stopsms.domain.ids import event_id
-from stopsms.domain.parties import PartiesDirectory
-from stopsms.domain.senders import SenderRegister, migrated_from
+from stopsms.domain.parties import InvalidSender, PartiesDirectory, check_sender_id
+from stopsms.domain.senders import ACTIVE, KINDS, SenderRegister, migrated_from
 from stopsms.domain.topics import Topics
 from stopsms.v1 import senders_pb2
 
 #: The party id the migration's records are made by.
 MIGRATION_PARTY = "platform"
+#: The local platform's register, seeded by ``stopsms up`` and the local test platform.
+LOCAL_SEED = PACKAGE_CONFIG / "senders.yaml"
+
+
+class SeedError(ValueError):
+    """A seed file that is not a list of valid sender records."""
+
+
+def load_seed(path: Path = LOCAL_SEED) -> list[senders_pb2.Sender]:
+    """The sender records of a seed file (YAML: ``senders:``, each a Sender; ACTIVE by default)."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SeedError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("senders"), list):
+        raise SeedError(f"{path}: expected a mapping with a 'senders' list")
+    records: list[senders_pb2.Sender] = []
+    for i, raw in enumerate(document["senders"]):
+        where = f"{path}: senders[{i}]"
+        try:
+            sender = json_format.ParseDict(
+                {"status": "SENDER_STATUS_ACTIVE", "updated_by": MIGRATION_PARTY, **raw},
+                senders_pb2.Sender(),
+            )
+            canonical = check_sender_id(sender.sender_id, required=True)
+        except (json_format.ParseError, TypeError, InvalidSender) as exc:
+            raise SeedError(f"{where}: {exc}") from exc
+        if canonical != sender.sender_id or sender.kind not in KINDS:
+            raise SeedError(f"{where}: sender_id {canonical!r} in canonical form, and a kind")
+        if not sender.sending_party_ids:
+            raise SeedError(f"{where}: sending_party_ids is required")
+        records.append(sender)
+    return records
+
+
+def local_register(path: Path = LOCAL_SEED) -> SenderRegister:
+    """The seed's records as a register (for in-process tests and benchmarks)."""
+    return SenderRegister.of(load_seed(path))
+
+
+def local_directory(parties_file: Path | None = None, seed: Path = LOCAL_SEED) -> PartiesDirectory:
+    """A parties directory entitled by a seed's register, as the services would be once read."""
+    directory = PartiesDirectory.load(parties_file or PACKAGE_CONFIG / "parties.yaml")
+    directory.replace(directory.with_senders(local_register(seed)))
+    return directory
 
 
 @dataclass
@@ -51,12 +107,20 @@ async def migrate_directory(
     directory: PartiesDirectory, bus: Bus, publisher: Publisher, topics: Topics
 ) -> Migration:
     """Publish the directory's listed senders the register does not hold yet, as ACTIVE."""
+    return await import_senders(migrated_from(directory), bus, publisher, topics)
+
+
+async def import_senders(
+    senders: Iterable[senders_pb2.Sender], bus: Bus, publisher: Publisher, topics: Topics
+) -> Migration:
+    """Publish each record the register does not hold yet (as an id or an alias), once."""
     held = SenderRegister.of((await current_register(bus, topics)).values())
     done = Migration()
-    for sender in migrated_from(directory):
+    for sender in senders:
         if held.holder_of(sender.sender_id) is not None:
             done.already.append(sender.sender_id)
             continue
+        sender.status = sender.status or ACTIVE
         sender.updated_time.GetCurrentTime()
         changed = senders_pb2.SenderChanged(
             event_id=event_id(MIGRATION_PARTY, f"migrate:{sender.sender_id}"),
