@@ -18,6 +18,8 @@ import grpc
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from stopsms.adapters.clients import party_channel, party_channel_sync
 from stopsms.tools.campaign_check import check_campaign
@@ -256,10 +258,15 @@ def test_a_citizen_looks_up_senders_in_french_and_arabic(
     site = secure_platform.endpoints["intake_http"].rstrip("/")
 
     def look_up(text: str) -> str:
+        """Submit the form and read the answer of the page that replaced this one."""
+        before = browser.find_element(By.TAG_NAME, "html")
         field = browser.find_element(By.ID, "q")
         field.clear()
         field.send_keys(text)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 15).until(
+            staleness_of(before), f"the lookup of {text!r} never answered with a new page"
+        )
         return visible_text(browser, "answer")
 
     browser.get(f"{site}/expediteur?lang=fr")
@@ -276,7 +283,9 @@ def test_a_citizen_looks_up_senders_in_french_and_arabic(
     assert "PROMO-FLASH n'est pas un expéditeur déclaré." in answer and "CNDP" in answer
     shot(browser, "senders-3-undeclared-fr")
 
+    french = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.LINK_TEXT, "العربية").click()
+    WebDriverWait(browser, 15).until(staleness_of(french), "the Arabic page never came")
     html = browser.find_element(By.TAG_NAME, "html")
     assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
     assert "PROMO-FLASH ليس مرسلا مصرحا به." in visible_text(browser, "answer")
