@@ -51,7 +51,11 @@ from stopsms.v1 import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from stopsms.adapters.settings import Settings
+    from stopsms.tools.senders import Migration
+    from stopsms.v1 import senders_pb2
 
 DATA_DIR = Path(os.environ.get("STOPSMS_DATA_DIR", ".stopsms"))
 ENDPOINTS_FILE = DATA_DIR / "endpoints.json"
@@ -338,16 +342,57 @@ def cmd_check_campaign(args: argparse.Namespace) -> int:
     return 0 if failing == 0 else 1
 
 
-def cmd_senders_migrate(args: argparse.Namespace) -> int:
-    """Import the directory's senders lists into the register, once; optionally strip them."""
+def _publish_senders(settings: Settings, records: Iterable[senders_pb2.Sender]) -> Migration:
+    """Import sender records into the register on the configured Kafka (once per id)."""
     import asyncio
 
     from stopsms.adapters.bus import KafkaBus
     from stopsms.adapters.kafka import KafkaPublisher
+    from stopsms.domain.topics import Topics
+    from stopsms.tools.senders import import_senders
+
+    kafka = _kafka(settings)
+
+    async def run() -> Migration:
+        publisher = KafkaPublisher(kafka, client_id="stopsms-senders-import")
+        await publisher.start()
+        try:
+            return await import_senders(
+                records, KafkaBus(kafka), publisher, Topics(settings.topic_namespace)
+            )
+        finally:
+            await publisher.stop()
+
+    return asyncio.run(run())
+
+
+def _print_import(done: Migration) -> None:
+    print(
+        f"imported {len(done.imported)} sender(s): {', '.join(done.imported) or '-'}; "
+        f"already in the register: {', '.join(done.already) or '-'}"
+    )
+
+
+def cmd_senders_import(args: argparse.Namespace) -> int:
+    """Import a file of sender records (a reviewed list the CNDP handed over), once per id."""
+    from stopsms.adapters.settings import IntakeSettings
+    from stopsms.tools.senders import SeedError, load_seed
+
+    try:
+        records = load_seed(Path(args.file))
+    except SeedError as exc:
+        print(f"stopsms senders import: {exc}", file=sys.stderr)
+        return 2
+    _print_import(_publish_senders(IntakeSettings.from_env(data_dir=DATA_DIR), records))
+    return 0
+
+
+def cmd_senders_migrate(args: argparse.Namespace) -> int:
+    """Import the directory's senders lists into the register, once; optionally strip them."""
     from stopsms.adapters.settings import IntakeSettings
     from stopsms.domain.parties import DirectoryError, PartiesDirectory
-    from stopsms.domain.topics import Topics
-    from stopsms.tools.senders import Migration, migrate_directory, parties_only
+    from stopsms.domain.senders import migrated_from
+    from stopsms.tools.senders import parties_only
 
     settings = IntakeSettings.from_env(data_dir=DATA_DIR)
     source = Path(args.parties) if args.parties else settings.parties_file
@@ -356,23 +401,7 @@ def cmd_senders_migrate(args: argparse.Namespace) -> int:
     except DirectoryError as exc:
         print(f"stopsms senders migrate: {exc}", file=sys.stderr)
         return 2
-    kafka = _kafka(settings)
-
-    async def run() -> Migration:
-        publisher = KafkaPublisher(kafka, client_id="stopsms-senders-migrate")
-        await publisher.start()
-        try:
-            return await migrate_directory(
-                directory, KafkaBus(kafka), publisher, Topics(settings.topic_namespace)
-            )
-        finally:
-            await publisher.stop()
-
-    done = asyncio.run(run())
-    print(
-        f"imported {len(done.imported)} sender(s) as ACTIVE: {', '.join(done.imported) or '-'}; "
-        f"already in the register: {', '.join(done.already) or '-'}"
-    )
+    _print_import(_publish_senders(settings, migrated_from(directory)))
     if args.write_parties:
         Path(args.write_parties).write_text(parties_only(source.read_text()))
         print(f"the directory without its senders lists: {args.write_parties}")
@@ -582,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--write-parties", help="also write the directory without its senders lists here"
     )
     migrate.set_defaults(func=cmd_senders_migrate)
+    seed = senders_sub.add_parser(
+        "import", help="import a file of sender records (YAML, as config/senders.yaml), once per id"
+    )
+    seed.add_argument("file", help="a 'senders:' list of Sender records; status ACTIVE unless set")
+    seed.set_defaults(func=cmd_senders_import)
     check_ledger = sub.add_parser(
         "verify", help="the ledger check: every acknowledged request decided once and applied"
     )
