@@ -679,9 +679,29 @@ def create_topics(
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
+            _wait_for_leaders(admin, [t.name for t in missing], seconds=30.0)
         return [t.name for t in missing]
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: Any, names: list[str], seconds: float) -> None:  # noqa: ANN401
+    """Return once every partition of ``names`` has a leader (or after ``seconds``).
+
+    A topic is answered as created before its partitions have leaders; the first reader of a
+    fresh topic would otherwise log NotLeaderForPartition errors while the broker settles.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        described = admin.describe_topics(names)
+        if len(described) == len(names) and all(
+            topic.get("error_code", 0) == 0
+            and topic["partitions"]
+            and all(part.get("leader", -1) >= 0 for part in topic["partitions"])
+            for topic in described
+        ):
+            return
+        time.sleep(0.2)
 
 
 def kafka_user_acls(manifest: Path) -> dict[str, list[dict[str, Any]]]:
