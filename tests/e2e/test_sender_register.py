@@ -22,10 +22,13 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from stopsms.adapters.clients import party_channel, party_channel_sync
+from stopsms.adapters.kafka import read_topic
+from stopsms.domain.topics import Topics
 from stopsms.tools.campaign_check import check_campaign
 from stopsms.tools.demo_parties import DemoParties
 from stopsms.tools.local_platform import LocalPlatform
 from stopsms.v1 import (
+    events_pb2,
     intake_pb2,
     intake_pb2_grpc,
     notifier_pb2,
@@ -188,6 +191,33 @@ def test_a_declared_sender_is_reviewed_aliased_suppressed_and_suspended(
             .check
         )
         assert [p.code for p in check.problems] == [S.MESSAGE_PROBLEM_CODE_SENDER_SUSPENDED]
+
+        # The audit trail on the broker: the declaration and each review, by whom, with status.
+        audit_topic = Topics(secure_platform.namespace).audit
+
+        def audited() -> list[tuple[str, str, str]] | None:
+            entries = [
+                events_pb2.AuditEntry.FromString(record.value)
+                for record in asyncio.run(
+                    read_topic(secure_platform.endpoints["kafka"], audit_topic)
+                )
+            ]
+            found = [
+                (e.party_id, e.method.rsplit("/", 1)[-1], e.detail)
+                for e in entries
+                if e.decision == events_pb2.AUDIT_DECISION_PERMITTED
+                and f"sender {name}:" in e.detail
+            ]
+            return found if len(found) >= 3 else None
+
+        trail = wait_until(f"the changes of {name} in the audit trail", audited)
+        assert [(party, method) for party, method, _ in trail] == [
+            ("sahara-push", "DeclareSender"),
+            ("cndp", "ReviewSender"),
+            ("cndp", "ReviewSender"),
+        ]
+        assert "PENDING" in trail[0][2] and "ACTIVE" in trail[1][2]
+        assert "SUSPENDED (complaints)" in trail[2][2]
 
         # A campaign file, line by line, through the CLI's checker.
         campaign = tmp_path / "campaign.txt"
