@@ -697,11 +697,20 @@ def _wait_for_leaders(admin: Any, names: list[str], seconds: float) -> None:  # 
         if len(described) == len(names) and all(
             topic.get("error_code", 0) == 0
             and topic["partitions"]
-            and all(part.get("leader", -1) >= 0 for part in topic["partitions"])
+            and all(_leader_of(part) >= 0 for part in topic["partitions"])
             for topic in described
         ):
             return
         time.sleep(0.2)
+    log.warning("partitions of %s still without a leader after %.0f s", names, seconds)
+
+
+def _leader_of(partition: dict[str, Any]) -> int:
+    """The leader's broker id in kafka-python's description of a partition (-1: none yet).
+
+    kafka-python names it ``leader_id`` (the protocol's name); older releases said ``leader``.
+    """
+    return int(partition.get("leader_id", partition.get("leader", -1)))
 
 
 def kafka_user_acls(manifest: Path) -> dict[str, list[dict[str, Any]]]:
