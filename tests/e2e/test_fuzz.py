@@ -161,6 +161,7 @@ UNARY = [
     ("intake", "/stopsms.v1.IntakeService/SubmitKeyword", intake_pb2.SubmitKeywordRequest),
     ("intake", "/stopsms.v1.IntakeService/IssueStopLink", intake_pb2.IssueStopLinkRequest),
     ("intake", "/stopsms.v1.IntakeService/IssueStopLinks", intake_pb2.IssueStopLinksRequest),
+    ("intake", "/stopsms.v1.IntakeService/SubmitComplaint", intake_pb2.SubmitComplaintRequest),
     ("registry", "/stopsms.v1.RegistryService/Check", registry_pb2.CheckRequest),
     ("notifier", "/stopsms.v1.NotifierService/Acknowledge", notifier_pb2.AcknowledgeRequest),
     ("notifier", "/stopsms.v1.NotifierService/GetPropagation", notifier_pb2.GetPropagationRequest),

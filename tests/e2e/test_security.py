@@ -193,7 +193,8 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
     import random
 
     numbers = [f"+2126{random.randrange(10**8):08d}" for _ in range(4)] + [
-        f"+2127{random.randrange(10**8):08d}"
+        f"+2127{random.randrange(10**8):08d}",
+        f"+2126{random.randrange(10**8):08d}",  # a complaint's originating number
     ]
     ends = secure_platform.endpoints
     intake_channel, intake_iam, iam_md = stub(secure_platform, "intake", "iam")
@@ -208,6 +209,16 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
     keyword = await intake_iam.SubmitKeyword(
         intake_pb2.SubmitKeywordRequest(
             request_id="p-2", msisdn="0" + numbers[1][4:], sender_id="IAM", text="STOP"
+        ),
+        metadata=iam_md,
+    )
+    # A complaint about a message from a phone number: both numbers are evidence, sealed.
+    await intake_iam.SubmitComplaint(
+        intake_pb2.SubmitComplaintRequest(
+            request_id="p-3",
+            msisdn=numbers[0],
+            from_address=numbers[5],
+            text=f"SPAM Promo! Rappelez le {numbers[5]}",
         ),
         metadata=iam_md,
     )
@@ -305,6 +316,9 @@ EVERY_CALL = {
     ),
     ("intake", "IssueStopLink"): intake_pb2.IssueStopLinkRequest(
         msisdn="0612345678", sender_id="JUMIA"
+    ),
+    ("intake", "SubmitComplaint"): intake_pb2.SubmitComplaintRequest(
+        request_id="p-z", msisdn="0612345678", from_address="JUMIA", text="SPAM promo"
     ),
     ("intake", "IssueStopLinks"): intake_pb2.IssueStopLinksRequest(
         requests=[intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA")]

@@ -31,6 +31,16 @@ def test_help_and_codes_are_one_segment(language: str) -> None:
     assert messages.fits_one_segment(code) and "042917" in code
 
 
+@pytest.mark.parametrize("language", messages.LANGUAGES)
+@pytest.mark.parametrize("ask_sender", [False, True])
+def test_a_complaints_acknowledgement_is_one_segment_with_its_reference(
+    language: str, ask_sender: bool
+) -> None:
+    text = messages.complaint_text(language, "SPAM-1A2B3C4D", ask_sender=ask_sender)
+    assert messages.fits_one_segment(text), (text, messages.segment_length(text))
+    assert "SPAM-1A2B3C4D" in text
+
+
 def test_segments_are_counted_as_the_network_counts_them() -> None:
     assert messages.segment_length("é" * 160) == (160, 160)  # in the GSM-7 alphabet
     assert messages.segment_length("€" * 10) == (20, 160)  # the extension takes two

@@ -30,3 +30,16 @@ def link_request_id(code: str, action: str, round_: int = 0) -> str:
 def message_id(party_id: str, request_id: str, purpose: str) -> str:
     """The id of a message to a citizen answering ``request_id``: the same on every retry."""
     return event_id(party_id, f"{request_id}\x1foutbound\x1f{purpose}")
+
+
+def complaint_id(party_id: str, request_id: str) -> str:
+    """The id of a complaint a party submitted: the same on every retry of its request id."""
+    return event_id(party_id, f"{request_id}\x1fcomplaint")
+
+
+def complaint_reference(complaint: str) -> str:
+    """The reference a citizen is sent for a complaint: ``SPAM-`` and 8 characters of its id.
+
+    Short enough to read out on the phone; the regulator's search also takes the full id.
+    """
+    return "SPAM-" + complaint.replace("-", "")[:8].upper()

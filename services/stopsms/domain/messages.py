@@ -67,6 +67,16 @@ _CODE = {
     "ar": "StopSMS: رمزك هو {code}، صالح 5 دقائق. لا تعطه لأحد.",
     "en": "StopSMS: your code is {code}. Valid 5 minutes. Do not share it.",
 }
+_COMPLAINT = {
+    "fr": "StopSMS: plainte recue, ref {ref}. Elle est examinee et transmise a la CNDP si la loi n'a pas ete respectee. Merci.",
+    "ar": "StopSMS: توصلنا بشكايتك {ref} وستُحال على CNDP عند المخالفة",
+    "en": "StopSMS: complaint received, ref {ref}. It is examined and sent to the CNDP if the law was broken. Thank you.",
+}
+_COMPLAINT_ASK_SENDER = {
+    "fr": "StopSMS: plainte recue, ref {ref}. Qui vous a envoye ce SMS? Repondez {ref} suivi du nom ou du numero affiche.",
+    "ar": "StopSMS: شكاية {ref}. أرسل {ref} واسم المرسل أو رقمه",
+    "en": "StopSMS: complaint received, ref {ref}. Who sent that SMS? Reply {ref} then the name or number shown.",
+}
 # fmt: on
 
 
@@ -106,6 +116,12 @@ def confirmation(language: str, action: int, sender_id: str, event_id: str) -> s
 def help_text(language: str) -> str:
     """The keywords the platform understands."""
     return _HELP[language_of(language)]
+
+
+def complaint_text(language: str, reference: str, *, ask_sender: bool) -> str:
+    """A complaint's acknowledgement; asks for the sender when the operator could not tell."""
+    texts = _COMPLAINT_ASK_SENDER if ask_sender else _COMPLAINT
+    return texts[language_of(language)].format(ref=reference)
 
 
 def code_text(language: str, code: str) -> str:

@@ -55,6 +55,13 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         "stopsms.sender-changes.v1",
         {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
     ),
+    # Citizens' complaints are evidence for the regulator and the prosecutor: kept as long as
+    # the legal record. Their assessments are compacted: a late proof replaces an assessment.
+    TopicSpec(
+        "stopsms.complaints.v1",
+        {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
+    ),
+    TopicSpec("stopsms.complaint-assessments.v1", {"cleanup.policy": "compact"}),
 )
 
 
@@ -122,6 +129,16 @@ class Topics:
     def sender_changes(self) -> str:
         """Every change of the register: its history and the regulator's reviews."""
         return self.name("stopsms.sender-changes.v1")
+
+    @property
+    def complaints(self) -> str:
+        """Citizens' complaints about marketing SMS, keyed by the complainant's subject."""
+        return self.name("stopsms.complaints.v1")
+
+    @property
+    def complaint_assessments(self) -> str:
+        """Each complaint's latest assessment, keyed by complaint id."""
+        return self.name("stopsms.complaint-assessments.v1")
 
     def operator_outbound_group(self, party_id: str) -> str:
         """The consumer group an operator delivers messages to its subscribers with."""

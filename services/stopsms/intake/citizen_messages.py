@@ -2,7 +2,8 @@
 
 A confirmation follows every request a reply made (what was stopped or allowed again, at every
 operator and provider, and its reference); a HELP message follows HELP, or a reply to the
-platform's own code that asked for nothing it understands. Each message has a deterministic id
+platform's own code that asked for nothing it understands; a complaint is acknowledged with
+its reference. Each message has a deterministic id
 (a retry publishes the same one) and is published before the caller is answered, so a reply
 that was acknowledged always has its confirmation on the topic.
 """
@@ -72,6 +73,26 @@ class CitizenMessages:
             ttl_seconds=MESSAGE_TTL_SECONDS,
         )
         message.text = messages.help_text(language)
+        await self._publish(message)
+        return message
+
+    async def complaint_received(
+        self, complaint: events_pb2.ComplaintFiled, language: str, operator_id: str
+    ) -> events_pb2.OutboundMessage:
+        """Acknowledge a complaint with its reference (asking for the sender when unknown)."""
+        message = self._message(
+            complaint.party_id,
+            complaint.request_id,
+            events_pb2.OUTBOUND_PURPOSE_COMPLAINT_RECEIVED,
+            Subject(complaint.subject, complaint.sealed_msisdn),
+            language,
+            operator_id,
+            ttl_seconds=MESSAGE_TTL_SECONDS,
+        )
+        message.text = messages.complaint_text(
+            language, complaint.reference, ask_sender=complaint.origin_unknown
+        )
+        message.reference_event_id = complaint.complaint_id
         await self._publish(message)
         return message
 

@@ -1,4 +1,4 @@
-"""Intake's gRPC API: ``SubmitOptOut``, ``SubmitKeyword``, ``IssueStopLink(s)``.
+"""Intake's gRPC API: the opt-outs, the SMS replies, the links and the complaints.
 
 Every input is validated in full before anything is published, so a bad request is refused
 with ``INVALID_ARGUMENT`` naming the field and never half applied. A request is answered only
@@ -22,7 +22,7 @@ from stopsms.adapters.identity import Authenticator
 from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.settings import IntakeSettings
-from stopsms.domain.ids import event_id
+from stopsms.domain.ids import complaint_id, event_id
 from stopsms.domain.keywords import classify
 from stopsms.domain.messages import reply_language
 from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
@@ -32,6 +32,7 @@ from stopsms.domain.senders import ACTIVE, status_name
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
+from stopsms.intake.complaints import MAX_TEXT, ComplaintDesk, InvalidOrigin
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
@@ -84,14 +85,16 @@ def check_sender(sender_id: str, *, required: bool = False, field: str = "sender
         raise InvalidField(field, str(exc)) from exc
 
 
-def check_action_time(stamp: Timestamp, has_field: bool) -> Timestamp | None:
-    """An action time, when given, must not lie in the future."""
+def check_action_time(
+    stamp: Timestamp, has_field: bool, field: str = "action_time"
+) -> Timestamp | None:
+    """A time a party reports (an action, a message's arrival) must not lie in the future."""
     if not has_field:
         return None
     if stamp.seconds > time.time() + MAX_CLOCK_SKEW_SECONDS:
-        raise InvalidField("action_time", "lies in the future")
+        raise InvalidField(field, "lies in the future")
     if stamp.seconds < 0:
-        raise InvalidField("action_time", "before 1970")
+        raise InvalidField(field, "before 1970")
     return stamp
 
 
@@ -114,8 +117,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         answers: AnswerStore | None = None,
         numbers: KeyedRateLimiter | None = None,
         sender_register: SenderRegisterFollower | None = None,
+        complaints: ComplaintDesk | None = None,
     ) -> None:
         self._settings = settings
+        self._complaints = complaints
         self._sender_register = sender_register
         self._answers = answers or InMemoryAnswerStore()
         self._numbers = numbers or number_limiter(settings)
@@ -252,6 +257,79 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             channel=events_pb2.CHANNEL_SMS,
             action_time=action_time,
         )
+
+    async def SubmitComplaint(  # noqa: N802 - gRPC method name
+        self, request: intake_pb2.SubmitComplaintRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.SubmitComplaintResponse:
+        """Record a complaint an operator forwarded, and acknowledge it to the citizen."""
+        method = "/stopsms.v1.IntakeService/SubmitComplaint"
+        party = await self._caller(context, method, ("operator",))
+        desk = self._complaints
+        if desk is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "complaints are not taken here")
+            raise AssertionError  # abort raises
+        try:
+            request_id = check_request_id(request.request_id)
+            e164 = check_msisdn(request.msisdn)
+            if len(request.text) > MAX_TEXT:
+                raise InvalidField("text", f"a forwarded SMS has at most {MAX_TEXT} characters")
+            if len(request.from_address) > 64:
+                raise InvalidField("from_address", "at most 64 characters")
+            try:
+                origin = desk.origin(request.from_address)
+            except InvalidOrigin as exc:
+                raise InvalidField("from_address", str(exc)) from exc
+            received = check_action_time(
+                request.received_time, request.HasField("received_time"), "received_time"
+            )
+        except InvalidField as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        first = await self._answers.get(complaint_id(party.id, request_id))
+        if first is not None:
+            return intake_pb2.SubmitComplaintResponse.FromString(first)
+        complainant = self._submitter.protect(e164)
+        wait = self._numbers.retry_after(complainant.subject)
+        if wait:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"msisdn: too many requests for this number; retry after {wait:.0f}s",
+                trailing_metadata=(("retry-after-ms", str(round(wait * 1000))),),
+            )
+        subjects = [complainant.subject]
+        if origin.number is not None:
+            subjects.append(origin.number.subject)
+        self._auth.permitted(party, method, subjects)
+        complaint = desk.build(
+            party_id=party.id,
+            request_id=request_id,
+            channel=events_pb2.CHANNEL_SMS,
+            complainant=complainant,
+            origin=origin,
+            received_time=received,
+            text=request.text,
+        )
+        try:
+            await desk.file(complaint)
+            await self._citizens.complaint_received(
+                complaint, reply_language(request.text), party.id
+            )
+        except PublishFailed:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "Kafka did not acknowledge the complaint; retry with the same request_id",
+            )
+        log.info("accepted complaint %s", complaint.complaint_id)
+        answer = intake_pb2.SubmitComplaintResponse(
+            request_id=request_id,
+            complaint_id=complaint.complaint_id,
+            reference=complaint.reference,
+            status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
+            sender_id=complaint.sender_id,
+            undeclared_sender=desk.is_undeclared(origin),
+            origin_unknown=complaint.origin_unknown,
+        )
+        kept = await self._answers.keep_first(complaint.complaint_id, answer.SerializeToString())
+        return intake_pb2.SubmitComplaintResponse.FromString(kept)
 
     async def _submit_once(
         self,

@@ -22,6 +22,7 @@ from stopsms.domain.topics import Topics
 from stopsms.intake.answers import RedisAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.codes import OneTimeCodes
+from stopsms.intake.complaints import ComplaintDesk
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
 from stopsms.intake.sender_lookup import add_sender_lookup_routes
@@ -95,6 +96,9 @@ class IntakeProcess:
             answers=self.answers,
             numbers=numbers,
             sender_register=self.sender_register,
+            complaints=ComplaintDesk(
+                self.publisher, self.submitter, pseudonymiser, topics, settings.partitions
+            ),
         )
         senders = SenderRegistryServicer(
             register=self.sender_register,

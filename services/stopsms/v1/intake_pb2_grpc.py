@@ -56,6 +56,11 @@ class IntakeServiceStub:
                 request_serializer=stopsms_dot_v1_dot_intake__pb2.IssueStopLinksRequest.SerializeToString,
                 response_deserializer=stopsms_dot_v1_dot_intake__pb2.IssueStopLinksResponse.FromString,
                 _registered_method=True)
+        self.SubmitComplaint = channel.unary_unary(
+                '/stopsms.v1.IntakeService/SubmitComplaint',
+                request_serializer=stopsms_dot_v1_dot_intake__pb2.SubmitComplaintRequest.SerializeToString,
+                response_deserializer=stopsms_dot_v1_dot_intake__pb2.SubmitComplaintResponse.FromString,
+                _registered_method=True)
 
 
 class IntakeServiceServicer:
@@ -93,6 +98,15 @@ class IntakeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitComplaint(self, request, context):
+        """SubmitComplaint takes a marketing SMS a subscriber forwarded to the platform's code with a
+        complaint keyword (SPAM, PLAINTE, شكاية...), with the originating address the operator's
+        network saw (operators only). Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntakeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +129,11 @@ def add_IntakeServiceServicer_to_server(servicer, server):
                     servicer.IssueStopLinks,
                     request_deserializer=stopsms_dot_v1_dot_intake__pb2.IssueStopLinksRequest.FromString,
                     response_serializer=stopsms_dot_v1_dot_intake__pb2.IssueStopLinksResponse.SerializeToString,
+            ),
+            'SubmitComplaint': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitComplaint,
+                    request_deserializer=stopsms_dot_v1_dot_intake__pb2.SubmitComplaintRequest.FromString,
+                    response_serializer=stopsms_dot_v1_dot_intake__pb2.SubmitComplaintResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +246,33 @@ class IntakeService:
             '/stopsms.v1.IntakeService/IssueStopLinks',
             stopsms_dot_v1_dot_intake__pb2.IssueStopLinksRequest.SerializeToString,
             stopsms_dot_v1_dot_intake__pb2.IssueStopLinksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitComplaint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stopsms.v1.IntakeService/SubmitComplaint',
+            stopsms_dot_v1_dot_intake__pb2.SubmitComplaintRequest.SerializeToString,
+            stopsms_dot_v1_dot_intake__pb2.SubmitComplaintResponse.FromString,
             options,
             channel_credentials,
             insecure,
