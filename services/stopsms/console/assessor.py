@@ -1,0 +1,264 @@
+"""The complaint assessor: each ``ComplaintFiled`` becomes a ``ComplaintAssessed``.
+
+It follows, each from the beginning of its topic, what the rule needs (``domain.complaints``):
+
+- the register of senders (declared? its status, who sends for it), through the directory it
+  entitles, so senders not yet migrated off the directory count as declared;
+- the suppression list, kept per subject as the history of decided changes (every record
+  read, not only the latest, so "in force when the message arrived" can be answered);
+- the proofs of propagation, by event id (when each party applied an opt-out);
+- the issued StopSMS links, by code (is a link in the text the platform's, for this sender?);
+- the assessments already published, so a restart publishes nothing it published before.
+
+A complaint is assessed when read, and again when something it depends on arrives later: a
+decision of the complainant decided before the message (the suppression list was behind), or
+the opt-out's proof completing. A new assessment is published only when it differs from the
+last one (its ``revision`` then counts up), keyed by complaint id on a compacted topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import mode
+
+from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
+from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
+from stopsms.adapters.sender_register import SenderRegisterFollower
+from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
+from stopsms.domain.message_check import LinkSite, read_text
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
+from stopsms.domain.senders import ACTIVE
+from stopsms.domain.topics import GLOBAL_SCOPE, Topics
+from stopsms.v1 import events_pb2, senders_pb2
+
+log = logging.getLogger(__name__)
+
+
+def _comparable(assessed: events_pb2.ComplaintAssessed) -> bytes:
+    """An assessment without its time and revision: what tells a new finding from a repeat."""
+    copy = events_pb2.ComplaintAssessed()
+    copy.CopyFrom(assessed)
+    copy.ClearField("assessed_time")
+    copy.revision = 0
+    return copy.SerializeToString(deterministic=True)
+
+
+class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
+    """Each subject's decided changes, in the order read, and a call when one arrives."""
+
+    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+        super().__init__(bus, topic, events_pb2.SuppressionChanged.FromString, **kwargs)
+        self.history: dict[str, list[Decision]] = defaultdict(list)
+        self.on_decision: Callable[[Decision, str], None] = lambda decision, subject: None
+
+    def on_value(self, key: str, value: events_pb2.SuppressionChanged | None) -> None:
+        """Keep a decision that changed the state (a repeat or a tombstone adds nothing)."""
+        if value is None:
+            return
+        decision = Decision(
+            value.sender_id or GLOBAL_SCOPE,
+            value.state,
+            value.decided_time.ToMilliseconds(),
+            value.event_id,
+        )
+        kept = self.history[value.subject]
+        if decision in kept:
+            return
+        kept.append(decision)
+        self.on_decision(decision, value.subject)
+
+
+class ProofIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
+    """The proofs of propagation by event id, and a call when one changes."""
+
+    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+        super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
+        self.on_change: Callable[[str], None] = lambda event_id: None
+
+    def on_value(self, key: str, value: events_pb2.PropagationRecord | None) -> None:
+        """Tell the assessor."""
+        self.on_change(key)
+
+
+class ComplaintAssessor(mode.Service):
+    """Reads complaints, assesses them, publishes (and re-publishes) their assessments."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        publisher: Publisher,
+        topics: Topics,
+        directory: PartiesDirectory,
+        pseudonymiser: Pseudonymiser,
+        link_site: LinkSite,
+        *,
+        clock: Callable[[], float] = time.time,
+        **kwargs: object,
+    ) -> None:
+        self._bus = bus
+        self._publisher = publisher
+        self._topics = topics
+        self._directory = directory
+        self._pseudonymiser = pseudonymiser
+        self._site = link_site
+        self._clock = clock
+        self.register = SenderRegisterFollower(bus, topics.senders, directory)
+        self.decisions = DecisionHistory(bus, topics.suppressions)
+        self.proofs = ProofIndex(bus, topics.propagation)
+        self.links: CompactedTopicIndex[events_pb2.StopLink] = CompactedTopicIndex(
+            bus, topics.links, events_pb2.StopLink.FromString
+        )
+        self.published: CompactedTopicIndex[events_pb2.ComplaintAssessed] = CompactedTopicIndex(
+            bus, topics.complaint_assessments, events_pb2.ComplaintAssessed.FromString
+        )
+        self._complaints: dict[str, events_pb2.ComplaintFiled] = {}
+        self._by_subject: dict[str, list[str]] = defaultdict(list)
+        self._by_opt_out: dict[str, set[str]] = defaultdict(set)
+        self._again: asyncio.Queue[str] = asyncio.Queue()
+        self._reader: TopicReading | None = None
+        self.assessed = 0
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def on_init_dependencies(self) -> list[mode.ServiceT]:
+        """The indexes start (and read their topics) before complaints are read."""
+        return [self.register, self.decisions, self.proofs, self.links, self.published]
+
+    async def on_first_start(self) -> None:
+        """Listen to the indexes before they read anything."""
+        self.decisions.on_decision = self._decided
+        self.proofs.on_change = self._proved
+
+    async def on_started(self) -> None:
+        """Once the indexes run: catch them up, then read the complaints from the beginning."""
+        for index in (self.decisions, self.proofs, self.links, self.published):
+            await index.caught_up(15.0)
+        self._reader = self._bus.reader(self._topics.complaints, client_id="stopsms-assessor")
+        await self._reader.start()
+
+    async def on_stop(self) -> None:
+        """Close the complaints' reader."""
+        if self._reader is not None:
+            await self._reader.stop()
+
+    def _proved(self, event_id: str) -> None:
+        """An opt-out's proof changed: the complaints that name it are looked at again."""
+        for complaint_id in self._by_opt_out.get(event_id, ()):
+            self._again.put_nowait(complaint_id)
+
+    def _decided(self, decision: Decision, subject: str) -> None:
+        """A decision arrived: the subject's complaints about later messages are looked at again."""
+        for complaint_id in self._by_subject.get(subject, ()):
+            complaint = self._complaints[complaint_id]
+            if decision.decided_ms <= complaint.received_time.ToMilliseconds():
+                self._again.put_nowait(complaint_id)
+
+    @mode.Service.task
+    async def _read_complaints(self) -> None:
+        while self._reader is None and not self.should_stop:
+            await asyncio.sleep(0.05)
+        assert self._reader is not None
+        while not self.should_stop:
+            for record in await self._reader.read(timeout_ms=200):
+                if record.value is None:
+                    continue
+                try:
+                    complaint = events_pb2.ComplaintFiled.FromString(record.value)
+                except Exception:  # noqa: BLE001 - one bad record must not stop the assessor
+                    log.exception("unreadable complaint at offset %d", record.offset)
+                    continue
+                if complaint.complaint_id not in self._complaints:
+                    self._complaints[complaint.complaint_id] = complaint
+                    self._by_subject[complaint.subject].append(complaint.complaint_id)
+                await self._assess(complaint.complaint_id)
+
+    @mode.Service.task
+    async def _assess_again(self) -> None:
+        while not self.should_stop:
+            complaint_id = await self._again.get()
+            await self._assess(complaint_id)
+
+    def _sender(self, sender_id: str) -> senders_pb2.Sender | None:
+        """The register's record of a sender (None: nobody declared it).
+
+        A sender still declared only in the directory counts as declared and active, with the
+        parties that send for it.
+        """
+        if not sender_id:
+            return None
+        record = self.register.register.get(sender_id)
+        if record is not None:
+            return record
+        if not self._directory.is_declared(sender_id):
+            return None
+        senders = [party.id for party in self._directory if party.sends_for(sender_id)]
+        return senders_pb2.Sender(sender_id=sender_id, status=ACTIVE, sending_party_ids=senders)
+
+    def evidence(self, complaint: events_pb2.ComplaintFiled) -> Evidence:
+        """Everything the rule needs about one complaint, as the indexes hold it now."""
+        reading = None
+        link_valid = False
+        if complaint.HasField("sealed_text"):
+            try:
+                text = self._pseudonymiser.unseal_text(complaint.sealed_text)
+            except KeyMaterialError:
+                log.warning("complaint %s: its text's key is unknown", complaint.complaint_id)
+            else:
+                reading = read_text(text, self._site)
+                links = [self.links.peek(code) for code in reading.link_codes]
+                link_valid = bool(links) and all(
+                    link is not None and link.sender_id == complaint.sender_id for link in links
+                )
+        history = self.decisions.history.get(complaint.subject, [])
+        opt_out = opt_out_in_force(
+            history, complaint.sender_id, complaint.received_time.ToMilliseconds()
+        )
+        proof = None
+        if opt_out is not None:
+            self._by_opt_out[opt_out.event_id].add(complaint.complaint_id)
+            proof = self.proofs.peek(opt_out.event_id)
+        return Evidence(
+            complaint=complaint,
+            sender=self._sender(complaint.sender_id),
+            reading=reading,
+            link_valid=link_valid,
+            history=tuple(history),
+            proof=proof,
+        )
+
+    async def _assess(self, complaint_id: str) -> None:
+        complaint = self._complaints[complaint_id]
+        before = self.published.peek(complaint_id)
+        assessed = assess(
+            self.evidence(complaint),
+            now_ms=int(self._clock() * 1000),
+            revision=(before.revision + 1) if before is not None else 1,
+        )
+        if before is not None and _comparable(before) == _comparable(assessed):
+            return
+        while not self.should_stop:
+            try:
+                await self._publisher.publish(
+                    self._topics.complaint_assessments,
+                    complaint_id.encode(),
+                    assessed.SerializeToString(),
+                    headers=message_headers("stopsms.v1.ComplaintAssessed"),
+                )
+                break
+            except PublishFailed:
+                log.warning("assessment of %s not acknowledged; retrying", complaint_id)
+                await asyncio.sleep(1.0)
+        self.published.put(complaint_id, assessed)
+        self.assessed += 1
+        log.info(
+            "complaint %s assessed: %s (revision %d%s)",
+            complaint.reference,
+            events_pb2.ComplaintFinding.Name(assessed.finding),
+            assessed.revision,
+            "" if assessed.final else ", waiting for the proof",
+        )

@@ -1,0 +1,143 @@
+"""The complaint assessor on the real broker: findings from the evidence on the topics, and a
+late proof that makes a waiting assessment final."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.settings import Settings
+from stopsms.console.assessor import ComplaintAssessor
+from stopsms.domain.message_check import LinkSite
+from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
+from stopsms.intake.complaints import ComplaintDesk, Origin
+from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
+from stopsms.v1 import events_pb2
+from tests.conftest import until
+
+pytestmark = pytest.mark.integration
+
+HOUR_MS = 3_600_000
+
+
+async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finalises_one(
+    service_env: dict[str, str], namespace: str
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    keys = settings.pseudonymiser()
+    directory = PartiesDirectory.load(settings.parties_file)
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    submitter = RequestSubmitter(
+        publisher, keys, directory, topics, 12, InMemoryRequestReferences()
+    )
+    desk = ComplaintDesk(publisher, submitter, keys, topics, 12)
+    now_ms = int(time.time() * 1000)
+
+    async def decided(e164: str, sender_id: str, event_id: str, ago_ms: int) -> None:
+        subject = keys.subject(e164)
+        change = events_pb2.SuppressionChanged(
+            event_id=event_id,
+            subject=subject,
+            sender_id=sender_id,
+            state=events_pb2.STATE_SUPPRESSED,
+            changed=True,
+        )
+        change.decided_time.FromMilliseconds(now_ms - ago_ms)
+        key = suppression_key(subject, sender_id).encode()
+        await publisher.publish(
+            topics.suppressions,
+            key,
+            change.SerializeToString(),
+            partition=partition_for_key(key, 12),
+        )
+
+    async def proved(event_id: str, done: bool, applied_ago_ms: int) -> None:
+        proof = events_pb2.PropagationRecord(event_id=event_id, done=done)
+        for party in ("iam", "atlas-sms")[: 2 if done else 1]:
+            delivery = proof.deliveries.add(
+                party_id=party, status=events_pb2.DELIVERY_STATUS_APPLIED
+            )
+            delivery.applied_time.FromMilliseconds(now_ms - applied_ago_ms)
+        await publisher.publish(topics.propagation, event_id.encode(), proof.SerializeToString())
+
+    async def complain(request_id: str, e164: str, origin: str, text: str) -> str:
+        complaint = desk.build(
+            party_id="iam",
+            request_id=request_id,
+            channel=events_pb2.CHANNEL_SMS,
+            complainant=submitter.protect(e164),
+            origin=desk.origin(origin),
+            received_time=None,  # now: after every decision above
+            text=text,
+        )
+        await desk.file(complaint)
+        return complaint.complaint_id
+
+    assessments: CompactedTopicIndex[events_pb2.ComplaintAssessed] = CompactedTopicIndex(
+        KafkaBus(settings.kafka),
+        topics.complaint_assessments,
+        events_pb2.ComplaintAssessed.FromString,
+    )
+    assessor = ComplaintAssessor(
+        KafkaBus(settings.kafka),
+        publisher,
+        topics,
+        directory,
+        keys,
+        LinkSite("https://stopsms.ma/"),
+    )
+    try:
+        # Before the assessor starts: an opt-out an hour ago, applied by both parties.
+        await decided("+212611000001", "JUMIA", "opt-out-1", HOUR_MS)
+        await proved("opt-out-1", True, HOUR_MS - 60_000)
+        after_opt_out = await complain(
+            "c1", "+212611000001", "JUMIA", "SPAM Soldes chez Jumia! STOP au 1313"
+        )
+        informal = await complain("c2", "+212611000002", "+212 699 00 00 01", "Credit rapide!")
+        clean = await complain("c3", "+212611000003", "JUMIA", "SPAM Soldes. STOP au 1313")
+        await assessor.start()
+        await assessments.start()
+
+        async def assessed(complaint_id: str, final: bool = True):  # type: ignore[no-untyped-def]
+            async def probe():  # type: ignore[no-untyped-def]
+                found = assessments.peek(complaint_id)
+                return found if found is not None and found.final == final else None
+
+            return await until(probe, f"an assessment (final={final}) of {complaint_id}")
+
+        first = await assessed(after_opt_out)
+        assert first.finding == events_pb2.COMPLAINT_FINDING_SENT_AFTER_OPT_OUT
+        assert first.opt_out_event_id == "opt-out-1" and first.opt_out_scope == "JUMIA"
+        assert 0.99 * HOUR_MS < first.decided_before_message_ms < 1.1 * HOUR_MS
+        assert {a.party_id for a in first.applied} == {"iam", "atlas-sms"}
+        assert all(a.applied_before_message_ms > 0 for a in first.applied)
+        second = await assessed(informal)
+        assert list(second.findings) == [
+            events_pb2.COMPLAINT_FINDING_UNDECLARED_SENDER,
+            events_pb2.COMPLAINT_FINDING_NO_STOPSMS_MENTION,
+        ]
+        assert second.origin_subject and not second.sender_declared
+        third = await assessed(clean)
+        assert third.finding == events_pb2.COMPLAINT_FINDING_NO_FINDING
+
+        # While it runs: an opt-out whose proof is not done yet, then done.
+        await decided("+212611000004", "", "opt-out-2", 10 * 60_000)
+        await proved("opt-out-2", False, 9 * 60_000)
+        late = await complain("c4", "+212611000004", "JUMIA", "SPAM Soldes. STOP au 1313")
+        waiting = await assessed(late, final=False)
+        assert waiting.finding == events_pb2.COMPLAINT_FINDING_SENT_AFTER_OPT_OUT
+        assert waiting.opt_out_scope == "*"
+        await proved("opt-out-2", True, 9 * 60_000)
+        done = await assessed(late)
+        assert done.revision == waiting.revision + 1 and len(done.applied) == 2
+        assert Origin().unknown
+    finally:
+        await assessments.stop()
+        await assessor.stop()
+        await publisher.stop()
