@@ -164,6 +164,7 @@ class ComplaintAssessor(mode.Service):
             await asyncio.sleep(0.05)
         assert self._reader is not None
         while not self.should_stop:
+            read: list[str] = []
             for record in await self._reader.read(timeout_ms=200):
                 if record.value is None:
                     continue
@@ -175,13 +176,17 @@ class ComplaintAssessor(mode.Service):
                 if complaint.complaint_id not in self._complaints:
                     self._complaints[complaint.complaint_id] = complaint
                     self._by_subject[complaint.subject].append(complaint.complaint_id)
-                await self._assess(complaint.complaint_id)
+                read.append(complaint.complaint_id)
+            if read:
+                await self._assess(read)
 
     @mode.Service.task
     async def _assess_again(self) -> None:
         while not self.should_stop:
-            complaint_id = await self._again.get()
-            await self._assess(complaint_id)
+            again = [await self._again.get()]
+            while not self._again.empty():
+                again.append(self._again.get_nowait())
+            await self._assess(again)
 
     def _sender(self, sender_id: str) -> senders_pb2.Sender | None:
         """The register's record of a sender (None: nobody declared it).
@@ -231,34 +236,42 @@ class ComplaintAssessor(mode.Service):
             proof=proof,
         )
 
-    async def _assess(self, complaint_id: str) -> None:
-        complaint = self._complaints[complaint_id]
-        before = self.published.peek(complaint_id)
-        assessed = assess(
-            self.evidence(complaint),
-            now_ms=int(self._clock() * 1000),
-            revision=(before.revision + 1) if before is not None else 1,
-        )
-        if before is not None and _comparable(before) == _comparable(assessed):
-            return
+    async def _assess(self, complaint_ids: list[str]) -> None:
+        """Assess complaints; publish, together, the assessments that changed."""
+        now_ms = int(self._clock() * 1000)
+        changed: dict[str, events_pb2.ComplaintAssessed] = {}
+        for complaint_id in dict.fromkeys(complaint_ids):
+            before = self.published.peek(complaint_id)
+            assessed = assess(
+                self.evidence(self._complaints[complaint_id]),
+                now_ms=now_ms,
+                revision=(before.revision + 1) if before is not None else 1,
+            )
+            if before is None or _comparable(before) != _comparable(assessed):
+                changed[complaint_id] = assessed
+        await asyncio.gather(*(self._publish(a) for a in changed.values()))
+        for complaint_id, assessed in changed.items():
+            self.published.put(complaint_id, assessed)
+            self.assessed += 1
+            log.info(
+                "complaint %s assessed: %s (revision %d%s)",
+                assessed.reference,
+                events_pb2.ComplaintFinding.Name(assessed.finding),
+                assessed.revision,
+                "" if assessed.final else ", waiting for the proof",
+            )
+
+    async def _publish(self, assessed: events_pb2.ComplaintAssessed) -> None:
+        """Publish one assessment, retrying until Kafka takes it: an assessment is never lost."""
         while not self.should_stop:
             try:
                 await self._publisher.publish(
                     self._topics.complaint_assessments,
-                    complaint_id.encode(),
+                    assessed.complaint_id.encode(),
                     assessed.SerializeToString(),
                     headers=message_headers("stopsms.v1.ComplaintAssessed"),
                 )
-                break
+                return
             except PublishFailed:
-                log.warning("assessment of %s not acknowledged; retrying", complaint_id)
+                log.warning("assessment of %s not acknowledged; retrying", assessed.complaint_id)
                 await asyncio.sleep(1.0)
-        self.published.put(complaint_id, assessed)
-        self.assessed += 1
-        log.info(
-            "complaint %s assessed: %s (revision %d%s)",
-            complaint.reference,
-            events_pb2.ComplaintFinding.Name(assessed.finding),
-            assessed.revision,
-            "" if assessed.final else ", waiting for the proof",
-        )
