@@ -138,8 +138,9 @@ class ComplaintAssessor(mode.Service):
         """Once the indexes run: catch them up, then read the complaints from the beginning."""
         for index in (self.decisions, self.proofs, self.links, self.published):
             await index.caught_up(15.0)
-        self._reader = self._bus.reader(self._topics.complaints, client_id="stopsms-assessor")
-        await self._reader.start()
+        reader = self._bus.reader(self._topics.complaints, client_id="stopsms-assessor")
+        await reader.start()
+        self._reader = reader  # only now: the reading task waits for a started reader
 
     async def on_stop(self) -> None:
         """Close the complaints' reader."""
