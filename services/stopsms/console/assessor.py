@@ -111,6 +111,9 @@ class ComplaintAssessor(mode.Service):
         self.register = SenderRegisterFollower(bus, topics.senders, directory)
         self.decisions = DecisionHistory(bus, topics.suppressions)
         self.proofs = ProofIndex(bus, topics.propagation)
+        # listening before the indexes read anything
+        self.decisions.on_decision = self._decided
+        self.proofs.on_change = self._proved
         self.links: CompactedTopicIndex[events_pb2.StopLink] = CompactedTopicIndex(
             bus, topics.links, events_pb2.StopLink.FromString
         )
@@ -128,11 +131,6 @@ class ComplaintAssessor(mode.Service):
     def on_init_dependencies(self) -> list[mode.ServiceT]:
         """The indexes start (and read their topics) before complaints are read."""
         return [self.register, self.decisions, self.proofs, self.links, self.published]
-
-    async def on_first_start(self) -> None:
-        """Listen to the indexes before they read anything."""
-        self.decisions.on_decision = self._decided
-        self.proofs.on_change = self._proved
 
     async def on_started(self) -> None:
         """Once the indexes run: catch them up, then read the complaints from the beginning."""

@@ -288,13 +288,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         if first is not None:
             return intake_pb2.SubmitComplaintResponse.FromString(first)
         complainant = self._submitter.protect(e164)
-        wait = self._numbers.retry_after(complainant.subject)
-        if wait:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"msisdn: too many requests for this number; retry after {wait:.0f}s",
-                trailing_metadata=(("retry-after-ms", str(round(wait * 1000))),),
-            )
+        await self._limit_number(context, complainant.subject)
         subjects = [complainant.subject]
         if origin.number is not None:
             subjects.append(origin.number.subject)
@@ -331,6 +325,16 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         kept = await self._answers.keep_first(complaint.complaint_id, answer.SerializeToString())
         return intake_pb2.SubmitComplaintResponse.FromString(kept)
 
+    async def _limit_number(self, context: grpc.aio.ServicerContext, subject: str) -> None:
+        """RESOURCE_EXHAUSTED, with when to retry, for a number over its rate."""
+        wait = self._numbers.retry_after(subject)
+        if wait:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"msisdn: too many requests for this number; retry after {wait:.0f}s",
+                trailing_metadata=(("retry-after-ms", str(round(wait * 1000))),),
+            )
+
     async def _submit_once(
         self,
         context: grpc.aio.ServicerContext,
@@ -354,13 +358,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         if first is not None:
             return response_class.FromString(first)
         subject = self._submitter.protect(e164)
-        wait = self._numbers.retry_after(subject.subject)
-        if wait:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"msisdn: too many requests for this number; retry after {wait:.0f}s",
-                trailing_metadata=(("retry-after-ms", str(round(wait * 1000))),),
-            )
+        await self._limit_number(context, subject.subject)
         self._auth.permitted(party, method, [subject.subject])
         try:
             published = await self._submitter.submit(
