@@ -1,5 +1,5 @@
-"""The complaint assessor on the real broker: findings from the evidence on the topics, and a
-late proof that makes a waiting assessment final."""
+"""The complaint assessor on the real broker: findings from the evidence on the topics, a late
+proof that makes a waiting assessment final, and the cases the complaints open."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.settings import Settings
 from stopsms.console.assessor import ComplaintAssessor
+from stopsms.domain.ids import case_id
 from stopsms.domain.message_check import LinkSite
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
@@ -84,6 +85,9 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         topics.complaint_assessments,
         events_pb2.ComplaintAssessed.FromString,
     )
+    cases: CompactedTopicIndex[events_pb2.Case] = CompactedTopicIndex(
+        KafkaBus(settings.kafka), topics.cases, events_pb2.Case.FromString
+    )
     assessor = ComplaintAssessor(
         KafkaBus(settings.kafka),
         publisher,
@@ -103,6 +107,7 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         clean = await complain("c3", "+212611000003", "JUMIA", "SPAM Soldes. STOP au 1313")
         await assessor.start()
         await assessments.start()
+        await cases.start()
 
         async def assessed(complaint_id: str, final: bool = True, applied: int | None = None):  # type: ignore[no-untyped-def]
             """The complaint's assessment once it is (not) final, with that many parties."""
@@ -130,6 +135,28 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         third = await assessed(clean)
         assert third.finding == events_pb2.COMPLAINT_FINDING_NO_FINDING
 
+        async def case_of(group: str, complaints: int) -> events_pb2.Case:
+            async def probe():  # type: ignore[no-untyped-def]
+                found = cases.peek(case_id(group))
+                return found if found is not None and found.complaint_count == complaints else None
+
+            return await until(probe, f"the case of {group} with {complaints} complaints")
+
+        # The complaint sent after an opt-out opened a case against the sender at once; the
+        # clean complaint about the same sender joined it.
+        jumia = await case_of("sender:JUMIA", 2)
+        assert jumia.kind == events_pb2.CASE_KIND_DECLARED_SENDER
+        assert jumia.opened_by == events_pb2.CASE_OPENING_SENT_AFTER_OPT_OUT
+        assert jumia.opening_complaint_id == after_opt_out
+        assert "iam" in jumia.party_ids
+        # Five complaints about one phone number open an informal-sector case.
+        for n in range(4):
+            await complain(f"n{n}", f"+21261100010{n}", "+212 699 00 00 01", "Credit rapide!")
+        informal_case = await case_of(f"number:{second.origin_subject}", 5)
+        assert informal_case.kind == events_pb2.CASE_KIND_INFORMAL_SECTOR
+        assert informal_case.opened_by == events_pb2.CASE_OPENING_COMPLAINT_THRESHOLD
+        assert informal_case.party_ids == ["iam"]
+
         # While it runs: an opt-out whose proof is not done yet, then done.
         await decided("+212611000004", "", "opt-out-2", 10 * 60_000)
         await proved("opt-out-2", False, 9 * 60_000)
@@ -143,7 +170,32 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         done = await assessed(late)
         assert done.revision > waiting.revision and len(done.applied) == 2
         assert Origin().unknown
+
+        # A restart reads everything again and publishes nothing it published before.
+        late_case = await case_of("sender:JUMIA", 3)
+        restarted = ComplaintAssessor(
+            KafkaBus(settings.kafka),
+            publisher,
+            topics,
+            directory,
+            keys,
+            LinkSite("https://stopsms.ma/"),
+        )
+        await restarted.start()
+
+        async def caught_up() -> bool:
+            return restarted.caught_up.is_set()
+
+        try:
+            await until(caught_up, "the restarted assessor catching up")
+            assert restarted.assessed == 0
+            assert restarted.published_cases.peek(late_case.case_id) == late_case
+            assert len(restarted.cases.open_groups()) == 2
+        finally:
+            await restarted.stop()
+
     finally:
         await assessments.stop()
+        await cases.stop()
         await assessor.stop()
         await publisher.stop()

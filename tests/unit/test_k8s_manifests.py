@@ -197,7 +197,7 @@ def test_kafka_runs_in_kraft_with_authenticated_listeners_and_acls(rendered) -> 
     assert any(listener["type"] != "internal" for listener in listeners), "operators' listener"
 
 
-def test_an_operator_may_read_the_list_and_its_messages_and_commit_its_own_groups_and_nothing_else(
+def test_an_operator_may_read_the_list_its_messages_and_cases_and_commit_its_own_groups_only(
     rendered,
 ) -> None:
     _, objects = rendered
@@ -216,7 +216,9 @@ def test_an_operator_may_read_the_list_and_its_messages_and_commit_its_own_group
             for a in acls
         ) == [
             ("group", f"stopsms.operator.{operator}", "literal"),
+            ("group", f"stopsms.operator.{operator}.cases", "literal"),
             ("group", f"stopsms.operator.{operator}.outbound", "literal"),
+            ("topic", "stopsms.cases.v1", "literal"),
             ("topic", "stopsms.outbound.v1", "literal"),
             ("topic", "stopsms.suppressions.v1", "literal"),
         ]

@@ -14,6 +14,12 @@ A complaint is assessed when read, and again when something it depends on arrive
 decision of the complainant decided before the message (the suppression list was behind), or
 the opt-out's proof completing. A new assessment is published only when it differs from the
 last one (its ``revision`` then counts up), keyed by complaint id on a compacted topic.
+
+Every assessment also goes into the :class:`~stopsms.domain.cases.CaseBook`: a group of
+complaints that opens a case, and an open case a complaint joins, publishes the case on
+``stopsms.cases.v1`` (compacted by case id), where the operators concerned read it. Cases are
+published only once the complaints read at start are all assessed, so a restart never
+publishes a case with fewer complaints than it had.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from collections.abc import Callable
 import mode
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
-from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
+from stopsms.adapters.kafka import Publisher, PublishFailed, Record, message_headers
 from stopsms.adapters.sender_register import SenderRegisterFollower
+from stopsms.domain.cases import CaseBook, CasePolicy, same_case
 from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
+from stopsms.domain.ids import case_id
 from stopsms.domain.message_check import LinkSite, read_text
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
@@ -99,6 +107,7 @@ class ComplaintAssessor(mode.Service):
         link_site: LinkSite,
         *,
         clock: Callable[[], float] = time.time,
+        case_policy: CasePolicy | None = None,
         **kwargs: object,
     ) -> None:
         self._bus = bus
@@ -120,6 +129,12 @@ class ComplaintAssessor(mode.Service):
         self.published: CompactedTopicIndex[events_pb2.ComplaintAssessed] = CompactedTopicIndex(
             bus, topics.complaint_assessments, events_pb2.ComplaintAssessed.FromString
         )
+        self.published_cases: CompactedTopicIndex[events_pb2.Case] = CompactedTopicIndex(
+            bus, topics.cases, events_pb2.Case.FromString
+        )
+        self.cases = CaseBook(case_policy)
+        self._cases_ready = False  # set once the complaints read at start are assessed
+        self.caught_up = asyncio.Event()  # set then: the console serves from this moment
         self._complaints: dict[str, events_pb2.ComplaintFiled] = {}
         self._by_subject: dict[str, list[str]] = defaultdict(list)
         self._by_opt_out: dict[str, set[str]] = defaultdict(set)
@@ -130,11 +145,24 @@ class ComplaintAssessor(mode.Service):
 
     def on_init_dependencies(self) -> list[mode.ServiceT]:
         """The indexes start (and read their topics) before complaints are read."""
-        return [self.register, self.decisions, self.proofs, self.links, self.published]
+        return [
+            self.register,
+            self.decisions,
+            self.proofs,
+            self.links,
+            self.published,
+            self.published_cases,
+        ]
 
     async def on_started(self) -> None:
         """Once the indexes run: catch them up, then read the complaints from the beginning."""
-        for index in (self.decisions, self.proofs, self.links, self.published):
+        for index in (
+            self.decisions,
+            self.proofs,
+            self.links,
+            self.published,
+            self.published_cases,
+        ):
             await index.caught_up(15.0)
         reader = self._bus.reader(self._topics.complaints, client_id="stopsms-assessor")
         await reader.start()
@@ -157,25 +185,41 @@ class ComplaintAssessor(mode.Service):
             if decision.decided_ms <= complaint.received_time.ToMilliseconds():
                 self._again.put_nowait(complaint_id)
 
+    def _took(self, records: list[Record]) -> list[str]:
+        """Keep the complaints read; their ids, to assess."""
+        read: list[str] = []
+        for record in records:
+            if record.value is None:
+                continue
+            try:
+                complaint = events_pb2.ComplaintFiled.FromString(record.value)
+            except Exception:  # noqa: BLE001 - one bad record must not stop the assessor
+                log.exception("unreadable complaint at offset %d", record.offset)
+                continue
+            if complaint.complaint_id not in self._complaints:
+                self._complaints[complaint.complaint_id] = complaint
+                self._by_subject[complaint.subject].append(complaint.complaint_id)
+            read.append(complaint.complaint_id)
+        return read
+
     @mode.Service.task
     async def _read_complaints(self) -> None:
         while self._reader is None and not self.should_stop:
             await asyncio.sleep(0.05)
         assert self._reader is not None
+        async for records in self._reader.read_to_end():
+            await self._assess(self._took(records))
+        # every complaint of the past is in the book: the cases it holds are complete
+        self._cases_ready = True
+        await self._publish_cases(self.cases.open_groups())
+        self.caught_up.set()
+        log.info(
+            "assessor caught up: %d complaints, %d open cases",
+            len(self._complaints),
+            len(self.cases.open_groups()),
+        )
         while not self.should_stop:
-            read: list[str] = []
-            for record in await self._reader.read(timeout_ms=200):
-                if record.value is None:
-                    continue
-                try:
-                    complaint = events_pb2.ComplaintFiled.FromString(record.value)
-                except Exception:  # noqa: BLE001 - one bad record must not stop the assessor
-                    log.exception("unreadable complaint at offset %d", record.offset)
-                    continue
-                if complaint.complaint_id not in self._complaints:
-                    self._complaints[complaint.complaint_id] = complaint
-                    self._by_subject[complaint.subject].append(complaint.complaint_id)
-                read.append(complaint.complaint_id)
+            read = self._took(await self._reader.read(timeout_ms=200))
             if read:
                 await self._assess(read)
 
@@ -235,20 +279,40 @@ class ComplaintAssessor(mode.Service):
             proof=proof,
         )
 
+    def _carrier(self, complaint: events_pb2.ComplaintFiled) -> str:
+        """The operator that carried the complained-of message (it forwarded the complaint)."""
+        party = self._directory.get(complaint.party_id)
+        return party.id if party is not None and party.is_operator else ""
+
     async def _assess(self, complaint_ids: list[str]) -> None:
-        """Assess complaints; publish, together, the assessments that changed."""
+        """Assess complaints; publish, together, the assessments and the cases that changed."""
         now_ms = int(self._clock() * 1000)
         changed: dict[str, events_pb2.ComplaintAssessed] = {}
+        groups: set[str] = set()
         for complaint_id in dict.fromkeys(complaint_ids):
             before = self.published.peek(complaint_id)
+            complaint = self._complaints[complaint_id]
             assessed = assess(
-                self.evidence(self._complaints[complaint_id]),
+                self.evidence(complaint),
                 now_ms=now_ms,
                 revision=(before.revision + 1) if before is not None else 1,
             )
             if before is None or _comparable(before) != _comparable(assessed):
                 changed[complaint_id] = assessed
-        await asyncio.gather(*(self._publish(a) for a in changed.values()))
+            group = self.cases.add(assessed, self._carrier(complaint))
+            if group is not None:
+                groups.add(group)
+        await asyncio.gather(
+            *(
+                self._publish(
+                    self._topics.complaint_assessments,
+                    a.complaint_id,
+                    a.SerializeToString(),
+                    "stopsms.v1.ComplaintAssessed",
+                )
+                for a in changed.values()
+            )
+        )
         for complaint_id, assessed in changed.items():
             self.published.put(complaint_id, assessed)
             self.assessed += 1
@@ -259,18 +323,44 @@ class ComplaintAssessor(mode.Service):
                 assessed.revision,
                 "" if assessed.final else ", waiting for the proof",
             )
+        if self._cases_ready and groups:
+            await self._publish_cases(sorted(groups))
 
-    async def _publish(self, assessed: events_pb2.ComplaintAssessed) -> None:
-        """Publish one assessment, retrying until Kafka takes it: an assessment is never lost."""
+    async def _publish_cases(self, groups: list[str]) -> None:
+        """Publish, together, the cases of these groups whose record changed."""
+        now_ms = int(self._clock() * 1000)
+        changed: list[events_pb2.Case] = []
+        for group in groups:
+            before = self.published_cases.peek(case_id(group))
+            case = self.cases.case(group, now_ms, before)
+            if case is not None and (before is None or not same_case(before, case)):
+                changed.append(case)
+        await asyncio.gather(
+            *(
+                self._publish(
+                    self._topics.cases, case.case_id, case.SerializeToString(), "stopsms.v1.Case"
+                )
+                for case in changed
+            )
+        )
+        for case in changed:
+            self.published_cases.put(case.case_id, case)
+            log.info(
+                "case %s %s: %d complaints (%s)",
+                case.reference,
+                "opened" if case.revision == 1 else "updated",
+                case.complaint_count,
+                events_pb2.CaseOpening.Name(case.opened_by),
+            )
+
+    async def _publish(self, topic: str, key: str, value: bytes, type_name: str) -> None:
+        """Publish one record, retrying until Kafka takes it: an assessment is never lost."""
         while not self.should_stop:
             try:
                 await self._publisher.publish(
-                    self._topics.complaint_assessments,
-                    assessed.complaint_id.encode(),
-                    assessed.SerializeToString(),
-                    headers=message_headers("stopsms.v1.ComplaintAssessed"),
+                    topic, key.encode(), value, headers=message_headers(type_name)
                 )
                 return
             except PublishFailed:
-                log.warning("assessment of %s not acknowledged; retrying", assessed.complaint_id)
+                log.warning("%s %s not acknowledged; retrying", type_name, key)
                 await asyncio.sleep(1.0)

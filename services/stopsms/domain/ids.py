@@ -43,3 +43,13 @@ def complaint_reference(complaint: str) -> str:
     Short enough to read out on the phone; the regulator's search also takes the full id.
     """
     return "SPAM-" + complaint.replace("-", "")[:8].upper()
+
+
+def case_id(group: str) -> str:
+    """The id of the case of a group of complaints (``domain.cases.group_of``): always the same."""
+    return event_id("stopsms-cases", group)
+
+
+def case_reference(case: str) -> str:
+    """The reference of a case: ``CASE-`` and 8 characters of its id."""
+    return "CASE-" + case.replace("-", "")[:8].upper()

@@ -62,6 +62,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
     ),
     TopicSpec("stopsms.complaint-assessments.v1", {"cleanup.policy": "compact"}),
+    # The cases complaints opened (compacted: each case's latest record); operators read it.
+    TopicSpec("stopsms.cases.v1", {"cleanup.policy": "compact"}),
 )
 
 
@@ -139,6 +141,11 @@ class Topics:
     def complaint_assessments(self) -> str:
         """Each complaint's latest assessment, keyed by complaint id."""
         return self.name("stopsms.complaint-assessments.v1")
+
+    @property
+    def cases(self) -> str:
+        """The cases complaints opened, keyed by case id: the parties concerned read them."""
+        return self.name("stopsms.cases.v1")
 
     def operator_outbound_group(self, party_id: str) -> str:
         """The consumer group an operator delivers messages to its subscribers with."""
