@@ -8,7 +8,7 @@ BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 install:  ## System packages (redis-server, Java, Maven) and the Python package, when missing.
 	bash deploy/bootstrap.sh
 
-up: install  ## Run Kafka, Redis and the three services; Ctrl-C stops everything.
+up: install  ## Run Kafka, Redis and the four services; Ctrl-C stops everything.
 	$(PYTHON) -m stopsms.tools.cli up
 
 test: install  ## Every test: unit, integration and end to end (starts its own Kafka and Redis).

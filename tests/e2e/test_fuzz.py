@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from stopsms.adapters.clients import party_channel_sync
 from stopsms.tools.local_platform import LocalPlatform
-from stopsms.v1 import intake_pb2, notifier_pb2, registry_pb2
+from stopsms.v1 import intake_pb2, notifier_pb2, registry_pb2, regulator_pb2
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = int(os.environ.get("STOPSMS_FUZZ_EXAMPLES", "2000"))
@@ -132,6 +132,10 @@ def requests_of(message_class) -> st.SearchStrategy[bytes]:
     return st.one_of(message_bytes(message_class.DESCRIPTOR), st.binary(max_size=200))
 
 
+#: Who calls each service in the fuzzing (the regulator's service: its two identities).
+CALLERS = {"": ("iam", "atlas-sms"), "console": ("cndp", "cndp-parquet")}
+
+
 @pytest.fixture(scope="module")
 def channels(
     secure_platform: LocalPlatform,
@@ -140,9 +144,9 @@ def channels(
     made = {
         service: {
             party: party_channel_sync(ends[f"{service}_grpc"], party, secure_platform.tls_folder)
-            for party in ("iam", "atlas-sms")
+            for party in CALLERS.get(service, CALLERS[""])
         }
-        for service in ("intake", "registry", "notifier")
+        for service in ("intake", "registry", "notifier", "console")
     }
     yield made
     for by_party in made.values():
@@ -165,6 +169,15 @@ UNARY = [
     ("registry", "/stopsms.v1.RegistryService/Check", registry_pb2.CheckRequest),
     ("notifier", "/stopsms.v1.NotifierService/Acknowledge", notifier_pb2.AcknowledgeRequest),
     ("notifier", "/stopsms.v1.NotifierService/GetPropagation", notifier_pb2.GetPropagationRequest),
+    ("console", "/stopsms.v1.RegulatorService/ListCases", regulator_pb2.ListCasesRequest),
+    ("console", "/stopsms.v1.RegulatorService/GetCase", regulator_pb2.GetCaseRequest),
+    ("console", "/stopsms.v1.RegulatorService/SearchRequests", regulator_pb2.SearchRequestsRequest),
+    (
+        "console",
+        "/stopsms.v1.RegulatorService/PartyCompliance",
+        regulator_pb2.PartyComplianceRequest,
+    ),
+    ("console", "/stopsms.v1.RegulatorService/ExportCase", regulator_pb2.ExportCaseRequest),
 ]
 
 
@@ -175,7 +188,7 @@ def test_unary_methods_answer_every_request_sensibly(
     channels, service, method, message_class
 ) -> None:
     @FUZZ
-    @given(party=st.sampled_from(["iam", "atlas-sms"]), raw=requests_of(message_class))
+    @given(party=st.sampled_from(CALLERS.get(service, CALLERS[""])), raw=requests_of(message_class))
     def run(party: str, raw: bytes) -> None:
         channel, metadata = channels[service][party]
         try:

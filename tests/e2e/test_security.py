@@ -26,6 +26,7 @@ from stopsms.v1 import (
     notifier_pb2,
     registry_pb2,
     registry_pb2_grpc,
+    regulator_pb2,
 )
 
 from ..conftest import until
@@ -260,6 +261,13 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
         "a propagation record for each of the three requests",
     )
     await until(audited, "audit entries of iam, atlas-sms and cndp")
+
+    async def assessed() -> bool:
+        """The console assessed the complaint: its record is among those scanned."""
+        topics = Topics(secure_platform.namespace)
+        return bool(await read_topic(ends["kafka"], topics.complaint_assessments))
+
+    await until(assessed, "the console's assessment of the complaint")
     for channel in (intake_channel, psva_channel, registry_channel, notifier_channel):
         await channel.close()
 
@@ -306,7 +314,7 @@ async def test_no_phone_number_rests_in_clear_anywhere(secure_platform: LocalPla
     assert re.fullmatch(r"[0-9A-Za-z]{11}", link.code)
 
 
-#: Every call of the three services, with a request that is otherwise valid.
+#: Every call of the four services, with a request that is otherwise valid.
 EVERY_CALL = {
     ("intake", "SubmitOptOut"): intake_pb2.SubmitOptOutRequest(
         request_id="p-x", msisdn="0612345678", sender_id="JUMIA", channel=events_pb2.CHANNEL_WEB
@@ -331,6 +339,11 @@ EVERY_CALL = {
     ("notifier", "Acknowledge"): notifier_pb2.AcknowledgeRequest(cursor="x"),
     ("notifier", "AcknowledgeStream"): notifier_pb2.AcknowledgeStreamRequest(cursor="x"),
     ("notifier", "GetPropagation"): notifier_pb2.GetPropagationRequest(request_id="p-1"),
+    ("console", "ListCases"): regulator_pb2.ListCasesRequest(),
+    ("console", "GetCase"): regulator_pb2.GetCaseRequest(case="CASE-00000000"),
+    ("console", "SearchRequests"): regulator_pb2.SearchRequestsRequest(msisdn="0612345678"),
+    ("console", "PartyCompliance"): regulator_pb2.PartyComplianceRequest(),
+    ("console", "ExportCase"): regulator_pb2.ExportCaseRequest(case="CASE-00000000"),
 }
 #: What each platform identity needs: the link page checks a number and reads link proofs.
 NEEDED = {

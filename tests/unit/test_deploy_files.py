@@ -10,8 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES = ("intake", "registry", "notifier")
-HEALTH_PORTS = {"intake": 50061, "registry": 50062, "notifier": 50063}
+SERVICES = ("intake", "registry", "notifier", "console")
+HEALTH_PORTS = {"intake": 50061, "registry": 50062, "notifier": 50063, "console": 50064}
 
 
 def test_every_dependency_and_named_volume_exists() -> None:

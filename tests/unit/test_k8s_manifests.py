@@ -26,13 +26,14 @@ CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
-SERVICES = ("intake", "registry", "notifier")
+SERVICES = ("intake", "registry", "notifier", "console")
 #: Secrets the SREs create (docs/operations.md); never in the repository.
 SECRETS_CREATED_BY_SRES = {
     "stopsms-keys",
     "stopsms-tls",
     "stopsms-webhook-secrets",
     "stopsms-public-tls",
+    "stopsms-export-key",
 }
 #: Secrets Strimzi writes: the cluster CA and one per KafkaUser.
 STRIMZI_SECRETS = {"stopsms-cluster-ca-cert"}
@@ -107,6 +108,7 @@ def test_each_service_has_grpc_probes_a_named_port_a_budget_and_its_own_kafka_id
         "intake": "stopsms.v1.IntakeService",
         "registry": "stopsms.v1.RegistryService",
         "notifier": "stopsms.v1.NotifierService",
+        "console": "stopsms.v1.RegulatorService",
     }
     for service in SERVICES:
         name = f"stopsms-{service}"

@@ -428,6 +428,10 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         """The latest value held now, without waiting for the reader to catch up."""
         return self._values.get(key)
 
+    def values(self) -> list[V]:
+        """Every latest value held now."""
+        return list(self._values.values())
+
     def on_value(self, key: str, value: V | None) -> None:
         """Called for every record read (None: a tombstone); subclasses keep what they need."""
 

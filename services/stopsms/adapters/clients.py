@@ -13,7 +13,7 @@ import grpc
 
 from stopsms.adapters.identity import PARTY_HEADER
 from stopsms.adapters.tls import channel_credentials
-from stopsms.v1 import intake_pb2_grpc, notifier_pb2_grpc, registry_pb2_grpc
+from stopsms.v1 import intake_pb2_grpc, notifier_pb2_grpc, registry_pb2_grpc, regulator_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -45,4 +45,5 @@ STUBS = {
     "intake": intake_pb2_grpc.IntakeServiceStub,
     "registry": registry_pb2_grpc.RegistryServiceStub,
     "notifier": notifier_pb2_grpc.NotifierServiceStub,
+    "console": regulator_pb2_grpc.RegulatorServiceStub,
 }

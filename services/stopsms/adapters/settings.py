@@ -77,11 +77,13 @@ class Settings:
     intake_http_address: str = _env("INTAKE_HTTP_ADDRESS", "127.0.0.1:8080")
     registry_grpc_address: str = _env("REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052")
     notifier_grpc_address: str = _env("NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053")
+    console_grpc_address: str = _env("CONSOLE_GRPC_ADDRESS", "127.0.0.1:50054")
     #: Plaintext ports serving only gRPC health, for Kubernetes probes (which cannot present a
     #: client certificate).
     intake_health_address: str = _env("INTAKE_HEALTH_ADDRESS", "127.0.0.1:50061")
     registry_health_address: str = _env("REGISTRY_HEALTH_ADDRESS", "127.0.0.1:50062")
     notifier_health_address: str = _env("NOTIFIER_HEALTH_ADDRESS", "127.0.0.1:50063")
+    console_health_address: str = _env("CONSOLE_HEALTH_ADDRESS", "127.0.0.1:50064")
     log_level: str = _env("LOG_LEVEL", "INFO")
     #: ``text`` (one readable line) or ``json`` (one object per line, for log collectors).
     log_format: str = _env("LOG_FORMAT", "text")
@@ -121,9 +123,11 @@ class Settings:
             "intake_grpc_address",
             "registry_grpc_address",
             "notifier_grpc_address",
+            "console_grpc_address",
             "intake_health_address",
             "registry_health_address",
             "notifier_health_address",
+            "console_health_address",
         ):
             host, _, port = getattr(self, name).rpartition(":")
             if not host or not port.isdigit():
@@ -279,6 +283,39 @@ class NotifierSettings(Settings):
     webhook_degraded_after: int = _env("WEBHOOK_DEGRADED_AFTER", 5, int)
     #: Where Prometheus scrapes the notifier's metrics (host:port; empty: not served).
     notifier_metrics_address: str = _env("NOTIFIER_METRICS_ADDRESS", "")
+
+
+@dataclass(frozen=True)
+class ConsoleSettings(Settings):
+    """The console: the complaint assessor, the cases, and the regulator's service."""
+
+    #: Where Prometheus scrapes the console's metrics (host:port; empty: not served).
+    console_metrics_address: str = _env("CONSOLE_METRICS_ADDRESS", "")
+    #: Intake's public address: a StopSMS link in a complained-of text is the platform's when
+    #: it points there (the same variable as intake's).
+    public_base_url: str = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8080/")
+    #: A group of complaints with a finding opens a case when this many arrived within...
+    case_complaints: int = _env("CASE_COMPLAINTS", 5, int)
+    #: ...this many days of each other (docs/complaints.md, Cases).
+    case_window_days: float = _env("CASE_WINDOW_DAYS", 10.0, float)
+    #: The Ed25519 key (PEM) that signs evidence packs; ``<data dir>/keys/export.pem`` when
+    #: unset (made there only with STOPSMS_GENERATE_KEYS, for local runs).
+    export_signing_key_file: Path | None = _env("EXPORT_SIGNING_KEY_FILE", None, Path)
+    #: The propagation objective a party's LATE count is measured against (as the notifier's).
+    propagation_slo_seconds: float = _env("PROPAGATION_SLO_SECONDS", 5.0, float)
+
+    def validate(self) -> None:
+        """Check the console's own settings as well as the shared ones."""
+        super().validate()
+        if self.case_complaints < 1:
+            raise SettingsError("STOPSMS_CASE_COMPLAINTS must be at least 1")
+        if not 0 < self.case_window_days <= 366:
+            raise SettingsError("STOPSMS_CASE_WINDOW_DAYS must be more than 0 and at most 366")
+
+    @property
+    def export_key_path(self) -> Path:
+        """Where the export signing key is."""
+        return self.export_signing_key_file or self.key_dir / "export.pem"
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:

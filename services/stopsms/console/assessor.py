@@ -37,6 +37,7 @@ from stopsms.adapters.kafka import Publisher, PublishFailed, Record, message_hea
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.domain.cases import CaseBook, CasePolicy, same_case
 from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
+from stopsms.domain.compliance import ComplaintTally
 from stopsms.domain.ids import case_id
 from stopsms.domain.message_check import LinkSite, read_text
 from stopsms.domain.parties import PartiesDirectory
@@ -63,12 +64,19 @@ class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
     def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
         super().__init__(bus, topic, events_pb2.SuppressionChanged.FromString, **kwargs)
         self.history: dict[str, list[Decision]] = defaultdict(list)
+        #: Each decided change by event id, without its sealed number (the regulator's search).
+        self.by_event: dict[str, events_pb2.SuppressionChanged] = {}
         self.on_decision: Callable[[Decision, str], None] = lambda decision, subject: None
 
     def on_value(self, key: str, value: events_pb2.SuppressionChanged | None) -> None:
         """Keep a decision that changed the state (a repeat or a tombstone adds nothing)."""
         if value is None:
             return
+        if value.event_id not in self.by_event:
+            kept = events_pb2.SuppressionChanged()
+            kept.CopyFrom(value)
+            kept.ClearField("sealed_msisdn")
+            self.by_event[value.event_id] = kept
         decision = Decision(
             value.sender_id or GLOBAL_SCOPE,
             value.state,
@@ -88,10 +96,15 @@ class ProofIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
     def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
         super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
         self.on_change: Callable[[str], None] = lambda event_id: None
+        #: Also told of every record read (the console's compliance figures).
+        self.listeners: list[Callable[[events_pb2.PropagationRecord], None]] = []
 
     def on_value(self, key: str, value: events_pb2.PropagationRecord | None) -> None:
-        """Tell the assessor."""
+        """Tell the assessor, and the listeners."""
         self.on_change(key)
+        if value is not None:
+            for listener in self.listeners:
+                listener(value)
 
 
 class ComplaintAssessor(mode.Service):
@@ -133,10 +146,12 @@ class ComplaintAssessor(mode.Service):
             bus, topics.cases, events_pb2.Case.FromString
         )
         self.cases = CaseBook(case_policy)
+        self.tally = ComplaintTally()  # complaints with a finding per party and day
         self._cases_ready = False  # set once the complaints read at start are assessed
         self.caught_up = asyncio.Event()  # set then: the console serves from this moment
         self._complaints: dict[str, events_pb2.ComplaintFiled] = {}
         self._by_subject: dict[str, list[str]] = defaultdict(list)
+        self._by_reference: dict[str, str] = {}
         self._by_opt_out: dict[str, set[str]] = defaultdict(set)
         self._again: asyncio.Queue[str] = asyncio.Queue()
         self._reader: TopicReading | None = None
@@ -199,6 +214,7 @@ class ComplaintAssessor(mode.Service):
             if complaint.complaint_id not in self._complaints:
                 self._complaints[complaint.complaint_id] = complaint
                 self._by_subject[complaint.subject].append(complaint.complaint_id)
+                self._by_reference[complaint.reference] = complaint.complaint_id
             read.append(complaint.complaint_id)
         return read
 
@@ -279,6 +295,23 @@ class ComplaintAssessor(mode.Service):
             proof=proof,
         )
 
+    def complaint(self, complaint_id: str) -> events_pb2.ComplaintFiled | None:
+        """A complaint read, by id."""
+        return self._complaints.get(complaint_id)
+
+    def complaint_by_reference(self, reference: str) -> events_pb2.ComplaintFiled | None:
+        """A complaint by its reference (SPAM-XXXXXXXX) or its id."""
+        found = self._by_reference.get(reference.upper())
+        return self._complaints.get(found or reference)
+
+    def complaints_of(self, subject: str) -> list[events_pb2.ComplaintFiled]:
+        """A complainant's complaints, in the order read."""
+        return [self._complaints[c] for c in self._by_subject.get(subject, ())]
+
+    def carrier(self, complaint: events_pb2.ComplaintFiled) -> str:
+        """The operator that carried a complained-of message (empty for the web)."""
+        return self._carrier(complaint)
+
     def _carrier(self, complaint: events_pb2.ComplaintFiled) -> str:
         """The operator that carried the complained-of message (it forwarded the complaint)."""
         party = self._directory.get(complaint.party_id)
@@ -299,7 +332,9 @@ class ComplaintAssessor(mode.Service):
             )
             if before is None or _comparable(before) != _comparable(assessed):
                 changed[complaint_id] = assessed
-            group = self.cases.add(assessed, self._carrier(complaint))
+            carrier = self._carrier(complaint)
+            self.tally.record(assessed, carrier)
+            group = self.cases.add(assessed, carrier)
             if group is not None:
                 groups.add(group)
         await asyncio.gather(

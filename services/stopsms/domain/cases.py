@@ -103,6 +103,7 @@ class CaseBook:
         self.policy = policy or CasePolicy()
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, str] = {}
+        self._by_case: dict[str, str] = {}  # case id → group key, once opened
 
     def add(self, assessed: events_pb2.ComplaintAssessed, carrier_party_id: str = "") -> str | None:
         """Take a complaint's (new) assessment; the key of the group whose case changed, if any.
@@ -145,6 +146,8 @@ class CaseBook:
             bisect.insort(group.flagged_times, received_ms)
         if not group.opened_by:
             self._maybe_open(group, assessed.complaint_id, member)
+            if group.opened_by:
+                self._by_case[case_id(key)] = key
         return key if group.opened_by else None
 
     def _maybe_open(self, group: _Group, complaint_id: str, member: _Member) -> None:
@@ -162,6 +165,10 @@ class CaseBook:
             if end < len(times) and times[end] - times[start] <= self.policy.window_ms:
                 group.opened_by, group.opening_complaint_id = BY_THRESHOLD, complaint_id
                 return
+
+    def group_of_case(self, case: str) -> str | None:
+        """The group whose case has this id (None: no such case is open)."""
+        return self._by_case.get(case)
 
     def group_of_complaint(self, complaint_id: str) -> str | None:
         """The group a complaint was put in."""

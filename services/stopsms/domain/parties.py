@@ -24,7 +24,12 @@ KIND_BY_NAME = {
     "regulator": events_pb2.PARTY_KIND_REGULATOR,
     "platform": events_pb2.PARTY_KIND_PLATFORM,
 }
-_PARTY_FIELDS = {"id", "kind", "name", "senders", "webhook", "rate_limit"}
+_PARTY_FIELDS = {"id", "kind", "name", "senders", "webhook", "rate_limit", "permissions"}
+
+#: Permissions a regulator identity may be granted beyond its kind's calls.
+#: ``full-numbers``: export a case with the complainants' numbers in full (the prosecutor's
+#: copy; audited as such). Other regulator identities see numbers masked.
+PERMISSIONS = frozenset({"full-numbers"})
 
 #: Calls per second (per service replica) a party of each kind may make when its entry names
 #: no ``rate_limit`` of its own, so that no party can take a whole service. About half of what
@@ -101,6 +106,11 @@ class Party:
     senders: frozenset[str] = field(default_factory=frozenset)
     webhook: Webhook | None = None
     rate_limit: float | None = None
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+    def may(self, permission: str) -> bool:
+        """True when the directory grants this party ``permission`` (:data:`PERMISSIONS`)."""
+        return permission in self.permissions
 
     @property
     def kind_name(self) -> str:
@@ -277,11 +287,12 @@ def _describe(before: dict[str, Party], after: dict[str, Party]) -> list[str]:
             lines.append(f"{party_id}: senders granted {', '.join(sorted(granted))}")
         if withdrawn:
             lines.append(f"{party_id}: senders withdrawn {', '.join(sorted(withdrawn))}")
-        if (new.kind, new.webhook, new.rate_limit, new.name) != (
+        if (new.kind, new.webhook, new.rate_limit, new.name, new.permissions) != (
             old.kind,
             old.webhook,
             old.rate_limit,
             old.name,
+            old.permissions,
         ):
             lines.append(f"{party_id}: settings changed")
     return lines
@@ -330,6 +341,13 @@ def _parse_party(path: Path, index: int, raw: object) -> Party:
     rate = raw.get("rate_limit")
     if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
         raise DirectoryError(f"{where} ({party_id}): rate_limit must be a positive number")
+    permissions = raw.get("permissions") or []
+    if not isinstance(permissions, list) or not set(permissions) <= PERMISSIONS:
+        raise DirectoryError(
+            f"{where} ({party_id}): permissions must be a list of {', '.join(sorted(PERMISSIONS))}"
+        )
+    if permissions and kind != "regulator":
+        raise DirectoryError(f"{where} ({party_id}): only a regulator identity has permissions")
     return Party(
         id=party_id,
         kind=KIND_BY_NAME[kind],
@@ -337,4 +355,5 @@ def _parse_party(path: Path, index: int, raw: object) -> Party:
         senders=frozenset(canonical),
         webhook=hook,
         rate_limit=float(rate) if rate is not None else DEFAULT_RATE_LIMITS[kind],
+        permissions=frozenset(permissions),
     )

@@ -1,6 +1,6 @@
 """``stopsms``: run the platform locally and try it from the terminal.
 
-    stopsms up                          Kafka, Redis and the three services; Ctrl-C stops all
+    stopsms up                          Kafka, Redis and the four services; Ctrl-C stops all
     stopsms link 0612345678 --sender JUMIA --party atlas-sms
     stopsms optout 0612345678 --sender JUMIA --party iam
     stopsms check 0612345678 --sender JUMIA --party iam
@@ -13,6 +13,10 @@
     stopsms check-campaign campaign.txt --sender JUMIA --party atlas-sms
                                         every text of a campaign checked before it is sent
     stopsms senders migrate             the directory's senders lists become register records
+    stopsms cases --party cndp          the cases citizens' complaints opened, most serious first
+    stopsms export-case CASE-1A2B3C4D --party cndp
+                                        a case's signed evidence pack (PDF, JSON, signatures)
+    stopsms verify-export CASE-....pdf  check a pack against the platform's export key
 
 Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
 ``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
@@ -73,6 +77,7 @@ def _endpoints() -> dict[str, str]:
         "intake_grpc": ("STOPSMS_INTAKE_GRPC_ADDRESS", "127.0.0.1:50051"),
         "registry_grpc": ("STOPSMS_REGISTRY_GRPC_ADDRESS", "127.0.0.1:50052"),
         "notifier_grpc": ("STOPSMS_NOTIFIER_GRPC_ADDRESS", "127.0.0.1:50053"),
+        "console_grpc": ("STOPSMS_CONSOLE_GRPC_ADDRESS", "127.0.0.1:50054"),
         "kafka": ("STOPSMS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
         "redis": ("STOPSMS_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "tls_folder": ("STOPSMS_TLS_DIR", str(DATA_DIR / "tls")),
@@ -140,6 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"intake http {ends['intake_http']}")
         print(f"registry grpc {ends['registry_grpc']}")
         print(f"notifier grpc {ends['notifier_grpc']}")
+        print(f"console grpc {ends['console_grpc']} (the regulator's: stopsms cases --party cndp)")
         if not args.no_demo_parties:
             demo = DemoParties.for_platform(platform).start()
             print("stand-ins for every operator and PSVA are applying and acknowledging changes")
@@ -530,13 +536,92 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_cases(args: argparse.Namespace) -> int:
+    """List the cases, most serious first (regulator identities only)."""
+    from stopsms.v1 import regulator_pb2, regulator_pb2_grpc
+
+    channel, metadata = _channel("console", args.party)
+    with channel:
+        reply = regulator_pb2_grpc.RegulatorServiceStub(channel).ListCases(
+            regulator_pb2.ListCasesRequest(page_size=args.limit), metadata=metadata, timeout=10
+        )
+    for case in reply.cases:
+        findings = ", ".join(
+            f"{events_pb2.ComplaintFinding.Name(f.finding).removeprefix('COMPLAINT_FINDING_')}"
+            f" {f.count}"
+            for f in case.findings
+        )
+        print(
+            f"{case.reference}  {case.sender_id or '(phone number)':<14} "
+            f"{case.complaint_count:>4} complaints  {findings}  parties: "
+            f"{', '.join(case.party_ids)}"
+        )
+    print(f"{reply.total_size} cases")
+    return 0
+
+
+def cmd_export_case(args: argparse.Namespace) -> int:
+    """Write a case's signed evidence pack: PDF, JSON and their signature files."""
+    from stopsms.v1 import regulator_pb2, regulator_pb2_grpc
+
+    channel, metadata = _channel("console", args.party)
+    with channel:
+        pack = regulator_pb2_grpc.RegulatorServiceStub(channel).ExportCase(
+            regulator_pb2.ExportCaseRequest(case=args.case, full_numbers=args.full_numbers),
+            metadata=metadata,
+            timeout=30,
+        )
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, body in (
+        (".pdf", pack.pdf),
+        (".pdf.sig", pack.pdf_signature),
+        (".json", pack.json),
+        (".json.sig", pack.json_signature),
+    ):
+        path = folder / f"{pack.name}{suffix}"
+        path.write_bytes(body)
+        print(path)
+    print(f"signed with key {pack.key_id}")
+    return 0
+
+
+def cmd_verify_export(args: argparse.Namespace) -> int:
+    """Check an evidence pack document against its signature file and the export key."""
+    from stopsms.adapters.settings import ConsoleSettings
+    from stopsms.domain.evidence import (
+        ExportSigner,
+        SignatureError,
+        load_public_key,
+        verify,
+    )
+
+    document = Path(args.document)
+    signature = (
+        Path(args.signature) if args.signature else document.with_name(document.name + ".sig")
+    )
+    try:
+        if args.public_key:
+            public = load_public_key(Path(args.public_key).read_bytes())
+        else:
+            # the local platform's key (`stopsms up`); a deployment publishes its public key
+            settings = ConsoleSettings.from_env(data_dir=DATA_DIR)
+            public = ExportSigner.load(settings.export_key_path).private_key.public_key()
+        key = verify(document.read_bytes(), signature.read_bytes(), public)
+    except (OSError, SignatureError, ValueError) as exc:
+        print(f"NOT VERIFIED: {document}: {exc}", file=sys.stderr)
+        return 1
+    print(f"verified: {document} is as the platform signed it (key {key})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
         prog="stopsms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run Kafka, Redis and the three services")
+    up = sub.add_parser("up", help="run Kafka, Redis and the four services")
     up.add_argument(
         "--insecure",
         action="store_true",
@@ -625,6 +710,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check_ledger.add_argument("--report", help="write every figure and id to this JSON file")
     check_ledger.set_defaults(func=cmd_verify)
+    cases = sub.add_parser("cases", help="the cases complaints opened (the regulator)")
+    cases.add_argument("--party", default="cndp", help="a regulator identity")
+    cases.add_argument("--limit", type=int, default=50)
+    cases.set_defaults(func=cmd_cases)
+    export = sub.add_parser("export-case", help="a case's signed evidence pack (the regulator)")
+    export.add_argument("case", help="the case id or reference (CASE-XXXXXXXX)")
+    export.add_argument("--party", default="cndp", help="a regulator identity")
+    export.add_argument(
+        "--full-numbers",
+        action="store_true",
+        help="the prosecutor's copy: numbers in full (needs the full-numbers permission)",
+    )
+    export.add_argument("--out", default=".", help="the folder to write the pack into")
+    export.set_defaults(func=cmd_export_case)
+    verify_export = sub.add_parser(
+        "verify-export", help="check an evidence pack's PDF or JSON against its signature"
+    )
+    verify_export.add_argument("document", help="the .pdf or .json of a pack")
+    verify_export.add_argument("--signature", help="its signature file (default: <document>.sig)")
+    verify_export.add_argument(
+        "--public-key",
+        help="the platform's published export key (PEM); default: the local platform's",
+    )
+    verify_export.set_defaults(func=cmd_verify_export)
     return parser
 
 

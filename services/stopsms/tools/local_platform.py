@@ -1,4 +1,4 @@
-"""The whole platform on one machine: Kafka, Redis and the three services as processes.
+"""The whole platform on one machine: Kafka, Redis and the four services as processes.
 
 ``stopsms up`` and the end-to-end tests both run it, so what a newcomer clicks is what the
 tests prove. Each service is a separate OS process (``python -m stopsms.<service>``) configured
@@ -45,18 +45,21 @@ from stopsms.tools.launcher import (
 )
 from stopsms.tools.senders import LOCAL_SEED, Migration, import_senders, load_seed
 
-SERVICES = ("registry", "notifier", "intake")
+SERVICES = ("registry", "notifier", "intake", "console")
 DEFAULT_PORTS = {
     "intake_grpc": 50051,
     "registry_grpc": 50052,
     "notifier_grpc": 50053,
+    "console_grpc": 50054,
     "intake_http": 8080,
     "intake_health": 50061,
     "registry_health": 50062,
     "notifier_health": 50063,
+    "console_health": 50064,
     "intake_metrics": 9101,
     "registry_metrics": 9102,
     "notifier_metrics": 9103,
+    "console_metrics": 9104,
 }
 
 
@@ -111,6 +114,7 @@ class LocalPlatform:
             "intake_http": f"http://127.0.0.1:{self.ports['intake_http']}/",
             "registry_grpc": f"127.0.0.1:{self.ports['registry_grpc']}",
             "notifier_grpc": f"127.0.0.1:{self.ports['notifier_grpc']}",
+            "console_grpc": f"127.0.0.1:{self.ports['console_grpc']}",
             **{
                 f"{service}_metrics": f"http://127.0.0.1:{self.ports[f'{service}_metrics']}/metrics"
                 for service in SERVICES
@@ -130,12 +134,15 @@ class LocalPlatform:
             "STOPSMS_PUBLIC_BASE_URL": self.endpoints["intake_http"],
             "STOPSMS_REGISTRY_GRPC_ADDRESS": self.endpoints["registry_grpc"],
             "STOPSMS_NOTIFIER_GRPC_ADDRESS": self.endpoints["notifier_grpc"],
+            "STOPSMS_CONSOLE_GRPC_ADDRESS": self.endpoints["console_grpc"],
             "STOPSMS_INTAKE_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['intake_health']}",
             "STOPSMS_REGISTRY_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['registry_health']}",
             "STOPSMS_NOTIFIER_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['notifier_health']}",
+            "STOPSMS_CONSOLE_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['console_health']}",
             "STOPSMS_INTAKE_METRICS_ADDRESS": f"127.0.0.1:{self.ports['intake_metrics']}",
             "STOPSMS_REGISTRY_METRICS_ADDRESS": f"127.0.0.1:{self.ports['registry_metrics']}",
             "STOPSMS_NOTIFIER_METRICS_ADDRESS": f"127.0.0.1:{self.ports['notifier_metrics']}",
+            "STOPSMS_CONSOLE_METRICS_ADDRESS": f"127.0.0.1:{self.ports['console_metrics']}",
             "STOPSMS_INSECURE_IDENTITY": "true" if self.insecure else "false",
             "STOPSMS_GENERATE_KEYS": "true",
         }
@@ -157,7 +164,7 @@ class LocalPlatform:
         return None if self.insecure else self.data_dir / "tls"
 
     def channel(self, service: str, party_id: str) -> tuple[grpc.aio.Channel, Metadata]:
-        """An asyncio channel to ``service`` (intake, registry, notifier) as ``party_id``."""
+        """An asyncio channel to ``service`` (intake, registry, notifier, console) as a party."""
         return party_channel(self.endpoints[f"{service}_grpc"], party_id, self.tls_folder)
 
     def prepare_secrets(self) -> None:
@@ -354,7 +361,7 @@ class LocalPlatform:
     def stop(self) -> None:
         """Stop the services (replicas first), then Redis and Kafka."""
 
-        def order(name: str) -> int:  # replicas, then intake, notifier and registry
+        def order(name: str) -> int:  # replicas, then console, intake, notifier, registry
             return len(SERVICES) - SERVICES.index(name) if name in SERVICES else -1
 
         for name in sorted(self.processes, key=order):
