@@ -5,7 +5,7 @@ BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
 .PHONY: install up test test-unit lint protos protos-check buf-lint bench bench-smoke chaos chaos-ci check-schemas fetch-kafka
 
-install:  ## System packages (redis-server, Java, Maven) and the Python package, when missing.
+install:  ## System packages (redis-server, Java, Maven, Chromium, NSS tools) and the Python package, when missing.
 	bash deploy/bootstrap.sh
 
 up: install  ## Run Kafka, Redis and the four services; Ctrl-C stops everything.
@@ -42,7 +42,7 @@ lint: protos-check buf-lint  ## ruff, mypy, the layer contracts (import-linter),
 	$(PYTHON) -m mypy
 	lint-imports
 
-bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the reply classifier, the campaign check, complaint assessment and the propagation sweep (each against a raw baseline); writes bench/results.json.
+bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the reply classifier, the campaign check, complaint assessment (alone, and under the normal opt-out load on the whole platform) and the propagation sweep (each against a raw baseline); writes bench/results.json.
 	$(PYTHON) -m bench.propagation
 	$(PYTHON) -m bench.audit
 	$(PYTHON) -m bench.intake
@@ -51,6 +51,7 @@ bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the 
 	$(PYTHON) -m bench.classifier
 	$(PYTHON) -m bench.message_check
 	$(PYTHON) -m bench.complaints
+	$(PYTHON) -m bench.complaints_load
 	$(PYTHON) -m bench.propagation_sweep
 
 bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; nothing is recorded.
@@ -62,6 +63,7 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.classifier --rounds 1
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.message_check --texts 500 --rounds 1
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.complaints --backlog 200 --seconds 2
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.complaints_load --seconds 3
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).

@@ -129,7 +129,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stopsms-bench-") as tmp:
         print("starting the platform...", flush=True)
         with LocalPlatform(
-            Path(tmp), preferred_ports={name: 0 for name in DEFAULT_PORTS}
+            Path(tmp),
+            preferred_ports={name: 0 for name in DEFAULT_PORTS},
+            services=("registry", "notifier", "intake"),  # the propagation path
         ) as platform:
             figures = asyncio.run(run(args.count, args.rate, platform))
     record(figures)

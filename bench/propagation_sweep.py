@@ -278,6 +278,8 @@ def run_rate(
         preferred_ports={name: 0 for name in DEFAULT_PORTS},
         parties_file=work / "parties.yaml",
         senders_seed=None,  # the benchmark's directory lists its senders
+        # the propagation path; the console follows it (bench.complaints_load measures it)
+        services=("registry", "notifier", "intake"),
         extra_env={"STOPSMS_NUMBER_REQUESTS_PER_MINUTE": "1000000"},
     )
     result = RateResult(rate)

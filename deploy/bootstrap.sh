@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make this machine ready to run StopSMS: redis-server, Java and Maven (for the Kafka broker
-# jars), Chromium and its driver (the link page's browser test) from the system's packages,
+# jars), Chromium, its driver and NSS's tools (the browser tests) from the system's packages,
 # kustomize (Go) for rendering k8s/, and the Python package with its development tools.
 # Idempotent and quick when everything is there; `make up` and `make test` run it first.
 set -euo pipefail
@@ -13,6 +13,9 @@ command -v mvn >/dev/null || missing+=(maven)
 # The link page is tested in a real headless browser.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# The CNDP's console is tested in that browser holding the regulator's client certificate,
+# put in its NSS database with certutil and pk12util.
+command -v pk12util >/dev/null || missing+=(libnss3-tools)
 # Go builds kustomize, below (kubectl has one built in).
 command -v kustomize >/dev/null || command -v go >/dev/null || command -v kubectl >/dev/null \
   || missing+=(golang-go)

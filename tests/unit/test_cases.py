@@ -145,3 +145,12 @@ def test_complaints_of_a_group_are_listed_oldest_message_first() -> None:
 def test_a_policy_that_can_never_hold_is_refused(complaints: int, window: int) -> None:
     with pytest.raises(ValueError):
         CasePolicy(complaints=complaints, window_ms=window)
+
+
+def test_the_informal_senders_most_complained_about_come_first_opened_or_not() -> None:
+    book = CaseBook()
+    for n in range(3):
+        book.add(assessed(f"a{n}", UNDECLARED, T0 + n, sender_id="PROMO", declared=False))
+    book.add(assessed("b", UNDECLARED, T0, sender_id="", declared=False, origin_subject="s1"))
+    book.add(assessed("c", NO_MENTION, T0))  # a declared sender: not the informal sector
+    assert book.most_complained_informal() == [("PROMO", "", 3, False), ("", "s1", 1, False)]

@@ -197,6 +197,11 @@ class Authenticator:
         auth = context.auth_context() or {}
         return party_from_sans(auth.get("x509_subject_alternative_name", ()))
 
+    def party_of(self, context: grpc.aio.ServicerContext) -> Party | None:
+        """The party a call claims to come from, without any check or audit (for display)."""
+        party_id = self._claimed_party(context)
+        return self.directory.get(party_id) if party_id else None
+
     async def caller(self, context: grpc.aio.ServicerContext, method: str) -> Party:
         """Return the calling party, or end the call with the status that says why not."""
         party_id = self._claimed_party(context)

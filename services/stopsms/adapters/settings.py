@@ -291,6 +291,8 @@ class ConsoleSettings(Settings):
 
     #: Where Prometheus scrapes the console's metrics (host:port; empty: not served).
     console_metrics_address: str = _env("CONSOLE_METRICS_ADDRESS", "")
+    #: Where the CNDP's staff open the console's pages (HTTPS with their client certificate).
+    console_http_address: str = _env("CONSOLE_HTTP_ADDRESS", "127.0.0.1:8443")
     #: Intake's public address: a StopSMS link in a complained-of text is the platform's when
     #: it points there (the same variable as intake's).
     public_base_url: str = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8080/")
@@ -307,6 +309,9 @@ class ConsoleSettings(Settings):
     def validate(self) -> None:
         """Check the console's own settings as well as the shared ones."""
         super().validate()
+        host, _, port = self.console_http_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingsError("STOPSMS_CONSOLE_HTTP_ADDRESS must be host:port")
         if self.case_complaints < 1:
             raise SettingsError("STOPSMS_CASE_COMPLAINTS must be at least 1")
         if not 0 < self.case_window_days <= 366:

@@ -1,8 +1,9 @@
-"""Run the console: ``python -m stopsms.console`` (the assessor, the cases, ``RegulatorService``).
+"""Run the console: ``python -m stopsms.console`` (assessor, cases, RegulatorService, pages).
 
 One process follows the topics the regulator's questions need — the complaints and their
 evidence (through the complaint assessor, which also opens the cases), the request log and
-the audit trail — and serves ``RegulatorService`` over mutual TLS to regulator identities.
+the audit trail — and serves ``RegulatorService`` over mutual TLS to regulator identities,
+and the CNDP's pages over HTTPS with the same client certificates (``console.web``).
 It is SERVING once the assessor has assessed every complaint already filed, so a first
 answer is never partial. Run one replica: the assessor is the only writer of assessments
 and cases (docs/complaints.md).
@@ -25,6 +26,7 @@ from stopsms.adapters.telemetry import configure_logging
 from stopsms.console.assessor import ComplaintAssessor
 from stopsms.console.history import AuditIndex, RequestHistory
 from stopsms.console.regulator import SERVICE_NAME, RegulatorServicer
+from stopsms.console.web import ConsoleSite, create_app
 from stopsms.domain.cases import DAY_MS, CasePolicy
 from stopsms.domain.compliance import ComplianceBook
 from stopsms.domain.evidence import ExportSigner
@@ -105,6 +107,11 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
             requests,
             audit,
             HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
+            ConsoleSite(
+                create_app(servicer, assessor, insecure=settings.insecure_identity),
+                settings.console_http_address,
+                settings.client_tls_folder,
+            ),
             WhenCaughtUp(assessor, endpoint),
         ],
         settings,

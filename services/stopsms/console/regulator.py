@@ -76,6 +76,18 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
         self._signer = signer
         self._clock = clock
 
+    def party_of(self, context: grpc.aio.ServicerContext) -> Party | None:
+        """The party a call names (no check: what a page may offer it)."""
+        return self._auth.party_of(context)
+
+    async def caller_of(self, context: grpc.aio.ServicerContext, name: str) -> Party:
+        """The calling regulator identity, checked and refused as a call of ``name`` would be."""
+        return await self._regulator(context, name)
+
+    def now_ms(self) -> int:
+        """The servicer's clock, in milliseconds."""
+        return int(self._clock() * 1000)
+
     async def _regulator(self, context: grpc.aio.ServicerContext, name: str) -> Party:
         """The calling regulator identity, or the call ends PERMISSION_DENIED (audited)."""
         party = await self._auth.caller(context, METHOD + name)

@@ -181,6 +181,18 @@ class CaseBook:
             return []
         return sorted(group.members, key=lambda cid: (group.members[cid].received_ms, cid))
 
+    def most_complained_informal(self, limit: int = 10) -> list[tuple[str, str, int, bool]]:
+        """The informal sector's groups with the most complaints, whether or not a case opened.
+
+        Each as (sender id or "", originating number's subject or "", complaints, opened).
+        """
+        informal = [g for g in self._groups.values() if g.kind == INFORMAL_SECTOR]
+        informal.sort(key=lambda g: (-len(g.members), g.key))
+        return [
+            (g.sender_id, g.origin_subject, len(g.members), bool(g.opened_by))
+            for g in informal[:limit]
+        ]
+
     def open_groups(self) -> list[str]:
         """The keys of the groups that opened a case."""
         return [key for key, group in self._groups.items() if group.opened_by]

@@ -146,6 +146,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"registry grpc {ends['registry_grpc']}")
         print(f"notifier grpc {ends['notifier_grpc']}")
         print(f"console grpc {ends['console_grpc']} (the regulator's: stopsms cases --party cndp)")
+        print(
+            f"console pages {ends['console_http']} (the CNDP's: import the regulator's "
+            "certificate into the browser first, README: The regulator's side)"
+        )
         if not args.no_demo_parties:
             demo = DemoParties.for_platform(platform).start()
             print("stand-ins for every operator and PSVA are applying and acknowledging changes")

@@ -52,6 +52,7 @@ DEFAULT_PORTS = {
     "notifier_grpc": 50053,
     "console_grpc": 50054,
     "intake_http": 8080,
+    "console_http": 8443,
     "intake_health": 50061,
     "registry_health": 50062,
     "notifier_health": 50063,
@@ -115,6 +116,9 @@ class LocalPlatform:
             "registry_grpc": f"127.0.0.1:{self.ports['registry_grpc']}",
             "notifier_grpc": f"127.0.0.1:{self.ports['notifier_grpc']}",
             "console_grpc": f"127.0.0.1:{self.ports['console_grpc']}",
+            "console_http": (
+                f"{'http' if self.insecure else 'https'}://127.0.0.1:{self.ports['console_http']}/"
+            ),
             **{
                 f"{service}_metrics": f"http://127.0.0.1:{self.ports[f'{service}_metrics']}/metrics"
                 for service in SERVICES
@@ -135,6 +139,7 @@ class LocalPlatform:
             "STOPSMS_REGISTRY_GRPC_ADDRESS": self.endpoints["registry_grpc"],
             "STOPSMS_NOTIFIER_GRPC_ADDRESS": self.endpoints["notifier_grpc"],
             "STOPSMS_CONSOLE_GRPC_ADDRESS": self.endpoints["console_grpc"],
+            "STOPSMS_CONSOLE_HTTP_ADDRESS": f"127.0.0.1:{self.ports['console_http']}",
             "STOPSMS_INTAKE_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['intake_health']}",
             "STOPSMS_REGISTRY_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['registry_health']}",
             "STOPSMS_NOTIFIER_HEALTH_ADDRESS": f"127.0.0.1:{self.ports['notifier_health']}",
