@@ -205,8 +205,16 @@ class IntakeSettings(Settings):
     number_requests_per_minute: int = _env("NUMBER_REQUESTS_PER_MINUTE", 20, int)
     #: Unknown link codes one client address may try per minute before getting 429.
     link_misses_per_minute: int = _env("LINK_MISSES_PER_MINUTE", 30, int)
+    #: Where the screenshots of web complaints are kept (a volume every replica shares);
+    #: ``<data dir>/screenshots`` when unset.
+    screenshot_dir: Path | None = _env("SCREENSHOT_DIR", None, Path)
     #: How long intake waits for Kafka's acknowledgement before answering UNAVAILABLE.
     publish_timeout_seconds: float = _env("PUBLISH_TIMEOUT_SECONDS", 10.0, float)
+
+    @property
+    def screenshot_folder(self) -> Path:
+        """Where the screenshots of web complaints are kept."""
+        return self.screenshot_dir or self.data_dir / "screenshots"
 
     def validate(self) -> None:
         """Check intake's own settings as well as the shared ones."""

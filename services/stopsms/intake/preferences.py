@@ -84,6 +84,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "pending": "{party} : en cours",
         "download": "Télécharger la preuve (JSON)",
         "back": "Retour à mes préférences",
+        "complain": "Signaler un SMS publicitaire reçu (plainte)",
         "bad_sender": "Ce nom d'expéditeur n'est pas valable.",
         "unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
         "session_over": "Votre session a pris fin. Recommencez avec un nouveau code.",
@@ -119,6 +120,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "pending": "{party}: قيد التطبيق",
         "download": "تحميل الإثبات (JSON)",
         "back": "العودة إلى تفضيلاتي",
+        "complain": "التبليغ عن رسالة إشهارية (شكاية)",
         "bad_sender": "اسم المرسل هذا غير صالح.",
         "unavailable": "الخدمة غير متاحة مؤقتا. أعد المحاولة بعد لحظات.",
         "session_over": "انتهت جلستك. ابدأ من جديد برمز جديد.",
@@ -318,6 +320,10 @@ def add_preferences_routes(
             + "</form>"
         )
         body += "".join(sender_forms)
+        body += (
+            f'<p><a id="complain" href="/preferences/plainte?lang={lang}">'
+            f"{_t(lang, 'complain')}</a></p>"
+        )
         return _html(_page(lang, "/preferences/me", body))
 
     async def change(request: web.Request) -> web.Response:

@@ -22,9 +22,11 @@ from stopsms.domain.topics import Topics
 from stopsms.intake.answers import RedisAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.codes import OneTimeCodes
+from stopsms.intake.complaint_page import add_complaint_routes
 from stopsms.intake.complaints import ComplaintDesk
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
+from stopsms.intake.screenshot_store import FileScreenshotStore
 from stopsms.intake.sender_lookup import add_sender_lookup_routes
 from stopsms.intake.senders import SERVICE_NAME as SENDERS_SERVICE_NAME
 from stopsms.intake.senders import SenderRegistryServicer
@@ -86,6 +88,9 @@ class IntakeProcess:
             redis, settings.topic_namespace, (settings.link_ttl_days + 1) * 86_400
         )
         citizens = CitizenMessages(self.publisher, pseudonymiser, topics, settings.partitions)
+        complaint_desk = ComplaintDesk(
+            self.publisher, self.submitter, pseudonymiser, topics, settings.partitions
+        )
         servicer = IntakeServicer(
             settings,
             submitter=self.submitter,
@@ -96,9 +101,7 @@ class IntakeProcess:
             answers=self.answers,
             numbers=numbers,
             sender_register=self.sender_register,
-            complaints=ComplaintDesk(
-                self.publisher, self.submitter, pseudonymiser, topics, settings.partitions
-            ),
+            complaints=complaint_desk,
         )
         senders = SenderRegistryServicer(
             register=self.sender_register,
@@ -131,13 +134,23 @@ class IntakeProcess:
         )
 
         def citizen_pages(app: web.Application, language: Callable[[web.Request], str]) -> None:
-            """The citizen's own page and the public lookup of senders."""
+            """The citizen's own page, the complaint form, and the public lookup of senders."""
+            codes = OneTimeCodes(
+                redis, settings.topic_namespace, pseudonymiser.pseudonym_key.secret
+            )
+            add_complaint_routes(
+                app,
+                language=language,
+                codes=codes,
+                desk=complaint_desk,
+                citizens=citizens,
+                answers=self.answers,
+                store=FileScreenshotStore(settings.screenshot_folder),
+            )
             add_preferences_routes(
                 app,
                 language=language,
-                codes=OneTimeCodes(
-                    redis, settings.topic_namespace, pseudonymiser.pseudonym_key.secret
-                ),
+                codes=codes,
                 citizens=citizens,
                 submitter=self.submitter,
                 check=self.lookups.check,
