@@ -5,6 +5,7 @@ driven through its public interfaces as a citizen, an operator, a PSVA and the C
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,18 @@ async def test_a_message_after_an_opt_out_opens_a_case_whose_signed_pack_verifie
         notifier, regulator_md = conn.stub("notifier", "cndp")
         regulator, _ = conn.stub("console", "cndp")
         prosecutor, _ = conn.stub("console", "cndp-parquet")
+        # The PSVA that sends for JUMIA is told of the cases that concern it, on its stream.
+        psva_notifier, psva_notifier_md = conn.stub("notifier", "atlas-sms")
+        told: list[events_pb2.Case] = []
+
+        async def watch_cases() -> None:
+            call = psva_notifier.WatchCases(
+                notifier_pb2.WatchCasesRequest(), metadata=psva_notifier_md
+            )
+            async for answer in call:
+                told.append(answer.case)
+
+        watching = asyncio.create_task(watch_cases())
 
         async def complain(request_id: str, number: str, origin: str, text: str, when: float):
             return await intake_iam.SubmitComplaint(
@@ -126,6 +139,12 @@ async def test_a_message_after_an_opt_out_opens_a_case_whose_signed_pack_verifie
         assert case.opened_by == events_pb2.CASE_OPENING_SENT_AFTER_OPT_OUT
         assert case.opening_complaint_id == after.complaint_id
         assert {"iam", "atlas-sms"} <= set(case.party_ids)
+
+        async def psva_told():  # type: ignore[no-untyped-def]
+            return any(c.case_id == case.case_id for c in told)
+
+        await until(psva_told, "the case against JUMIA on atlas-sms's WatchCases stream")
+        watching.cancel()
 
         async def final_evidence():  # type: ignore[no-untyped-def]
             reply = await regulator.GetCase(

@@ -339,6 +339,7 @@ EVERY_CALL = {
     ("notifier", "Acknowledge"): notifier_pb2.AcknowledgeRequest(cursor="x"),
     ("notifier", "AcknowledgeStream"): notifier_pb2.AcknowledgeStreamRequest(cursor="x"),
     ("notifier", "GetPropagation"): notifier_pb2.GetPropagationRequest(request_id="p-1"),
+    ("notifier", "WatchCases"): notifier_pb2.WatchCasesRequest(),
     ("console", "ListCases"): regulator_pb2.ListCasesRequest(),
     ("console", "GetCase"): regulator_pb2.GetCaseRequest(case="CASE-00000000"),
     ("console", "SearchRequests"): regulator_pb2.SearchRequestsRequest(msisdn="0612345678"),
@@ -362,8 +363,8 @@ async def _code_of(s, name: str, request, md) -> grpc.StatusCode:  # type: ignor
                 yield request
 
             [_ async for _ in getattr(s, name)(chunks(), metadata=md)]
-        elif name == "WatchChanges":
-            call = s.WatchChanges(request, metadata=md)
+        elif name in ("WatchChanges", "WatchCases"):
+            call = getattr(s, name)(request, metadata=md)
             await call.read()
             call.cancel()
         else:

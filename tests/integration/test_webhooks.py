@@ -11,11 +11,12 @@ import pytest
 import yaml
 from aiohttp import web
 
-from stopsms.adapters.kafka import GroupOffsets
+from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher
 from stopsms.adapters.settings import Settings
 from stopsms.domain.topics import Topics
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, SignatureError, sign, verify
 from stopsms.tools.launcher import free_port
+from stopsms.v1 import events_pb2
 
 from ..conftest import E2E_PARTIES, running_service, until
 from .test_notifier import NAME, change, publish
@@ -124,6 +125,72 @@ async def test_a_receiver_that_fails_three_times_gets_every_entitled_change_once
     assert sum(committed.values()) == 3  # the cursor moved past all three, the proof follows
     log = (tmp_path / "notifier.log").read_text()
     assert "marked degraded" in log and "is back" in log
+
+
+async def test_a_webhook_psva_is_told_of_the_cases_that_concern_it(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    receiver = Receiver(failures=1)
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    (tmp_path / "oasis.secret").write_bytes(SECRET + b"\n")
+    directory = yaml.safe_load(E2E_PARTIES.read_text())
+    directory["parties"].append(
+        {
+            "id": "oasis-hooks",
+            "kind": "psva",
+            "senders": ["JUMIA"],
+            "webhook": {
+                "url": f"http://127.0.0.1:{hook_port}/hook",
+                "secret_file": str(tmp_path / "oasis.secret"),
+            },
+        }
+    )
+    parties = tmp_path / "parties.yaml"
+    parties.write_text(yaml.safe_dump(directory))
+    env = {
+        **service_env,
+        "STOPSMS_PARTIES_FILE": str(parties),
+        "STOPSMS_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
+    }
+    ours = events_pb2.Case(
+        case_id="case-ours", reference="CASE-0000AAAA", sender_id="JUMIA", revision=1
+    )
+    ours.party_ids.extend(["iam", "oasis-hooks"])
+    other = events_pb2.Case(
+        case_id="case-other", reference="CASE-0000BBBB", sender_id="KITEA", revision=1
+    )
+    other.party_ids.extend(["iam", "sahara-push"])
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    try:
+        with running_service("notifier", env, tmp_path):
+            for case in (other, ours):
+                await publisher.publish(
+                    topics.cases, case.case_id.encode(), case.SerializeToString()
+                )
+
+            async def told() -> bool:
+                return any(batch.get("cases") for batch in receiver.accepted)
+
+            await until(told, "a batch of cases POSTed to the webhook PSVA")
+    finally:
+        await publisher.stop()
+        await runner.cleanup()
+    cases = [c for batch in receiver.accepted for c in batch.get("cases", [])]
+    assert [c["caseId"] for c in cases] == ["case-ours"]  # not the other PSVA's case
+    batch = next(b for b in receiver.accepted if b.get("cases"))
+    assert (
+        batch["partyId"] == "oasis-hooks" and not batch.get("changes") and not batch.get("cursor")
+    )
+    assert receiver.bad_signatures == 0 and receiver.attempts >= 2  # retried after a failure
 
 
 def test_signatures_are_checked_as_a_receiver_must() -> None:

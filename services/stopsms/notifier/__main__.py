@@ -20,6 +20,7 @@ from stopsms.domain.proof import ProgressLog, with_progress
 from stopsms.domain.topics import Topics
 from stopsms.notifier.app import Prover, create_tracking_stage
 from stopsms.notifier.backfill import Backfills, follow_grants
+from stopsms.notifier.cases import CaseFeed
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.lateness import LatenessWatcher
 from stopsms.notifier.progress import (
@@ -95,6 +96,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
     backfills = Backfills(bus, topics, offsets, acknowledgements.durable)
     follow_grants(directory, backfills)
     feed = LiveFeed(bus, topics.suppressions)
+    cases = CaseFeed(bus, topics.cases)
     servicer = NotifierServicer(
         settings,
         auth=auth,
@@ -103,6 +105,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
         pseudonymiser=pseudonymiser,
         backfills=backfills,
         feed=feed,
+        cases=cases,
     )
     endpoint = GrpcEndpoint(
         settings.notifier_grpc_address,
@@ -130,8 +133,15 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
             acknowledgements,
             operators,
             feed,
+            cases,
             WebhookSender(
-                prover.mine, settings, directory, acknowledgements, pseudonymiser, bus=bus
+                prover.mine,
+                settings,
+                directory,
+                acknowledgements,
+                pseudonymiser,
+                bus=bus,
+                cases=cases,
             ),
             LatenessWatcher(
                 propagation.open,

@@ -31,6 +31,7 @@ from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.proof import with_progress
 from stopsms.domain.topics import Topics
 from stopsms.notifier.backfill import Backfills
+from stopsms.notifier.cases import CaseFeed
 from stopsms.notifier.changes import to_change
 from stopsms.notifier.feed import LiveFeed, advance
 from stopsms.notifier.lateness import with_lateness
@@ -93,10 +94,12 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         pseudonymiser: Pseudonymiser,
         feed: LiveFeed,
         backfills: Backfills | None = None,
+        cases: CaseFeed | None = None,
     ) -> None:
         self._settings = settings
         self._feed = feed
         self._backfills = backfills
+        self._cases = cases
         self._auth = auth
         self._acks = acknowledgements
         self._propagation = propagation
@@ -200,6 +203,29 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     last_sent = loop.time()
         finally:
             await changes_after.aclose()
+
+    async def WatchCases(  # noqa: N802 - gRPC method name
+        self, request: notifier_pb2.WatchCasesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[notifier_pb2.WatchCasesResponse]:
+        """Stream the cases that concern the calling PSVA: the latest of each, then live."""
+        method = "/stopsms.v1.NotifierService/WatchCases"
+        party = await self._auth.caller(context, method)
+        if not party.is_psva:
+            await self._auth.deny(
+                context, party, method, "WatchCases is for PSVAs; operators read stopsms.cases.v1"
+            )
+        if self._cases is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "cases are not served here")
+            raise AssertionError  # abort raises
+        self._auth.permitted(party, method, [])
+        cases = self._cases.cases_of(party.id)
+        try:
+            async for case in cases:
+                if context.done():
+                    break
+                yield notifier_pb2.WatchCasesResponse(case=case)
+        finally:
+            await cases.aclose()  # type: ignore[attr-defined]
 
     def _to_change(self, change: events_pb2.SuppressionChanged) -> notifier_pb2.Change:
         return to_change(change, self._pseudonymiser)

@@ -13,6 +13,9 @@ receiver that comes back gets everything it missed, in order. After a few failur
 the receiver is marked degraded: an error in the log and ``stopsms_webhook_degraded`` at 1,
 which an alert watches. Which replica delivers to which PSVA follows the notifier's
 partition assignment (the PSVA's id hashed onto a partition), so each delivery happens once.
+
+The cases that concern the PSVA (:mod:`stopsms.notifier.cases`) go to the same URL, signed the
+same way, as a ``WebhookBatch`` of ``cases`` with no change and no cursor (at least once).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from stopsms.domain.cursor import encode_cursor
 from stopsms.domain.parties import PartiesDirectory, Party
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.domain.topics import Topics
+from stopsms.notifier.cases import CaseFeed
 from stopsms.notifier.changes import to_change
 from stopsms.notifier.progress import Acknowledgements
 from stopsms.v1 import events_pb2, notifier_pb2
@@ -127,9 +131,11 @@ class WebhookSender(mode.Service):
         pseudonymiser: Pseudonymiser,
         *,
         bus: Bus,
+        cases: CaseFeed | None = None,
         **kwargs: object,
     ) -> None:
         self.mine = mine
+        self.cases = cases
         self.bus = bus
         self.settings = settings
         self.directory = directory
@@ -193,6 +199,29 @@ class WebhookSender(mode.Service):
             DEGRADED.labels(party.id).set(1)
             await asyncio.sleep(30)
             return
+        if self.cases is not None:
+            notices = asyncio.create_task(self._deliver_cases(party, secret))
+        try:
+            await self._deliver_changes(party, secret)
+        finally:
+            if self.cases is not None:
+                notices.cancel()
+
+    async def _deliver_cases(self, party: Party, secret: bytes) -> None:
+        """POST each case that concerns the PSVA, in a batch of cases (at least once)."""
+        assert self.cases is not None
+        cases = self.cases.cases_of(party.id)
+        try:
+            async for case in cases:
+                await self._post_until_accepted(
+                    party, secret, notifier_pb2.WebhookBatch(party_id=party.id, cases=[case])
+                )
+                log.info("case %s posted to %s", case.reference, party.id)
+        finally:
+            await cases.aclose()  # type: ignore[attr-defined]
+
+    async def _deliver_changes(self, party: Party, secret: bytes) -> None:
+        """POST the changes the PSVA is entitled to, from its durable cursor, acknowledging each."""
         topic = self.topics.suppressions
         positions = await self.acks.durable(party.id)
         reader = self.bus.reader(

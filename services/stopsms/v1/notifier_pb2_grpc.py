@@ -56,6 +56,11 @@ class NotifierServiceStub:
                 request_serializer=stopsms_dot_v1_dot_notifier__pb2.GetPropagationRequest.SerializeToString,
                 response_deserializer=stopsms_dot_v1_dot_notifier__pb2.GetPropagationResponse.FromString,
                 _registered_method=True)
+        self.WatchCases = channel.unary_stream(
+                '/stopsms.v1.NotifierService/WatchCases',
+                request_serializer=stopsms_dot_v1_dot_notifier__pb2.WatchCasesRequest.SerializeToString,
+                response_deserializer=stopsms_dot_v1_dot_notifier__pb2.WatchCasesResponse.FromString,
+                _registered_method=True)
 
 
 class NotifierServiceServicer:
@@ -96,6 +101,16 @@ class NotifierServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCases(self, request, context):
+        """WatchCases streams the cases citizens' complaints opened that concern the calling PSVA
+        (docs/complaints.md, Cases): the latest record of each at once, then every new or updated
+        one. At least once: after a reconnection the latest records come again; a PSVA keeps the
+        highest revision of each case id. PSVAs with a webhook receive the same in WebhookBatch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotifierServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +133,11 @@ def add_NotifierServiceServicer_to_server(servicer, server):
                     servicer.GetPropagation,
                     request_deserializer=stopsms_dot_v1_dot_notifier__pb2.GetPropagationRequest.FromString,
                     response_serializer=stopsms_dot_v1_dot_notifier__pb2.GetPropagationResponse.SerializeToString,
+            ),
+            'WatchCases': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCases,
+                    request_deserializer=stopsms_dot_v1_dot_notifier__pb2.WatchCasesRequest.FromString,
+                    response_serializer=stopsms_dot_v1_dot_notifier__pb2.WatchCasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -230,6 +250,33 @@ class NotifierService:
             '/stopsms.v1.NotifierService/GetPropagation',
             stopsms_dot_v1_dot_notifier__pb2.GetPropagationRequest.SerializeToString,
             stopsms_dot_v1_dot_notifier__pb2.GetPropagationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stopsms.v1.NotifierService/WatchCases',
+            stopsms_dot_v1_dot_notifier__pb2.WatchCasesRequest.SerializeToString,
+            stopsms_dot_v1_dot_notifier__pb2.WatchCasesResponse.FromString,
             options,
             channel_credentials,
             insecure,
