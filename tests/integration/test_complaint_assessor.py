@@ -11,6 +11,7 @@ from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.settings import Settings
 from stopsms.console.assessor import ComplaintAssessor
+from stopsms.console.history import RequestHistory
 from stopsms.domain.ids import case_id
 from stopsms.domain.message_check import LinkSite
 from stopsms.domain.parties import PartiesDirectory
@@ -95,8 +96,27 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         directory,
         keys,
         LinkSite("https://stopsms.ma/"),
+        requests=RequestHistory(KafkaBus(settings.kafka), topics.requests),
     )
     try:
+        # A month-old opt-out whose decision compaction removed from the list: only the
+        # request log has it.
+        old = events_pb2.PreferenceRequested(
+            event_id="old-opt-out",
+            request_id="r-old",
+            party_id="iam",
+            action=events_pb2.ACTION_OPT_OUT,
+            sender_id="JUMIA",
+            subject=keys.subject("+212611000009"),
+        )
+        old.accepted_time.FromMilliseconds(now_ms - 30 * 24 * HOUR_MS)
+        old_key = old.subject.encode()
+        await publisher.publish(
+            topics.requests,
+            old_key,
+            old.SerializeToString(),
+            partition=partition_for_key(old_key, 12),
+        )
         # Before the assessor starts: an opt-out an hour ago, applied by both parties.
         await decided("+212611000001", "JUMIA", "opt-out-1", HOUR_MS)
         await proved("opt-out-1", True, HOUR_MS - 60_000)
@@ -157,6 +177,14 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         assert informal_case.opened_by == events_pb2.CASE_OPENING_COMPLAINT_THRESHOLD
         assert informal_case.party_ids == ["iam"]
 
+        # A message under an opt-out of a month ago, known from the request log alone.
+        long_after = await complain("c5", "+212611000009", "JUMIA", "SPAM Soldes. STOP au 1313")
+        fifth = await assessed(long_after, final=False)  # no proof of it on the topic here
+        assert fifth.finding == events_pb2.COMPLAINT_FINDING_SENT_AFTER_OPT_OUT
+        assert fifth.opt_out_event_id == "old-opt-out"
+        assert fifth.decided_before_message_ms > 29 * 24 * HOUR_MS
+        await case_of("sender:JUMIA", 3)
+
         # While it runs: an opt-out whose proof is not done yet, then done.
         await decided("+212611000004", "", "opt-out-2", 10 * 60_000)
         await proved("opt-out-2", False, 9 * 60_000)
@@ -172,7 +200,7 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         assert Origin().unknown
 
         # A restart reads everything again and publishes nothing it published before.
-        late_case = await case_of("sender:JUMIA", 3)
+        late_case = await case_of("sender:JUMIA", 4)
         restarted = ComplaintAssessor(
             KafkaBus(settings.kafka),
             publisher,
@@ -180,6 +208,7 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
             directory,
             keys,
             LinkSite("https://stopsms.ma/"),
+            requests=RequestHistory(KafkaBus(settings.kafka), topics.requests),
         )
         await restarted.start()
 

@@ -57,6 +57,7 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
     directory = PartiesDirectory.load(settings.parties_file)
     pseudonymiser = settings.pseudonymiser()
     signer = ExportSigner.load(settings.export_key_path, generate=settings.generate_keys)
+    requests = RequestHistory(bus, topics.requests)
     assessor = ComplaintAssessor(
         bus,
         publisher,
@@ -68,10 +69,10 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
             complaints=settings.case_complaints,
             window_ms=int(settings.case_window_days * DAY_MS),
         ),
+        requests=requests,
     )
     compliance = ComplianceBook(objective_ms=int(settings.propagation_slo_seconds * 1000))
     assessor.proofs.listeners.append(compliance.record)
-    requests = RequestHistory(bus, topics.requests)
     audit = AuditIndex(bus, topics.audit)
     auth = Authenticator(
         directory,
@@ -103,8 +104,7 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
         [
             publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
-            assessor,
-            requests,
+            assessor,  # starts the request log's index with its own
             audit,
             HostedEndpoint(endpoint, settings.grace_seconds, auth.audit.flush),
             ConsoleSite(

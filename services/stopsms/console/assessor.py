@@ -35,6 +35,7 @@ import mode
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
 from stopsms.adapters.kafka import Publisher, PublishFailed, Record, message_headers
 from stopsms.adapters.sender_register import SenderRegisterFollower
+from stopsms.console.history import RequestHistory
 from stopsms.domain.cases import CaseBook, CasePolicy, same_case
 from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
 from stopsms.domain.compliance import ComplaintTally
@@ -47,6 +48,10 @@ from stopsms.domain.topics import GLOBAL_SCOPE, Topics
 from stopsms.v1 import events_pb2, senders_pb2
 
 log = logging.getLogger(__name__)
+
+#: A request accepted this long ago has been decided (seconds): when the suppression list no
+#: longer holds its decision, compaction removed it.
+DECIDED_WITHIN_S = 3600
 
 
 def _comparable(assessed: events_pb2.ComplaintAssessed) -> bytes:
@@ -121,6 +126,7 @@ class ComplaintAssessor(mode.Service):
         *,
         clock: Callable[[], float] = time.time,
         case_policy: CasePolicy | None = None,
+        requests: RequestHistory | None = None,
         **kwargs: object,
     ) -> None:
         self._bus = bus
@@ -131,6 +137,8 @@ class ComplaintAssessor(mode.Service):
         self._site = link_site
         self._clock = clock
         self.register = SenderRegisterFollower(bus, topics.senders, directory)
+        #: The request log per subject: the decisions compaction removed from the list.
+        self.requests = requests
         self.decisions = DecisionHistory(bus, topics.suppressions)
         self.proofs = ProofIndex(bus, topics.propagation)
         # listening before the indexes read anything
@@ -160,7 +168,7 @@ class ComplaintAssessor(mode.Service):
 
     def on_init_dependencies(self) -> list[mode.ServiceT]:
         """The indexes start (and read their topics) before complaints are read."""
-        return [
+        indexes: list[mode.ServiceT] = [
             self.register,
             self.decisions,
             self.proofs,
@@ -168,6 +176,7 @@ class ComplaintAssessor(mode.Service):
             self.published,
             self.published_cases,
         ]
+        return [*indexes, self.requests] if self.requests is not None else indexes
 
     async def on_started(self) -> None:
         """Once the indexes run: catch them up, then read the complaints from the beginning."""
@@ -263,6 +272,34 @@ class ComplaintAssessor(mode.Service):
         senders = [party.id for party in self._directory if party.sends_for(sender_id)]
         return senders_pb2.Sender(sender_id=sender_id, status=ACTIVE, sending_party_ids=senders)
 
+    def history_of(self, subject: str) -> list[Decision]:
+        """A subject's decisions: those on the suppression list, and older ones from the log.
+
+        The compacted list keeps only each scope's latest decision once its compaction lag
+        (seven days) has passed; an older opt-out a message arrived under is then read from
+        the request log, with its acceptance as its time. Only requests accepted more than
+        :data:`DECIDED_WITHIN_S` ago count this way: a newer one without its decision is
+        still being decided, not compacted away.
+        """
+        history = list(self.decisions.history.get(subject, []))
+        if self.requests is None:
+            return history
+        known = {decision.event_id for decision in history}
+        settled_ms = int(self._clock() * 1000) - DECIDED_WITHIN_S * 1000
+        for asked in self.requests.by_subject.get(subject, ()):
+            accepted_ms = asked.accepted_time.ToMilliseconds()
+            if asked.event_id in known or accepted_ms > settled_ms:
+                continue
+            state = (
+                events_pb2.STATE_SUPPRESSED
+                if asked.action == events_pb2.ACTION_OPT_OUT
+                else events_pb2.STATE_ALLOWED
+            )
+            history.append(
+                Decision(asked.sender_id or GLOBAL_SCOPE, state, accepted_ms, asked.event_id)
+            )
+        return history
+
     def evidence(self, complaint: events_pb2.ComplaintFiled) -> Evidence:
         """Everything the rule needs about one complaint, as the indexes hold it now."""
         reading = None
@@ -278,7 +315,7 @@ class ComplaintAssessor(mode.Service):
                 link_valid = bool(links) and all(
                     link is not None and link.sender_id == complaint.sender_id for link in links
                 )
-        history = self.decisions.history.get(complaint.subject, [])
+        history = self.history_of(complaint.subject)
         opt_out = opt_out_in_force(
             history, complaint.sender_id, complaint.received_time.ToMilliseconds()
         )
