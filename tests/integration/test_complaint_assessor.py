@@ -185,6 +185,25 @@ async def test_complaints_are_assessed_from_the_evidence_and_a_late_proof_finali
         assert fifth.decided_before_message_ms > 29 * 24 * HOUR_MS
         await case_of("sender:JUMIA", 3)
 
+        # A complaint whose sender the operator could not tell waits; the citizen's answer
+        # naming it completes it, and the assessment is made again.
+        unknown = await complain("c6", "+212611000010", "", "SPAM Promo du jour")
+        waiting_origin = await assessed(unknown, final=False)
+        assert not waiting_origin.sender_id and not waiting_origin.sender_declared
+        first_record = desk.build(
+            party_id="iam",
+            request_id="c6",
+            channel=events_pb2.CHANNEL_SMS,
+            complainant=submitter.protect("+212611000010"),
+            origin=desk.origin(""),
+            received_time=None,
+            text="SPAM Promo du jour",
+        )
+        await desk.file(desk.complete(first_record, desk.origin("PROMOCASH")))
+        completed = await assessed(unknown)
+        assert completed.sender_id == "PROMOCASH"
+        assert completed.finding == events_pb2.COMPLAINT_FINDING_UNDECLARED_SENDER
+
         # While it runs: an opt-out whose proof is not done yet, then done.
         await decided("+212611000004", "", "opt-out-2", 10 * 60_000)
         await proved("opt-out-2", False, 9 * 60_000)

@@ -288,3 +288,41 @@ def test_a_valid_message_from_an_active_sender_before_any_opt_out_is_no_finding(
     assessed = c.assess(evidence(), RECEIVED)
     assert list(assessed.findings) == [c.NO_FINDING]
     assert assessed.sender_party_ids == ["atlas-sms"] and assessed.mention_present
+
+
+async def test_the_citizens_answer_naming_the_sender_completes_the_complaint(intake) -> None:
+    stub, publisher = intake
+    md = ((PARTY_HEADER, "iam"),)
+    asked = await stub.SubmitComplaint(complaint(request_id="c-u", from_address=""), metadata=md)
+    assert asked.origin_unknown
+    # The citizen answers the SMS that asked: the reference, then the name their phone showed.
+    answer = complaint(
+        request_id="c-u-answer", from_address="", text=f"{asked.reference.lower()} jumia"
+    )
+    completed = await stub.SubmitComplaint(answer, metadata=md)
+    assert completed == await stub.SubmitComplaint(answer, metadata=md)  # a retry: the same
+    assert (completed.complaint_id, completed.reference) == (asked.complaint_id, asked.reference)
+    assert completed.sender_id == "JUMIA" and not completed.origin_unknown
+    first, again = filed(publisher)
+    assert first.complaint_id == again.complaint_id and first.origin_unknown
+    assert again.sender_id == "JUMIA" and not again.origin_unknown
+    assert again.sealed_text == first.sealed_text and again.received_time == first.received_time
+    # Another number's reference is no answer: it is a complaint of its own.
+    other = complaint(
+        request_id="c-other", msisdn="0612000000", from_address="", text=f"{asked.reference} X"
+    )
+    stranger = await stub.SubmitComplaint(other, metadata=md)
+    assert stranger.complaint_id != asked.complaint_id and stranger.origin_unknown
+
+
+def test_a_complaint_whose_sender_is_unknown_is_not_called_undeclared_and_waits() -> None:
+    unknown = filed_complaint(sender_id="")
+    unknown.origin_unknown = True
+    assessed = c.assess(evidence(complaint=unknown, sender=None), RECEIVED)
+    assert c.UNDECLARED_SENDER not in assessed.findings
+    assert not assessed.final  # made again once the citizen names the sender
+    # an opt-out of everything still holds against whoever sent it
+    after_all = c.assess(
+        evidence(complaint=unknown, sender=None, history=(opted_out("*"),)), RECEIVED
+    )
+    assert after_all.finding == c.SENT_AFTER_OPT_OUT

@@ -220,10 +220,14 @@ class ComplaintAssessor(mode.Service):
             except Exception:  # noqa: BLE001 - one bad record must not stop the assessor
                 log.exception("unreadable complaint at offset %d", record.offset)
                 continue
-            if complaint.complaint_id not in self._complaints:
+            known = self._complaints.get(complaint.complaint_id)
+            if known is None:
                 self._complaints[complaint.complaint_id] = complaint
                 self._by_subject[complaint.subject].append(complaint.complaint_id)
                 self._by_reference[complaint.reference] = complaint.complaint_id
+            elif known.origin_unknown and not complaint.origin_unknown:
+                # the citizen named the sender: the complaint again, whole, with its origin
+                self._complaints[complaint.complaint_id] = complaint
             read.append(complaint.complaint_id)
         return read
 

@@ -10,7 +10,9 @@ Findings, most serious first (the first one is the assessment's ``finding``):
 - ``SENT_AFTER_OPT_OUT``: the complainant had opted out (of the sender or of all marketing)
   before the message arrived: the platform had decided it, and the assessment says when each
   concerned party applied it and how long before the message that was.
-- ``UNDECLARED_SENDER``: no party declared the sender, or the message came from a phone number.
+- ``UNDECLARED_SENDER``: no party declared the sender, or the message came from a phone number
+  (not said of a complaint whose originating address is still unknown: that assessment is not
+  final until the citizen names it).
 - ``SENDER_SUSPENDED``: the regulator suspended or revoked the sender.
 - ``NO_STOPSMS_MENTION``: neither the reply mention nor a valid StopSMS link of the sender.
 - ``NO_FINDING``: nothing of the above.
@@ -170,7 +172,9 @@ def assess(evidence: Evidence, now_ms: int, revision: int = 1) -> events_pb2.Com
                 applied.applied_before_message_ms = (
                     received_ms - delivery.applied_time.ToMilliseconds()
                 )
-    if sender is None:
+    if complaint.origin_unknown:
+        assessed.final = False  # assessed again once the citizen names the sender
+    elif sender is None:
         findings.append(UNDECLARED_SENDER)
     elif sender.status in (SUSPENDED, REVOKED):
         findings.append(SENDER_SUSPENDED)

@@ -28,6 +28,13 @@ from stopsms.v1 import events_pb2
 _INTERNATIONAL = re.compile(r"^(?:\+|00)(\d{8,15})$")
 #: A forwarded SMS is at most 10 concatenated segments of 160 characters.
 MAX_TEXT = 1600
+#: The citizen's answer to "who sent it?": the reference, then the name or number shown.
+FOLLOW_UP = re.compile(r"^\s*SPAM-([0-9A-F]{8})[\s:,.\-]+(\S.{0,63}?)\s*$", re.IGNORECASE)
+
+
+def pending_complaint_key(subject: str, reference: str) -> str:
+    """Where a complaint waiting for its sender is kept (by complainant and reference)."""
+    return f"complaint-pending:{subject}:{reference}"
 
 
 class InvalidOrigin(ValueError):
@@ -130,6 +137,19 @@ class ComplaintDesk:
         if forwarded:
             complaint.sealed_text.CopyFrom(self._pseudonymiser.seal_text(forwarded))
         return complaint
+
+    def complete(
+        self, complaint: events_pb2.ComplaintFiled, origin: Origin
+    ) -> events_pb2.ComplaintFiled:
+        """The complaint again, whole, now with the originating address the citizen named."""
+        completed = events_pb2.ComplaintFiled()
+        completed.CopyFrom(complaint)
+        completed.origin_unknown = False
+        completed.sender_id = origin.sender_id
+        if origin.number is not None:
+            completed.origin_subject = origin.number.subject
+            completed.origin_sealed_msisdn.CopyFrom(origin.number.sealed)
+        return completed
 
     async def file(self, complaint: events_pb2.ComplaintFiled) -> None:
         """Publish a complaint; raises ``PublishFailed`` when Kafka did not acknowledge it.

@@ -32,7 +32,13 @@ from stopsms.domain.senders import ACTIVE, status_name
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
-from stopsms.intake.complaints import MAX_TEXT, ComplaintDesk, InvalidOrigin
+from stopsms.intake.complaints import (
+    FOLLOW_UP,
+    MAX_TEXT,
+    ComplaintDesk,
+    InvalidOrigin,
+    pending_complaint_key,
+)
 from stopsms.intake.links import LinkDirectory, new_code
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
@@ -289,6 +295,12 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             return intake_pb2.SubmitComplaintResponse.FromString(first)
         complainant = self._submitter.protect(e164)
         await self._limit_number(context, complainant.subject)
+        if origin.unknown:
+            completed = await self._complete_complaint(
+                context, party, request_id, complainant.subject, request.text
+            )
+            if completed is not None:
+                return completed
         subjects = [complainant.subject]
         if origin.number is not None:
             subjects.append(origin.number.subject)
@@ -322,8 +334,70 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             undeclared_sender=desk.is_undeclared(origin),
             origin_unknown=complaint.origin_unknown,
         )
+        if complaint.origin_unknown:  # kept for the citizen's answer naming the sender
+            await self._answers.keep_first(
+                pending_complaint_key(complaint.subject, complaint.reference),
+                complaint.SerializeToString(),
+            )
         kept = await self._answers.keep_first(complaint.complaint_id, answer.SerializeToString())
         return intake_pb2.SubmitComplaintResponse.FromString(kept)
+
+    async def _complete_complaint(
+        self,
+        context: grpc.aio.ServicerContext,
+        party: Party,
+        request_id: str,
+        subject: str,
+        text: str,
+    ) -> intake_pb2.SubmitComplaintResponse | None:
+        """The citizen's answer naming the sender of an earlier complaint, if this is one.
+
+        "SPAM-1A2B3C4D JUMIA" (the reference the citizen was sent, then the name or number
+        their phone showed) completes that complaint of the same number: the complaint is
+        published again, whole, with its originating address, and the citizen is told. None
+        when the text is no such answer (a new complaint, then).
+        """
+        desk = self._complaints
+        found = FOLLOW_UP.match(text)
+        if desk is None or found is None:
+            return None
+        reference = "SPAM-" + found.group(1).upper()
+        kept = await self._answers.get(pending_complaint_key(subject, reference))
+        if kept is None:
+            return None  # not this number's reference: an ordinary complaint
+        try:
+            origin = desk.origin(found.group(2))
+        except InvalidOrigin:
+            return None  # no name nor number in it: recorded as a new complaint, asked again
+        completed = desk.complete(events_pb2.ComplaintFiled.FromString(kept), origin)
+        method = "/stopsms.v1.IntakeService/SubmitComplaint"
+        subjects = [subject] + ([origin.number.subject] if origin.number is not None else [])
+        self._auth.permitted(party, method, subjects)
+        try:
+            await desk.file(completed)
+            told = events_pb2.ComplaintFiled()
+            told.CopyFrom(completed)
+            told.party_id, told.request_id = party.id, request_id  # a message of its own
+            await self._citizens.complaint_received(told, reply_language(text), party.id)
+        except PublishFailed:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "Kafka did not acknowledge the complaint; retry with the same request_id",
+            )
+        log.info("complaint %s completed with its sender", completed.complaint_id)
+        answer = intake_pb2.SubmitComplaintResponse(
+            request_id=request_id,
+            complaint_id=completed.complaint_id,
+            reference=completed.reference,
+            status=intake_pb2.SUBMISSION_STATUS_ACCEPTED,
+            sender_id=completed.sender_id,
+            undeclared_sender=desk.is_undeclared(origin),
+            origin_unknown=False,
+        )
+        first = await self._answers.keep_first(
+            complaint_id(party.id, request_id), answer.SerializeToString()
+        )
+        return intake_pb2.SubmitComplaintResponse.FromString(first)
 
     async def _limit_number(self, context: grpc.aio.ServicerContext, subject: str) -> None:
         """RESOURCE_EXHAUSTED, with when to retry, for a number over its rate."""
