@@ -313,8 +313,8 @@ def case_page(lang: str, answer: regulator_pb2.GetCaseResponse, *, may_export_fu
 def search_page(lang: str, query: str, answer: regulator_pb2.SearchRequestsResponse | None) -> str:
     """The search form and, after a search, the citizen's history and who looked at it."""
     form = (
-        f'<form class="inline" method="get" action="/search"><input type="hidden" name="lang" '
-        f'value="{lang}"><label for="q">{t(lang, "search_label")}</label>'
+        f'<form class="inline" method="post" action="/search?lang={lang}">'
+        f'<label for="q">{t(lang, "search_label")}</label>'
         f'<input id="q" name="q" value="{escape(query)}" autocomplete="off">'
         f'<button type="submit">{t(lang, "search_go")}</button></form>'
     )

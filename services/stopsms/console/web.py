@@ -190,7 +190,12 @@ def create_app(
         )
 
     async def search(request: web.Request, call: WebCall, lang: str) -> web.Response:
-        query = request.query.get("q", "").strip()
+        # The form POSTs, so that a number searched for is in no URL (history, proxies);
+        # a reference may come in the query (links between pages).
+        if request.method == "POST":
+            query = str((await request.post()).get("q", "")).strip()
+        else:
+            query = request.query.get("q", "").strip()
         if not query:
             # who is asking is still checked: a stranger gets 403, not the form
             await servicer.caller_of(call, "SearchRequests")
@@ -222,6 +227,7 @@ def create_app(
     app.router.add_get("/case/{case}", page(case))
     app.router.add_get("/case/{case}/export.zip", page(export))
     app.router.add_get("/search", page(search))
+    app.router.add_post("/search", page(search))
     app.router.add_get("/compliance", page(compliance))
     return app
 
