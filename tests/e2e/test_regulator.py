@@ -247,6 +247,36 @@ async def test_a_message_after_an_opt_out_opens_a_case_whose_signed_pack_verifie
         )
         ranked = await regulator.ListCases(regulator_pb2.ListCasesRequest(), metadata=regulator_md)
         assert [c.case_id for c in ranked.cases] == [case.case_id, informal.case_id]
+        # Paged one by one: the same order; a token is bound to its filters.
+        first_page = await regulator.ListCases(
+            regulator_pb2.ListCasesRequest(page_size=1), metadata=regulator_md
+        )
+        assert [c.case_id for c in first_page.cases] == [case.case_id]
+        assert first_page.total_size == 2 and first_page.next_page_token
+        second_page = await regulator.ListCases(
+            regulator_pb2.ListCasesRequest(page_size=1, page_token=first_page.next_page_token),
+            metadata=regulator_md,
+        )
+        assert [c.case_id for c in second_page.cases] == [informal.case_id]
+        assert not second_page.next_page_token
+        with pytest.raises(grpc.aio.AioRpcError) as bad_token:
+            await regulator.ListCases(
+                regulator_pb2.ListCasesRequest(
+                    page_size=1, page_token=first_page.next_page_token, sender_id="JUMIA"
+                ),
+                metadata=regulator_md,
+            )
+        assert bad_token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in (bad_token.value.details() or "")
+        by_finding = await regulator.ListCases(
+            regulator_pb2.ListCasesRequest(finding=events_pb2.COMPLAINT_FINDING_UNDECLARED_SENDER),
+            metadata=regulator_md,
+        )
+        assert [c.case_id for c in by_finding.cases] == [informal.case_id]
+        by_party = await regulator.ListCases(
+            regulator_pb2.ListCasesRequest(party_id="atlas-sms"), metadata=regulator_md
+        )
+        assert [c.case_id for c in by_party.cases] == [case.case_id]
 
         # The citizen's history, by number (pseudonymised on the server) or by reference.
         by_number = await regulator.SearchRequests(
