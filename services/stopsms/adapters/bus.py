@@ -383,6 +383,10 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
     end as it was at the call, so a value published a moment ago by another replica is found.
     """
 
+    #: An index that need not see each record the moment it lands takes them at most once per
+    #: window (as :data:`~stopsms.adapters.kafka.BATCH_WINDOW_S` does): fewer fetches.
+    WINDOW_S = 0.0
+
     def __init__(
         self,
         bus: Bus,
@@ -402,7 +406,9 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
 
     async def on_start(self) -> None:
         """Read the topic from the beginning."""
-        self._reader = self._bus.reader(self._topic, client_id="stopsms-index")
+        self._reader = self._bus.reader(
+            self._topic, client_id="stopsms-index", batch_window_s=self.WINDOW_S
+        )
         await self._reader.start()
         # End offsets on a connection of their own: the broker answers a connection's requests
         # in order, so behind the reader's long-poll fetch they would wait for it.

@@ -49,6 +49,11 @@ from stopsms.v1 import events_pb2, senders_pb2
 
 log = logging.getLogger(__name__)
 
+#: The suppression list and the proofs change with every opt-out and every party's receipt:
+#: the assessor takes them at most five times a second (a late decision or proof re-assesses
+#: a complaint a fraction of a second later; each wake-up costs a fetch of every partition).
+INDEX_WINDOW_S = 0.2
+
 #: A request accepted this long ago has been decided (seconds): when the suppression list no
 #: longer holds its decision, compaction removed it.
 DECIDED_WITHIN_S = 3600
@@ -65,6 +70,8 @@ def _comparable(assessed: events_pb2.ComplaintAssessed) -> bytes:
 
 class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
     """Each subject's decided changes, in the order read, and a call when one arrives."""
+
+    WINDOW_S = INDEX_WINDOW_S
 
     def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
         super().__init__(bus, topic, events_pb2.SuppressionChanged.FromString, **kwargs)
@@ -97,6 +104,8 @@ class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
 
 class ProofIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
     """The proofs of propagation by event id, and a call when one changes."""
+
+    WINDOW_S = INDEX_WINDOW_S
 
     def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
         super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
