@@ -43,6 +43,7 @@ from stopsms.v1 import events_pb2, intake_pb2
 
 from ..conftest import E2E_PARTIES, until
 from .conftest import KAFKA_USERS
+from .test_link_page_browser import visible_text, wait_for_text
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = (
@@ -204,7 +205,8 @@ async def test_the_cndp_reads_cases_timelines_search_and_compliance_in_its_brows
         # A case's timeline, and its export buttons.
         browser.get(console + "?lang=fr")
         browser.find_element(By.PARTIAL_LINK_TEXT, "CASE-").click()
-        body = browser.find_element(By.TAG_NAME, "body").text
+        wait_for_text(browser, "Chronologie")
+        body = visible_text(browser)
         assert "Chronologie" in body and references[0] in body
         assert "+212 6•• •• •• 2" in body  # the complainants' numbers, masked
         export = browser.find_element(By.ID, "export")
@@ -217,7 +219,8 @@ async def test_the_cndp_reads_cases_timelines_search_and_compliance_in_its_brows
         browser.get(console + "search?lang=fr")
         browser.find_element(By.ID, "q").send_keys(references[0])
         browser.find_element(By.CSS_SELECTOR, "form button").click()
-        assert browser.find_element(By.ID, "subject").text
+        wait_for_text(browser, "Sujet (pseudonyme)")
+        assert visible_text(browser, "subject")
         assert references[0] in browser.find_element(By.ID, "complaints").text
 
         async def looked_at() -> bool:

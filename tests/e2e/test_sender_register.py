@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from stopsms.adapters.clients import party_channel, party_channel_sync
@@ -247,6 +249,25 @@ def test_a_declared_sender_is_reviewed_aliased_suppressed_and_suspended(
             channel.close()
 
 
+def replaced(element: WebElement) -> Callable[[webdriver.Chrome], bool]:
+    """A wait's condition: the page that held ``element`` was replaced by another.
+
+    Selenium's ``staleness_of`` asks the old element a question; while the browser swaps the
+    pages, chromedriver may answer that question with "node does not belong to the document"
+    (a plain WebDriverException, not a StaleElementReferenceException), which fails the wait
+    at random. Both mean the same here: the old page is gone.
+    """
+
+    def gone(_: webdriver.Chrome) -> bool:
+        try:
+            element.is_enabled()
+        except (StaleElementReferenceException, WebDriverException):
+            return True
+        return False
+
+    return gone
+
+
 def test_a_citizen_looks_up_senders_in_french_and_arabic(
     secure_platform: LocalPlatform,
     browser: webdriver.Chrome,  # noqa: F811 - the fixture
@@ -295,7 +316,7 @@ def test_a_citizen_looks_up_senders_in_french_and_arabic(
         field.send_keys(text)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         WebDriverWait(browser, 15).until(
-            staleness_of(before), f"the lookup of {text!r} never answered with a new page"
+            replaced(before), f"the lookup of {text!r} never answered with a new page"
         )
         return visible_text(browser, "answer")
 
@@ -315,7 +336,7 @@ def test_a_citizen_looks_up_senders_in_french_and_arabic(
 
     french = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.LINK_TEXT, "العربية").click()
-    WebDriverWait(browser, 15).until(staleness_of(french), "the Arabic page never came")
+    WebDriverWait(browser, 15).until(replaced(french), "the Arabic page never came")
     html = browser.find_element(By.TAG_NAME, "html")
     assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
     assert "PROMO-FLASH ليس مرسلا مصرحا به." in visible_text(browser, "answer")
