@@ -185,6 +185,16 @@ async def check_latencies(
     return latencies
 
 
+class EchoStub:
+    """The echo service behind the same ``Check(request, metadata=...)`` call as the registry."""
+
+    def __init__(self, call) -> None:  # type: ignore[no-untyped-def]
+        self._call = call
+
+    async def Check(self, request, metadata=()):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._call(request)
+
+
 async def calls_per_second(call, seconds: float, concurrency: int) -> float:
     """Completed calls per second with ``concurrency`` callers, each awaiting its call."""
     deadline = time.perf_counter() + seconds
@@ -331,7 +341,20 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
 
                 await calls_per_second(echo_once, 1, args.concurrency)  # warm-up
                 echo_rate = await calls_per_second(echo_once, args.seconds / 2, args.concurrency)
+                # The harness's own tail: the same open loop at 1,000/s against the echo.
+                echo_stub = EchoStub(echo_call)
+                echo_latencies = await check_latencies(echo_stub, (), 1000, args.seconds, numbers)
+            # The same load for every machine: 30 % of the echo's capacity in this run.
+            share = 0.3 * echo_rate
+            print(f"Check at 30 % of the echo's capacity ({share:,.0f}/s)...", flush=True)
+            share_latencies = await check_latencies(stub, metadata, share, args.seconds, numbers)
             figures += [
+                figure("check_p99_ms_at_30pct_echo", percentile(share_latencies, 99) * 1000, "ms"),
+                figure(
+                    "echo_p99_ms_at_1000",
+                    percentile(echo_latencies, 99) * 1000,
+                    "ms",
+                ),
                 figure("check_p99_ms_at_1000", percentile(latencies, 99) * 1000, "ms"),
                 figure("check_p50_ms_at_1000", percentile(latencies, 50) * 1000, "ms"),
                 figure("check_per_s", check_rate, "1/s", echo_rate),
