@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from bench.propagation import kafka_round_trips
+from bench.propagation_sweep import cpu_seconds
 from bench.results import SMOKE, figure, percentile, record
 from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
 from stopsms.adapters.kafka import KafkaPublisher
@@ -46,12 +47,6 @@ TEXTS = (
     "SPAM Credit rapide sans dossier, appelez vite",
 )
 ORIGINS = ("JUMIA", "JUMIA", "+212 699 00 00 01")
-
-
-def cpu_seconds() -> float:
-    """User and system CPU of this process so far (``/proc/self/stat``, fields 14 and 15)."""
-    fields = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def number(i: int) -> str:
@@ -119,7 +114,7 @@ async def run(
     await asyncio.gather(*(desk.file(record_) for record_ in filed))
 
     assessor = ComplaintAssessor(KafkaBus(bootstrap), publisher, topics, directory, KEYS, SITE)
-    cpu_before, started = cpu_seconds(), time.perf_counter()
+    cpu_before, started = cpu_seconds(os.getpid()), time.perf_counter()
     await assessor.start()
     try:
         while assessor.assessed < backlog:
@@ -127,7 +122,7 @@ async def run(
                 raise SystemExit(f"only {assessor.assessed} of {backlog} assessed in 300 s")
             await asyncio.sleep(0.01)
         drained = time.perf_counter() - started
-        cpu_ms = (cpu_seconds() - cpu_before) * 1000 / backlog
+        cpu_ms = (cpu_seconds(os.getpid()) - cpu_before) * 1000 / backlog
         # the bare loop: the same rule over the same evidence, without Kafka
         evidence = [assessor.evidence(c) for c in filed]
         bare_started = time.perf_counter()

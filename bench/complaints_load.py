@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.propagation import kafka_round_trips
+from bench.propagation_sweep import cpu_seconds
 from bench.results import SMOKE, figure, percentile, record
 from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
 from stopsms.adapters.clients import STUBS
@@ -43,12 +43,6 @@ from stopsms.v1 import events_pb2, intake_pb2
 #: The local directory's operators and PSVAs (services/stopsms/config/parties.yaml).
 OPERATORS = ("iam", "orange", "inwi")
 PSVAS = ("atlas-sms", "sahara-push")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def number(i: int) -> str:
@@ -138,9 +132,9 @@ async def run(
 
     # Phase 1: the opt-out load alone, for what the console spends following it.
     print(f"{optouts:.0f} opt-outs/s alone for {seconds / 2:.0f} s...", flush=True)
-    cpu_before, wall_before = process_cpu_seconds(console), time.perf_counter()
+    cpu_before, wall_before = cpu_seconds(console), time.perf_counter()
     await offered(opt_out, optouts, time.perf_counter() + seconds / 2)
-    alone_cpu = process_cpu_seconds(console) - cpu_before
+    alone_cpu = cpu_seconds(console) - cpu_before
     alone_wall = time.perf_counter() - wall_before
     alone_count = counts["opt-outs"]
     per_opt_out_ms = alone_cpu * 1000 / max(alone_count, 1)
@@ -150,7 +144,7 @@ async def run(
         f"{optouts:.0f} opt-outs/s and {rate:.0f} complaints/s for {seconds:.0f} s...", flush=True
     )
     watcher = asyncio.create_task(watch())
-    cpu_before, wall_before = process_cpu_seconds(console), time.perf_counter()
+    cpu_before, wall_before = cpu_seconds(console), time.perf_counter()
     stop_at = time.perf_counter() + seconds
     await asyncio.gather(
         offered(opt_out, optouts, stop_at, start=alone_count),
@@ -160,7 +154,7 @@ async def run(
     while waiting and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
     watcher.cancel()
-    cpu = process_cpu_seconds(console) - cpu_before
+    cpu = cpu_seconds(console) - cpu_before
     wall = time.perf_counter() - wall_before
     await assessments.stop()
     await channel.close()

@@ -197,6 +197,8 @@ class ComplaintAssessor(mode.Service):
             self.published_cases,
         ):
             await index.caught_up(15.0)
+        if self.requests is not None:
+            await self.requests.read_to_end.wait()  # the request log as it was at start
         reader = self._bus.reader(self._topics.complaints, client_id="stopsms-assessor")
         await reader.start()
         self._reader = reader  # only now: the reading task waits for a started reader

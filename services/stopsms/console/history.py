@@ -11,6 +11,7 @@ trail but not indexed here: they would make the index as large as every number e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict, deque
 
@@ -41,7 +42,7 @@ class _TopicFollower(mode.Service):
         self._topic = topic
         self._client_id = client_id
         self._reader: TopicReading | None = None
-        self.read_to_end = False  # the topic as it was at start is read
+        self.read_to_end = asyncio.Event()  # set once the topic as it was at start is read
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
@@ -64,7 +65,7 @@ class _TopicFollower(mode.Service):
         assert self._reader is not None
         async for records in self._reader.read_to_end():
             self._took(records)
-        self.read_to_end = True
+        self.read_to_end.set()
         while not self.should_stop:
             self._took(await self._reader.read(timeout_ms=200))
 

@@ -25,7 +25,7 @@ import mode
 from aiohttp import web
 
 from stopsms.adapters.identity import PARTY_HEADER
-from stopsms.adapters.tls import party_san, read_material
+from stopsms.adapters.tls import party_from_sans, party_san, read_material
 from stopsms.console import pages
 from stopsms.console.assessor import ComplaintAssessor
 from stopsms.console.regulator import RegulatorServicer
@@ -106,10 +106,8 @@ def _peer_party(request: web.Request, insecure: bool) -> str | None:
         return request.headers.get(PARTY_HEADER) or None
     transport = request.transport
     certificate = transport.get_extra_info("peercert") if transport is not None else None
-    for kind, name in (certificate or {}).get("subjectAltName", ()):
-        if kind == "DNS" and name.endswith(party_san("")):
-            return str(name[: -len(party_san(""))]) or None
-    return None
+    names = (certificate or {}).get("subjectAltName", ())
+    return party_from_sans(name for kind, name in names if kind == "DNS")
 
 
 def _lang(request: web.Request) -> str:
