@@ -18,6 +18,8 @@ way at no cost.
 from __future__ import annotations
 
 import os
+import random
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -37,9 +39,27 @@ CURRENT_TRACEPARENT: ContextVar[str | None] = ContextVar("stopsms_traceparent", 
 CURRENT_REQUEST: ContextVar[str | None] = ContextVar("stopsms_request", default=None)
 
 
+#: A W3C traceparent of version 00, the only one in use: version, trace id, span id, flags.
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
+
+
 def continue_trace(incoming: str | None) -> str:
-    """A traceparent for a new step: the caller's trace (a new span under it), or a new trace."""
-    parent = trace.get_current_span(propagate.extract({TRACE_HEADER: incoming or ""}))
+    """A traceparent for a new step: the caller's trace (a new span under it), or a new trace.
+
+    Every gRPC call and every published record takes one, so the common cases (no traceparent,
+    or a well-formed version-00 one) are written directly: the propagator API's round trip
+    (extract, a span object, inject) cost a third of a ``Check`` call's own Python time.
+    Random ids come from :func:`random.getrandbits`, as the OpenTelemetry SDK's own id
+    generator does: they must be unique, not secret. Anything else (another version, a
+    malformed header) goes through the configured propagator, which knows the rules.
+    """
+    if not incoming:
+        return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-01"
+    well_formed = _TRACEPARENT_00.fullmatch(incoming)
+    if well_formed is not None and well_formed[1] != _NO_TRACE and well_formed[2] != _NO_SPAN:
+        return f"00-{well_formed[1]}-{random.getrandbits(64) or 1:016x}-01"
+    parent = trace.get_current_span(propagate.extract({TRACE_HEADER: incoming}))
     known = parent.get_span_context()
     trace_id = known.trace_id if known.is_valid else int.from_bytes(os.urandom(16), "big")
     span = SpanContext(
