@@ -399,8 +399,8 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
             # The same load for every machine: 30 % of the echo's capacity in this run.
             share = 0.3 * echo_rate
             print(f"Check at 30 % of the echo's capacity ({share:,.0f}/s)...", flush=True)
-            # Warmed up like every measured window: right after the saturated windows, the
-            # first seconds at this rate once gave a p99 of 19 ms, the next ones 4–5 ms.
+            # Warmed up like every measured window: right after the saturated windows, this
+            # window unwarmed once gave a p99 of 19 ms where other runs gave 4–8 ms.
             await check_latencies(stub, metadata, share, WARM_UP_SECONDS, numbers[-5000:])
             share_latencies = await check_latencies(stub, metadata, share, args.seconds, numbers)
             figures += [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -106,24 +107,18 @@ def _serializer(message_class: Any) -> Callable[[Any], bytes]:
     return serialize
 
 
-#: The labelled series of each method (and code): ``labels()`` takes a lock and checks its
-#: arguments on every call, a tenth of a ``Check`` call's own Python time.
-_COUNTED: dict[tuple[str, str], Any] = {}
-_TIMED: dict[str, Any] = {}
+#: The labelled series of each method (and code), looked up once: ``labels()`` takes a lock
+#: and checks its arguments on every call, a tenth of a ``Check`` call's own Python time.
+_counted = functools.cache(REQUESTS.labels)
+_timed = functools.cache(LATENCY.labels)
 
 
 def _observe(method: str, context: grpc.aio.ServicerContext, started: float, crashed: bool) -> None:
     """Count one call by method and status code, and time it."""
     code = context.code() if hasattr(context, "code") else None
     name = "UNKNOWN" if crashed and code is None else (code or grpc.StatusCode.OK).name
-    counted = _COUNTED.get((method, name))
-    if counted is None:
-        counted = _COUNTED[method, name] = REQUESTS.labels(method, name)
-    timed = _TIMED.get(method)
-    if timed is None:
-        timed = _TIMED[method] = LATENCY.labels(method)
-    counted.inc()
-    timed.observe(time.perf_counter() - started)
+    _counted(method, name).inc()
+    _timed(method).observe(time.perf_counter() - started)
 
 
 def _call_span(

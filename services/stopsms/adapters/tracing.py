@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import SpanKind
 
 TRACE_HEADER = "traceparent"
 #: The variables that turn span export on (the standard OpenTelemetry ones).
@@ -47,30 +47,25 @@ _NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
 def continue_trace(incoming: str | None) -> str:
     """A traceparent for a new step: the caller's trace (a new span under it), or a new trace.
 
-    Every gRPC call and every published record takes one, so the common cases (no traceparent,
-    or a well-formed version-00 one) are written directly: the propagator API's round trip
-    (extract, a span object, inject) cost a third of a ``Check`` call's own Python time.
-    Random ids come from :func:`random.getrandbits`, as the OpenTelemetry SDK's own id
-    generator does: they must be unique, not secret. Anything else (another version, a
-    malformed header) goes through the configured propagator, which knows the rules.
+    Every gRPC call and every published record takes one, so it is written directly: the
+    propagator API's round trip (extract, a span object, inject) cost a third of a ``Check``
+    call's own Python time. A well-formed version-00 traceparent is read here too; anything
+    else (another version, a malformed header) goes through the configured propagator, which
+    knows the rules. Random ids come from :func:`random.getrandbits`, as the OpenTelemetry
+    SDK's own id generator does: they must be unique, not secret.
     """
-    if not incoming:
-        return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-01"
-    well_formed = _TRACEPARENT_00.fullmatch(incoming)
-    if well_formed is not None and well_formed[1] != _NO_TRACE and well_formed[2] != _NO_SPAN:
-        return f"00-{well_formed[1]}-{random.getrandbits(64) or 1:016x}-01"
-    parent = trace.get_current_span(propagate.extract({TRACE_HEADER: incoming}))
-    known = parent.get_span_context()
-    trace_id = known.trace_id if known.is_valid else int.from_bytes(os.urandom(16), "big")
-    span = SpanContext(
-        trace_id,
-        int.from_bytes(os.urandom(8), "big"),
-        is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(NonRecordingSpan(span)))
-    return carrier[TRACE_HEADER]
+    trace_hex = None
+    well_formed = _TRACEPARENT_00.fullmatch(incoming) if incoming else None
+    if well_formed is not None:
+        if well_formed[1] != _NO_TRACE and well_formed[2] != _NO_SPAN:
+            trace_hex = well_formed[1]
+    elif incoming:
+        known = trace.get_current_span(propagate.extract({TRACE_HEADER: incoming}))
+        context = known.get_span_context()
+        trace_hex = f"{context.trace_id:032x}" if context.is_valid else None
+    if trace_hex is None:
+        trace_hex = f"{random.getrandbits(128) or 1:032x}"
+    return f"00-{trace_hex}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def trace_id(traceparent: str | None) -> str | None:
