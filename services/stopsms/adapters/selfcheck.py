@@ -13,6 +13,7 @@ reads the broker's view of the topics.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from stopsms.adapters.kafka_access import KafkaAccess
     from stopsms.adapters.settings import Settings
     from stopsms.domain.topics import Topics
+
+log = logging.getLogger(__name__)
 
 #: The production profile's floor for durability.
 MIN_REPLICATION = 3
@@ -62,7 +65,7 @@ def topic_problems(
                 f"at {partitions} (STOPSMS_PARTITIONS)"
             )
         policy = configs.get("cleanup.policy")
-        if policy and state.configs.get("cleanup.policy") != policy:
+        if policy and _policies(state.configs.get("cleanup.policy")) != _policies(policy):
             problems.append(
                 f"topic {name} has cleanup.policy={state.configs.get('cleanup.policy')}; "
                 f"it must be {policy}"
@@ -85,6 +88,37 @@ def topic_problems(
                     "could be lost"
                 )
     return problems
+
+
+def _policies(policy: str | None) -> set[str]:
+    """``compact,delete`` and ``delete,compact`` are the same policy."""
+    return {part.strip() for part in (policy or "").split(",") if part.strip()}
+
+
+#: The configs that say how long a topic keeps records and tombstones.
+RETENTION_CONFIGS = ("retention.ms", "delete.retention.ms")
+
+
+def retention_differences(
+    expected: Iterable[tuple[str, Mapping[str, str]]], found: Mapping[str, TopicState]
+) -> list[str]:
+    """Topics that keep records for another time than the settings say.
+
+    Said at start, not refused: the topic's own config is what Kafka applies, and changing it
+    is the operations' step that comes with changing a ``STOPSMS_RETENTION_*_DAYS`` setting
+    (docs/operations.md, Retention).
+    """
+    notes = []
+    for name, configs in expected:
+        state = found.get(name)
+        for key in RETENTION_CONFIGS:
+            want = configs.get(key)
+            if state is not None and want is not None and state.configs.get(key) != want:
+                notes.append(
+                    f"topic {name} has {key}={state.configs.get(key)}, the settings say {want} "
+                    "(docs/operations.md, Retention)"
+                )
+    return notes
 
 
 def expected_topics(topics: Topics, service: str) -> list[tuple[str, Mapping[str, str]]]:
@@ -169,6 +203,8 @@ def check_kafka(
         if len(found) == len(names) or time.monotonic() > deadline:
             break
         time.sleep(0.5)  # topics created a moment ago take a while to appear in the metadata
+    for note in retention_differences(expected, found):
+        log.warning("%s", note)
     production = settings.profile == "production"
     problems += topic_problems(expected, found, settings.partitions, production)
     if production and settings.kafka.security_protocol == "PLAINTEXT":

@@ -19,6 +19,7 @@ import grpc
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.tls import server_credentials
 from stopsms.domain.privacy import Pseudonymiser, ensure_key, load_key
+from stopsms.domain.topics import Retention, Topics
 
 PACKAGE_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -99,6 +100,23 @@ class Settings:
     profile: str = _env("PROFILE", "development")
     #: How long a starting service waits for Kafka before it gives up with a clear message.
     startup_wait_seconds: float = _env("STARTUP_WAIT_SECONDS", 60.0, float)
+    #: How long each topic keeps its records, in days (docs/operations.md, Retention): the
+    #: topics are created with these, the self-check compares them, and the registry erases a
+    #: subject whose legal record (requests) has ended with no opt-out in force.
+    retention_requests_days: float = _env("RETENTION_REQUESTS_DAYS", Retention.requests_days, float)
+    retention_audit_days: float = _env("RETENTION_AUDIT_DAYS", Retention.audit_days, float)
+    retention_complaints_days: float = _env(
+        "RETENTION_COMPLAINTS_DAYS", Retention.complaints_days, float
+    )
+    retention_receipts_days: float = _env("RETENTION_RECEIPTS_DAYS", Retention.receipts_days, float)
+    retention_outbound_days: float = _env("RETENTION_OUTBOUND_DAYS", Retention.outbound_days, float)
+    retention_dead_letters_days: float = _env(
+        "RETENTION_DEAD_LETTERS_DAYS", Retention.dead_letters_days, float
+    )
+    retention_links_days: float = _env("RETENTION_LINKS_DAYS", Retention.links_days, float)
+    retention_tombstone_days: float = _env(
+        "RETENTION_TOMBSTONE_DAYS", Retention.tombstone_days, float
+    )
 
     @classmethod
     def from_env(cls: type[_S], environ: Mapping[str, str] | None = None, **overrides: Any) -> _S:
@@ -138,6 +156,9 @@ class Settings:
             raise SettingsError("STOPSMS_LOG_FORMAT must be text or json")
         if self.profile not in ("development", "production"):
             raise SettingsError("STOPSMS_PROFILE must be development or production")
+        for f in dataclasses.fields(self):
+            if f.name.startswith("retention_") and not getattr(self, f.name) > 0:
+                raise SettingsError(f"{f.metadata['env']} must be more than 0 (days)")
         kafka_problems = self.kafka.problems()
         if kafka_problems:
             raise SettingsError("; ".join(kafka_problems))
@@ -154,6 +175,22 @@ class Settings:
             sasl_username=self.kafka_sasl_username,
             sasl_password_file=self.kafka_sasl_password_file,
         )
+
+    @property
+    def retention(self) -> Retention:
+        """How long each topic keeps its records (the ``STOPSMS_RETENTION_*_DAYS`` settings)."""
+        prefix = "retention_"
+        return Retention(
+            **{
+                f.name.removeprefix(prefix): getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name.startswith(prefix)
+            }
+        )
+
+    def topics(self) -> Topics:
+        """The deployment's topic names, with their configured retention."""
+        return Topics(self.topic_namespace, self.retention)
 
     @property
     def tls_folder(self) -> Path:
@@ -196,7 +233,11 @@ class IntakeSettings(Settings):
     public_base_url: str = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8080/")
     #: Where Prometheus scrapes intake's metrics (host:port; empty: not served).
     intake_metrics_address: str = _env("INTAKE_METRICS_ADDRESS", "")
+    #: How long a link works when its issuer does not say (days)...
     link_ttl_days: int = _env("LINK_TTL_DAYS", 90, int)
+    #: ...and the most an issuer may ask for (``lifetime_days``); the links topic keeps a
+    #: link longer than that (``STOPSMS_RETENTION_LINKS_DAYS``).
+    link_max_ttl_days: int = _env("LINK_MAX_TTL_DAYS", 180, int)
     #: How long the browser that opted out on the link page may undo it (intake.undo).
     link_undo_seconds: int = _env("LINK_UNDO_SECONDS", 900, int)
     #: Short codes of the platform itself: STOP sent there is global (DOMAIN.md).
@@ -223,8 +264,16 @@ class IntakeSettings(Settings):
             raise SettingsError("STOPSMS_PUBLIC_BASE_URL must start with http:// or https://")
         if not self.public_base_url.endswith("/"):
             raise SettingsError("STOPSMS_PUBLIC_BASE_URL must end with /")
-        if self.link_ttl_days < 1:
-            raise SettingsError("STOPSMS_LINK_TTL_DAYS must be at least 1")
+        if not 1 <= self.link_ttl_days <= self.link_max_ttl_days:
+            raise SettingsError(
+                "STOPSMS_LINK_TTL_DAYS must be from 1 to STOPSMS_LINK_MAX_TTL_DAYS "
+                f"({self.link_max_ttl_days})"
+            )
+        if self.link_max_ttl_days >= self.retention_links_days:
+            raise SettingsError(
+                "STOPSMS_LINK_MAX_TTL_DAYS must be less than STOPSMS_RETENTION_LINKS_DAYS "
+                f"({self.retention_links_days:g}): the links topic must keep a link while it works"
+            )
         if not 0 <= self.link_undo_seconds <= 86_400:
             raise SettingsError("STOPSMS_LINK_UNDO_SECONDS must be from 0 (no undo) to 86400")
 
@@ -247,10 +296,15 @@ class RegistrySettings(Settings):
     #: Size of the in-process filter of subjects with a record (bits; 0 turns it off). The
     #: default, 64 MiB, keeps false "maybe"s under 1 % up to 50 million subjects.
     subject_filter_bits: int = _env("SUBJECT_FILTER_BITS", 1 << 29, int)
+    #: An erasure pass (subjects whose retention ended: registry/erasure.py) starts at most
+    #: this often; the first shortly after start.
+    erasure_pass_seconds: float = _env("ERASURE_PASS_SECONDS", 86_400.0, float)
 
     def validate(self) -> None:
         """Check the registry's own settings as well as the shared ones."""
         super().validate()
+        if not self.erasure_pass_seconds > 0:
+            raise SettingsError("STOPSMS_ERASURE_PASS_SECONDS must be more than 0")
         if not 1 <= self.view_bucket_bits <= 16:
             raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 16")
         if not 1 <= self.rebuild_workers <= 64:

@@ -18,7 +18,6 @@ from stopsms.adapters.tls import TlsError
 from stopsms.adapters.tracing import configure_tracing
 from stopsms.domain.parties import DirectoryError
 from stopsms.domain.privacy import KeyMaterialError
-from stopsms.domain.topics import Topics
 
 
 @contextmanager
@@ -48,6 +47,6 @@ def before_serving(
     as the service's promises need.
     """
     configure_tracing(service)
-    check_kafka(settings, expected_topics(Topics(settings.topic_namespace), service), producers)
+    check_kafka(settings, expected_topics(settings.topics(), service), producers)
     if metrics_address:
         serve_metrics(metrics_address)

@@ -12,10 +12,6 @@ from dataclasses import dataclass
 from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 
 DAY_MS = 24 * 60 * 60 * 1000
-#: Three years, the default legal record of requests.
-REQUESTS_RETENTION_MS = 3 * 365 * DAY_MS
-#: How long messages to citizens stay on their topic.
-OUTBOUND_RETENTION_MS = 7 * DAY_MS
 SCOPE_SEPARATOR = "|"
 GLOBAL_SCOPE = "*"
 
@@ -28,43 +24,91 @@ class TopicSpec:
     configs: dict[str, str]
 
 
-TOPIC_SPECS: tuple[TopicSpec, ...] = (
-    TopicSpec(
-        "stopsms.requests.v1",
-        {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
-    ),
-    TopicSpec(
-        "stopsms.suppressions.v1",
-        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * DAY_MS)},
-    ),
-    TopicSpec("stopsms.receipts.v1", {"cleanup.policy": "delete"}),
-    TopicSpec("stopsms.propagation.v1", {"cleanup.policy": "compact"}),
-    TopicSpec("stopsms.links.v1", {"cleanup.policy": "compact"}),
-    TopicSpec("stopsms.dlq.v1", {"cleanup.policy": "delete"}),
-    TopicSpec("stopsms.audit.v1", {"cleanup.policy": "delete", "retention.ms": str(-1)}),
-    # Messages to citizens are worth nothing once delivered or expired: a week covers an
-    # operator's consumer that was down for days.
-    TopicSpec(
-        "stopsms.outbound.v1",
-        {"cleanup.policy": "delete", "retention.ms": str(OUTBOUND_RETENTION_MS)},
-    ),
-    # The register of declared senders (compacted: each sender's current record) and its
-    # history (every declaration, update and review), kept as long as the legal record.
-    TopicSpec("stopsms.senders.v1", {"cleanup.policy": "compact"}),
-    TopicSpec(
-        "stopsms.sender-changes.v1",
-        {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
-    ),
-    # Citizens' complaints are evidence for the regulator and the prosecutor: kept as long as
-    # the legal record. Their assessments are compacted: a late proof replaces an assessment.
-    TopicSpec(
-        "stopsms.complaints.v1",
-        {"cleanup.policy": "delete", "retention.ms": str(REQUESTS_RETENTION_MS)},
-    ),
-    TopicSpec("stopsms.complaint-assessments.v1", {"cleanup.policy": "compact"}),
-    # The cases complaints opened (compacted: each case's latest record); operators read it.
-    TopicSpec("stopsms.cases.v1", {"cleanup.policy": "compact"}),
-)
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of record is kept, in days: what the law and the work need.
+
+    docs/operations.md (Retention) gives the reason for each figure. Every one is configurable
+    (``STOPSMS_RETENTION_*_DAYS``); the topics are created with them, and the registry erases a
+    subject once its legal record (``requests_days``) has ended with no opt-out in force.
+    """
+
+    #: The legal record of requests (3 years by default), the proofs of their propagation,
+    #: and the register's history.
+    requests_days: float = 3 * 365
+    #: Who called what: as long as the legal record by default, never for ever.
+    audit_days: float = 3 * 365
+    #: Complaints, their assessments and the cases they opened: as the regulator requires.
+    complaints_days: float = 3 * 365
+    #: Delivery receipts (the proof is derived from them within seconds).
+    receipts_days: float = 7
+    #: Messages to citizens: worth nothing once delivered; a week covers an operator's consumer
+    #: that was down for days.
+    outbound_days: float = 7
+    #: Records that could not be processed, kept long enough to be looked at and replayed.
+    dead_letters_days: float = 30
+    #: Issued links, beyond their expiry: at least the longest link lifetime.
+    links_days: float = 365
+    #: How long a tombstone (an erasure) stays readable on a compacted topic before compaction
+    #: removes it: a consumer away for less than this still sees it and forgets the subject.
+    tombstone_days: float = 30
+
+    def __post_init__(self) -> None:
+        for name, days in self.__dict__.items():
+            if not days > 0:
+                raise ValueError(f"retention {name} must be more than 0 days")
+
+    @staticmethod
+    def ms(days: float) -> str:
+        """A number of days as Kafka's ``retention.ms`` (a string, as topic configs are)."""
+        return str(round(days * DAY_MS))
+
+
+def topic_specs(retention: Retention) -> tuple[TopicSpec, ...]:
+    """Every v1 topic with its cleanup policy and retention (docs/operations.md, Retention).
+
+    ``delete`` topics keep a record for their retention. Compacted topics keep each key's latest
+    record; ``compact,delete`` ones also drop a key whose latest record is older than the
+    retention (a proof whose legal record ended, an expired link, a closed case). Every compacted
+    topic keeps tombstones ``tombstone_days``, so that consumers see erasures.
+    """
+    r = retention
+    tombstones = {"delete.retention.ms": r.ms(r.tombstone_days)}
+
+    def deleted(days: float) -> dict[str, str]:
+        return {"cleanup.policy": "delete", "retention.ms": r.ms(days)}
+
+    def compacted(days: float | None = None) -> dict[str, str]:
+        if days is None:
+            return {"cleanup.policy": "compact", **tombstones}
+        return {"cleanup.policy": "compact,delete", "retention.ms": r.ms(days), **tombstones}
+
+    return (
+        TopicSpec("stopsms.requests.v1", deleted(r.requests_days)),
+        # The list in force is kept while it is in force: deleting an opt-out by age would
+        # expose the person to marketing again. Only erasure (a tombstone) removes an entry.
+        TopicSpec(
+            "stopsms.suppressions.v1",
+            {**compacted(), "min.compaction.lag.ms": str(7 * DAY_MS)},
+        ),
+        TopicSpec("stopsms.receipts.v1", deleted(r.receipts_days)),
+        TopicSpec("stopsms.propagation.v1", compacted(r.requests_days)),
+        TopicSpec("stopsms.links.v1", compacted(r.links_days)),
+        TopicSpec("stopsms.dlq.v1", deleted(r.dead_letters_days)),
+        TopicSpec("stopsms.audit.v1", deleted(r.audit_days)),
+        TopicSpec("stopsms.outbound.v1", deleted(r.outbound_days)),
+        # The register of declared senders (compacted: each sender's current record) and its
+        # history (every declaration, update and review), kept as long as the legal record.
+        TopicSpec("stopsms.senders.v1", compacted()),
+        TopicSpec("stopsms.sender-changes.v1", deleted(r.requests_days)),
+        # Citizens' complaints are evidence for the regulator and the prosecutor. Their
+        # assessments are compacted (a late proof replaces an assessment), and so are the cases
+        # (each case's latest record; operators read it): a case still worked on is written
+        # again, so only one left alone for the whole period goes.
+        TopicSpec("stopsms.complaints.v1", deleted(r.complaints_days)),
+        TopicSpec("stopsms.complaint-assessments.v1", compacted(r.complaints_days)),
+        TopicSpec("stopsms.cases.v1", compacted(r.complaints_days)),
+    )
 
 
 #: The stream processors' state (service, table): their changelogs are compacted topics that
@@ -77,6 +121,8 @@ class Topics:
     """Topic and group names, with the deployment's namespace (empty in production)."""
 
     namespace: str = ""
+    #: How long each topic keeps its records; used where topics are created and checked.
+    retention: Retention = Retention()
 
     def name(self, base: str) -> str:
         """Return the full name of a topic or group."""
@@ -165,7 +211,7 @@ class Topics:
 
     def all_specs(self) -> list[tuple[str, dict[str, str]]]:
         """Every v1 topic with its full name and configs."""
-        return [(self.name(spec.name), dict(spec.configs)) for spec in TOPIC_SPECS]
+        return [(self.name(spec.name), dict(spec.configs)) for spec in topic_specs(self.retention)]
 
     def processor_group(self, service: str) -> str:
         """The consumer group of a service's stream processor."""
@@ -178,7 +224,13 @@ class Topics:
     def internal_specs(self) -> list[tuple[str, dict[str, str]]]:
         """The processors' state changelogs, created before the processors start."""
         return [
-            (self.changelog(service, table), {"cleanup.policy": "compact"})
+            (
+                self.changelog(service, table),
+                {
+                    "cleanup.policy": "compact",
+                    "delete.retention.ms": self.retention.ms(self.retention.tombstone_days),
+                },
+            )
             for service, table in STATE_TABLES
         ]
 

@@ -787,11 +787,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from stopsms.adapters.settings import Settings
 
-    # The one-shot job of a secured cluster authenticates as the services do (STOPSMS_KAFKA_*).
-    kafka = dataclasses.replace(Settings.from_env().kafka, bootstrap=args.bootstrap)
+    # The one-shot job of a secured cluster authenticates as the services do (STOPSMS_KAFKA_*),
+    # and creates the topics with the retention the settings give (STOPSMS_RETENTION_*_DAYS).
+    settings = Settings.from_env()
+    kafka = dataclasses.replace(settings.kafka, bootstrap=args.bootstrap)
     created = create_topics(
         kafka,
-        Topics(args.namespace),
+        Topics(args.namespace, settings.retention),
         args.partitions,
         args.replication,
         wait_seconds=args.wait,
