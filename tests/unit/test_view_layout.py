@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stopsms.domain.viewcodec import (
+    ERASED,
+    ExpectedView,
     ScopeEntry,
     ViewLayout,
     decode_changes,
@@ -16,7 +18,7 @@ from stopsms.domain.viewcodec import (
 )
 from stopsms.v1 import events_pb2
 
-Record = namedtuple("Record", "partition offset value")
+Record = namedtuple("Record", "partition offset value key", defaults=(None,))
 
 
 @given(
@@ -47,9 +49,34 @@ def test_decoding_a_record_gives_the_layouts_entry(
     assert unpacked == ScopeEntry(state, version, action_ms // 10 * 10)
 
 
-def test_tombstones_move_the_offsets_only() -> None:
+def test_a_record_without_key_or_value_moves_the_offsets_only() -> None:
     batch = decode_changes([Record(0, 9, None)], ViewLayout())
     assert len(batch) == 0 and batch.offsets == {0: 10}
+
+
+def test_a_tombstone_erases_its_subjects_entry_in_its_scope() -> None:
+    subject = "pk1:" + "ab" * 16
+    layout = ViewLayout()
+    located = layout.located(subject)
+    kept = events_pb2.SuppressionChanged(
+        subject=subject, sender_id="JUMIA", state=events_pb2.STATE_ALLOWED, version=3
+    )
+    batch = decode_changes(
+        [
+            Record(2, 5, kept.SerializeToString()),
+            Record(2, 6, None, f"{subject}|*".encode()),
+            Record(2, 7, None, f"{subject}|JUMIA".encode()),
+        ],
+        layout,
+    )
+    assert batch.entries[1:] == [
+        pack_update(located, "", ERASED),
+        pack_update(located, "JUMIA", ERASED),
+    ]
+    assert batch.offsets == {2: 8}
+    expected = ExpectedView()
+    expected.add(batch)
+    assert list(expected.items()) == [], "the erased entries are not expected in the view"
 
 
 @given(

@@ -22,6 +22,7 @@ from stopsms.domain.topics import GLOBAL_SCOPE
 from stopsms.domain.viewcodec import (
     APPLY_SCRIPT,
     DIGEST_FIELD_BYTES,
+    ERASED,
     LAYOUT_VERSION,
     LISTPACK_ENTRIES,
     LOCATED_BYTES,
@@ -305,10 +306,13 @@ class InMemorySuppressionView(_BySubject):
         return len(self._entries)
 
     async def apply_packed(self, packed: bytes, offsets: dict[int, int]) -> None:
-        """As the apply script: entries newer than held, then offsets that move forward."""
+        """As the apply script: entries newer than held (erased ones go), then the offsets."""
         if not self._meta:
             raise ViewLost("the view has no layout record: it was flushed or never built")
         for located, sender_id, value in unpack_updates(packed):
+            if value == ERASED:
+                self._entries.pop((located, sender_id), None)
+                continue
             entry = ScopeEntry.unpack(value)
             assert entry is not None
             held = self._entries.get((located, sender_id))

@@ -14,6 +14,10 @@ the classic bucketing trick. ``<ns>`` is the deployment's namespace:
   read by the lookup script in the same server-side step, so a code is never guessed by a
   client. The field ``#next`` holds the last code handed out.
 * ``<ns>view:offsets``: partition → next offset to apply, written with the entries.
+
+An erasure (a tombstone on the topic, :data:`ERASED`) is an update with an empty value: the
+entry is removed, whatever its version. The registry restarts a subject erased in a partition
+above every version erased there, so a later opt-out is still newer than anything a reader held.
 * ``<ns>view:meta``: the layout version and bucket bits; a view written with another layout is
   cleared and rebuilt rather than misread.
 
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from stopsms.domain.privacy import SUBJECT_DIGEST_BYTES
+from stopsms.domain.topics import GLOBAL_SCOPE, SCOPE_SEPARATOR
 from stopsms.v1 import events_pb2
 
 LAYOUT_VERSION = "2"
@@ -104,10 +109,15 @@ while i <= #packed do
   local value_end = sender_end + 1 + string.byte(packed, sender_end + 1)
   local value = string.sub(packed, sender_end + 2, value_end)
   i = value_end + 1
-  local current = redis.call('HGET', key, field)
-  if (not current) or version_of(value) > version_of(current) then
-    redis.call('HSET', key, field, value)
-    written = written + 1
+  if #value == 0 then
+    -- an erasure (a tombstone): the entry goes, whatever its version
+    written = written + redis.call('HDEL', key, field)
+  else
+    local current = redis.call('HGET', key, field)
+    if (not current) or version_of(value) > version_of(current) then
+      redis.call('HSET', key, field, value)
+      written = written + 1
+    end
   end
 end
 for j = 2, #ARGV, 2 do
@@ -122,8 +132,15 @@ return written
 )
 
 
+#: The value of an update that removes its entry: an erasure.
+ERASED = b""
+
+
 def pack_update(located: bytes, sender_id: str, value: bytes) -> bytes:
-    """One entry for the apply script: located subject, sender (length-prefixed), value."""
+    """One entry for the apply script: located subject, sender (length-prefixed), value.
+
+    ``value`` :data:`ERASED` removes the entry.
+    """
     sender = sender_id.encode()
     return located + bytes((len(sender),)) + sender + bytes((len(value),)) + value
 
@@ -365,7 +382,17 @@ def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
         if end > offsets.get(record.partition, 0):
             offsets[record.partition] = end
         if record.value is None:
-            continue  # an erasure tombstone; erasure arrives with the retention work
+            if record.key is None:
+                continue
+            # An erasure: the key names the subject and the scope, and the entry goes.
+            subject, _, scope = record.key.decode().partition(SCOPE_SEPARATOR)
+            sender = b"" if scope == GLOBAL_SCOPE else scope.encode()
+            located = layout.located(subject)
+            keys.append(located + b"\0" + sender)
+            versions.append(0)
+            values.append(ERASED)
+            entries.append(located + bytes((len(sender),)) + sender + b"\0")
+            continue
         change = parse(record.value)
         subject = change.subject
         digest = fromhex(subject[subject.index(":") + 1 :][: 2 * (2 + DIGEST_FIELD_BYTES)])
@@ -397,10 +424,13 @@ class ExpectedView:
         self._entries: dict[bytes, tuple[int, bytes]] = {}
 
     def add(self, batch: ChangeBatch) -> None:
-        """Keep each entry that is newer than what is held for its subject and scope."""
+        """Keep each entry that is newer than what is held; forget the erased ones."""
         entries = self._entries
         get = entries.get
         for key, version, value in zip(batch.keys, batch.versions, batch.values, strict=True):
+            if value == ERASED:
+                entries.pop(key, None)
+                continue
             held = get(key)
             if held is None or version > held[0]:
                 entries[key] = (version, value)
