@@ -122,6 +122,19 @@ class StateStore:
         self._data.setdefault(partition, {})[key] = value
         return Output(self.changelog, key, value, partition)
 
+    def delete(self, partition: int, key: bytes) -> Output:
+        """Forget ``key``; the returned tombstone must be published with the batch."""
+        self._data.get(partition, {}).pop(key, None)
+        return Output(self.changelog, key, None, partition)
+
+    def partitions(self) -> list[int]:
+        """The partitions held now."""
+        return sorted(self._data)
+
+    def keys(self, partition: int) -> list[bytes]:
+        """The keys of a partition held now (a copy: the state may change meanwhile)."""
+        return list(self._data.get(partition, ()))
+
     def __len__(self) -> int:
         return sum(len(d) for d in self._data.values())
 
@@ -178,6 +191,7 @@ class GroupProcessor(mode.Service):
         stores: Sequence[StateStore] = (),
         session_timeout_s: float = 30.0,
         batch_window_s: float = BATCH_WINDOW_S,
+        housekeeping: Callable[[], ProcessedBatch | None] | None = None,
         **kwargs: Any,
     ) -> None:
         self.kafka = KafkaAccess.of(kafka)
@@ -187,6 +201,10 @@ class GroupProcessor(mode.Service):
         self.topic = topic
         self.handler = handler
         self.stores = list(stores)
+        #: Work of the handler's own between batches (the registry's erasure): its outputs are
+        #: published like a batch's, in the same loop, so they keep their order with the
+        #: records processed before and after. None when there is nothing to do now.
+        self.housekeeping = housekeeping
         #: How long the group waits for a silent member before handing its partitions over.
         self.session_timeout_s = session_timeout_s
         self.consumer: AIOKafkaConsumer | None = None
@@ -304,7 +322,25 @@ class GroupProcessor(mode.Service):
             await self._commit_if_due()
             return 0
         offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages}
-        processed = await self.handler.process(records)
+        await self._publish(await self.handler.process(records))
+        self._published.update(offsets)
+        self.batches += 1
+        await self._commit_if_due()
+        return len(records)
+
+    async def housekeep(self) -> int:
+        """Publish the handler's housekeeping outputs, if it has any now; how many."""
+        if self.housekeeping is None or not self._restored:
+            return 0
+        processed = self.housekeeping()
+        if processed is None:
+            return 0
+        await self._publish(processed)
+        return len(processed.outputs)
+
+    async def _publish(self, processed: ProcessedBatch) -> None:
+        """Send every output and wait until Kafka has acknowledged them all."""
+        assert self.producer is not None
         deliveries: list[Awaitable[Any]] = []
         for out in processed.outputs:
             deliveries.append(
@@ -318,12 +354,8 @@ class GroupProcessor(mode.Service):
             )
         async with asyncio.timeout(DELIVERY_TIMEOUT_S):  # published before remembered
             await asyncio.gather(*deliveries)
-        self._published.update(offsets)
-        self.batches += 1
         if processed.after_published is not None:
             processed.after_published()
-        await self._commit_if_due()
-        return len(records)
 
     async def _commit_if_due(self) -> None:
         if self._published and time.monotonic() - self._committed_at >= COMMIT_EVERY_S:
@@ -351,6 +383,7 @@ class GroupProcessor(mode.Service):
         while not self.should_stop:
             try:
                 await self.process_once()
+                await self.housekeep()
                 # What arrives meanwhile joins the next batch (idle, nothing waits). The wait is
                 # here, not in process_once, so that a stop during it is seen before the next
                 # getmany asks a stopped consumer.

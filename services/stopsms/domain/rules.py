@@ -136,3 +136,15 @@ def decide(
     record.sealed_msisdn.CopyFrom(request.sealed_msisdn)
     record.decided_time.FromMilliseconds(decided_time_ms)
     return record, after
+
+
+def erasable(state: SubjectDecisions, now_ms: int, legal_record_ms: int) -> bool:
+    """Whether a subject's records may be erased now (DOMAIN.md: tombstones only for erasure).
+
+    Only when no opt-out is in force in any scope — deleting one would expose the person to
+    marketing again — and the legal record of its latest request has ended: every scope's last
+    action is at least ``legal_record_ms`` old.
+    """
+    if not state.scopes or any(e.state == SUPPRESSED for e in state.scopes.values()):
+        return False
+    return max(e.action_time_ms for e in state.scopes.values()) + legal_record_ms <= now_ms

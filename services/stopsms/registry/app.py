@@ -20,11 +20,12 @@ import logging
 from opentelemetry.trace import SpanKind
 
 from stopsms.adapters.kafka import Record, message_headers
-from stopsms.adapters.settings import Settings
+from stopsms.adapters.settings import RegistrySettings
 from stopsms.adapters.streams import GroupProcessor, Output, ProcessedBatch, StateStore
 from stopsms.adapters.tracing import traced, traceparent_of
 from stopsms.domain.rules import SubjectDecisions, decide
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
+from stopsms.registry.erasure import Eraser, erased_floor
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,7 @@ class Decisions:
                 continue
             subject = request.subject.encode()
             place = (record.partition, subject)
-            state = states.get(place) or SubjectDecisions.from_json(
-                self.state.get(record.partition, subject)
-            )
+            state = states.get(place) or self._stored(record.partition, subject)
             change, new_state = decide(state, request, record.timestamp_ms)
             if change is None:
                 continue  # already decided and published: a duplicate request
@@ -93,6 +92,13 @@ class Decisions:
             outputs.append(self.state.put(partition, subject, new_state.to_json().encode()))
         return ProcessedBatch(outputs)
 
+    def _stored(self, partition: int, subject: bytes) -> SubjectDecisions:
+        """A subject's state; a new one starts above every version erased in its partition."""
+        raw = self.state.get(partition, subject)
+        if raw is None:
+            return SubjectDecisions(version=erased_floor(self.state, partition))
+        return SubjectDecisions.from_json(raw)
+
     def _dead_letter(self, record: Record, reason: str) -> Output:
         letter = events_pb2.DeadLetter(
             source_topic=record.topic,
@@ -114,10 +120,17 @@ class Decisions:
         )
 
 
-def create_decision_stage(settings: Settings) -> GroupProcessor:
-    """The registry's decision stage: its group, its state and its handler."""
+def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
+    """The registry's decision stage: its group, its state, its handler and its erasure."""
     topics = Topics(settings.topic_namespace)
     state = StateStore(settings.kafka, topics.changelog("registry", "decisions"))
+    eraser = Eraser(
+        topics,
+        settings.partitions,
+        state,
+        legal_record_days=settings.retention_requests_days,
+        pass_every_s=settings.erasure_pass_seconds,
+    )
     return GroupProcessor(
         settings.kafka,
         topics.processor_group("registry"),
@@ -125,4 +138,5 @@ def create_decision_stage(settings: Settings) -> GroupProcessor:
         Decisions(topics, settings.partitions, state),
         stores=[state],
         session_timeout_s=settings.kafka_session_timeout_seconds,
+        housekeeping=eraser.round,
     )
