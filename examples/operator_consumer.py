@@ -3,7 +3,8 @@ r"""An operator's consumer of the StopSMS suppression list (kafka-python), as in
 Reads ``stopsms.suppressions.v1`` with the group ``stopsms.operator.<id>``. A new group starts
 at offset 0: the topic is compacted, so reading it from the start bootstraps the full current
 list. Each number is unsealed with the data key the operator received at onboarding, and the
-change is applied to a local SQLite store. Only after the store's transaction has committed is
+change is applied to a local SQLite store; a tombstone (an erasure, at the end of a person's
+retention) removes the entry its key names. Only after the store's transaction has committed is
 the Kafka offset committed: the committed offset is the operator's receipt, so the platform
 never counts a change as applied that is not applied.
 
@@ -33,16 +34,23 @@ CREATE TABLE IF NOT EXISTS suppression (
     suppressed INTEGER NOT NULL,    -- 1: do not send; 0: an explicit opt-back-in
     version INTEGER NOT NULL,       -- the registry's per-subject version: newer wins
     since_ms INTEGER NOT NULL,
+    record_key TEXT NOT NULL,       -- the record's Kafka key: an erasure names only this
     PRIMARY KEY (msisdn, sender_id)
-)
+);
+CREATE INDEX IF NOT EXISTS suppression_by_key ON suppression (record_key);
 """
 
 UPSERT = """
-INSERT INTO suppression VALUES (?, ?, ?, ?, ?)
+INSERT INTO suppression VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (msisdn, sender_id) DO UPDATE SET
-    suppressed = excluded.suppressed, version = excluded.version, since_ms = excluded.since_ms
+    suppressed = excluded.suppressed, version = excluded.version, since_ms = excluded.since_ms,
+    record_key = excluded.record_key
 WHERE excluded.version > suppression.version
 """
+
+#: An erasure: a record with a key and no value (a tombstone). StopSMS writes one for each
+#: scope of a person whose retention ended with no opt-out in force; the entry is forgotten.
+ERASE = "DELETE FROM suppression WHERE record_key = ?"
 
 
 def may_send(store: sqlite3.Connection, msisdn: str, sender_id: str) -> bool:
@@ -83,7 +91,7 @@ def main() -> None:
         key_id, _, secret = path.read_text().strip().partition(":")
         ciphers[key_id] = AESGCM(bytes.fromhex(secret))
     store = sqlite3.connect(args.store)
-    store.execute(SCHEMA)
+    store.executescript(SCHEMA)
     tls = (
         {
             "security_protocol": "SSL",
@@ -116,8 +124,10 @@ def main() -> None:
             with store:  # one transaction per poll
                 for records in batches.values():
                     for record in records:
-                        if record.value is None:
-                            continue  # erasure: the key's earlier records are gone too
+                        if record.value is None:  # erasure: forget what the key named
+                            store.execute(ERASE, (record.key.decode(),))
+                            applied += 1
+                            continue
                         change = events_pb2.SuppressionChanged.FromString(record.value)
                         sealed = change.sealed_msisdn
                         cipher = ciphers.get(sealed.key_id)
@@ -132,6 +142,7 @@ def main() -> None:
                                 int(change.state == events_pb2.STATE_SUPPRESSED),
                                 change.version,
                                 change.action_time.ToMilliseconds(),
+                                record.key.decode(),
                             ),
                         )
                         applied += 1

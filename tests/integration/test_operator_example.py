@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from stopsms.adapters.kafka import GroupOffsets
+from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher
 from stopsms.adapters.settings import Settings
-from stopsms.domain.topics import Topics
+from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.v1 import events_pb2
 
 from .test_notifier import change, publish
@@ -67,3 +67,56 @@ async def test_the_operator_example_bootstraps_the_list_and_commits_after_applyi
     with sqlite3.connect(store) as db:
         rows = sorted(db.execute("SELECT msisdn, sender_id, suppressed, version FROM suppression"))
     assert rows == [("+212611111111", "JUMIA", 0, 2), ("+212633333333", "", 1, 1)]
+
+
+async def test_the_operator_example_forgets_an_erased_entry(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    kept = change(settings, "+212611111111", "e-jumia", "JUMIA")
+    erased = change(settings, "+212633333333", "e-global", "")
+    erased.state = events_pb2.STATE_ALLOWED
+    await publish(settings, topics.suppressions, [kept, erased])
+    # The registry's erasure: a tombstone per scope, keyed and placed as the record was.
+    key = suppression_key(erased.subject, "").encode()
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    await publisher.start()
+    try:
+        await publisher.publish(
+            topics.suppressions, key, None, partition=partition_for_key(key, settings.partitions)
+        )
+    finally:
+        await publisher.stop()
+
+    store = tmp_path / "suppressions.db"
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--bootstrap", settings.kafka_bootstrap,
+            "--operator", "iam",
+            "--topic", topics.suppressions,
+            "--data-key", str(settings.key_dir / "data.key"),
+            "--store", str(store),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    offsets = GroupOffsets(settings.kafka_bootstrap)
+    await offsets.start()
+    try:
+        async with asyncio.timeout(60):
+            while sum((await offsets.committed(GROUP, topics.suppressions)).values()) < 3:
+                assert consumer.poll() is None, consumer.stdout.read()  # type: ignore[union-attr]
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise AssertionError("the example never committed the erasure (its receipt)") from None
+    finally:
+        await offsets.stop()
+        consumer.send_signal(signal.SIGINT)
+        consumer.communicate(timeout=20)
+    with sqlite3.connect(store) as db:
+        rows = sorted(db.execute("SELECT msisdn, sender_id FROM suppression"))
+    assert rows == [("+212611111111", "JUMIA")], "the erased entry is still in the store"

@@ -12,6 +12,10 @@ follows each of those ids through the platform, as Kafka's own system tests do a
    record of the compacted topic (compared entry by entry, not only by count);
 4. ``stopsms.propagation.v1`` holds a done proof for it: every concerned party applied it.
 
+A request whose subject was erased since (its retention ended: a tombstone on its key after
+its decision) is absent everywhere, as erasure means: it is counted as erased, not as lost or
+unapplied, and the view must not hold it.
+
 Lost, duplicated, divergent and unapplied items are reported with their ids; any of them makes
 the check fail. The view and the proofs are given ``wait_seconds`` to catch up first, since a
 check right after a fault would otherwise report work that is merely late.
@@ -31,7 +35,7 @@ from pathlib import Path
 from stopsms.adapters.kafka import Record, follow_topic, read_topic
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.view import RedisSuppressionView
-from stopsms.domain.topics import Topics
+from stopsms.domain.topics import Topics, suppression_key
 from stopsms.domain.viewcodec import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
@@ -55,6 +59,8 @@ class LedgerReport:
     view_entries: int = 0
     topic_entries: int = 0
     proven: int = 0
+    #: Decided, then erased with its subject (a tombstone after the decision): absent, rightly.
+    erased: list[str] = field(default_factory=list)
     #: Acknowledged, but missing from the requests topic or without a decision.
     lost: list[str] = field(default_factory=list)
     #: Two different SuppressionChanged records for one event id.
@@ -74,7 +80,8 @@ class LedgerReport:
         """A few lines for a person: the counts, then the first ids of each defect."""
         lines = [
             f"acknowledged {self.acknowledged}, in requests {self.requests_found}, "
-            f"decided {self.changes_found}, proven applied {self.proven}; "
+            f"decided {self.changes_found}, proven applied {self.proven}, "
+            f"erased since {len(self.erased)}; "
             f"view {self.view_entries} entries, topic {self.topic_entries}",
             f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
             f"divergent {len(self.divergent)}, unapplied {len(self.unapplied)} "
@@ -102,44 +109,73 @@ async def _view_caught_up(
         await asyncio.sleep(0.5)
 
 
+@dataclass
+class Decisions:
+    """What the suppressions topic holds: every record, and each event id's decisions."""
+
+    records: list[Record] = field(default_factory=list)
+    #: The distinct records per event id.
+    distinct: dict[str, set[bytes]] = field(default_factory=dict)
+    #: Where each event id was decided: (key, partition, offset) of its latest record.
+    placed: dict[str, tuple[bytes, int, int]] = field(default_factory=dict)
+    #: The offset of the latest tombstone (erasure) of each key, by partition and key.
+    erasures: dict[tuple[int, bytes], int] = field(default_factory=dict)
+
+    def erased(self, event: str, request_key: bytes | None) -> bool:
+        """Whether an event's subject was erased after it was decided.
+
+        Without its decision (compacted away), a tombstone on the key its request names says so.
+        """
+        placed = self.placed.get(event)
+        if placed is not None:
+            key, partition, offset = placed
+            return self.erasures.get((partition, key), -1) > offset
+        return request_key is not None and any(k == request_key for _, k in self.erasures)
+
+
 async def _read_decisions(
     bootstrap: KafkaAccess | str, topics: Topics, expected: set[str], deadline: float
-) -> tuple[list[Record], dict[str, set[bytes]]]:
-    """Every suppression record, and the distinct records per event id.
+) -> Decisions:
+    """Every suppression record, the distinct records per event id, and the erasures.
 
     Read again until every expected event id is decided or the deadline passes: right after
     a fault the registry may still be catching up, which is late, not lost.
     """
-    changes: list[Record] = []
-    distinct: dict[str, set[bytes]] = {}
+    found = Decisions()
 
     def keep(batch: list[Record]) -> None:
         for record in batch:
-            changes.append(record)
+            found.records.append(record)
             if record.value is not None:
                 change = events_pb2.SuppressionChanged.FromString(record.value)
-                distinct.setdefault(change.event_id, set()).add(record.value)
+                found.distinct.setdefault(change.event_id, set()).add(record.value)
+                found.placed[change.event_id] = (record.key or b"", record.partition, record.offset)
+            elif record.key is not None:
+                found.erasures[(record.partition, record.key)] = record.offset
 
     await follow_topic(
         bootstrap,
         topics.suppressions,
         keep,
-        done=lambda: expected <= distinct.keys(),
+        done=lambda: all(e in found.distinct or found.erased(e, None) for e in expected),
         deadline=deadline,
         client_id=CLIENT_ID,
     )
-    return changes, distinct
+    return found
 
 
 async def _check_requests(
     bootstrap: KafkaAccess | str, topics: Topics, wanted: set[str]
-) -> set[str]:
-    found = set()
+) -> dict[str, bytes]:
+    """The acknowledged event ids found on the requests topic, with their suppression key."""
+    found = {}
     for record in await read_topic(bootstrap, topics.requests, CLIENT_ID):
         if record.value is not None:
-            event = events_pb2.PreferenceRequested.FromString(record.value).event_id
-            if event in wanted:
-                found.add(event)
+            request = events_pb2.PreferenceRequested.FromString(record.value)
+            if request.event_id in wanted:
+                found[request.event_id] = suppression_key(
+                    request.subject, request.sender_id
+                ).encode()
     return found
 
 
@@ -165,9 +201,12 @@ async def _check_proofs(
 
     def keep(batch: list[Record]) -> None:
         for record in batch:
-            if record.value is not None and record.key is not None:
-                proof = events_pb2.PropagationRecord.FromString(record.value)
-                latest[record.key.decode()] = proof
+            if record.key is None:
+                continue
+            if record.value is None:  # erased with its subject
+                latest.pop(record.key.decode(), None)
+            else:
+                latest[record.key.decode()] = events_pb2.PropagationRecord.FromString(record.value)
 
     await follow_topic(
         bootstrap,
@@ -196,18 +235,23 @@ async def verify(
     in_requests = await _check_requests(bootstrap, topics, wanted)
     report.requests_found = len(in_requests)
 
-    changes, distinct = await _read_decisions(bootstrap, topics, in_requests, deadline)
-    decided = {e for e in wanted if e in distinct}
+    found = await _read_decisions(bootstrap, topics, set(in_requests), deadline)
+    distinct = found.distinct
+    report.erased = sorted(e for e in wanted if found.erased(e, in_requests.get(e)))
+    erased = set(report.erased)
+    decided = {e for e in wanted if e in distinct and e not in erased}
     report.changes_found = len(decided)
-    report.lost = sorted(wanted - in_requests) + sorted((wanted & in_requests) - decided)
+    report.lost = sorted(wanted - in_requests.keys() - erased) + sorted(
+        (wanted & in_requests.keys()) - decided - erased
+    )
     report.duplicated = sorted(e for e, values in distinct.items() if len(values) > 1)
 
     ends: dict[int, int] = {}
-    for record in changes:
+    for record in found.records:
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
     await _view_caught_up(view, ends, deadline)
     expected = ExpectedView()
-    expected.add(decode_changes(changes, view.layout))
+    expected.add(decode_changes(found.records, view.layout))
     await _check_view(view, expected, report)
 
     proofs = await _check_proofs(bootstrap, topics, decided, deadline)
