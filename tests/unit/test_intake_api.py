@@ -1,5 +1,7 @@
 """Intake's API with an in-memory broker: bad input refused whole, Kafka down is UNAVAILABLE."""
 
+import time
+
 import grpc
 import pytest
 
@@ -220,6 +222,37 @@ async def test_links_are_short_and_batches_are_all_or_nothing(intake) -> None:
     )
     reply = await stub.IssueStopLinks(good, metadata=md)
     assert len({link.code for link in reply.links}) == 50
+
+
+async def test_a_link_lives_the_default_or_what_its_issuer_asks_up_to_the_maximum(intake) -> None:
+    stub, _ = intake
+    md = as_party("atlas-sms")
+
+    def days(link: intake_pb2.IssueStopLinkResponse, issued: float) -> float:
+        return (link.expire_time.ToMilliseconds() / 1000 - issued) / 86_400
+
+    issued = time.time()
+    plain = await stub.IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA"), metadata=md
+    )
+    short = await stub.IssueStopLink(
+        intake_pb2.IssueStopLinkRequest(msisdn="0612345678", sender_id="JUMIA", lifetime_days=7),
+        metadata=md,
+    )
+    assert round(days(plain, issued)) == 90 and round(days(short, issued)) == 7
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.IssueStopLinks(
+            intake_pb2.IssueStopLinksRequest(
+                requests=[
+                    intake_pb2.IssueStopLinkRequest(
+                        msisdn="0612345678", sender_id="JUMIA", lifetime_days=181
+                    )
+                ]
+            ),
+            metadata=md,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("requests[0].lifetime_days: at most 180 days")
 
 
 async def test_an_oversized_message_is_refused_before_anything_is_read(intake) -> None:

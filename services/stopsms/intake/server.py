@@ -470,9 +470,20 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         sender_id: str,
         field: str,
         times: tuple[Timestamp, Timestamp],
+        lifetime_days: int = 0,
     ) -> events_pb2.StopLink:
         """Validate one link request and build its record (nothing published yet)."""
         e164 = check_msisdn(msisdn, f"{field}msisdn")
+        expires = times[1]
+        if lifetime_days:
+            most = self._settings.link_max_ttl_days
+            if lifetime_days > most:
+                raise InvalidField(
+                    f"{field}lifetime_days",
+                    f"at most {most} days (0: the default, {self._settings.link_ttl_days})",
+                )
+            expires = Timestamp()
+            expires.FromDatetime(times[0].ToDatetime() + timedelta(days=lifetime_days))
         sender = self._auth.directory.resolve_sender(
             check_sender(sender_id, required=True, field=f"{field}sender_id")
         )
@@ -487,7 +498,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             sender_id=sender,
             issuer_party_id=party.id,
             issued_time=times[0],
-            expire_time=times[1],
+            expire_time=expires,
         )
 
     def _check_active(self, sender_id: str, field: str) -> None:
@@ -541,7 +552,14 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         method = "/stopsms.v1.IntakeService/IssueStopLink"
         party = await self._caller(context, method, ("operator", "psva"))
         try:
-            link = self._new_link(party, request.msisdn, request.sender_id, "", self._link_times())
+            link = self._new_link(
+                party,
+                request.msisdn,
+                request.sender_id,
+                "",
+                self._link_times(),
+                request.lifetime_days,
+            )
         except InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except SenderNotActive as exc:
@@ -567,7 +585,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         times = self._link_times()
         try:
             links = [
-                self._new_link(party, item.msisdn, item.sender_id, f"requests[{i}].", times)
+                self._new_link(
+                    party, item.msisdn, item.sender_id, f"requests[{i}].", times, item.lifetime_days
+                )
                 for i, item in enumerate(request.requests)
             ]
         except InvalidField as exc:

@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stopsms.v1 import events_pb2 as stopsms_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stopsms/v1/intake.proto\x12\nstopsms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17stopsms/v1/events.proto\"\xa3\x01\n\x13SubmitOptOutRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12$\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x13.stopsms.v1.Channel\x12/\n\x0b\x61\x63tion_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x14SubmitOptOutResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.stopsms.v1.SubmissionStatus\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x31\n\raccepted_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x14SubmitKeywordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12/\n\x0b\x61\x63tion_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\x15SubmitKeywordResponse\x12\"\n\x06intent\x18\x01 \x01(\x0e\x32\x12.stopsms.v1.Intent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x1c.stopsms.v1.SubmissionStatus\x12\x19\n\x11undeclared_sender\x18\x06 \x01(\x08\"9\n\x14IssueStopLinkRequest\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\"c\n\x15IssueStopLinkResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x15IssueStopLinksRequest\x12\x32\n\x08requests\x18\x01 \x03(\x0b\x32 .stopsms.v1.IssueStopLinkRequest\"J\n\x16IssueStopLinksResponse\x12\x30\n\x05links\x18\x01 \x03(\x0b\x32!.stopsms.v1.IssueStopLinkResponse\"\x93\x01\n\x16SubmitComplaintRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x05 \x01(\t\"\xca\x01\n\x17SubmitComplaintResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63omplaint_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12,\n\x06status\x18\x04 \x01(\x0e\x32\x1c.stopsms.v1.SubmissionStatus\x12\x11\n\tsender_id\x18\x05 \x01(\t\x12\x19\n\x11undeclared_sender\x18\x06 \x01(\x08\x12\x16\n\x0eorigin_unknown\x18\x07 \x01(\x08*t\n\x10SubmissionStatus\x12!\n\x1dSUBMISSION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSUBMISSION_STATUS_ACCEPTED\x10\x01\x12\x1d\n\x19SUBMISSION_STATUS_IGNORED\x10\x02*\x81\x01\n\x06Intent\x12\x16\n\x12INTENT_UNSPECIFIED\x10\x00\x12\x12\n\x0eINTENT_OPT_OUT\x10\x01\x12\x16\n\x12INTENT_OPT_OUT_ALL\x10\x02\x12\x11\n\rINTENT_OPT_IN\x10\x03\x12\x0f\n\x0bINTENT_NONE\x10\x04\x12\x0f\n\x0bINTENT_HELP\x10\x05\x32\xc3\x03\n\rIntakeService\x12Q\n\x0cSubmitOptOut\x12\x1f.stopsms.v1.SubmitOptOutRequest\x1a .stopsms.v1.SubmitOptOutResponse\x12T\n\rSubmitKeyword\x12 .stopsms.v1.SubmitKeywordRequest\x1a!.stopsms.v1.SubmitKeywordResponse\x12T\n\rIssueStopLink\x12 .stopsms.v1.IssueStopLinkRequest\x1a!.stopsms.v1.IssueStopLinkResponse\x12W\n\x0eIssueStopLinks\x12!.stopsms.v1.IssueStopLinksRequest\x1a\".stopsms.v1.IssueStopLinksResponse\x12Z\n\x0fSubmitComplaint\x12\".stopsms.v1.SubmitComplaintRequest\x1a#.stopsms.v1.SubmitComplaintResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stopsms/v1/intake.proto\x12\nstopsms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17stopsms/v1/events.proto\"\xa3\x01\n\x13SubmitOptOutRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12$\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x13.stopsms.v1.Channel\x12/\n\x0b\x61\x63tion_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x14SubmitOptOutResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.stopsms.v1.SubmissionStatus\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x31\n\raccepted_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x14SubmitKeywordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12/\n\x0b\x61\x63tion_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\x15SubmitKeywordResponse\x12\"\n\x06intent\x18\x01 \x01(\x0e\x32\x12.stopsms.v1.Intent\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12,\n\x06status\x18\x05 \x01(\x0e\x32\x1c.stopsms.v1.SubmissionStatus\x12\x19\n\x11undeclared_sender\x18\x06 \x01(\x08\"P\n\x14IssueStopLinkRequest\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x15\n\rlifetime_days\x18\x03 \x01(\r\"c\n\x15IssueStopLinkResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x15IssueStopLinksRequest\x12\x32\n\x08requests\x18\x01 \x03(\x0b\x32 .stopsms.v1.IssueStopLinkRequest\"J\n\x16IssueStopLinksResponse\x12\x30\n\x05links\x18\x01 \x03(\x0b\x32!.stopsms.v1.IssueStopLinkResponse\"\x93\x01\n\x16SubmitComplaintRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x05 \x01(\t\"\xca\x01\n\x17SubmitComplaintResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63omplaint_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12,\n\x06status\x18\x04 \x01(\x0e\x32\x1c.stopsms.v1.SubmissionStatus\x12\x11\n\tsender_id\x18\x05 \x01(\t\x12\x19\n\x11undeclared_sender\x18\x06 \x01(\x08\x12\x16\n\x0eorigin_unknown\x18\x07 \x01(\x08*t\n\x10SubmissionStatus\x12!\n\x1dSUBMISSION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSUBMISSION_STATUS_ACCEPTED\x10\x01\x12\x1d\n\x19SUBMISSION_STATUS_IGNORED\x10\x02*\x81\x01\n\x06Intent\x12\x16\n\x12INTENT_UNSPECIFIED\x10\x00\x12\x12\n\x0eINTENT_OPT_OUT\x10\x01\x12\x16\n\x12INTENT_OPT_OUT_ALL\x10\x02\x12\x11\n\rINTENT_OPT_IN\x10\x03\x12\x0f\n\x0bINTENT_NONE\x10\x04\x12\x0f\n\x0bINTENT_HELP\x10\x05\x32\xc3\x03\n\rIntakeService\x12Q\n\x0cSubmitOptOut\x12\x1f.stopsms.v1.SubmitOptOutRequest\x1a .stopsms.v1.SubmitOptOutResponse\x12T\n\rSubmitKeyword\x12 .stopsms.v1.SubmitKeywordRequest\x1a!.stopsms.v1.SubmitKeywordResponse\x12T\n\rIssueStopLink\x12 .stopsms.v1.IssueStopLinkRequest\x1a!.stopsms.v1.IssueStopLinkResponse\x12W\n\x0eIssueStopLinks\x12!.stopsms.v1.IssueStopLinksRequest\x1a\".stopsms.v1.IssueStopLinksResponse\x12Z\n\x0fSubmitComplaint\x12\".stopsms.v1.SubmitComplaintRequest\x1a#.stopsms.v1.SubmitComplaintResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stopsms.v1.intake_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMISSIONSTATUS']._serialized_start=1426
-  _globals['_SUBMISSIONSTATUS']._serialized_end=1542
-  _globals['_INTENT']._serialized_start=1545
-  _globals['_INTENT']._serialized_end=1674
+  _globals['_SUBMISSIONSTATUS']._serialized_start=1449
+  _globals['_SUBMISSIONSTATUS']._serialized_end=1565
+  _globals['_INTENT']._serialized_start=1568
+  _globals['_INTENT']._serialized_end=1697
   _globals['_SUBMITOPTOUTREQUEST']._serialized_start=98
   _globals['_SUBMITOPTOUTREQUEST']._serialized_end=261
   _globals['_SUBMITOPTOUTRESPONSE']._serialized_start=264
@@ -46,17 +46,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITKEYWORDRESPONSE']._serialized_start=567
   _globals['_SUBMITKEYWORDRESPONSE']._serialized_end=756
   _globals['_ISSUESTOPLINKREQUEST']._serialized_start=758
-  _globals['_ISSUESTOPLINKREQUEST']._serialized_end=815
-  _globals['_ISSUESTOPLINKRESPONSE']._serialized_start=817
-  _globals['_ISSUESTOPLINKRESPONSE']._serialized_end=916
-  _globals['_ISSUESTOPLINKSREQUEST']._serialized_start=918
-  _globals['_ISSUESTOPLINKSREQUEST']._serialized_end=993
-  _globals['_ISSUESTOPLINKSRESPONSE']._serialized_start=995
-  _globals['_ISSUESTOPLINKSRESPONSE']._serialized_end=1069
-  _globals['_SUBMITCOMPLAINTREQUEST']._serialized_start=1072
-  _globals['_SUBMITCOMPLAINTREQUEST']._serialized_end=1219
-  _globals['_SUBMITCOMPLAINTRESPONSE']._serialized_start=1222
-  _globals['_SUBMITCOMPLAINTRESPONSE']._serialized_end=1424
-  _globals['_INTAKESERVICE']._serialized_start=1677
-  _globals['_INTAKESERVICE']._serialized_end=2128
+  _globals['_ISSUESTOPLINKREQUEST']._serialized_end=838
+  _globals['_ISSUESTOPLINKRESPONSE']._serialized_start=840
+  _globals['_ISSUESTOPLINKRESPONSE']._serialized_end=939
+  _globals['_ISSUESTOPLINKSREQUEST']._serialized_start=941
+  _globals['_ISSUESTOPLINKSREQUEST']._serialized_end=1016
+  _globals['_ISSUESTOPLINKSRESPONSE']._serialized_start=1018
+  _globals['_ISSUESTOPLINKSRESPONSE']._serialized_end=1092
+  _globals['_SUBMITCOMPLAINTREQUEST']._serialized_start=1095
+  _globals['_SUBMITCOMPLAINTREQUEST']._serialized_end=1242
+  _globals['_SUBMITCOMPLAINTRESPONSE']._serialized_start=1245
+  _globals['_SUBMITCOMPLAINTRESPONSE']._serialized_end=1447
+  _globals['_INTAKESERVICE']._serialized_start=1700
+  _globals['_INTAKESERVICE']._serialized_end=2151
 # @@protoc_insertion_point(module_scope)
