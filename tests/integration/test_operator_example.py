@@ -23,20 +23,11 @@ GROUP = "stopsms.operator.iam"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "operator_consumer.py"
 
 
-async def test_the_operator_example_bootstraps_the_list_and_commits_after_applying(
-    service_env: dict[str, str], namespace: str, tmp_path: Path
-) -> None:
-    settings = Settings.from_env(service_env)
-    topics = Topics(namespace)
-    changes = [
-        change(settings, "+212611111111", "e-jumia", "JUMIA"),
-        change(settings, "+212633333333", "e-global", ""),
-    ]
-    opt_in = change(settings, "+212611111111", "e-kitea", "JUMIA")  # later: back in for JUMIA
-    opt_in.state, opt_in.version = events_pb2.STATE_ALLOWED, 2
-    await publish(settings, topics.suppressions, [*changes, opt_in])
+async def run_example(settings: Settings, topics: Topics, store: Path, records: int) -> str:
+    """Run the example until its group committed ``records`` records (its receipt); its output.
 
-    store = tmp_path / "suppressions.db"
+    The example names its group as an operator does; the topic is the test's own.
+    """
     consumer = subprocess.Popen(
         [
             sys.executable,
@@ -55,14 +46,33 @@ async def test_the_operator_example_bootstraps_the_list_and_commits_after_applyi
     await offsets.start()
     try:
         async with asyncio.timeout(60):
-            # The example names its group as an operator does; the topic is this test's own.
-            while sum((await offsets.committed(GROUP, topics.suppressions)).values()) < 3:
+            while sum((await offsets.committed(GROUP, topics.suppressions)).values()) < records:
                 assert consumer.poll() is None, consumer.stdout.read()  # type: ignore[union-attr]
                 await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise AssertionError(f"the example never committed {records} records") from None
     finally:
         await offsets.stop()
         consumer.send_signal(signal.SIGINT)
         output, _ = consumer.communicate(timeout=20)
+    return output
+
+
+async def test_the_operator_example_bootstraps_the_list_and_commits_after_applying(
+    service_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(service_env)
+    topics = Topics(namespace)
+    changes = [
+        change(settings, "+212611111111", "e-jumia", "JUMIA"),
+        change(settings, "+212633333333", "e-global", ""),
+    ]
+    opt_in = change(settings, "+212611111111", "e-kitea", "JUMIA")  # later: back in for JUMIA
+    opt_in.state, opt_in.version = events_pb2.STATE_ALLOWED, 2
+    await publish(settings, topics.suppressions, [*changes, opt_in])
+
+    store = tmp_path / "suppressions.db"
+    output = await run_example(settings, topics, store, 3)
     assert "3 changes applied" in output
     with sqlite3.connect(store) as db:
         rows = sorted(db.execute("SELECT msisdn, sender_id, suppressed, version FROM suppression"))
@@ -90,33 +100,7 @@ async def test_the_operator_example_forgets_an_erased_entry(
         await publisher.stop()
 
     store = tmp_path / "suppressions.db"
-    consumer = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--bootstrap", settings.kafka_bootstrap,
-            "--operator", "iam",
-            "--topic", topics.suppressions,
-            "--data-key", str(settings.key_dir / "data.key"),
-            "--store", str(store),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    offsets = GroupOffsets(settings.kafka_bootstrap)
-    await offsets.start()
-    try:
-        async with asyncio.timeout(60):
-            while sum((await offsets.committed(GROUP, topics.suppressions)).values()) < 3:
-                assert consumer.poll() is None, consumer.stdout.read()  # type: ignore[union-attr]
-                await asyncio.sleep(0.3)
-    except TimeoutError:
-        raise AssertionError("the example never committed the erasure (its receipt)") from None
-    finally:
-        await offsets.stop()
-        consumer.send_signal(signal.SIGINT)
-        consumer.communicate(timeout=20)
+    await run_example(settings, topics, store, 3)
     with sqlite3.connect(store) as db:
         rows = sorted(db.execute("SELECT msisdn, sender_id FROM suppression"))
     assert rows == [("+212611111111", "JUMIA")], "the erased entry is still in the store"

@@ -63,6 +63,20 @@ class Retention:
         """A number of days as Kafka's ``retention.ms`` (a string, as topic configs are)."""
         return str(round(days * DAY_MS))
 
+    def deleted(self, days: float) -> dict[str, str]:
+        """The configs of a topic that keeps each record ``days``."""
+        return {"cleanup.policy": "delete", "retention.ms": self.ms(days)}
+
+    def compacted(self, days: float | None = None) -> dict[str, str]:
+        """The configs of a compacted topic; its tombstones stay readable ``tombstone_days``.
+
+        With ``days``, it also drops a key whose latest record is older than that.
+        """
+        tombstones = {"delete.retention.ms": self.ms(self.tombstone_days)}
+        if days is None:
+            return {"cleanup.policy": "compact", **tombstones}
+        return {"cleanup.policy": "compact,delete", "retention.ms": self.ms(days), **tombstones}
+
 
 def topic_specs(retention: Retention) -> tuple[TopicSpec, ...]:
     """Every v1 topic with its cleanup policy and retention (docs/operations.md, Retention).
@@ -73,16 +87,7 @@ def topic_specs(retention: Retention) -> tuple[TopicSpec, ...]:
     topic keeps tombstones ``tombstone_days``, so that consumers see erasures.
     """
     r = retention
-    tombstones = {"delete.retention.ms": r.ms(r.tombstone_days)}
-
-    def deleted(days: float) -> dict[str, str]:
-        return {"cleanup.policy": "delete", "retention.ms": r.ms(days)}
-
-    def compacted(days: float | None = None) -> dict[str, str]:
-        if days is None:
-            return {"cleanup.policy": "compact", **tombstones}
-        return {"cleanup.policy": "compact,delete", "retention.ms": r.ms(days), **tombstones}
-
+    deleted, compacted = r.deleted, r.compacted
     return (
         TopicSpec("stopsms.requests.v1", deleted(r.requests_days)),
         # The list in force is kept while it is in force: deleting an opt-out by age would
@@ -224,13 +229,7 @@ class Topics:
     def internal_specs(self) -> list[tuple[str, dict[str, str]]]:
         """The processors' state changelogs, created before the processors start."""
         return [
-            (
-                self.changelog(service, table),
-                {
-                    "cleanup.policy": "compact",
-                    "delete.retention.ms": self.retention.ms(self.retention.tombstone_days),
-                },
-            )
+            (self.changelog(service, table), self.retention.compacted())
             for service, table in STATE_TABLES
         ]
 

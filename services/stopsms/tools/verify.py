@@ -116,10 +116,10 @@ class Decisions:
     records: list[Record] = field(default_factory=list)
     #: The distinct records per event id.
     distinct: dict[str, set[bytes]] = field(default_factory=dict)
-    #: Where each event id was decided: (key, partition, offset) of its latest record.
-    placed: dict[str, tuple[bytes, int, int]] = field(default_factory=dict)
-    #: The offset of the latest tombstone (erasure) of each key, by partition and key.
-    erasures: dict[tuple[int, bytes], int] = field(default_factory=dict)
+    #: Where each event id was decided: (key, offset) of its latest record.
+    placed: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    #: The offset of the latest tombstone (erasure) of each key (a key lives in one partition).
+    erasures: dict[bytes, int] = field(default_factory=dict)
 
     def erased(self, event: str, request_key: bytes | None) -> bool:
         """Whether an event's subject was erased after it was decided.
@@ -128,17 +128,18 @@ class Decisions:
         """
         placed = self.placed.get(event)
         if placed is not None:
-            key, partition, offset = placed
-            return self.erasures.get((partition, key), -1) > offset
-        return request_key is not None and any(k == request_key for _, k in self.erasures)
+            key, offset = placed
+            return self.erasures.get(key, -1) > offset
+        return request_key in self.erasures
 
 
 async def _read_decisions(
-    bootstrap: KafkaAccess | str, topics: Topics, expected: set[str], deadline: float
+    bootstrap: KafkaAccess | str, topics: Topics, expected: dict[str, bytes], deadline: float
 ) -> Decisions:
     """Every suppression record, the distinct records per event id, and the erasures.
 
-    Read again until every expected event id is decided or the deadline passes: right after
+    ``expected``: the event ids to wait for, with the key their request names. Read again until
+    every one is decided (or erased) or the deadline passes: right after
     a fault the registry may still be catching up, which is late, not lost.
     """
     found = Decisions()
@@ -149,15 +150,15 @@ async def _read_decisions(
             if record.value is not None:
                 change = events_pb2.SuppressionChanged.FromString(record.value)
                 found.distinct.setdefault(change.event_id, set()).add(record.value)
-                found.placed[change.event_id] = (record.key or b"", record.partition, record.offset)
+                found.placed[change.event_id] = (record.key or b"", record.offset)
             elif record.key is not None:
-                found.erasures[(record.partition, record.key)] = record.offset
+                found.erasures[record.key] = record.offset
 
     await follow_topic(
         bootstrap,
         topics.suppressions,
         keep,
-        done=lambda: all(e in found.distinct or found.erased(e, None) for e in expected),
+        done=lambda: all(e in found.distinct or found.erased(e, k) for e, k in expected.items()),
         deadline=deadline,
         client_id=CLIENT_ID,
     )
@@ -235,7 +236,7 @@ async def verify(
     in_requests = await _check_requests(bootstrap, topics, wanted)
     report.requests_found = len(in_requests)
 
-    found = await _read_decisions(bootstrap, topics, set(in_requests), deadline)
+    found = await _read_decisions(bootstrap, topics, in_requests, deadline)
     distinct = found.distinct
     report.erased = sorted(e for e in wanted if found.erased(e, in_requests.get(e)))
     erased = set(report.erased)
