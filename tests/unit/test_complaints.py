@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
+from stopsms.adapters.bus import InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
@@ -17,7 +17,6 @@ from stopsms.domain.senders import ACTIVE, SUSPENDED
 from stopsms.domain.topics import Topics
 from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.complaints import ComplaintDesk
-from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.tools.senders import local_directory
@@ -59,7 +58,6 @@ async def intake():
         submitter=submitter,
         citizens=CitizenMessages(publisher, PSEUDONYMISER, Topics(), 12),
         publisher=publisher,
-        links=LinkDirectory(InMemoryBus(), Topics().links),
         auth=Authenticator(directory, insecure=True),
         complaints=ComplaintDesk(publisher, submitter, PSEUDONYMISER, Topics(), 12),
     )

@@ -5,7 +5,7 @@ import time
 import grpc
 import pytest
 
-from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
+from stopsms.adapters.bus import InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
 from stopsms.adapters.kafka import PublishFailed
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
@@ -15,7 +15,6 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.senders import SenderRegister
 from stopsms.domain.topics import Topics
 from stopsms.intake.citizen_messages import CitizenMessages
-from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import SERVICE_NAME, IntakeServicer
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.tools.senders import local_directory
@@ -40,7 +39,6 @@ async def intake(directory: PartiesDirectory):
         submitter=submitter,
         citizens=CitizenMessages(publisher, pseudonymiser, Topics(), 12),
         publisher=publisher,
-        links=LinkDirectory(InMemoryBus(), Topics().links),
         auth=Authenticator(directory, insecure=True),
     )
     endpoint = GrpcEndpoint(

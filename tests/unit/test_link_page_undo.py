@@ -9,9 +9,9 @@ its window, never after it, never twice.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,6 +21,7 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
+from stopsms.intake.link_store import LiveLink
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.intake.undo import UNDO_COOKIE, InMemoryUndoStore
 from stopsms.intake.web import create_web_app
@@ -34,9 +35,9 @@ WINDOW = 900
 
 @dataclass
 class Links:
-    link: events_pb2.StopLink
+    link: LiveLink
 
-    async def get(self, code: str) -> events_pb2.StopLink | None:
+    async def get(self, code: str) -> LiveLink | None:
         return self.link if code == self.link.code else None
 
 
@@ -70,14 +71,7 @@ class Page:
 async def page() -> AsyncIterator[Page]:
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     publisher = InMemoryPublisher()
-    link = events_pb2.StopLink(
-        code=CODE,
-        subject=pseudonymiser.subject(NUMBER),
-        sealed_msisdn=pseudonymiser.seal(NUMBER),
-        sender_id="JUMIA",
-        issuer_party_id="atlas-sms",
-    )
-    link.expire_time.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+    link = LiveLink(CODE, "JUMIA", int(time.time()) + 86_400, NUMBER)
     clock = [1000.0]
     registry = Registry()
     app = create_web_app(
@@ -94,7 +88,6 @@ async def page() -> AsyncIterator[Page]:
         answers=InMemoryAnswerStore(),
         numbers=KeyedRateLimiter(rate=100, burst=100),
         misses=KeyedRateLimiter(rate=100, burst=100),
-        unseal=pseudonymiser.unseal,
         undos=InMemoryUndoStore(clock=lambda: clock[0]),
         undo_seconds=WINDOW,
         secure_cookies=False,

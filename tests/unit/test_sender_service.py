@@ -16,6 +16,7 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
+from stopsms.intake.link_store import InMemoryLinkStore
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.senders import SenderRegistryServicer
 from stopsms.intake.server import IntakeServicer
@@ -47,7 +48,7 @@ async def platform():
         publisher, pseudonymiser, directory, TOPICS, 12, InMemoryRequestReferences()
     )
     register = SenderRegisterFollower(bus, TOPICS.senders, directory)
-    links = LinkDirectory(bus, TOPICS.links)
+    links = LinkDirectory(bus, TOPICS.links, InMemoryLinkStore(), pseudonymiser)
     auth = Authenticator(
         directory, insecure=True, audit=AuditTrail(publisher, TOPICS.audit, flush_seconds=0)
     )
@@ -57,7 +58,6 @@ async def platform():
         submitter=submitter,
         citizens=CitizenMessages(publisher, pseudonymiser, TOPICS, 12),
         publisher=publisher,
-        links=links,
         auth=auth,
         answers=answers,
         sender_register=register,

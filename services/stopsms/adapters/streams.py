@@ -192,6 +192,7 @@ class GroupProcessor(mode.Service):
         session_timeout_s: float = 30.0,
         batch_window_s: float = BATCH_WINDOW_S,
         housekeeping: Callable[[], ProcessedBatch | None] | None = None,
+        positions: Callable[[set[int]], Awaitable[dict[int, int]]] | None = None,
         **kwargs: Any,
     ) -> None:
         self.kafka = KafkaAccess.of(kafka)
@@ -205,6 +206,9 @@ class GroupProcessor(mode.Service):
         #: published like a batch's, in the same loop, so they keep their order with the
         #: records processed before and after. None when there is nothing to do now.
         self.housekeeping = housekeeping
+        #: Where to read newly assigned partitions from, for a handler whose output keeps its
+        #: own offsets (intake's link store, in Redis); None: the group's committed offsets.
+        self.positions = positions
         #: How long the group waits for a silent member before handing its partitions over.
         self.session_timeout_s = session_timeout_s
         self.consumer: AIOKafkaConsumer | None = None
@@ -271,9 +275,17 @@ class GroupProcessor(mode.Service):
         """Restore the state of newly assigned partitions, then tell the handler."""
         for store in self.stores:
             await store.restore(partitions)
+        await self._seek_to_positions(partitions)
         await self.handler.assigned(partitions)
         self._restored |= partitions
         log.info("%s: partitions %s assigned", self.group, sorted(partitions))
+
+    async def _seek_to_positions(self, partitions: set[int]) -> None:
+        if self.positions is None or not partitions:
+            return
+        assert self.consumer is not None
+        for partition, offset in (await self.positions(partitions)).items():
+            self.consumer.seek(TopicPartition(self.topic, partition), offset)
 
     async def commit_published(self, partitions: set[int] | None = None) -> None:
         """Commit the input offsets of acknowledged batches (of ``partitions``, or all)."""
@@ -373,6 +385,7 @@ class GroupProcessor(mode.Service):
             else:
                 self.consumer.seek(tp, offset)
         partitions = {tp.partition for tp in assigned}
+        await self._seek_to_positions(partitions)
         for store in self.stores:
             store.drop(partitions)
             await store.restore(partitions)

@@ -92,7 +92,18 @@ class Pseudonymiser:
         self._pseudonym_key = pseudonym_key
         self._hasher = NumberHasher(pseudonym_key.secret)
         self._data_key = data_keys[0]
+        self._data_keys = list(data_keys)
         self._ciphers = {k.key_id: AESGCM(k.secret) for k in data_keys}
+
+    @property
+    def data_key(self) -> Key:
+        """The data key that seals now."""
+        return self._data_key
+
+    @property
+    def data_keys(self) -> list[Key]:
+        """Every data key held: the current one first, then those that still unseal."""
+        return list(self._data_keys)
 
     @property
     def pseudonym_key(self) -> Key:

@@ -46,7 +46,11 @@ TEXTS: dict[str, dict[str, str]] = {
             "Ce lien a expiré. Pour ne plus recevoir de SMS de <b>{sender}</b>, répondez "
             "<b>STOP</b> au SMS reçu de {sender}."
         ),
-        "not_found": "Ce lien StopSMS n'existe pas. Vérifiez qu'il est complet.",
+        "not_found": (
+            "Ce lien StopSMS n'existe pas ou a expiré depuis longtemps. Vérifiez qu'il est "
+            "complet. Pour ne plus recevoir les SMS d'un expéditeur, répondez <b>STOP</b> à "
+            "son SMS."
+        ),
         "bad_action": "Cette action n'existe pas.",
         "unavailable": "Le service est momentanément indisponible. Réessayez dans un instant.",
         "too_many": "Trop de tentatives. Réessayez dans une minute.",
@@ -81,7 +85,10 @@ TEXTS: dict[str, dict[str, str]] = {
             "انتهت صلاحية هذا الرابط. لإيقاف رسائل <b>{sender}</b>، أرسل <b>STOP</b> ردا على "
             "رسالة {sender}."
         ),
-        "not_found": "رابط StopSMS هذا غير موجود. تحقق من أنه كامل.",
+        "not_found": (
+            "رابط StopSMS هذا غير موجود أو انتهت صلاحيته منذ مدة. تحقق من أنه كامل. لإيقاف رسائل "
+            "مرسل ما، أرسل <b>STOP</b> ردا على رسالته."
+        ),
         "bad_action": "هذا الإجراء غير موجود.",
         "unavailable": "الخدمة غير متاحة مؤقتا. أعد المحاولة بعد لحظات.",
         "too_many": "محاولات كثيرة. أعد المحاولة بعد دقيقة.",

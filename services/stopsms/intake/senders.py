@@ -41,6 +41,7 @@ from stopsms.domain.message_check import LinkSite, read_text
 from stopsms.domain.parties import Party
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore
+from stopsms.intake.link_store import LiveLink
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import InvalidField, check_request_id, check_sender
 from stopsms.v1 import events_pb2, senders_pb2, senders_pb2_grpc
@@ -325,9 +326,8 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
         sender_id = self._auth.directory.resolve_sender(named)
         sender_problems = self._sender_problems(party, named, sender_id)
         readings = [read_text(text, self._site) for text in texts]
-        unseen = {c for r in readings for c in r.link_codes if self._links.peek(c) is None}
-        if unseen:
-            await self._links.caught_up()
+        codes = {c for r in readings for c in r.link_codes}
+        links = await self._links.get_many(codes) if codes else {}
         now = self._now() if self._now is not None else time.time()
         checks = []
         for reading in readings:
@@ -341,7 +341,7 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
                     )
                 )
             for code in reading.link_codes:
-                problems.extend(self._link_problems(code, sender_id, now))
+                problems.extend(self._link_problems(code, links.get(code), sender_id, now))
             checks.append(
                 senders_pb2.MessageCheck(
                     ok=not problems,
@@ -383,9 +383,8 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
         return problems
 
     def _link_problems(
-        self, code: str, sender_id: str, now: float
+        self, code: str, link: LiveLink | None, sender_id: str, now: float
     ) -> list[senders_pb2.MessageProblem]:
-        link = self._links.peek(code)
         if link is None or link.sender_id != sender_id:
             return [
                 _problem(
@@ -393,7 +392,7 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
                     f"the StopSMS link {code} was not issued for {sender_id}",
                 )
             ]
-        if link.HasField("expire_time") and link.expire_time.seconds <= now:
+        if link.expired(now):
             return [
                 _problem(
                     Code.MESSAGE_PROBLEM_CODE_STOPSMS_LINK_EXPIRED,

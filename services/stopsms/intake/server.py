@@ -39,7 +39,7 @@ from stopsms.intake.complaints import (
     InvalidOrigin,
     pending_complaint_key,
 )
-from stopsms.intake.links import LinkDirectory, new_code
+from stopsms.intake.links import new_code
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
@@ -118,7 +118,6 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         submitter: RequestSubmitter,
         citizens: CitizenMessages,
         publisher: Publisher,
-        links: LinkDirectory,
         auth: Authenticator,
         answers: AnswerStore | None = None,
         numbers: KeyedRateLimiter | None = None,
@@ -133,7 +132,6 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self._submitter = submitter
         self._citizens = citizens
         self._publisher = publisher
-        self._links = links
         self._auth = auth
         self._topics = Topics(settings.topic_namespace)
 
@@ -535,8 +533,6 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "Kafka did not acknowledge the links; retry"
             )
-        for link in links:
-            self._links.remember(link)
 
     def _response(self, link: events_pb2.StopLink) -> intake_pb2.IssueStopLinkResponse:
         return intake_pb2.IssueStopLinkResponse(

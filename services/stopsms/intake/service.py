@@ -24,6 +24,7 @@ from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.codes import OneTimeCodes
 from stopsms.intake.complaint_page import add_complaint_routes
 from stopsms.intake.complaints import ComplaintDesk
+from stopsms.intake.link_store import RedisLinkStore
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
 from stopsms.intake.screenshot_store import FileScreenshotStore
@@ -75,7 +76,13 @@ class IntakeProcess:
             RedisRequestReferences(redis, settings.topic_namespace),
         )
         bus = bus or KafkaBus(settings.kafka)
-        self.links = LinkDirectory(bus, topics.links)
+        self.links = LinkDirectory(
+            bus,
+            topics.links,
+            RedisLinkStore(redis, settings.topic_namespace),
+            pseudonymiser,
+            group=topics.processor_group("intake-links"),
+        )
         self.sender_register = SenderRegisterFollower(bus, topics.senders, directory)
         self.auth = auth = Authenticator(
             directory,
@@ -96,7 +103,6 @@ class IntakeProcess:
             submitter=self.submitter,
             citizens=citizens,
             publisher=self.publisher,
-            links=self.links,
             auth=auth,
             answers=self.answers,
             numbers=numbers,
@@ -174,7 +180,6 @@ class IntakeProcess:
             answers=self.answers,
             numbers=numbers,
             misses=KeyedRateLimiter(rate=per_minute / 60, burst=per_minute),
-            unseal=pseudonymiser.unseal,
             undos=undos,
             undo_seconds=settings.link_undo_seconds,
             secure_cookies=settings.public_base_url.startswith("https://"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ from stopsms.domain.ids import LINK_PARTY_ID, event_id, link_request_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.intake import pages
 from stopsms.intake.answers import AnswerStore
+from stopsms.intake.link_store import LiveLink
 from stopsms.intake.links import LinkDirectory, is_code
 from stopsms.intake.pages import html_response as _html
-from stopsms.intake.submission import RequestSubmitter, Subject
+from stopsms.intake.submission import RequestSubmitter
 from stopsms.intake.undo import (
     UNDO_COOKIE,
     UndoGrant,
@@ -124,7 +124,6 @@ def create_web_app(
     answers: AnswerStore,
     numbers: KeyedRateLimiter,
     misses: KeyedRateLimiter,
-    unseal: Any,
     undos: UndoStore,
     undo_seconds: int,
     secure_cookies: bool,
@@ -149,7 +148,7 @@ def create_web_app(
             pages.message_page(lang, key, f"{request.path}?lang={other}", **values), status
         )
 
-    async def find(request: web.Request) -> events_pb2.StopLink | web.Response:
+    async def find(request: web.Request) -> LiveLink | web.Response:
         """The link of the request's code, or the page that says why there is none."""
         client = request.remote or "unknown"
         wait = misses.exhausted(client)
@@ -162,7 +161,7 @@ def create_web_app(
         if link is None:
             misses.retry_after(client)  # enumeration attempts run out of tokens
             return message(request, "not_found", 404)
-        if link.expire_time.ToDatetime(tzinfo=UTC) < datetime.now(UTC):
+        if link.expired():
             return message(request, "expired", 410, sender=link.sender_id)
         return link
 
@@ -170,7 +169,7 @@ def create_web_app(
         link = await find(request)
         if isinstance(link, web.Response):
             return link
-        suppressed = await lookups.suppressed(unseal(link.sealed_msisdn), link.sender_id)
+        suppressed = await lookups.suppressed(link.e164, link.sender_id)
         return _html(
             pages.confirm_page(language(request), link.code, link.sender_id, bool(suppressed))
         )
@@ -181,17 +180,18 @@ def create_web_app(
         return response
 
     async def submit(
-        request: web.Request, link: events_pb2.StopLink, request_id: str, action: int, scope: str
+        request: web.Request, link: LiveLink, request_id: str, action: int, scope: str
     ) -> web.Response | None:
         """Publish a click not answered before; a page when it cannot be published."""
-        wait = numbers.retry_after(link.subject)
+        subject = submitter.protect(link.e164)
+        wait = numbers.retry_after(subject.subject)
         if wait:
             return too_many(request, wait)
         try:
             published = await submitter.submit(
                 party_id=LINK_PARTY_ID,
                 request_id=request_id,
-                subject=Subject(link.subject, link.sealed_msisdn),
+                subject=subject,
                 action=action,
                 sender_id=scope,
                 channel=events_pb2.CHANNEL_LINK,
@@ -202,10 +202,10 @@ def create_web_app(
         await answers.keep_first(published.event_id, published.SerializeToString())
         return None
 
-    def done_url(request: web.Request, link: events_pb2.StopLink, action: str) -> str:
+    def done_url(request: web.Request, link: LiveLink, action: str) -> str:
         return f"/{link.code}/done/{action}?lang={language(request)}"
 
-    def scope_of(action: str, link: events_pb2.StopLink) -> str:
+    def scope_of(action: str, link: LiveLink) -> str:
         """The scope an opt-out action of the page is for: the link's sender, or global."""
         return "" if action == "opt_out_all" else link.sender_id
 
@@ -231,7 +231,7 @@ def create_web_app(
         before = None
         if first:
             # Undo is offered only for an opt-out that changes something (intake.undo).
-            before = await lookups.suppressed(unseal(link.sealed_msisdn), scope)
+            before = await lookups.suppressed(link.e164, scope)
             refused = await submit(request, link, request_id, events_pb2.ACTION_OPT_OUT, scope)
             if refused is not None:
                 return refused
@@ -252,7 +252,7 @@ def create_web_app(
             )
         raise redirect
 
-    async def granted(request: web.Request, link: events_pb2.StopLink) -> UndoGrant | None:
+    async def granted(request: web.Request, link: LiveLink) -> UndoGrant | None:
         """The undo this browser holds for the link's current round, if any."""
         token = request.cookies.get(UNDO_COOKIE)
         grant = await undos.find(token_digest(token)) if token else None
@@ -260,7 +260,7 @@ def create_web_app(
             return None
         return grant if grant.round == await undos.round(link.code) else None
 
-    async def undo(request: web.Request, link: events_pb2.StopLink) -> web.Response:
+    async def undo(request: web.Request, link: LiveLink) -> web.Response:
         """Take back this browser's own opt-out, within its window, once."""
         grant = await granted(request, link)
         if grant is None:

@@ -1,0 +1,369 @@
+"""The live links, in Redis: what a link page needs, about 45 bytes a link, filled from the topic.
+
+At national scale (tens of millions of links a day, each living up to 180 days) no intake replica
+can hold every link in memory, so every replica asks one store sized for the *live* links. The
+store is filled only from ``stopsms.links.v1`` (by :class:`LinkStoreFiller`, in a consumer group
+shared by the intake replicas, each filling the partitions it holds), so it can always be rebuilt
+from the topic: its applied offsets are kept in Redis with the entries, in one transaction, and a
+replica reading a partition starts from them (a flushed store starts again from the beginning).
+
+A link is kept in a hash *bucket* named by the first :data:`BUCKET_CHARS` characters of its code
+(238,328 buckets: 42 links each at ten million, inside a listpack, see
+:data:`stopsms.domain.viewcodec.LISTPACK_ENTRIES`); its field is the rest of the code and its
+value, packed by :class:`LinkSealer`, holds only what the page needs: when the link expires,
+its sender, and its number sealed for the store (8 bytes of synthetic IV and 7 of ciphertext,
+instead of the record's 41-byte seal). The subject is derived again from the number on a click.
+
+Expired links stay :data:`EXPIRED_KEPT_DAYS` days, so that the page still names the sender when
+it says how to reply STOP; then the daily sweep (:meth:`RedisLinkStore.sweep_round`) removes
+them. The topic drops them by age (its retention is longer than any link's life).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from stopsms.adapters.kafka import Record
+from stopsms.adapters.streams import ProcessedBatch
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+BUCKET_CHARS = 3
+#: How long an expired link still gets its "expired: reply STOP to <sender>" page.
+EXPIRED_KEPT_DAYS = 30
+#: Buckets the sweep looks at per round (one Redis script call).
+SWEEP_BUCKETS_PER_ROUND = 500
+_NUMBER_BYTES = 7  # E.164 has at most 15 digits: 10¹⁵ < 2⁵⁶
+_SIV_BYTES = 8
+_KEY_TAG_BYTES = 2
+_HEADER = struct.Struct(">I2sB")  # expire (s since 1970), data key tag, sender length
+
+
+class LinkStoreError(ValueError):
+    """A stored link that cannot be read (a retired data key, or a value altered in Redis)."""
+
+
+@dataclass(frozen=True)
+class LiveLink:
+    """What the link page knows of a link: its code, sender, expiry and number."""
+
+    code: str
+    sender_id: str
+    expire_seconds: int
+    e164: str
+
+    def expired(self, now: float | None = None) -> bool:
+        """True once the link's lifetime is over."""
+        return self.expire_seconds <= (time.time() if now is None else now)
+
+
+class _StoreKey:
+    """The two keys a data key gives the store, and the tag that names it in a value."""
+
+    def __init__(self, key: Key) -> None:
+        self.key_id = key.key_id
+        self.tag = hmac.digest(key.secret, b"stopsms/link-store/tag", sha256)[:_KEY_TAG_BYTES]
+        self.mac = hmac.digest(key.secret, b"stopsms/link-store/siv", sha256)
+        self.stream = hmac.digest(key.secret, b"stopsms/link-store/stream", sha256)
+
+
+class LinkSealer:
+    """Packs a link's page data into a short value, its number sealed, and reads it back.
+
+    The number is sealed deterministically (SIV with HMAC-SHA256 as the PRF): the synthetic IV
+    is a MAC of the code, the header and the number, and the number is XORed with a PRF of the
+    IV. A value therefore authenticates its code, expiry and sender (a value moved to another
+    code, or altered, fails), and the scheme stays safe even if two links ever shared a code.
+    Values are sealed under the current data key and read under any key of the ring.
+    """
+
+    def __init__(self, current: Key, ring: Sequence[Key]) -> None:
+        self._current = _StoreKey(current)
+        keys = [_StoreKey(k) for k in ring]
+        self._by_tag = {k.tag: k for k in keys}
+        if len(self._by_tag) != len(keys):
+            raise ValueError("two data keys share a link-store tag; generate a new data key")
+
+    @classmethod
+    def of(cls, pseudonymiser: Pseudonymiser) -> LinkSealer:
+        """The sealer of a service's data keys (the current one seals)."""
+        return cls(pseudonymiser.data_key, pseudonymiser.data_keys)
+
+    def pack(self, code: str, sender_id: str, expire_seconds: int, e164: str) -> bytes:
+        """The stored value of a link."""
+        key = self._current
+        sender = sender_id.encode()
+        header = _HEADER.pack(expire_seconds, key.tag, len(sender)) + sender
+        number = int(e164.removeprefix("+")).to_bytes(_NUMBER_BYTES, "big")
+        siv = hmac.digest(key.mac, code.encode() + header + number, sha256)[:_SIV_BYTES]
+        stream = hmac.digest(key.stream, siv, sha256)[:_NUMBER_BYTES]
+        return header + siv + bytes(a ^ b for a, b in zip(number, stream, strict=True))
+
+    def unpack(self, code: str, value: bytes) -> LiveLink:
+        """The link a stored value holds; :class:`LinkStoreError` when it cannot be read."""
+        expire, tag, sender_length = _HEADER.unpack_from(value)
+        end = _HEADER.size + sender_length
+        key = self._by_tag.get(tag)
+        if key is None or len(value) != end + _SIV_BYTES + _NUMBER_BYTES:
+            raise LinkStoreError(f"link {code}: sealed under a data key no longer held")
+        header, siv, sealed = value[:end], value[end : end + _SIV_BYTES], value[-_NUMBER_BYTES:]
+        stream = hmac.digest(key.stream, siv, sha256)[:_NUMBER_BYTES]
+        number = bytes(a ^ b for a, b in zip(sealed, stream, strict=True))
+        expected = hmac.digest(key.mac, code.encode() + header + number, sha256)[:_SIV_BYTES]
+        if not hmac.compare_digest(siv, expected):
+            raise LinkStoreError(f"link {code}: stored value does not authenticate")
+        return LiveLink(
+            code=code,
+            sender_id=value[_HEADER.size : end].decode(),
+            expire_seconds=expire,
+            e164="+" + str(int.from_bytes(number, "big")),
+        )
+
+
+def split_code(code: str) -> tuple[str, str]:
+    """The bucket suffix and the field of a code."""
+    return code[:BUCKET_CHARS], code[BUCKET_CHARS:]
+
+
+class LinkStore(Protocol):
+    """Where the live links are kept: stored values by code, and the offsets applied."""
+
+    async def values(self, codes: Sequence[str]) -> list[bytes | None]:
+        """The stored value of each code (None: not held)."""
+
+    async def apply(
+        self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
+    ) -> None:
+        """Store and remove links, and record the offsets after them, together."""
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition."""
+
+    async def sweep_round(self, before_seconds: int, cursor: int) -> tuple[int, int]:
+        """Remove some links expired before ``before_seconds``: (next cursor, 0 = done; removed)."""
+
+    async def claim_sweep(self, day: int) -> bool:
+        """True for the one replica that sweeps on ``day`` (days since 1970)."""
+
+
+async def sweep(store: LinkStore, now: float, pause_s: float = 0.05) -> int:
+    """Remove the links expired more than :data:`EXPIRED_KEPT_DAYS` ago; how many."""
+    before = int(now) - EXPIRED_KEPT_DAYS * 86_400
+    removed, cursor = 0, 0
+    while True:
+        cursor, count = await store.sweep_round(before, cursor)
+        removed += count
+        if cursor == 0:
+            return removed
+        await asyncio.sleep(pause_s)  # a round at a time: lookups go between them
+
+
+class InMemoryLinkStore:
+    """A link store in this process (unit tests)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+        self.offsets: dict[int, int] = {}
+
+    async def values(self, codes: Sequence[str]) -> list[bytes | None]:
+        """The stored value of each code (None: not held)."""
+        return [self.entries.get(code) for code in codes]
+
+    async def apply(
+        self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
+    ) -> None:
+        """Store and remove links, and record the offsets after them."""
+        self.entries.update(puts)
+        for code in deletes:
+            self.entries.pop(code, None)
+        self.offsets.update(offsets)
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition."""
+        return dict(self.offsets)
+
+    async def sweep_round(self, before_seconds: int, cursor: int) -> tuple[int, int]:
+        """Remove every link expired before ``before_seconds`` in one round."""
+        old = [c for c, v in self.entries.items() if _HEADER.unpack_from(v)[0] < before_seconds]
+        for code in old:
+            del self.entries[code]
+        return 0, len(old)
+
+    async def claim_sweep(self, day: int) -> bool:
+        """Always this process's."""
+        return True
+
+
+# Removes the fields of the buckets named in KEYS whose expiry (the value's first 4 bytes) is
+# before ARGV[1]; returns how many it removed.
+_SWEEP = """
+local removed = 0
+for _, bucket in ipairs(KEYS) do
+  local all = redis.call('HGETALL', bucket)
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    local b1, b2, b3, b4 = string.byte(v, 1, 4)
+    if ((b1 * 256 + b2) * 256 + b3) * 256 + b4 < tonumber(ARGV[1]) then
+      redis.call('HDEL', bucket, all[i])
+      removed = removed + 1
+    end
+  end
+end
+return removed
+"""
+
+
+class RedisLinkStore:
+    """The live links in Redis hash buckets, with the offsets of the topic applied."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self._redis = client
+        self._prefix = f"{namespace}links:b:"
+        self._offsets_key = f"{namespace}links:offsets"
+        self._sweep_key = f"{namespace}links:sweep"
+        self._sweep = client.register_script(_SWEEP)
+
+    def _bucket(self, code: str) -> tuple[str, str]:
+        suffix, field = split_code(code)
+        return self._prefix + suffix, field
+
+    async def values(self, codes: Sequence[str]) -> list[bytes | None]:
+        """The stored value of each code (None: not held), in one round trip."""
+        if len(codes) == 1:
+            value: Any = await self._redis.hget(*self._bucket(codes[0]))
+            return [value]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                pipe.hget(*self._bucket(code))
+            return list(await pipe.execute())
+
+    async def apply(
+        self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
+    ) -> None:
+        """Store and remove links and record the offsets after them, in one transaction."""
+        by_bucket: dict[str, list[Any]] = {}
+        for code, value in puts:
+            bucket, field = self._bucket(code)
+            by_bucket.setdefault(bucket, []).extend((field, value))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for bucket, pairs in by_bucket.items():
+                pipe.hset(bucket, items=pairs)
+            for code in deletes:
+                pipe.hdel(*self._bucket(code))
+            if offsets:
+                pipe.hset(self._offsets_key, mapping={str(p): o for p, o in offsets.items()})
+            await pipe.execute()
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition (empty for a new or flushed store)."""
+        raw: dict[Any, Any] = await self._redis.hgetall(self._offsets_key)
+        return {int(p): int(o) for p, o in raw.items()}
+
+    async def sweep_round(self, before_seconds: int, cursor: int) -> tuple[int, int]:
+        """Remove links expired before ``before_seconds`` from the next buckets of a scan.
+
+        Returns the next cursor (0: the scan is complete) and how many links were removed.
+        """
+        cursor, buckets = await self._redis.scan(
+            cursor, match=self._prefix + "*", count=SWEEP_BUCKETS_PER_ROUND
+        )
+        removed = await self._sweep(keys=buckets, args=[before_seconds]) if buckets else 0
+        return int(cursor), int(removed)
+
+    async def claim_sweep(self, day: int) -> bool:
+        """True for the one replica that sweeps on ``day`` (days since 1970)."""
+        return bool(await self._redis.set(f"{self._sweep_key}:{day}", 1, nx=True, ex=2 * 86_400))
+
+    async def memory(self) -> int:
+        """Bytes Redis uses for the store's buckets (sampled: a benchmark's figure)."""
+        total, cursor = 0, 0
+        while True:
+            cursor, keys = await self._redis.scan(cursor, match=self._prefix + "*", count=1000)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.memory_usage(key, samples=0)
+                total += sum(int(n or 0) for n in await pipe.execute())
+            if cursor == 0:
+                return total
+
+
+class LinkStoreFiller:
+    """Applies ``stopsms.links.v1`` to the store: a stream handler with no outputs.
+
+    Each batch's links are unsealed (the topic's seal), packed for the store and written with
+    the offsets after them in one transaction; a tombstone (an erased link) removes its entry.
+    """
+
+    def __init__(self, store: LinkStore, pseudonymiser: Pseudonymiser) -> None:
+        self.store = store
+        self._pseudonymiser = pseudonymiser
+        self._sealer = LinkSealer.of(pseudonymiser)
+        self.applied = 0
+
+    def entries(self, records: Iterable[Record]) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """The store's puts and deletes for records of the topic, in their order."""
+        latest: dict[str, bytes | None] = {}
+        for record in records:
+            if record.key is None:
+                continue
+            code = record.key.decode()
+            if record.value is None:
+                latest[code] = None
+                continue
+            link = events_pb2.StopLink.FromString(record.value)
+            latest[code] = self._sealer.pack(
+                link.code,
+                link.sender_id,
+                link.expire_time.seconds,
+                self._pseudonymiser.unseal(link.sealed_msisdn),
+            )
+        puts = [(code, value) for code, value in latest.items() if value is not None]
+        return puts, [code for code, value in latest.items() if value is None]
+
+    async def process(self, records: list[Record]) -> ProcessedBatch:
+        """Store a batch of links and the offsets after them; nothing to publish."""
+        puts, deletes = self.entries(records)
+        offsets: dict[int, int] = {}
+        for record in records:
+            offsets[record.partition] = record.offset + 1
+        await self.store.apply(puts, deletes, offsets)
+        self.applied += len(records)
+        return ProcessedBatch(outputs=[])
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Nothing to restore: the store keeps its own offsets."""
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Nothing held per partition."""
+
+    async def positions(self, partitions: set[int]) -> dict[int, int]:
+        """Where to read each partition from: the store's offsets (a new store: the start)."""
+        applied = await self.store.applied_offsets()
+        return {p: applied.get(p, 0) for p in partitions}
+
+
+async def wait_until_applied(
+    store: LinkStore, ends: dict[int, int], deadline_s: float, poll_s: float = 0.01
+) -> bool:
+    """Wait until the store has applied the topic up to ``ends`` (False: not by the deadline)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline_s
+    while True:
+        applied = await store.applied_offsets()
+        if all(applied.get(p, 0) >= end for p, end in ends.items()):
+            return True
+        if loop.time() >= until:
+            return False
+        await asyncio.sleep(poll_s)
