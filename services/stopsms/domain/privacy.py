@@ -122,6 +122,22 @@ class Pseudonymiser:
             key_id=self._data_key.key_id, nonce=nonce, ciphertext=ciphertext
         )
 
+    def seal_many(self, numbers: list[str]) -> list[events_pb2.SealedMsisdn]:
+        """:meth:`seal` for a campaign: one draw from the OS for every nonce of the batch."""
+        randomness = secrets.token_bytes(NONCE_BYTES * len(numbers))
+        cipher, key_id = self._ciphers[self._data_key.key_id], self._data_key.key_id
+        sealed = []
+        for i, e164 in enumerate(numbers):
+            nonce = randomness[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
+            sealed.append(
+                events_pb2.SealedMsisdn(
+                    key_id=key_id,
+                    nonce=nonce,
+                    ciphertext=cipher.encrypt(nonce, e164.encode(), None),
+                )
+            )
+        return sealed
+
     def seal_text(self, text: str) -> events_pb2.SealedText:
         """Encrypt a message text like a number (one-time codes never rest in clear)."""
         sealed = self.seal(text)

@@ -206,6 +206,29 @@ class InMemoryLinkStore:
         return True
 
 
+# Applies a batch in one call (one reply, not one per bucket): ARGV[1] is the bucket prefix,
+# ARGV[2] the number of puts, then each put's bucket suffix, field and value, then each
+# delete's suffix and field; KEYS[1] is the offsets hash, ARGV's tail its partition/offset pairs
+# after the marker "#offsets".
+_APPLY = """
+local prefix, puts = ARGV[1], tonumber(ARGV[2])
+local i = 3
+for _ = 1, puts do
+  redis.call('HSET', prefix .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+while ARGV[i] ~= '#offsets' do
+  redis.call('HDEL', prefix .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+i = i + 1
+while i < #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return puts
+"""
+
 # Removes the fields of the buckets named in KEYS whose expiry (the value's first 4 bytes) is
 # before ARGV[1]; returns how many it removed.
 _SWEEP = """
@@ -234,6 +257,7 @@ class RedisLinkStore:
         self._offsets_key = f"{namespace}links:offsets"
         self._sweep_key = f"{namespace}links:sweep"
         self._sweep = client.register_script(_SWEEP)
+        self._apply = client.register_script(_APPLY)
 
     def _bucket(self, code: str) -> tuple[str, str]:
         suffix, field = split_code(code)
@@ -252,19 +276,16 @@ class RedisLinkStore:
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
     ) -> None:
-        """Store and remove links and record the offsets after them, in one transaction."""
-        by_bucket: dict[str, list[Any]] = {}
+        """Store and remove links and record the offsets after them, in one script (atomic)."""
+        args: list[Any] = [self._prefix, len(puts)]
         for code, value in puts:
-            bucket, field = self._bucket(code)
-            by_bucket.setdefault(bucket, []).extend((field, value))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for bucket, pairs in by_bucket.items():
-                pipe.hset(bucket, items=pairs)
-            for code in deletes:
-                pipe.hdel(*self._bucket(code))
-            if offsets:
-                pipe.hset(self._offsets_key, mapping={str(p): o for p, o in offsets.items()})
-            await pipe.execute()
+            args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:], value))
+        for code in deletes:
+            args.extend(split_code(code))
+        args.append("#offsets")
+        for partition, offset in offsets.items():
+            args.extend((partition, offset))
+        await self._apply(keys=[self._offsets_key], args=args)
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition (empty for a new or flushed store)."""

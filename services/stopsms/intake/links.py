@@ -47,17 +47,34 @@ _CODE = re.compile(rf"[0-9A-Za-z]{{{CODE_LENGTH}}}")
 _CODE_SPACE = len(_ALPHABET) ** CODE_LENGTH
 
 
-def new_code() -> str:
-    """Draw a fresh random link code, uniformly over all 62¹¹ codes."""
-    while True:
-        number = int.from_bytes(secrets.token_bytes(9), "big") >> 6  # 66 random bits
-        if number < _CODE_SPACE:  # reject the excess rather than bias the draw
-            break
+def _spell(number: int) -> str:
     digits = []
     for _ in range(CODE_LENGTH):
         number, digit = divmod(number, len(_ALPHABET))
         digits.append(_ALPHABET[digit])
     return "".join(digits)
+
+
+def new_code() -> str:
+    """Draw a fresh random link code, uniformly over all 62¹¹ codes."""
+    while True:
+        number = int.from_bytes(secrets.token_bytes(9), "big") >> 6  # 66 random bits
+        if number < _CODE_SPACE:  # reject the excess rather than bias the draw
+            return _spell(number)
+
+
+def new_codes(count: int) -> list[str]:
+    """``count`` fresh codes, drawn as :func:`new_code` does, with one call to the OS's CSPRNG.
+
+    A campaign of 10,000 links otherwise spends more time in 20,000 system calls for random
+    bytes (codes and nonces) than in anything else.
+    """
+    randomness = secrets.token_bytes(9 * count)
+    codes = []
+    for i in range(count):
+        number = int.from_bytes(randomness[9 * i : 9 * i + 9], "big") >> 6
+        codes.append(_spell(number) if number < _CODE_SPACE else new_code())
+    return codes
 
 
 def is_code(text: str) -> bool:

@@ -111,6 +111,12 @@ class RequestSubmitter:
         """Pseudonymise and seal a normalised number."""
         return Subject(self._pseudonymiser.subject(e164), self._pseudonymiser.seal(e164))
 
+    def protect_many(self, numbers: list[str]) -> list[Subject]:
+        """:meth:`protect` for a campaign's numbers (one draw of randomness for every seal)."""
+        sealed = self._pseudonymiser.seal_many(numbers)
+        subject = self._pseudonymiser.subject
+        return [Subject(subject(e164), seal) for e164, seal in zip(numbers, sealed, strict=True)]
+
     def resolve_sender(self, sender_id: str) -> str:
         """The sender a canonical id or alias stands for (the register's aliases)."""
         return self._directory.resolve_sender(sender_id)
