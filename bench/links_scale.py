@@ -14,7 +14,7 @@ a few hundred times a second. It prints:
 * ``link_lookup_p99_ms``: the page's lookup while issuing, beside a bare Redis HGET's p99;
 * CPU milliseconds per thousand links of intake and of the broker (``/proc/<pid>/stat``).
 
-    python -m bench.links_scale [--links 10000000] [--in-flight 4] [--lookups 200]
+    python -m bench.links_scale [--links 10000000] [--replicas 2] [--in-flight 2] [--lookups 200]
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ import os
 import random
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from bench.propagation_sweep import cpu_seconds
+from bench.propagation_sweep import cpu_seconds, machine_busy
 from bench.results import SMOKE, capacity_directory, figure, percentile, record
+from stopsms.adapters.clients import party_channel
 from stopsms.adapters.settings import Settings
 from stopsms.domain.topics import Topics
 from stopsms.intake.link_store import LinkSealer, RedisLinkStore, split_code
@@ -80,7 +82,7 @@ def lookups(
         client = aioredis.Redis.from_url(redis_url)
         store = RedisLinkStore(client, namespace)
         sealer = LinkSealer.of(Settings.from_env({"STOPSMS_DATA_DIR": data_dir}).pseudonymiser())
-        page, bare = [], []
+        page, bare, misses = [], [], 0
         started = time.perf_counter()
         i = 0
         while not os.path.exists(stop_file):
@@ -89,17 +91,19 @@ def lookups(
                 code = random.choice(codes)
                 t0 = time.perf_counter()
                 (value,) = await store.values([code])
-                assert value is not None, f"issued link {code} not in the store"
-                sealer.unpack(code, value)
-                t1 = time.perf_counter()
-                bucket, field = split_code(code)
-                await client.hget(f"{namespace}links:b:{bucket}", field)
-                page.append(t1 - t0)
-                bare.append(time.perf_counter() - t1)
+                if value is None:  # the store is behind the topic: the page would wait
+                    misses += 1
+                else:
+                    sealer.unpack(code, value)
+                    t1 = time.perf_counter()
+                    bucket, field = split_code(code)
+                    await client.hget(f"{namespace}links:b:{bucket}", field)
+                    page.append(t1 - t0)
+                    bare.append(time.perf_counter() - t1)
             i += 1
             await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
         p99s = (percentile(page, 99), percentile(bare, 99)) if page else (0.0, 0.0)
-        Path(stop_file + ".out").write_text(f"{len(page)} {p99s[0]} {p99s[1]}")
+        Path(stop_file + ".out").write_text(f"{len(page)} {misses} {p99s[0]} {p99s[1]}")
         await client.aclose()
 
     asyncio.run(run())
@@ -122,18 +126,25 @@ async def bare_producer_per_s(bootstrap: str, topic: str, sample: bytes, count: 
         await producer.stop()
 
 
-async def run(platform: LocalPlatform, links: int, in_flight: int, lookup_rate: float) -> list:
+async def run(
+    platform: LocalPlatform, links: int, in_flight: int, lookup_rate: float, replicas: int
+) -> list:
     """Issue ``links`` links, then take the figures."""
     topics = Topics(platform.namespace)
     redis = aioredis.Redis.from_url(platform.endpoints["redis"])
     store = RedisLinkStore(redis, platform.namespace)
+    for i in range(2, replicas + 1):
+        platform.serve_replica("intake", f"intake-{i}", 120)
     intake_pids = [p.pid for name, p in platform.processes.items() if name.startswith("intake")]
     assert platform.infra is not None and platform.infra.kafka.process is not None
     broker_pid = platform.infra.kafka.process.pid
     rss_before = sum(rss_mb(pid) for pid in intake_pids)
     used_before = int((await redis.info("memory"))["used_memory"])
     batches = campaigns(min(links // BATCH or 1, NUMBERS // BATCH))
-    channel, metadata = platform.channel("intake", ISSUER)
+    channels = [platform.channel("intake", ISSUER)] + [
+        party_channel(platform.replica_grpc[f"intake-{i}"], ISSUER, platform.tls_folder)
+        for i in range(2, replicas + 1)
+    ]
     codes_file = Path(platform.data_dir) / "codes.txt"
     codes_file.write_text("")
     stop_file = str(Path(platform.data_dir) / "lookups.stop")
@@ -150,46 +161,50 @@ async def run(platform: LocalPlatform, links: int, in_flight: int, lookup_rate: 
     )
     looker.start()
     issued = 0
-    sample_codes: list[tuple[float, list[str]]] = []
+    sample_codes: deque[tuple[float, list[str]]] = deque(maxlen=100)
     cpu_before = {pid: cpu_seconds(pid) for pid in [*intake_pids, broker_pid]}
+    busy_before = machine_busy()
     started = time.perf_counter()
-    async with channel:
-        stub = intake_pb2_grpc.IntakeServiceStub(channel)
-        next_batch = 0
+    stubs = [(intake_pb2_grpc.IntakeServiceStub(c), metadata) for c, metadata in channels]
+    next_batch = 0
 
-        async def issuer() -> None:
-            nonlocal issued, next_batch
-            while next_batch * BATCH < links:
-                request = batches[next_batch % len(batches)]
-                next_batch += 1
-                reply = await stub.IssueStopLinks(request, metadata=metadata, timeout=300)
-                issued += len(reply.links)
-                sample_codes.append((time.monotonic(), [r.code for r in reply.links[::500]]))
-                # Looked up once 5 s old, as a click comes after the SMS: a link just issued
-                # is found too (the page waits for the store), but that wait is not the lookup.
-                ready = [c for t, codes in sample_codes if t < time.monotonic() - 5 for c in codes]
-                codes_file.write_text("\n".join(ready[-2000:]))
-                if issued // 1_000_000 != (issued - len(reply.links)) // 1_000_000:
-                    rate = issued / (time.perf_counter() - started)
-                    print(f"  {issued:,} links issued, {rate:,.0f}/s", flush=True)
+    async def issuer(n: int) -> None:
+        nonlocal issued, next_batch
+        stub, metadata = stubs[n % len(stubs)]  # callers spread over the replicas
+        while next_batch * BATCH < links:
+            request = batches[next_batch % len(batches)]
+            next_batch += 1
+            reply = await stub.IssueStopLinks(request, metadata=metadata, timeout=300)
+            issued += len(reply.links)
+            sample_codes.append((time.monotonic(), [r.code for r in reply.links[::500]]))
+            # Looked up once 5 s old, as a click comes after the SMS: a link just issued
+            # is found too (the page waits for the store), but that wait is not the lookup.
+            ready = [c for t, codes in sample_codes if t < time.monotonic() - 5 for c in codes]
+            codes_file.write_text("\n".join(ready[-2000:]))
+            if issued // 1_000_000 != (issued - len(reply.links)) // 1_000_000:
+                rate = issued / (time.perf_counter() - started)
+                print(f"  {issued:,} links issued, {rate:,.0f}/s", flush=True)
 
-        await asyncio.gather(*(issuer() for _ in range(in_flight)))
-        issued_s = time.perf_counter() - started
-        # The store has every link once its offsets reach the topic's ends.
-        while True:
-            applied = await store.applied_offsets()
-            if sum(applied.values()) >= issued:
-                break
-            if time.perf_counter() - started > issued_s + 600:
-                raise AssertionError(
-                    f"the link store applied {sum(applied.values()):,} of {issued:,} links"
-                )
-            await asyncio.sleep(0.2)
-        filled_s = time.perf_counter() - started
+    await asyncio.gather(*(issuer(n) for n in range(in_flight * len(stubs))))
+    issued_s = time.perf_counter() - started
+    # The store has every link once its offsets reach the topic's ends.
+    while True:
+        applied = await store.applied_offsets()
+        if sum(applied.values()) >= issued:
+            break
+        if time.perf_counter() - started > issued_s + 600:
+            raise AssertionError(
+                f"the link store applied {sum(applied.values()):,} of {issued:,} links"
+            )
+        await asyncio.sleep(0.2)
+    filled_s = time.perf_counter() - started
     cpu = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in cpu_before}
+    busy, capacity = (b - a for a, b in zip(busy_before, machine_busy(), strict=True))
+    for channel, _ in channels:
+        await channel.close()
     Path(stop_file).touch()
     looker.join(60)
-    count, lookup_p99, bare_p99 = Path(stop_file + ".out").read_text().split()
+    count, misses, lookup_p99, bare_p99 = Path(stop_file + ".out").read_text().split()
     rss_after = sum(rss_mb(pid) for pid in intake_pids)
     store_bytes = await store.memory()
     used_after = int((await redis.info("memory"))["used_memory"])
@@ -201,8 +216,9 @@ async def run(platform: LocalPlatform, links: int, in_flight: int, lookup_rate: 
     intake_cpu = sum(cpu[pid] for pid in intake_pids)
     print(
         f"issued {issued:,} in {issued_s:.1f}s, all in the store after {filled_s:.1f}s; "
-        f"{count} lookups; redis used_memory grew {(used_after - used_before) / issued:.1f} "
-        "bytes a link",
+        f"machine {busy / capacity:.0%} busy; {count} lookups, {misses} more of links not yet "
+        "in the store; redis used_memory grew "
+        f"{(used_after - used_before) / issued:.1f} bytes a link",
         flush=True,
     )
     return [
@@ -220,7 +236,8 @@ def main() -> int:
     """Entry point: ``python -m bench.links_scale``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--links", type=int, default=10_000_000)
-    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=2, help="calls in flight per replica")
+    parser.add_argument("--replicas", type=int, default=2, help="intake processes")
     parser.add_argument("--lookups", type=float, default=200.0, help="page lookups per second")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stopsms-bench-") as tmp:
@@ -232,11 +249,14 @@ def main() -> int:
             parties_file=capacity_directory(Path(tmp) / "parties.yaml", (ISSUER,)),
         )
         with platform:
-            figures = asyncio.run(run(platform, args.links, args.in_flight, args.lookups))
+            figures = asyncio.run(
+                run(platform, args.links, args.in_flight, args.lookups, args.replicas)
+            )
     if args.links < 10_000_000 and not SMOKE:
         print("fewer than ten million links: nothing recorded")
         for f in figures:
-            print(f"{f['name']:<34}{f['value']:>12.4f} {f['unit']}")
+            base = "" if f["baseline"] is None else f"  baseline {f['baseline']:.4f}"
+            print(f"{f['name']:<34}{f['value']:>12.4f} {f['unit']}{base}")
         return 0
     record(figures)
     return 0

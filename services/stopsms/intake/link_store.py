@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 BUCKET_CHARS = 3
 #: How long an expired link still gets its "expired: reply STOP to <sender>" page.
 EXPIRED_KEPT_DAYS = 30
+#: Links written per script call: Redis runs one script at a time, so this bounds how long a
+#: page's lookup can wait behind the filler (500 HSETs: about a quarter of a millisecond).
+APPLY_CHUNK = 500
 #: Buckets the sweep looks at per round (one Redis script call).
 SWEEP_BUCKETS_PER_ROUND = 500
 _NUMBER_BYTES = 7  # E.164 has at most 15 digits: 10¹⁵ < 2⁵⁶
@@ -276,16 +279,24 @@ class RedisLinkStore:
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
     ) -> None:
-        """Store and remove links and record the offsets after them, in one script (atomic)."""
-        args: list[Any] = [self._prefix, len(puts)]
-        for code, value in puts:
-            args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:], value))
-        for code in deletes:
-            args.extend(split_code(code))
-        args.append("#offsets")
-        for partition, offset in offsets.items():
-            args.extend((partition, offset))
-        await self._apply(keys=[self._offsets_key], args=args)
+        """Store and remove links, then record the offsets after them.
+
+        Each script call holds Redis for at most :data:`APPLY_CHUNK` links (a page's lookup
+        waits behind at most that); the offsets go with the last chunk, so a crash in between
+        applies the batch again, which writes the same values.
+        """
+        for start in range(0, max(len(puts), 1), APPLY_CHUNK):
+            chunk = puts[start : start + APPLY_CHUNK]
+            last = start + APPLY_CHUNK >= len(puts)
+            args: list[Any] = [self._prefix, len(chunk)]
+            for code, value in chunk:
+                args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:], value))
+            for code in deletes if last else ():
+                args.extend(split_code(code))
+            args.append("#offsets")
+            for partition, offset in offsets.items() if last else ():
+                args.extend((partition, offset))
+            await self._apply(keys=[self._offsets_key], args=args)
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition (empty for a new or flushed store)."""

@@ -97,6 +97,8 @@ class LocalPlatform:
     #: Each service's Kafka credentials (STOPSMS_KAFKA_*), when it runs as a KafkaUser.
     kafka_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The gRPC address of each replica started by :meth:`start_replica`, by name.
+    replica_grpc: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     #: The plaintext health address of each running process, by name.
     health: dict[str, str] = field(default_factory=dict)
@@ -304,15 +306,15 @@ class LocalPlatform:
     def start_replica(self, service: str, name: str) -> subprocess.Popen[bytes]:
         """Another process of ``service``: its own ports; the same keys, topics and groups."""
         prefix = f"STOPSMS_{service.upper()}"
-        return self.start_service(
-            service,
-            name,
-            {
-                f"{prefix}_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
-                f"{prefix}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
-                f"{prefix}_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
-            },
-        )
+        ports = {
+            f"{prefix}_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+            f"{prefix}_HEALTH_ADDRESS": f"127.0.0.1:{free_port()}",
+            f"{prefix}_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        }
+        if service in ("intake", "console"):  # the services that also serve web pages
+            ports[f"{prefix}_HTTP_ADDRESS"] = f"127.0.0.1:{free_port()}"
+        self.replica_grpc[name] = ports[f"{prefix}_GRPC_ADDRESS"]
+        return self.start_service(service, name, ports)
 
     def serve_replica(self, service: str, name: str, timeout: float) -> None:
         """Start a replica and wait until it serves; again on new ports if one was taken."""
