@@ -10,6 +10,7 @@ tests/integration and tests/e2e.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from stopsms.domain.rules import combine
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.intake.link_store import InMemoryLinkStore, LiveLink
 from stopsms.intake.links import LinkDirectory
+from stopsms.notifier import server as notifier_server
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.progress import (
     Acknowledgements,
@@ -36,6 +38,8 @@ from stopsms.notifier.progress import (
     ProgressFollower,
     ProgressPublisher,
 )
+from stopsms.notifier.proof_store import InMemoryProofStore
+from stopsms.notifier.server import PropagationIndex
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.subject_filter import SubjectFilter
@@ -413,3 +417,40 @@ async def test_receipts_make_acknowledgements_and_operator_commits_durable_for_e
     finally:
         for service in reversed(services):
             await service.stop()
+
+
+async def test_the_proof_index_keeps_open_proofs_in_memory_and_reads_done_ones_from_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(notifier_server, "HOLD_DONE_S", 0.0)
+    monkeypatch.setattr(notifier_server, "STORE_FOLLOW_S", 0.01)
+    bus, store = InMemoryBus(2), InMemoryProofStore()
+    index = PropagationIndex(bus, TOPICS.propagation, store)
+    await index.start()
+    try:
+        started = events_pb2.PropagationRecord(event_id="e-open", origin_party_id="iam")
+        done = events_pb2.PropagationRecord(event_id="e-done", origin_party_id="iam", done=True)
+        bus.append(TOPICS.propagation, b"e-open", started.SerializeToString(), partition=0)
+        bus.append(TOPICS.propagation, b"e-done", done.SerializeToString(), partition=1)
+        assert await index.caught_up()
+
+        async def let_go() -> None:
+            while index.peek("e-done") is not None:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(let_go(), 5)  # else: the done proof never left memory
+        assert [r.event_id for r in index.open_records()] == ["e-open"]
+        assert index.peek("e-open") is not None and "e-done" in store.entries
+        found = await index.find("e-done", 1.0, lambda record: True)
+        assert found is not None and found.done
+        assert await index.find("e-done", 0.1, lambda record: False) is None  # not theirs
+        bus.append(TOPICS.propagation, b"e-done", None, partition=1)  # erased
+
+        async def erased() -> None:
+            while "e-done" in store.entries:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(erased(), 5)  # else: the store kept an erased proof
+        assert await index.find("e-done", 0.1, lambda record: True) is None
+    finally:
+        await index.stop()

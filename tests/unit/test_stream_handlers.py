@@ -94,6 +94,9 @@ class FakeProofs:
     async def caught_up(self, wait_seconds: float = 3.0) -> bool:
         return True
 
+    async def stored(self, keys) -> dict[str, events_pb2.PropagationRecord]:
+        return {}  # everything is in memory here
+
 
 def change(event_id: str, sender: str) -> bytes:
     c = events_pb2.SuppressionChanged(event_id=event_id, request_id=event_id, sender_id=sender)

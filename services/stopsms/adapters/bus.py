@@ -444,6 +444,9 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
     def on_batch(self) -> None:
         """Called after each batch of records read; subclasses act once per batch."""
 
+    def on_read(self, key: str, value: V, record: Record) -> None:
+        """Called for every value read, with its record (where it was on the topic)."""
+
     @mode.Service.task
     async def _follow(self) -> None:
         assert self._reader is not None
@@ -460,6 +463,7 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
                     try:
                         self._values[key] = value = self._parse(record.value)
                         self.on_value(key, value)
+                        self.on_read(key, value, record)
                     except Exception:  # noqa: BLE001 - one bad record must not stop the index
                         log.exception(
                             "unreadable record at %s[%d]@%d",

@@ -8,6 +8,7 @@ from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher, PublisherService
+from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
@@ -29,6 +30,7 @@ from stopsms.notifier.progress import (
     ProgressFollower,
     ProgressPublisher,
 )
+from stopsms.notifier.proof_store import RedisProofStore
 from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
 from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
@@ -44,7 +46,16 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
     audit_publisher = PublisherService(settings.kafka, "stopsms-notifier-audit")
     directory = PartiesDirectory.load(settings.parties_file)
     offsets = GroupOffsets(settings.kafka)
-    propagation = PropagationIndex(bus, topics.propagation)
+    propagation = PropagationIndex(
+        bus,
+        topics.propagation,
+        RedisProofStore(
+            connect_redis(settings.redis_url),
+            settings.topic_namespace,
+            int(settings.retention_requests_days * 86_400),
+        ),
+        group=topics.processor_group("notifier-proofs"),
+    )
     publisher = ProgressPublisher(
         lambda: KafkaPublisher(settings.kafka, client_id="stopsms-notifier-proof")
     )

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import mode
@@ -44,6 +45,9 @@ RETRY_DONE_S = 1.0
 #: How often assigned partitions without new changes are taken over.
 SYNC_EVERY_S = 1.0
 PROPAGATION_TYPE = "stopsms.v1.PropagationRecord"
+#: A change decided longer ago than this may have a proof no longer in memory: the prover asks
+#: the proof store about it (half the index's :data:`~stopsms.notifier.server.HOLD_DONE_S`).
+RECHECK_AFTER_S = 30.0
 
 
 class PropagationView(Protocol):
@@ -60,6 +64,9 @@ class PropagationView(Protocol):
 
     async def caught_up(self, wait_seconds: float = 3.0) -> bool:
         """Wait until every record published before the call is held."""
+
+    async def stored(self, keys: Sequence[str]) -> dict[str, events_pb2.PropagationRecord]:
+        """The done proofs of ``keys`` no longer in memory (the proof store's)."""
 
 
 class Prover(mode.Service):
@@ -137,14 +144,26 @@ class Prover(mode.Service):
         opened: list[events_pb2.PropagationRecord] = []
         seen: set[str] = set()
         await self.ensure_synced({record.partition for record in records})
-        for record in records:
-            if record.value is None:
-                continue
-            change = events_pb2.SuppressionChanged.FromString(record.value)
+        changes = [
+            (record, events_pb2.SuppressionChanged.FromString(record.value))
+            for record in records
+            if record.value is not None
+        ]
+        # A change read again after a restart may have been proven: a proof done recently is
+        # still in memory (the index holds it a minute), an older one is in the proof store.
+        old = time.time() - RECHECK_AFTER_S
+        stored = await self.proofs.stored(
+            [
+                c.event_id
+                for _, c in changes
+                if c.decided_time.seconds < old and self.proofs.peek(c.event_id) is None
+            ]
+        )
+        for record, change in changes:
             if change.event_id in seen or self.tracker.is_open(change.event_id):
                 continue  # read again after a rebalance
             seen.add(change.event_id)
-            known = self.proofs.peek(change.event_id)
+            known = self.proofs.peek(change.event_id) or stored.get(change.event_id)
             if known is not None and known.done:
                 continue  # proven before a restart
             if known is not None and known.HasField("change_position"):

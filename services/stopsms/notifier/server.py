@@ -10,14 +10,20 @@ heartbeat carries the cursor forward so it can acknowledge past changes that wer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
+import mode
 from aiokafka.errors import KafkaError
 
-from stopsms.adapters.bus import Bus, CompactedTopicIndex
+from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
 from stopsms.adapters.identity import Authenticator
+from stopsms.adapters.kafka import Record
 from stopsms.adapters.settings import NotifierSettings
+from stopsms.adapters.streams import GroupProcessor
 from stopsms.domain.cursor import (
     InvalidCursor,
     decode_cursor,
@@ -36,18 +42,90 @@ from stopsms.notifier.changes import to_change
 from stopsms.notifier.feed import LiveFeed, advance
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
+from stopsms.notifier.proof_store import InMemoryProofStore, ProofStore, ProofStoreFiller
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 SERVICE_NAME = "stopsms.v1.NotifierService"
+#: How often the index learns how far the proof store has applied the topic.
+STORE_FOLLOW_S = 1.0
+#: A done proof stays in memory at least this long after it was read (then it is stored).
+HOLD_DONE_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
-    """The latest propagation record of every request, from ``stopsms.propagation.v1``."""
+    """The proofs from ``stopsms.propagation.v1``: the open ones in memory, the done ones stored.
 
-    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+    A done proof stays in memory only until the proof store
+    (:mod:`stopsms.notifier.proof_store`) has applied the topic past it, so memory and store
+    together always hold every proof read, and memory holds what is open plus a few seconds of
+    done ones, whatever the history. The store's fillers run in every replica, sharing the
+    topic's partitions in one group.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        store: ProofStore | None = None,
+        *,
+        group: str = "stopsms-notifier-proofs",
+        **kwargs: object,
+    ) -> None:
         super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
         #: The records not done yet: what the lateness watcher looks at.
         self.open: dict[str, events_pb2.PropagationRecord] = {}
+        self.store = store or InMemoryProofStore()
+        self.filler = ProofStoreFiller(self.store)
+        self._group = group
+        self._fill_reader: TopicReading | None = None
+        #: Done proofs held until the store has them: (offset, event id, read at) per partition.
+        self._done: dict[int, deque[tuple[int, str, float]]] = {}
+        self._stored_offsets: dict[int, int] = {}
+
+    async def on_start(self) -> None:
+        """Read the topic; fill the store (the group's share, or all of it in-process)."""
+        await super().on_start()
+        kafka = self._bus.kafka
+        if kafka is not None:
+            stage = GroupProcessor(
+                kafka, self._group, self._topic, self.filler, positions=self.filler.positions
+            )
+            await self.add_runtime_dependency(stage)
+        else:
+            self._fill_reader = self._bus.reader(
+                self._topic, start_offsets=await self.store.applied_offsets()
+            )
+            await self._fill_reader.start()
+
+    async def on_stop(self) -> None:
+        """Close the readers."""
+        await super().on_stop()
+        if self._fill_reader is not None:
+            await self._fill_reader.stop()
+        await self.store.close()
+
+    @mode.Service.task
+    async def _fill_in_process(self) -> None:
+        """With an in-memory bus: apply every record to the store as it is written."""
+        while self._fill_reader is not None and not self.should_stop:
+            records = await self._fill_reader.read(timeout_ms=200)
+            if records:
+                await self.filler.process(records)
+
+    @mode.Service.task
+    async def _follow_store(self) -> None:
+        """Learn how far the store has applied the topic, and let go of what it holds."""
+        while not self.should_stop:
+            await self.sleep(STORE_FOLLOW_S)
+            if not any(self._done.values()):
+                continue  # idle: nothing to let go of, no reason to ask Redis
+            try:
+                self._stored_offsets = await self.store.applied_offsets()
+            except Exception:  # noqa: BLE001 - Redis away: hold the done proofs meanwhile
+                log.warning("proof store unreachable; done proofs stay in memory", exc_info=True)
+            self.on_batch()
 
     def on_value(self, key: str, value: events_pb2.PropagationRecord | None) -> None:
         """Keep the set of records still waiting for some party."""
@@ -55,6 +133,28 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
             self.open.pop(key, None)
         else:
             self.open[key] = value
+
+    def on_read(self, key: str, value: events_pb2.PropagationRecord, record: Record) -> None:
+        """A done proof read: held until the store has applied its offset."""
+        if value.done:
+            held = self._done.setdefault(record.partition, deque())
+            held.append((record.offset, key, time.monotonic()))
+
+    def on_batch(self) -> None:
+        """Forget the done proofs the store holds now and that were read a while ago.
+
+        Held at least :data:`HOLD_DONE_S` after being read, so a change read again soon after
+        its proof was done (a restart, a rebalance) finds it in memory; the prover asks the
+        store only about changes older than that (:data:`~stopsms.notifier.app.RECHECK_AFTER_S`).
+        """
+        before = time.monotonic() - HOLD_DONE_S
+        for partition, held in self._done.items():
+            stored = self._stored_offsets.get(partition, 0)
+            while held and held[0][0] < stored and held[0][2] <= before:
+                _, key, _ = held.popleft()
+                value = self._values.get(key)
+                if value is not None and value.done:
+                    del self._values[key]
 
     def put(self, key: str, value: events_pb2.PropagationRecord) -> None:
         """Hold a record this replica published (and whether it is still open) at once."""
@@ -64,6 +164,32 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
     def open_records(self) -> list[events_pb2.PropagationRecord]:
         """The records not done yet."""
         return list(self.open.values())
+
+    async def stored(self, keys: Sequence[str]) -> dict[str, events_pb2.PropagationRecord]:
+        """The done proofs of ``keys`` the store holds (one round trip)."""
+        if not keys:
+            return {}
+        values = await self.store.get(keys)
+        return {
+            key: events_pb2.PropagationRecord.FromString(value)
+            for key, value in zip(keys, values, strict=True)
+            if value is not None
+        }
+
+    async def find(
+        self,
+        key: str,
+        wait_seconds: float,
+        visible: Callable[[events_pb2.PropagationRecord], bool],
+    ) -> events_pb2.PropagationRecord | None:
+        """The latest proof of ``key`` in memory or in the store, as :meth:`get` answers."""
+        for attempt in range(2):
+            record = self.peek(key) or (await self.stored([key])).get(key)
+            if record is not None and visible(record):
+                return record
+            if attempt == 0:  # what was read is in memory or the store: catch up, look again
+                await self.caught_up(wait_seconds)
+        return None
 
 
 def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
@@ -309,7 +435,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "event_id: too long")
         # "Not yours" takes the very path of "absent" (the same wait, the same answer), so
         # neither the answer nor its time tells a stranger that another party's request exists.
-        record = await self._propagation.get(
+        record = await self._propagation.find(
             wanted, wait_seconds=1.0, visible=lambda found: may_read_proof(party, found)
         )
         if record is None:
