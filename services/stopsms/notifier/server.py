@@ -48,7 +48,7 @@ from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 SERVICE_NAME = "stopsms.v1.NotifierService"
 #: How often the index learns how far the proof store has applied the topic.
 STORE_FOLLOW_S = 1.0
-#: A done proof stays in memory at least this long after it was read (then it is stored).
+#: A done proof stays in memory at least this long after it was done (then it is stored).
 HOLD_DONE_S = 60.0
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         self.filler = ProofStoreFiller(self.store)
         self._group = group
         self._fill_reader: TopicReading | None = None
-        #: Done proofs held until the store has them: (offset, event id, read at) per partition.
+        #: Done proofs held until the store has them: (offset, event id, done at) per partition.
         self._done: dict[int, deque[tuple[int, str, float]]] = {}
         self._stored_offsets: dict[int, int] = {}
 
@@ -138,16 +138,17 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         """A done proof read: held until the store has applied its offset."""
         if value.done:
             held = self._done.setdefault(record.partition, deque())
-            held.append((record.offset, key, time.monotonic()))
+            held.append((record.offset, key, value.done_time.seconds))
 
     def on_batch(self) -> None:
-        """Forget the done proofs the store holds now and that were read a while ago.
+        """Forget the done proofs the store holds now and that were done a while ago.
 
-        Held at least :data:`HOLD_DONE_S` after being read, so a change read again soon after
+        Held at least :data:`HOLD_DONE_S` after being done, so a change read again soon after
         its proof was done (a restart, a rebalance) finds it in memory; the prover asks the
         store only about changes older than that (:data:`~stopsms.notifier.app.RECHECK_AFTER_S`).
+        Reading the topic's history at start, every proof is long done: it goes at once.
         """
-        before = time.monotonic() - HOLD_DONE_S
+        before = time.time() - HOLD_DONE_S
         for partition, held in self._done.items():
             stored = self._stored_offsets.get(partition, 0)
             while held and held[0][0] < stored and held[0][2] <= before:
