@@ -22,6 +22,7 @@ On a real broker and redis-server, with the registry as its own process behind m
 4. ``stopsms scrub`` on a CSV of the same list.
 
     python -m bench.registry [--entries 1000000] [--numbers 1000000] [--seconds 10]
+    python -m bench.registry --national --entries 50000000   # the view at national size
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.echo_server import METHOD, wait_for_address
 from bench.propagation_sweep import cpu_seconds
-from bench.results import capacity_directory, figure, percentile, record
+from bench.results import SMOKE, capacity_directory, figure, percentile, record
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.settings import RegistrySettings, Settings
 from stopsms.adapters.tls import channel_credentials
@@ -441,6 +442,100 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     return figures
 
 
+async def publish_entries_fast(settings: Settings, topic: str, entries: int) -> None:
+    """:func:`publish_entries` for tens of millions: numbers hashed 50,000 at a time."""
+    hasher = NumberHasher(settings.pseudonymiser().pseudonym_key.secret)
+    key_id = settings.pseudonymiser().pseudonym_key.key_id
+    publisher = KafkaPublisher(settings.kafka_bootstrap, timeout_seconds=300)
+    await publisher.start()
+    started = time.perf_counter()
+    template = events_pb2.SuppressionChanged(
+        party_id="iam",
+        action=events_pb2.ACTION_OPT_OUT,
+        channel=events_pb2.CHANNEL_LINK,
+        state=events_pb2.STATE_SUPPRESSED,
+        version=1,
+        changed=True,
+    )
+    try:
+        for start in range(0, entries, 50_000):
+            numbers = range(start, min(start + 50_000, entries))
+            digests, invalid = hasher.hash_chunk([opted_out_number(n) for n in numbers])
+            assert not invalid
+            size = len(digests) // len(numbers)
+            batch = []
+            for i, n in enumerate(numbers):
+                subject = f"{key_id}:{digests[i * size : (i + 1) * size].hex()}"
+                sender = sender_of(n)
+                change = events_pb2.SuppressionChanged()
+                change.CopyFrom(template)
+                change.event_id = change.request_id = f"bench-{n}"
+                change.sender_id, change.subject = sender, subject
+                change.action_time.FromMilliseconds(1_764_000_000_000 + n)
+                batch.append(
+                    (suppression_key(subject, sender).encode(), change.SerializeToString())
+                )
+            await publisher.publish_many(topic, batch)
+            if (start + 50_000) % 5_000_000 == 0:
+                rate = (start + 50_000) / (time.perf_counter() - started)
+                print(f"  published {start + 50_000:,} records, {rate:,.0f}/s", flush=True)
+    finally:
+        await publisher.stop()
+    print(f"  {entries:,} records in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+async def run_national(
+    platform: LocalPlatform, args: argparse.Namespace
+) -> list[dict[str, object]]:
+    """The view at national size: its bytes per entry, its rebuild, Check at 1,000/s.
+
+    The figures are named for fifty million entries (``_50m``) and recorded only from a run of
+    that size; smaller runs print them.
+    """
+    settings = Settings.from_env(platform.environment())
+    topics = Topics(platform.namespace)
+    url = platform.endpoints["redis"]
+    client = redis.Redis.from_url(url)
+    print(f"publishing {args.entries:,} suppression records...", flush=True)
+    await publish_entries_fast(settings, topics.suppressions, args.entries)
+    print("rebuilding the view from the topic...", flush=True)
+    before = used_memory(client)
+    view = RedisSuppressionView.from_url(url, platform.namespace)
+    progress = await rebuild_in_parallel(
+        platform.endpoints["kafka"],
+        topics.suppressions,
+        view,
+        url,
+        platform.namespace,
+        RegistrySettings.from_env(platform.environment()).rebuild_workers,
+    )
+    await view.close()
+    assert progress.verified is not None
+    per_entry = (used_memory(client) - before) / progress.verified.count
+    print(f"  {progress.verified} in {progress.seconds:.1f} s", flush=True)
+    print("starting the registry...", flush=True)
+    platform.services = ("registry",)
+    platform.start_service("registry")
+    platform.wait_until_serving(900)
+    channel, metadata = platform.channel("registry", PARTY)
+    numbers = campaign(min(args.numbers, 200_000), args.entries)
+    async with channel:
+        await wait_until_view_serving(channel, timeout=1800)
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        gc.collect()
+        gc.freeze()
+        await check_latencies(stub, metadata, 1000, WARM_UP_SECONDS, numbers[-5000:])
+        print(f"Check at a steady 1,000/s for {args.seconds:.0f} s...", flush=True)
+        latencies = await check_latencies(stub, metadata, 1000, args.seconds, numbers)
+    client.close()
+    return [
+        figure("redis_bytes_per_entry_50m", per_entry, "B"),
+        figure("rebuild_seconds_50m", progress.seconds, "s"),
+        figure("rebuild_entries_per_s_50m", progress.entries_read / progress.seconds, "1/s"),
+        figure("check_p99_ms_at_1000_50m", percentile(latencies, 99) * 1000, "ms"),
+    ]
+
+
 def main() -> int:
     """Entry point: ``python -m bench.registry``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -448,6 +543,11 @@ def main() -> int:
     parser.add_argument("--numbers", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--national",
+        action="store_true",
+        help="the view at national size only (with --entries 50000000: the _50m figures)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stopsms-bench-") as tmp:
         print("starting Kafka and Redis...", flush=True)
@@ -458,7 +558,12 @@ def main() -> int:
             parties_file=capacity_directory(Path(tmp) / "parties.yaml", (PARTY,)),
         )
         with platform:
-            figures = asyncio.run(run(platform, args))
+            figures = asyncio.run((run_national if args.national else run)(platform, args))
+    if args.national and args.entries < 50_000_000 and not SMOKE:
+        print("fewer than fifty million entries: nothing recorded")
+        for f in figures:
+            print(f"{f['name']:<34}{f['value']:>12.4f} {f['unit']}")
+        return 0
     record(figures)
     return 0
 

@@ -509,3 +509,26 @@ class CompactedTopicIndex(mode.Service, Generic[V]):
         await self.caught_up(wait_seconds)
         value = self._values.get(key)
         return value if value is not None and visible(value) else None
+
+
+class AppliesOffsets(Protocol):
+    """A store filled from a topic that records, per partition, the next offset to apply."""
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition."""
+        ...
+
+
+async def wait_until_applied(
+    store: AppliesOffsets, ends: Mapping[int, int], deadline_s: float, poll_s: float = 0.01
+) -> bool:
+    """Wait until ``store`` has applied its topic up to ``ends`` (False: not by the deadline)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline_s
+    while True:
+        applied = await store.applied_offsets()
+        if all(applied.get(p, 0) >= end for p, end in ends.items()):
+            return True
+        if loop.time() >= until:
+            return False
+        await asyncio.sleep(poll_s)

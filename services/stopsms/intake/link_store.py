@@ -384,18 +384,3 @@ class LinkStoreFiller:
         """Where to read each partition from: the store's offsets (a new store: the start)."""
         applied = await self.store.applied_offsets()
         return {p: applied.get(p, 0) for p in partitions}
-
-
-async def wait_until_applied(
-    store: LinkStore, ends: dict[int, int], deadline_s: float, poll_s: float = 0.01
-) -> bool:
-    """Wait until the store has applied the topic up to ``ends`` (False: not by the deadline)."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + deadline_s
-    while True:
-        applied = await store.applied_offsets()
-        if all(applied.get(p, 0) >= end for p, end in ends.items()):
-            return True
-        if loop.time() >= until:
-            return False
-        await asyncio.sleep(poll_s)

@@ -20,7 +20,7 @@ from typing import Any
 
 import mode
 
-from stopsms.adapters.bus import Bus, TopicReading
+from stopsms.adapters.bus import Bus, TopicReading, wait_until_applied
 from stopsms.adapters.streams import GroupProcessor
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.intake.link_store import (
@@ -31,7 +31,6 @@ from stopsms.intake.link_store import (
     LinkStoreFiller,
     LiveLink,
     sweep,
-    wait_until_applied,
 )
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import grpc
 import mode
 from aiokafka.errors import KafkaError
 
-from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
+from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading, wait_until_applied
 from stopsms.adapters.identity import Authenticator
 from stopsms.adapters.kafka import Record
 from stopsms.adapters.settings import NotifierSettings
@@ -50,6 +50,9 @@ SERVICE_NAME = "stopsms.v1.NotifierService"
 STORE_FOLLOW_S = 1.0
 #: A done proof stays in memory at least this long after it was done (then it is stored).
 HOLD_DONE_S = 60.0
+#: At most this many done proofs are held, whatever the store's lag (about 36 MB): beyond it,
+#: the oldest go, and a lookup of one the store has not taken yet waits for the store.
+MAX_HELD_DONE = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +152,12 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         Reading the topic's history at start, every proof is long done: it goes at once.
         """
         before = time.time() - HOLD_DONE_S
+        over = sum(len(held) for held in self._done.values()) - MAX_HELD_DONE
         for partition, held in self._done.items():
             stored = self._stored_offsets.get(partition, 0)
-            while held and held[0][0] < stored and held[0][2] <= before:
+            while held and (over > 0 or (held[0][0] < stored and held[0][2] <= before)):
                 _, key, _ = held.popleft()
+                over -= 1
                 value = self._values.get(key)
                 if value is not None and value.done:
                     del self._values[key]
@@ -184,13 +189,19 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         visible: Callable[[events_pb2.PropagationRecord], bool],
     ) -> events_pb2.PropagationRecord | None:
         """The latest proof of ``key`` in memory or in the store, as :meth:`get` answers."""
-        for attempt in range(2):
-            record = self.peek(key) or (await self.stored([key])).get(key)
-            if record is not None and visible(record):
-                return record
-            if attempt == 0:  # what was read is in memory or the store: catch up, look again
-                await self.caught_up(wait_seconds)
-        return None
+        record = self.peek(key) or (await self.stored([key])).get(key)
+        if record is not None and visible(record):
+            return record
+        # Read up to the topic's end at the call, and stored up to what was read (a done proof
+        # let go under a burst may not be stored yet): then memory or the store has it.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait_seconds
+        await self.caught_up(wait_seconds)
+        assert self._reader is not None
+        read = await self._reader.positions()
+        await wait_until_applied(self.store, read, max(0.0, until - loop.time()))
+        record = self.peek(key) or (await self.stored([key])).get(key)
+        return record if record is not None and visible(record) else None
 
 
 def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
