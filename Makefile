@@ -3,7 +3,7 @@ PYTHON ?= python3
 PROTO_FILES := $(wildcard protos/stopsms/v1/*.proto)
 BUF ?= $(shell command -v buf 2>/dev/null || echo $(HOME)/go/bin/buf)
 
-.PHONY: install up test test-unit lint protos protos-check buf-lint bench bench-smoke chaos chaos-ci check-schemas fetch-kafka
+.PHONY: install up test test-unit lint protos protos-check buf-lint bench bench-scale bench-smoke chaos chaos-ci check-schemas fetch-kafka
 
 install:  ## System packages (redis-server, Java, Maven, Chromium, NSS tools) and the Python package, when missing.
 	bash deploy/bootstrap.sh
@@ -54,6 +54,11 @@ bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the 
 	$(PYTHON) -m bench.complaints_load
 	$(PYTHON) -m bench.propagation_sweep
 
+bench-scale:  ## National scale (about 25 minutes, ~4 GB of Redis): 10 million links, 5 million proofs, the view with 50 million entries; writes bench/results.json.
+	$(PYTHON) -m bench.links_scale --links 10000000
+	$(PYTHON) -m bench.proofs_scale --proofs 5000000
+	$(PYTHON) -m bench.registry --national --entries 50000000
+
 bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; nothing is recorded.
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation --count 10 --rate 10
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.audit --seconds 1 --concurrency 4
@@ -65,6 +70,9 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.complaints --backlog 200 --seconds 2
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.complaints_load --seconds 3
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.links_scale --links 40000 --lookups 20
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.proofs_scale --proofs 20000 --lookups 50
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --national --entries 100000 --seconds 1
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.tools.launcher fetch
