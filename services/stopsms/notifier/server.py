@@ -107,6 +107,9 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         await super().on_stop()
         if self._fill_reader is not None:
             await self._fill_reader.stop()
+
+    async def on_shutdown(self) -> None:
+        """Close the store once the filler's group stage (a child) has stopped too."""
         await self.store.close()
 
     @mode.Service.task

@@ -1,0 +1,183 @@
+"""The link store and the proof store on the real broker and redis-server.
+
+Both are filled from their topic by a consumer group, with their offsets in Redis beside the
+entries: a lost Redis is filled again from the topic, with nothing done by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from stopsms.adapters.bus import KafkaBus
+from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.domain.privacy import Key, Pseudonymiser
+from stopsms.domain.topics import Topics
+from stopsms.intake.link_store import EXPIRED_KEPT_DAYS, LiveLink, RedisLinkStore, sweep
+from stopsms.intake.links import LinkDirectory, new_codes
+from stopsms.notifier import server as notifier_server
+from stopsms.notifier.proof_store import RedisProofStore
+from stopsms.notifier.server import PropagationIndex
+from stopsms.tools.launcher import LocalInfrastructure
+from stopsms.v1 import events_pb2
+
+pytestmark = pytest.mark.integration
+
+PSEUDONYMS = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 60) -> None:
+    """Wait until ``check`` holds; fail naming ``what`` never happened."""
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, f"{what} within {seconds:.0f} s"
+        await asyncio.sleep(0.1)
+
+
+async def flush(client: aioredis.Redis, pattern: str) -> None:
+    """Lose every key of ``pattern``, as a Redis restarted without its data would."""
+    async for key in client.scan_iter(match=pattern, count=1000):
+        await client.unlink(key)
+
+
+def link(code: str, e164: str, expire: int) -> events_pb2.StopLink:
+    issued = events_pb2.StopLink(
+        code=code,
+        subject=PSEUDONYMS.subject(e164),
+        sealed_msisdn=PSEUDONYMS.seal(e164),
+        sender_id="JUMIA",
+        issuer_party_id="atlas-sms",
+    )
+    issued.expire_time.seconds = expire
+    return issued
+
+
+async def test_links_fill_the_store_from_the_topic_and_fill_it_again_after_redis_is_lost(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    topics = Topics(namespace)
+    client = aioredis.Redis.from_url(infra.redis.url)
+    now = int(time.time())
+    live, expired, old = new_codes(3)
+    publisher = KafkaPublisher(infra.kafka.bootstrap)
+    await publisher.start()
+    try:
+        await publisher.publish_many(
+            topics.links,
+            [
+                (live.encode(), link(live, "+212612345678", now + 3600).SerializeToString()),
+                (expired.encode(), link(expired, "+212612345679", now - 60).SerializeToString()),
+                (
+                    old.encode(),
+                    link(
+                        old, "+212612345670", now - (EXPIRED_KEPT_DAYS + 1) * 86_400
+                    ).SerializeToString(),
+                ),
+            ],
+        )
+
+        async def directory() -> LinkDirectory:
+            started = LinkDirectory(
+                KafkaBus(infra.kafka.bootstrap),
+                topics.links,
+                RedisLinkStore(client, namespace),
+                PSEUDONYMS,
+                group=topics.processor_group("intake-links"),
+            )
+            await started.start()
+            return started
+
+        links = await directory()
+        try:
+            found = await links.get(live, wait_seconds=30)  # the group joins, the store fills
+            assert found == LiveLink(live, "JUMIA", now + 3600, "+212612345678")
+            found_expired = await links.get(expired)
+            assert found_expired is not None and found_expired.expired()
+            assert await links.get("NotIssued00", wait_seconds=1) is None
+            assert await links.caught_up(30), "the store never applied the topic to its end"
+            # Today's sweep may have run at start already (one replica a day): sweep again.
+            await sweep(RedisLinkStore(client, namespace), time.time())
+            assert await links.get(old, wait_seconds=1) is None  # expired 31 days ago: swept
+            assert await links.get(expired) is not None  # expired a minute ago: kept
+        finally:
+            await links.stop()
+
+        await flush(client, f"{namespace}links:*")  # Redis lost everything
+        links = await directory()
+        try:
+            found = await links.get(live, wait_seconds=30)
+            assert found is not None and found.e164 == "+212612345678"  # filled again
+            await publisher.publish(topics.links, live.encode(), None)  # a tombstone
+
+            async def forgotten() -> bool:
+                return await links.get(live, wait_seconds=0.1) is None
+
+            await eventually(forgotten, "the store forgot a link whose tombstone it read")
+        finally:
+            await links.stop()
+    finally:
+        await publisher.stop()
+        await client.aclose()
+
+
+async def test_done_proofs_leave_the_notifiers_memory_for_the_store_and_come_back_after_a_loss(
+    infra: LocalInfrastructure, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifier_server, "STORE_FOLLOW_S", 0.05)
+    topics = Topics(namespace)
+    client = aioredis.Redis.from_url(infra.redis.url)
+    done = events_pb2.PropagationRecord(event_id="iam:r-1", origin_party_id="iam", done=True)
+    done.done_time.FromSeconds(int(time.time()) - 3600)  # an old proof
+    opened = events_pb2.PropagationRecord(event_id="iam:r-2", origin_party_id="iam")
+    publisher = KafkaPublisher(infra.kafka.bootstrap)
+    await publisher.start()
+
+    async def index() -> PropagationIndex:
+        started = PropagationIndex(
+            KafkaBus(infra.kafka.bootstrap),
+            topics.propagation,
+            RedisProofStore(aioredis.Redis.from_url(infra.redis.url), namespace, 86_400),
+            group=topics.processor_group("notifier-proofs"),
+        )
+        await started.start()
+        return started
+
+    try:
+        await publisher.publish_many(
+            topics.propagation,
+            [(b"iam:r-1", done.SerializeToString()), (b"iam:r-2", opened.SerializeToString())],
+        )
+        proofs = await index()
+        try:
+            assert await proofs.caught_up(30), "the index never read the topic to its end"
+
+            async def let_go() -> bool:
+                return proofs.peek("iam:r-1") is None
+
+            await eventually(let_go, "the index let go of a done proof the store holds")
+            assert [r.event_id for r in proofs.open_records()] == ["iam:r-2"]
+            found = await proofs.find("iam:r-1", 5.0, lambda record: True)
+            assert found is not None and found.done  # from the store
+            assert await client.ttl(f"{namespace}proofs:iam:r-1") > 86_000
+        finally:
+            await proofs.stop()
+
+        await flush(client, f"{namespace}proofs:*")  # Redis lost everything
+        proofs = await index()
+        try:
+
+            async def stored_again() -> bool:
+                return bool(await proofs.stored(["iam:r-1"]))
+
+            await eventually(stored_again, "the proof store filled again from the topic")
+            found = await proofs.find("iam:r-1", 5.0, lambda record: True)
+            assert found is not None and found.done
+        finally:
+            await proofs.stop()
+    finally:
+        await publisher.stop()
+        await client.aclose()
