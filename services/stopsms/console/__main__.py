@@ -17,6 +17,7 @@ from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import PublisherService
+from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.adapters.settings import ConsoleSettings
@@ -33,6 +34,8 @@ from stopsms.domain.evidence import ExportSigner
 from stopsms.domain.message_check import LinkSite
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
+from stopsms.intake.link_store import RedisLinkStore
+from stopsms.intake.links import LinkDirectory
 from stopsms.v1 import regulator_pb2
 
 
@@ -70,6 +73,14 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
             window_ms=int(settings.case_window_days * DAY_MS),
         ),
         requests=requests,
+        # Looked up in the link store intake fills: no console holds every link.
+        links=LinkDirectory(
+            bus,
+            topics.links,
+            RedisLinkStore(connect_redis(settings.redis_url), settings.topic_namespace),
+            pseudonymiser,
+            fill=False,
+        ),
     )
     compliance = ComplianceBook(objective_ms=int(settings.propagation_slo_seconds * 1000))
     assessor.proofs.listeners.append(compliance.record)

@@ -28,7 +28,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol, cast
 
 import mode
 
@@ -40,7 +41,7 @@ from stopsms.domain.cases import CaseBook, CasePolicy, same_case
 from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
 from stopsms.domain.compliance import ComplaintTally
 from stopsms.domain.ids import case_id
-from stopsms.domain.message_check import LinkSite, read_text
+from stopsms.domain.message_check import LinkSite, TextReading, read_text
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
 from stopsms.domain.senders import ACTIVE
@@ -121,6 +122,48 @@ class ProofIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
                 listener(value)
 
 
+class IssuedLink(Protocol):
+    """What the assessor needs of an issued link: its sender."""
+
+    @property
+    def sender_id(self) -> str:
+        """The sender the link was issued for."""
+        ...
+
+
+class LinkLookup(Protocol):
+    """Finds issued links by code (a service: it starts, stops and catches up)."""
+
+    async def get_many(
+        self, codes: Iterable[str], wait_seconds: float = 3.0
+    ) -> Mapping[str, IssuedLink]:
+        """The links of those codes that were issued."""
+        ...
+
+    async def caught_up(self, wait_seconds: float = 3.0) -> bool:
+        """Wait until every link issued before the call can be found."""
+        ...
+
+
+class IndexedLinks(CompactedTopicIndex[events_pb2.StopLink]):
+    """Every issued link in memory, from the links topic (tests and benchmarks of the assessor).
+
+    The console's process asks the link store instead, so that no console holds every link.
+    """
+
+    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
+        super().__init__(bus, topic, events_pb2.StopLink.FromString, **kwargs)
+
+    async def get_many(
+        self, codes: Iterable[str], wait_seconds: float = 3.0
+    ) -> dict[str, events_pb2.StopLink]:
+        """The links of those codes held, once caught up for the others."""
+        wanted = list(codes)
+        if any(self.peek(code) is None for code in wanted):
+            await self.caught_up(wait_seconds)
+        return {code: link for code in wanted if (link := self.peek(code)) is not None}
+
+
 class ComplaintAssessor(mode.Service):
     """Reads complaints, assesses them, publishes (and re-publishes) their assessments."""
 
@@ -136,6 +179,7 @@ class ComplaintAssessor(mode.Service):
         clock: Callable[[], float] = time.time,
         case_policy: CasePolicy | None = None,
         requests: RequestHistory | None = None,
+        links: LinkLookup | None = None,
         **kwargs: object,
     ) -> None:
         self._bus = bus
@@ -153,9 +197,9 @@ class ComplaintAssessor(mode.Service):
         # listening before the indexes read anything
         self.decisions.on_decision = self._decided
         self.proofs.on_change = self._proved
-        self.links: CompactedTopicIndex[events_pb2.StopLink] = CompactedTopicIndex(
-            bus, topics.links, events_pb2.StopLink.FromString
-        )
+        #: Where link codes are looked up: the link store intake fills (the console's
+        #: process), or an index of the links topic in memory (tests and benchmarks).
+        self.links: LinkLookup = links or IndexedLinks(bus, topics.links)
         self.published: CompactedTopicIndex[events_pb2.ComplaintAssessed] = CompactedTopicIndex(
             bus, topics.complaint_assessments, events_pb2.ComplaintAssessed.FromString
         )
@@ -181,7 +225,7 @@ class ComplaintAssessor(mode.Service):
             self.register,
             self.decisions,
             self.proofs,
-            self.links,
+            cast(mode.ServiceT, self.links),  # a service too: it starts and stops
             self.published,
             self.published_cases,
         ]
@@ -315,21 +359,33 @@ class ComplaintAssessor(mode.Service):
             )
         return history
 
-    def evidence(self, complaint: events_pb2.ComplaintFiled) -> Evidence:
-        """Everything the rule needs about one complaint, as the indexes hold it now."""
-        reading = None
+    def reading(self, complaint: events_pb2.ComplaintFiled) -> TextReading | None:
+        """What the complained-of text says (None: no text, or its key is unknown)."""
+        if not complaint.HasField("sealed_text"):
+            return None
+        try:
+            text = self._pseudonymiser.unseal_text(complaint.sealed_text)
+        except KeyMaterialError:
+            log.warning("complaint %s: its text's key is unknown", complaint.complaint_id)
+            return None
+        return read_text(text, self._site)
+
+    def evidence(
+        self,
+        complaint: events_pb2.ComplaintFiled,
+        reading: TextReading | None,
+        links: Mapping[str, IssuedLink],
+    ) -> Evidence:
+        """Everything the rule needs about one complaint, as the indexes hold it now.
+
+        ``links`` holds the issued links of the text's codes (looked up before, together).
+        """
         link_valid = False
-        if complaint.HasField("sealed_text"):
-            try:
-                text = self._pseudonymiser.unseal_text(complaint.sealed_text)
-            except KeyMaterialError:
-                log.warning("complaint %s: its text's key is unknown", complaint.complaint_id)
-            else:
-                reading = read_text(text, self._site)
-                links = [self.links.peek(code) for code in reading.link_codes]
-                link_valid = bool(links) and all(
-                    link is not None and link.sender_id == complaint.sender_id for link in links
-                )
+        if reading is not None:
+            found = [links.get(code) for code in reading.link_codes]
+            link_valid = bool(found) and all(
+                link is not None and link.sender_id == complaint.sender_id for link in found
+            )
         history = self.history_of(complaint.subject)
         opt_out = opt_out_in_force(
             history, complaint.sender_id, complaint.received_time.ToMilliseconds()
@@ -374,11 +430,15 @@ class ComplaintAssessor(mode.Service):
         now_ms = int(self._clock() * 1000)
         changed: dict[str, events_pb2.ComplaintAssessed] = {}
         groups: set[str] = set()
-        for complaint_id in dict.fromkeys(complaint_ids):
+        ids = list(dict.fromkeys(complaint_ids))
+        readings = {c: self.reading(self._complaints[c]) for c in ids}
+        codes = {code for r in readings.values() if r is not None for code in r.link_codes}
+        links = await self.links.get_many(codes) if codes else {}
+        for complaint_id in ids:
             before = self.published.peek(complaint_id)
             complaint = self._complaints[complaint_id]
             assessed = assess(
-                self.evidence(complaint),
+                self.evidence(complaint, readings[complaint_id], links),
                 now_ms=now_ms,
                 revision=(before.revision + 1) if before is not None else 1,
             )

@@ -98,6 +98,7 @@ class LinkDirectory(mode.Service):
         pseudonymiser: Pseudonymiser,
         *,
         group: str = "stopsms-intake-links",
+        fill: bool = True,
         **kwargs: Any,
     ) -> None:
         self._bus = bus
@@ -106,6 +107,8 @@ class LinkDirectory(mode.Service):
         self.filler = LinkStoreFiller(store, pseudonymiser)
         self._sealer = LinkSealer.of(pseudonymiser)
         self._group = group
+        #: False for a reader of the store that intake fills (the console).
+        self._fill = fill
         self._stage: GroupProcessor | None = None
         self._reader: TopicReading | None = None
         self._ends: TopicReading | None = None
@@ -113,7 +116,9 @@ class LinkDirectory(mode.Service):
 
     async def on_start(self) -> None:
         """Join the fillers' group (or read the in-memory topic), and open the end-offset reader."""
-        if self._bus.kafka is not None:
+        if not self._fill:
+            pass
+        elif self._bus.kafka is not None:
             self._stage = GroupProcessor(
                 self._bus.kafka,
                 self._group,
@@ -148,7 +153,7 @@ class LinkDirectory(mode.Service):
     @mode.Service.task
     async def _sweep_daily(self) -> None:
         """Once a day, one replica removes the links expired long enough ago."""
-        while not self.should_stop:
+        while self._fill and not self.should_stop:
             day = int(time.time() // 86_400)
             if await self.store.claim_sweep(day):
                 removed = await sweep(self.store, time.time())
