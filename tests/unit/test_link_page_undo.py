@@ -21,7 +21,7 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
-from stopsms.intake.link_store import LiveLink
+from stopsms.intake.link_store import LiveLink, StoreUnavailable
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.intake.undo import UNDO_COOKIE, InMemoryUndoStore
 from stopsms.intake.web import create_web_app
@@ -36,8 +36,11 @@ WINDOW = 900
 @dataclass
 class Links:
     link: LiveLink
+    unavailable: bool = False  # Redis away
 
     async def get(self, code: str) -> LiveLink | None:
+        if self.unavailable:
+            raise StoreUnavailable("link store: connection refused")
         return self.link if code == self.link.code else None
 
 
@@ -61,6 +64,7 @@ class Page:
     publisher: InMemoryPublisher
     registry: Registry
     clock: list[float]
+    links: Links
 
     def published(self) -> list[events_pb2.PreferenceRequested]:
         records = self.publisher.records.get(Topics().requests, [])
@@ -71,11 +75,11 @@ class Page:
 async def page() -> AsyncIterator[Page]:
     pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
     publisher = InMemoryPublisher()
-    link = LiveLink(CODE, "JUMIA", int(time.time()) + 86_400, NUMBER)
+    links = Links(LiveLink(CODE, "JUMIA", int(time.time()) + 86_400, NUMBER))
     clock = [1000.0]
     registry = Registry()
     app = create_web_app(
-        links=Links(link),  # type: ignore[arg-type]
+        links=links,  # type: ignore[arg-type]
         submitter=RequestSubmitter(
             publisher,
             pseudonymiser,
@@ -93,7 +97,7 @@ async def page() -> AsyncIterator[Page]:
         secure_cookies=False,
     )
     async with TestClient(TestServer(app)) as client:
-        yield Page(client, publisher, registry, clock)
+        yield Page(client, publisher, registry, clock, links)
 
 
 async def post(client: TestClient, action: str, token: str | None = None):  # type: ignore[no-untyped-def]
@@ -170,3 +174,11 @@ async def test_after_the_window_the_undo_is_refused(page: Page) -> None:
 async def test_the_token_is_random_and_long(page: Page) -> None:
     tokens = {undo_token(await post(page.client, "opt_out"))}
     assert all(t and re.fullmatch(r"[A-Za-z0-9_-]{43}", t) for t in tokens)
+
+
+async def test_the_page_asks_to_retry_while_the_link_store_is_away(page: Page) -> None:
+    page.links.unavailable = True
+    away = await page.client.get(f"/{CODE}")
+    assert away.status == 503 and "indisponible" in await away.text()
+    assert (await post(page.client, "opt_out")).status == 503
+    assert page.published() == []

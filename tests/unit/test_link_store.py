@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stopsms.adapters.kafka import Record
 from stopsms.domain.privacy import Key, Pseudonymiser
@@ -13,6 +14,7 @@ from stopsms.intake.link_store import (
     LinkStoreError,
     LinkStoreFiller,
     LiveLink,
+    StoreUnavailable,
     sweep,
 )
 from stopsms.v1 import events_pb2
@@ -94,3 +96,15 @@ async def test_the_filler_stores_links_forgets_tombstones_and_the_sweep_drops_ol
     assert await filler.positions({0, 1}) == {0: 5, 1: 0}
     assert await sweep(store, now) == 1
     assert sorted(store.entries) == ["AAAAAAAAAAA", "CCCCCCCCCCC"]
+
+
+class AwayStore(InMemoryLinkStore):
+    async def apply(self, puts, deletes, offsets) -> None:  # type: ignore[no-untyped-def]
+        raise RedisConnectionError("Connection refused")
+
+
+async def test_a_batch_the_store_could_not_take_is_retried_not_fatal() -> None:
+    filler = LinkStoreFiller(AwayStore(), Pseudonymiser(Key("pk1", bytes(32)), [OLD]))
+    with pytest.raises(StoreUnavailable) as raised:
+        await filler.process([_record(0, "AAAAAAAAAAA", None)])
+    assert isinstance(raised.value, OSError)  # the stream layer retries an OSError

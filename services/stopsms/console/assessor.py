@@ -425,6 +425,19 @@ class ComplaintAssessor(mode.Service):
         party = self._directory.get(complaint.party_id)
         return party.id if party is not None and party.is_operator else ""
 
+    async def _links_of(self, codes: set[str]) -> Mapping[str, IssuedLink]:
+        """The issued links of ``codes``; while the link store is away, wait for it.
+
+        An assessment made without the links would call every link foreign.
+        """
+        while codes:
+            try:
+                return await self.links.get_many(codes)
+            except ConnectionError:
+                log.warning("link store unavailable; assessments wait for it", exc_info=True)
+                await asyncio.sleep(1.0)
+        return {}
+
     async def _assess(self, complaint_ids: list[str]) -> None:
         """Assess complaints; publish, together, the assessments and the cases that changed."""
         now_ms = int(self._clock() * 1000)
@@ -433,7 +446,7 @@ class ComplaintAssessor(mode.Service):
         ids = list(dict.fromkeys(complaint_ids))
         readings = {c: self.reading(self._complaints[c]) for c in ids}
         codes = {code for r in readings.values() if r is not None for code in r.link_codes}
-        links = await self.links.get_many(codes) if codes else {}
+        links = await self._links_of(codes)
         for complaint_id in ids:
             before = self.published.peek(complaint_id)
             complaint = self._complaints[complaint_id]

@@ -32,6 +32,7 @@ from hashlib import sha256
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from stopsms.adapters.kafka import Record
 from stopsms.adapters.streams import ProcessedBatch
@@ -56,6 +57,14 @@ _HEADER = struct.Struct(">I2sB")  # expire (s since 1970), data key tag, sender 
 
 class LinkStoreError(ValueError):
     """A stored link that cannot be read (a retired data key, or a value altered in Redis)."""
+
+
+class StoreUnavailable(ConnectionError):
+    """Redis did not answer: the page says to try again; a filler's batch is tried again.
+
+    A :class:`ConnectionError` (an ``OSError``), which the stream layer retries like a Kafka
+    failure rather than ending the process.
+    """
 
 
 @dataclass(frozen=True)
@@ -370,7 +379,10 @@ class LinkStoreFiller:
         offsets: dict[int, int] = {}
         for record in records:
             offsets[record.partition] = record.offset + 1
-        await self.store.apply(puts, deletes, offsets)
+        try:
+            await self.store.apply(puts, deletes, offsets)
+        except RedisError as exc:
+            raise StoreUnavailable(f"link store: {exc}") from exc
         self.applied += len(records)
         return ProcessedBatch(outputs=[])
 

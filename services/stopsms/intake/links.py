@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import mode
+from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, TopicReading, wait_until_applied
 from stopsms.adapters.streams import GroupProcessor
@@ -30,6 +31,7 @@ from stopsms.intake.link_store import (
     LinkStoreError,
     LinkStoreFiller,
     LiveLink,
+    StoreUnavailable,
     sweep,
 )
 
@@ -155,10 +157,14 @@ class LinkDirectory(mode.Service):
         """Once a day, one replica removes the links expired long enough ago."""
         while self._fill and not self.should_stop:
             day = int(time.time() // 86_400)
-            if await self.store.claim_sweep(day):
-                removed = await sweep(self.store, time.time())
-                log.info("link store: %d links expired over %d days ago removed", removed,
-                         EXPIRED_KEPT_DAYS)  # fmt: skip
+            try:
+                if await self.store.claim_sweep(day):
+                    removed = await sweep(self.store, time.time())
+                    log.info("link store: %d links expired over %d days ago removed", removed,
+                             EXPIRED_KEPT_DAYS)  # fmt: skip
+            except RedisError:
+                log.warning("link store unreachable: the sweep waits for the next check",
+                            exc_info=True)  # fmt: skip
             await self.sleep(SWEEP_CHECK_S)
 
     async def get(self, code: str, wait_seconds: float = 3.0) -> LiveLink | None:
@@ -170,18 +176,25 @@ class LinkDirectory(mode.Service):
     ) -> dict[str, LiveLink]:
         """The links of those codes the store holds, once it has caught up for the others."""
         wanted = list(dict.fromkeys(codes))
-        found = self._read(wanted, await self.store.values(wanted))
-        missing = [code for code in wanted if code not in found]
-        if missing and await self.caught_up(wait_seconds):
-            found.update(self._read(missing, await self.store.values(missing)))
+        try:
+            found = self._read(wanted, await self.store.values(wanted))
+            missing = [code for code in wanted if code not in found]
+            if missing and await self.caught_up(wait_seconds):
+                found.update(self._read(missing, await self.store.values(missing)))
+        except RedisError as exc:
+            raise StoreUnavailable(f"link store: {exc}") from exc
         return found
 
     async def caught_up(self, wait_seconds: float = 3.0) -> bool:
         """Wait until the store holds what the topic held at the call (False: timed out)."""
         assert self._ends is not None
         ends = await self._ends.end_offsets()
-        if await wait_until_applied(self.store, ends, wait_seconds):
-            return True
+        try:
+            if await wait_until_applied(self.store, ends, wait_seconds):
+                return True
+        except RedisError:
+            log.warning("link store unreachable", exc_info=True)
+            return False
         log.warning("link store still behind the topic after %.1fs", wait_seconds)
         return False
 

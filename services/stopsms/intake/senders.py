@@ -41,7 +41,7 @@ from stopsms.domain.message_check import LinkSite, read_text
 from stopsms.domain.parties import Party
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore
-from stopsms.intake.link_store import LiveLink
+from stopsms.intake.link_store import LiveLink, StoreUnavailable
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import InvalidField, check_request_id, check_sender
 from stopsms.v1 import events_pb2, senders_pb2, senders_pb2_grpc
@@ -301,7 +301,10 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
             _check_length("text", request.text)
         except InvalidField as exc:
             await self._invalid(context, str(exc))
-        (check,) = await self.check_texts(party, sender_id, [request.text])
+        try:
+            (check,) = await self.check_texts(party, sender_id, [request.text])
+        except StoreUnavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the link store is unavailable; retry")
         return senders_pb2.CheckMessageResponse(check=check)
 
     async def CheckMessages(  # noqa: N802 - gRPC method name
@@ -314,7 +317,10 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
             texts = campaign_texts(request)
         except InvalidField as exc:
             await self._invalid(context, str(exc))
-        checks = await self.check_texts(party, sender_id, texts)
+        try:
+            checks = await self.check_texts(party, sender_id, texts)
+        except StoreUnavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the link store is unavailable; retry")
         return senders_pb2.CheckMessagesResponse(
             checks=checks, all_ok=all(check.ok for check in checks)
         )
@@ -327,7 +333,7 @@ class SenderRegistryServicer(senders_pb2_grpc.SenderRegistryServiceServicer):
         sender_problems = self._sender_problems(party, named, sender_id)
         readings = [read_text(text, self._site) for text in texts]
         codes = {c for r in readings for c in r.link_codes}
-        links = await self._links.get_many(codes) if codes else {}
+        links = await self._links.get_many(codes) if codes else {}  # StoreUnavailable: below
         now = self._now() if self._now is not None else time.time()
         checks = []
         for reading in readings:

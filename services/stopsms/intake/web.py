@@ -27,7 +27,7 @@ from stopsms.domain.ids import LINK_PARTY_ID, event_id, link_request_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.intake import pages
 from stopsms.intake.answers import AnswerStore
-from stopsms.intake.link_store import LiveLink
+from stopsms.intake.link_store import LiveLink, StoreUnavailable
 from stopsms.intake.links import LinkDirectory, is_code
 from stopsms.intake.pages import html_response as _html
 from stopsms.intake.submission import RequestSubmitter
@@ -157,7 +157,11 @@ def create_web_app(
             response.headers["Retry-After"] = str(max(1, round(wait)))
             return response
         code = request.match_info["code"]
-        link = await links.get(code) if is_code(code) else None
+        try:
+            link = await links.get(code) if is_code(code) else None
+        except StoreUnavailable:
+            log.warning("link store unavailable: the page asks to retry", exc_info=True)
+            return message(request, "unavailable", 503)
         if link is None:
             misses.retry_after(client)  # enumeration attempts run out of tokens
             return message(request, "not_found", 404)

@@ -20,10 +20,15 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from stopsms.adapters.kafka import Record
 from stopsms.adapters.streams import ProcessedBatch
 from stopsms.v1 import events_pb2
+
+
+class StoreUnavailable(ConnectionError):
+    """Redis did not answer (an ``OSError``: the stream layer retries the batch)."""
 
 
 class ProofStore(Protocol):
@@ -160,7 +165,10 @@ class ProofStoreFiller:
             # a proof's start is held in memory by every replica until it is done
         puts = [(event, value) for event, value in latest.items() if value is not None]
         deletes = [event for event, value in latest.items() if value is None]
-        await self.store.apply(puts, deletes, offsets)
+        try:
+            await self.store.apply(puts, deletes, offsets)
+        except RedisError as exc:  # retried by the stream layer, like a Kafka failure
+            raise StoreUnavailable(f"proof store: {exc}") from exc
         return ProcessedBatch(outputs=[])
 
     async def assigned(self, partitions: set[int]) -> None:

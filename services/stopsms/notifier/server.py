@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 import mode
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading, wait_until_applied
 from stopsms.adapters.identity import Authenticator
@@ -42,7 +43,12 @@ from stopsms.notifier.changes import to_change
 from stopsms.notifier.feed import LiveFeed, advance
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
-from stopsms.notifier.proof_store import InMemoryProofStore, ProofStore, ProofStoreFiller
+from stopsms.notifier.proof_store import (
+    InMemoryProofStore,
+    ProofStore,
+    ProofStoreFiller,
+    StoreUnavailable,
+)
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 SERVICE_NAME = "stopsms.v1.NotifierService"
@@ -178,7 +184,10 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         """The done proofs of ``keys`` the store holds (one round trip)."""
         if not keys:
             return {}
-        values = await self.store.get(keys)
+        try:
+            values = await self.store.get(keys)
+        except RedisError as exc:
+            raise StoreUnavailable(f"proof store: {exc}") from exc
         return {
             key: events_pb2.PropagationRecord.FromString(value)
             for key, value in zip(keys, values, strict=True)
@@ -450,9 +459,14 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "event_id: too long")
         # "Not yours" takes the very path of "absent" (the same wait, the same answer), so
         # neither the answer nor its time tells a stranger that another party's request exists.
-        record = await self._propagation.find(
-            wanted, wait_seconds=1.0, visible=lambda found: may_read_proof(party, found)
-        )
+        try:
+            record = await self._propagation.find(
+                wanted, wait_seconds=1.0, visible=lambda found: may_read_proof(party, found)
+            )
+        except StoreUnavailable:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the proof store is unavailable; retry"
+            )
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no propagation record for this request")
         self._auth.permitted(party, method, [])
