@@ -15,6 +15,7 @@ from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
+from stopsms.adapters.streams import ConsumerLag
 from stopsms.domain.message_check import LinkSite
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.ratelimit import KeyedRateLimiter
@@ -82,6 +83,10 @@ class IntakeProcess:
             RedisLinkStore(redis, settings.topic_namespace),
             pseudonymiser,
             group=topics.processor_group("intake-links"),
+        )
+        # How far the link store is behind the links topic (StopSMSStoreBehind).
+        self.links_lag = ConsumerLag(
+            settings.kafka, topics.processor_group("intake-links"), [topics.links]
         )
         self.sender_register = SenderRegisterFollower(bus, topics.senders, directory)
         self.auth = auth = Authenticator(
@@ -194,6 +199,7 @@ class IntakeProcess:
             if self._own_publisher:
                 await self.publisher.start()  # type: ignore[attr-defined]
             await self.links.start()
+            await self.links_lag.start()
             await self.sender_register.start()  # returns once the register is read
             self._web_runner = web.AppRunner(self.web_app, access_log=None)
             await self._web_runner.setup()
@@ -216,6 +222,7 @@ class IntakeProcess:
         await self.lookups.close()
         await self.answers.close()
         await self.sender_register.stop()
+        await self.links_lag.stop()
         await self.links.stop()
         if self._own_publisher:
             await self.publisher.stop()  # type: ignore[attr-defined]

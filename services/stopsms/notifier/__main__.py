@@ -62,6 +62,8 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
     progress = ProgressLog()
     prover = Prover(topics, directory, publisher, propagation, progress)
     tracking = create_tracking_stage(settings, prover)
+    # How far the proof store is behind the proofs topic (StopSMSStoreBehind).
+    proofs_lag = ConsumerLag(settings.kafka, propagation.group, [topics.propagation])
     lag = ConsumerLag(
         settings.kafka,
         tracking.group,
@@ -141,6 +143,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
             prover,
             tracking,
             lag,
+            proofs_lag,
             acknowledgements,
             operators,
             feed,

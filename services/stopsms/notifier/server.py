@@ -87,7 +87,7 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         self.open: dict[str, events_pb2.PropagationRecord] = {}
         self.store = store or InMemoryProofStore()
         self.filler = ProofStoreFiller(self.store)
-        self._group = group
+        self.group = group
         self._fill_reader: TopicReading | None = None
         #: Done proofs held until the store has them: (offset, event id, done at) per partition.
         self._done: dict[int, deque[tuple[int, str, float]]] = {}
@@ -99,7 +99,7 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         kafka = self._bus.kafka
         if kafka is not None:
             stage = GroupProcessor(
-                kafka, self._group, self._topic, self.filler, positions=self.filler.positions
+                kafka, self.group, self._topic, self.filler, positions=self.filler.positions
             )
             await self.add_runtime_dependency(stage)
         else:
