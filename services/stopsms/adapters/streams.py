@@ -193,6 +193,7 @@ class GroupProcessor(mode.Service):
         batch_window_s: float = BATCH_WINDOW_S,
         housekeeping: Callable[[], ProcessedBatch | None] | None = None,
         positions: Callable[[set[int]], Awaitable[dict[int, int]]] | None = None,
+        fetch_wait_ms: int = 500,
         **kwargs: Any,
     ) -> None:
         self.kafka = KafkaAccess.of(kafka)
@@ -209,6 +210,10 @@ class GroupProcessor(mode.Service):
         #: Where to read newly assigned partitions from, for a handler whose output keeps its
         #: own offsets (intake's link store, in Redis); None: the group's committed offsets.
         self.positions = positions
+        #: How long an idle fetch waits at the broker (records answer it at once): a stage
+        #: that must start on partitions taken over at once keeps 500 ms; a store's filler,
+        #: whose lookups wait for it anyway, waits as long as the readers do (fewer wake-ups).
+        self.fetch_wait_ms = fetch_wait_ms
         #: How long the group waits for a silent member before handing its partitions over.
         self.session_timeout_s = session_timeout_s
         self.consumer: AIOKafkaConsumer | None = None
@@ -250,7 +255,7 @@ class GroupProcessor(mode.Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=MAX_BATCH,
-            fetch_max_wait_ms=500,
+            fetch_max_wait_ms=self.fetch_wait_ms,
             consumer_timeout_ms=int(FETCHER_WAKE_S * 1000),
             session_timeout_ms=int(self.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.session_timeout_s * 100),

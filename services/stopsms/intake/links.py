@@ -22,6 +22,7 @@ import mode
 from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, TopicReading, wait_until_applied
+from stopsms.adapters.kafka import READER_FETCH_WAIT_MS
 from stopsms.adapters.streams import GroupProcessor
 from stopsms.domain.privacy import Pseudonymiser
 from stopsms.intake.link_store import (
@@ -127,6 +128,7 @@ class LinkDirectory(mode.Service):
                 self._topic,
                 self.filler,
                 positions=self.filler.positions,
+                fetch_wait_ms=READER_FETCH_WAIT_MS,
             )
             await self.add_runtime_dependency(self._stage)
         else:

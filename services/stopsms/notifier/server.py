@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading, wait_until_applied
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.kafka import Record
+from stopsms.adapters.kafka import READER_FETCH_WAIT_MS, Record
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.streams import GroupProcessor
 from stopsms.domain.cursor import (
@@ -99,7 +99,12 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         kafka = self._bus.kafka
         if kafka is not None:
             stage = GroupProcessor(
-                kafka, self.group, self._topic, self.filler, positions=self.filler.positions
+                kafka,
+                self.group,
+                self._topic,
+                self.filler,
+                positions=self.filler.positions,
+                fetch_wait_ms=READER_FETCH_WAIT_MS,
             )
             await self.add_runtime_dependency(stage)
         else:
