@@ -35,9 +35,9 @@ from aiokafka import AIOKafkaProducer
 from bench.propagation_sweep import cpu_seconds, machine_busy
 from bench.results import SMOKE, capacity_directory, figure, percentile, record
 from stopsms.adapters.clients import party_channel
+from stopsms.adapters.link_store import LinkSealer, RedisLinkStore, split_code
 from stopsms.adapters.settings import Settings
 from stopsms.domain.topics import Topics
-from stopsms.intake.link_store import LinkSealer, RedisLinkStore, split_code
 from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
 from stopsms.v1 import intake_pb2, intake_pb2_grpc
 

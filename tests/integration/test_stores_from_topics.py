@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from stopsms.adapters.bus import KafkaBus
 from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.link_store import EXPIRED_KEPT_DAYS, LiveLink, RedisLinkStore, sweep
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
-from stopsms.intake.link_store import EXPIRED_KEPT_DAYS, LiveLink, RedisLinkStore, sweep
 from stopsms.intake.links import LinkDirectory, new_codes
 from stopsms.notifier import server as notifier_server
 from stopsms.notifier.proof_store import RedisProofStore

@@ -17,11 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from stopsms.adapters.bus import InMemoryPublisher
+from stopsms.adapters.link_store import LiveLink, StoreUnavailable
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
-from stopsms.intake.link_store import LiveLink, StoreUnavailable
 from stopsms.intake.submission import InMemoryRequestReferences, RequestSubmitter
 from stopsms.intake.undo import UNDO_COOKIE, InMemoryUndoStore
 from stopsms.intake.web import create_web_app

@@ -6,8 +6,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stopsms.adapters.kafka import Record
-from stopsms.domain.privacy import Key, Pseudonymiser
-from stopsms.intake.link_store import (
+from stopsms.adapters.link_store import (
     EXPIRED_KEPT_DAYS,
     InMemoryLinkStore,
     LinkSealer,
@@ -17,6 +16,7 @@ from stopsms.intake.link_store import (
     StoreUnavailable,
     sweep,
 )
+from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.v1 import events_pb2
 
 OLD, NEW = Key("dk1", bytes(range(32))), Key("dk2", bytes(range(1, 33)))

@@ -20,6 +20,7 @@ import yaml
 from aiohttp import web
 
 from stopsms.adapters.bus import InMemoryBus, InMemoryConsumerGroups, InMemoryPublisher
+from stopsms.adapters.link_store import InMemoryLinkStore, LiveLink
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.view import InMemorySuppressionView
@@ -28,7 +29,6 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.proof import ProgressLog
 from stopsms.domain.rules import combine
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
-from stopsms.intake.link_store import InMemoryLinkStore, LiveLink
 from stopsms.intake.links import LinkDirectory
 from stopsms.notifier import server as notifier_server
 from stopsms.notifier.feed import LiveFeed

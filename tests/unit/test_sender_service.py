@@ -8,6 +8,7 @@ import pytest
 
 from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, AuditTrail, Authenticator
+from stopsms.adapters.link_store import InMemoryLinkStore
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
@@ -16,7 +17,6 @@ from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
-from stopsms.intake.link_store import InMemoryLinkStore
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.senders import SenderRegistryServicer
 from stopsms.intake.server import IntakeServicer

@@ -17,6 +17,7 @@ from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import PublisherService
+from stopsms.adapters.link_store import LinkDirectory, RedisLinkStore
 from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
@@ -34,8 +35,6 @@ from stopsms.domain.evidence import ExportSigner
 from stopsms.domain.message_check import LinkSite
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.topics import Topics
-from stopsms.intake.link_store import RedisLinkStore
-from stopsms.intake.links import LinkDirectory
 from stopsms.v1 import regulator_pb2
 
 

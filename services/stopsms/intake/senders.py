@@ -34,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stopsms.adapters.identity import Authenticator
 from stopsms.adapters.kafka import Publisher, PublishFailed
+from stopsms.adapters.link_store import LiveLink, StoreUnavailable
 from stopsms.adapters.sender_register import SenderRegisterFollower, publish_change
 from stopsms.domain import senders as rules
 from stopsms.domain.ids import event_id
@@ -41,7 +42,6 @@ from stopsms.domain.message_check import LinkSite, read_text
 from stopsms.domain.parties import Party
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore
-from stopsms.intake.link_store import LiveLink, StoreUnavailable
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.server import InvalidField, check_request_id, check_sender
 from stopsms.v1 import events_pb2, senders_pb2, senders_pb2_grpc

@@ -10,6 +10,7 @@ from aiohttp import web
 from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import KafkaPublisher, Publisher
+from stopsms.adapters.link_store import RedisLinkStore
 from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.sender_register import SenderRegisterFollower
@@ -25,7 +26,6 @@ from stopsms.intake.citizen_messages import CitizenMessages
 from stopsms.intake.codes import OneTimeCodes
 from stopsms.intake.complaint_page import add_complaint_routes
 from stopsms.intake.complaints import ComplaintDesk
-from stopsms.intake.link_store import RedisLinkStore
 from stopsms.intake.links import LinkDirectory
 from stopsms.intake.preferences import add_preferences_routes
 from stopsms.intake.screenshot_store import FileScreenshotStore

@@ -23,11 +23,11 @@ from aiohttp import web
 
 from stopsms.adapters.clients import party_channel
 from stopsms.adapters.kafka import PublishFailed
+from stopsms.adapters.link_store import LiveLink, StoreUnavailable
 from stopsms.domain.ids import LINK_PARTY_ID, event_id, link_request_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.intake import pages
 from stopsms.intake.answers import AnswerStore
-from stopsms.intake.link_store import LiveLink, StoreUnavailable
 from stopsms.intake.links import LinkDirectory, is_code
 from stopsms.intake.pages import html_response as _html
 from stopsms.intake.submission import RequestSubmitter
