@@ -124,7 +124,10 @@ async def run(
         drained = time.perf_counter() - started
         cpu_ms = (cpu_seconds(os.getpid()) - cpu_before) * 1000 / backlog
         # the bare loop: the same rule over the same evidence, without Kafka
-        evidence = [assessor.evidence(c) for c in filed]
+        readings = [assessor.reading(c) for c in filed]
+        codes = {code for r in readings if r is not None for code in r.link_codes}
+        links = await assessor.links.get_many(codes)
+        evidence = [assessor.evidence(c, r, links) for c, r in zip(filed, readings, strict=True)]
         bare_started = time.perf_counter()
         for item in evidence:
             assess(item, now_ms)

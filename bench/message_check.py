@@ -21,13 +21,15 @@ import grpc
 from bench.results import figure, record
 from stopsms.adapters.bus import InMemoryBus, InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, AuditTrail, Authenticator
+from stopsms.adapters.link_store import InMemoryLinkStore, LinkDirectory, LinkSealer
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.domain import message_check, messages
 from stopsms.domain.message_check import LinkSite
+from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import InMemoryAnswerStore
-from stopsms.intake.links import LinkDirectory, new_code
+from stopsms.intake.links import new_code
 from stopsms.intake.senders import SenderRegistryServicer
 from stopsms.tools.senders import local_directory
 from stopsms.v1 import events_pb2, senders_pb2, senders_pb2_grpc
@@ -70,9 +72,15 @@ async def served(texts: list[str], rounds: int, links: list[events_pb2.StopLink]
     topics = Topics()
     directory = local_directory()
     register = SenderRegisterFollower(bus, topics.senders, directory)
-    link_directory = LinkDirectory(bus, topics.links)
-    for link in links:
-        link_directory.remember(link)
+    # The links as intake's fillers would have stored them (the store is what CheckMessages reads).
+    keys = Pseudonymiser(Key("pk1", bytes(32)), [Key("dk1", bytes(range(32)))])
+    sealer, store = LinkSealer.of(keys), InMemoryLinkStore()
+    store.entries.update(
+        (link.code, sealer.pack(link.code, link.sender_id, 4_000_000_000, "+212612345678"))
+        for link in links
+    )
+    link_directory = LinkDirectory(bus, topics.links, store, keys, fill=False)
+    await link_directory.start()
     servicer = SenderRegistryServicer(
         register=register,
         links=link_directory,
@@ -111,6 +119,7 @@ async def served(texts: list[str], rounds: int, links: list[events_pb2.StopLink]
                 assert failing == 2 * len(texts) // 5, failing  # the foreign link, no mention
     finally:
         await endpoint.stop(0)
+        await link_directory.stop()
     return best
 
 
