@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from bench.propagation_sweep import cpu_seconds, machine_busy
-from bench.results import SMOKE, capacity_directory, figure, percentile, record
+from bench.results import capacity_directory, figure, percentile, record
 from stopsms.adapters.clients import party_channel
 from stopsms.adapters.link_store import LinkSealer, RedisLinkStore, split_code
 from stopsms.adapters.settings import Settings
@@ -252,13 +252,7 @@ def main() -> int:
             figures = asyncio.run(
                 run(platform, args.links, args.in_flight, args.lookups, args.replicas)
             )
-    if args.links < 10_000_000 and not SMOKE:
-        print("fewer than ten million links: nothing recorded")
-        for f in figures:
-            base = "" if f["baseline"] is None else f"  baseline {f['baseline']:.4f}"
-            print(f"{f['name']:<34}{f['value']:>12.4f} {f['unit']}{base}")
-        return 0
-    record(figures)
+    record(figures, short_of="fewer than ten million links" if args.links < 10_000_000 else None)
     return 0
 
 

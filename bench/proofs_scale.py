@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from bench.links_scale import rss_mb
 from bench.propagation_sweep import cpu_seconds
-from bench.results import SMOKE, capacity_directory, figure, percentile, record
+from bench.results import capacity_directory, figure, percentile, record
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.domain.topics import Topics
 from stopsms.tools.local_platform import DEFAULT_PORTS, LocalPlatform
@@ -162,13 +162,7 @@ def main() -> int:
         )
         with platform:
             figures = asyncio.run(run(platform, args.proofs, args.lookups))
-    if args.proofs < 5_000_000 and not SMOKE:
-        print("fewer than five million proofs: nothing recorded")
-        for f in figures:
-            base = "" if f["baseline"] is None else f"  baseline {f['baseline']:.4f}"
-            print(f"{f['name']:<34}{f['value']:>12.4f} {f['unit']}{base}")
-        return 0
-    record(figures)
+    record(figures, short_of="fewer than five million proofs" if args.proofs < 5_000_000 else None)
     return 0
 
 

@@ -44,7 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.echo_server import METHOD, wait_for_address
 from bench.propagation_sweep import cpu_seconds
-from bench.results import SMOKE, capacity_directory, figure, percentile, record
+from bench.results import capacity_directory, figure, percentile, record
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.settings import RegistrySettings, Settings
 from stopsms.adapters.tls import channel_credentials
@@ -559,12 +559,8 @@ def main() -> int:
         )
         with platform:
             figures = asyncio.run((run_national if args.national else run)(platform, args))
-    if args.national and args.entries < 50_000_000 and not SMOKE:
-        print("fewer than fifty million entries: nothing recorded")
-        for f in figures:
-            print(f"{f['name']:<34}{f['value']:>12.4f} {f['unit']}")
-        return 0
-    record(figures)
+    short = args.national and args.entries < 50_000_000
+    record(figures, short_of="fewer than fifty million entries" if short else None)
     return 0
 
 

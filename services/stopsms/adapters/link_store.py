@@ -36,8 +36,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, TopicReading, wait_until_applied
-from stopsms.adapters.kafka import READER_FETCH_WAIT_MS, Record
-from stopsms.adapters.streams import GroupProcessor, ProcessedBatch
+from stopsms.adapters.kafka import Record
+from stopsms.adapters.store_fill import StoreFill, StoreFiller
+from stopsms.adapters.streams import ProcessedBatch
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.v1 import events_pb2
 
@@ -342,7 +343,7 @@ class RedisLinkStore:
                 return total
 
 
-class LinkStoreFiller:
+class LinkStoreFiller(StoreFiller):
     """Applies ``stopsms.links.v1`` to the store: a stream handler with no outputs.
 
     Each batch's links are unsealed (the topic's seal), packed for the store and written with
@@ -350,7 +351,8 @@ class LinkStoreFiller:
     """
 
     def __init__(self, store: LinkStore, pseudonymiser: Pseudonymiser) -> None:
-        self.store = store
+        super().__init__(store)
+        self.store: LinkStore = store
         self._pseudonymiser = pseudonymiser
         self._sealer = LinkSealer.of(pseudonymiser)
         self.applied = 0
@@ -388,17 +390,6 @@ class LinkStoreFiller:
         self.applied += len(records)
         return ProcessedBatch(outputs=[])
 
-    async def assigned(self, partitions: set[int]) -> None:
-        """Nothing to restore: the store keeps its own offsets."""
-
-    def revoked(self, partitions: set[int]) -> None:
-        """Nothing held per partition."""
-
-    async def positions(self, partitions: set[int]) -> dict[int, int]:
-        """Where to read each partition from: the store's offsets (a new store: the start)."""
-        applied = await self.store.applied_offsets()
-        return {p: applied.get(p, 0) for p in partitions}
-
 
 #: How often a replica looks whether today's sweep of expired links is still to do.
 SWEEP_CHECK_S = 3600.0
@@ -432,47 +423,23 @@ class LinkDirectory(mode.Service):
         self._group = group
         #: False for a reader of the store that intake fills (the console).
         self._fill = fill
-        self._stage: GroupProcessor | None = None
-        self._reader: TopicReading | None = None
         self._ends: TopicReading | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         """Join the fillers' group (or read the in-memory topic), and open the end-offset reader."""
-        if not self._fill:
-            pass
-        elif self._bus.kafka is not None:
-            self._stage = GroupProcessor(
-                self._bus.kafka,
-                self._group,
-                self._topic,
-                self.filler,
-                positions=self.filler.positions,
-                fetch_wait_ms=READER_FETCH_WAIT_MS,
+        if self._fill:
+            await self.add_runtime_dependency(
+                StoreFill(self._bus, self._topic, self._group, self.filler)
             )
-            await self.add_runtime_dependency(self._stage)
-        else:
-            self._reader = self._bus.reader(
-                self._topic, start_offsets=await self.store.applied_offsets()
-            )
-            await self._reader.start()
         # End offsets on a connection of their own, not behind a long-poll fetch.
         self._ends = self._bus.reader(self._topic, client_id="stopsms-links-ends", fetching=False)
         await self._ends.start()
 
     async def on_stop(self) -> None:
-        """Close the readers (the group's stage stops with this service)."""
-        for reader in (self._reader, self._ends):
-            if reader is not None:
-                await reader.stop()
-
-    @mode.Service.task
-    async def _fill_in_process(self) -> None:
-        """With an in-memory bus: apply every record to the store as it is written."""
-        while self._reader is not None and not self.should_stop:
-            records = await self._reader.read(timeout_ms=200)
-            if records:
-                await self.filler.process(records)
+        """Close the end-offset reader (the filling stops with this service)."""
+        if self._ends is not None:
+            await self._ends.stop()
 
     @mode.Service.task
     async def _sweep_daily(self) -> None:

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stopsms.adapters.kafka import Record
+from stopsms.adapters.store_fill import StoreFiller
 from stopsms.adapters.streams import ProcessedBatch
 from stopsms.v1 import events_pb2
 
@@ -143,11 +144,12 @@ class RedisProofStore:
         await self._redis.aclose()
 
 
-class ProofStoreFiller:
+class ProofStoreFiller(StoreFiller):
     """Applies the propagation topic to the store: done proofs in, tombstones out."""
 
     def __init__(self, store: ProofStore) -> None:
-        self.store = store
+        super().__init__(store)
+        self.store: ProofStore = store
 
     async def process(self, records: list[Record]) -> ProcessedBatch:
         """Store a batch's done proofs and the offsets after them; nothing to publish."""
@@ -170,14 +172,3 @@ class ProofStoreFiller:
         except RedisError as exc:  # retried by the stream layer, like a Kafka failure
             raise StoreUnavailable(f"proof store: {exc}") from exc
         return ProcessedBatch(outputs=[])
-
-    async def assigned(self, partitions: set[int]) -> None:
-        """Nothing to restore: the store keeps its own offsets."""
-
-    def revoked(self, partitions: set[int]) -> None:
-        """Nothing held per partition."""
-
-    async def positions(self, partitions: set[int]) -> dict[int, int]:
-        """Where to read each partition from: the store's offsets (a new store: the start)."""
-        applied = await self.store.applied_offsets()
-        return {p: applied.get(p, 0) for p in partitions}

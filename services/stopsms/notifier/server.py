@@ -20,11 +20,11 @@ import mode
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading, wait_until_applied
+from stopsms.adapters.bus import Bus, CompactedTopicIndex, wait_until_applied
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.kafka import READER_FETCH_WAIT_MS, Record
+from stopsms.adapters.kafka import Record
 from stopsms.adapters.settings import NotifierSettings
-from stopsms.adapters.streams import GroupProcessor
+from stopsms.adapters.store_fill import StoreFill
 from stopsms.domain.cursor import (
     InvalidCursor,
     decode_cursor,
@@ -88,7 +88,6 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         self.store = store or InMemoryProofStore()
         self.filler = ProofStoreFiller(self.store)
         self.group = group
-        self._fill_reader: TopicReading | None = None
         #: Done proofs held until the store has them: (offset, event id, done at) per partition.
         self._done: dict[int, deque[tuple[int, str, float]]] = {}
         self._stored_offsets: dict[int, int] = {}
@@ -96,40 +95,13 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
     async def on_start(self) -> None:
         """Read the topic; fill the store (the group's share, or all of it in-process)."""
         await super().on_start()
-        kafka = self._bus.kafka
-        if kafka is not None:
-            stage = GroupProcessor(
-                kafka,
-                self.group,
-                self._topic,
-                self.filler,
-                positions=self.filler.positions,
-                fetch_wait_ms=READER_FETCH_WAIT_MS,
-            )
-            await self.add_runtime_dependency(stage)
-        else:
-            self._fill_reader = self._bus.reader(
-                self._topic, start_offsets=await self.store.applied_offsets()
-            )
-            await self._fill_reader.start()
-
-    async def on_stop(self) -> None:
-        """Close the readers."""
-        await super().on_stop()
-        if self._fill_reader is not None:
-            await self._fill_reader.stop()
+        await self.add_runtime_dependency(
+            StoreFill(self._bus, self._topic, self.group, self.filler)
+        )
 
     async def on_shutdown(self) -> None:
         """Close the store once the filler's group stage (a child) has stopped too."""
         await self.store.close()
-
-    @mode.Service.task
-    async def _fill_in_process(self) -> None:
-        """With an in-memory bus: apply every record to the store as it is written."""
-        while self._fill_reader is not None and not self.should_stop:
-            records = await self._fill_reader.read(timeout_ms=200)
-            if records:
-                await self.filler.process(records)
 
     @mode.Service.task
     async def _follow_store(self) -> None:
