@@ -391,6 +391,8 @@ class LinkStoreFiller(StoreFiller):
         return ProcessedBatch(outputs=[])
 
 
+#: How long a starting replica waits for its share of the links topic before serving anyway.
+JOIN_WAIT_S = 30.0
 #: How often a replica looks whether today's sweep of expired links is still to do.
 SWEEP_CHECK_S = 3600.0
 
@@ -429,9 +431,12 @@ class LinkDirectory(mode.Service):
     async def on_start(self) -> None:
         """Join the fillers' group (or read the in-memory topic), and open the end-offset reader."""
         if self._fill:
-            await self.add_runtime_dependency(
-                StoreFill(self._bus, self._topic, self._group, self.filler)
-            )
+            fill = StoreFill(self._bus, self._topic, self._group, self.filler)
+            await self.add_runtime_dependency(fill)
+            # Serve once this replica fills its share: a link issued at once is then stored
+            # within the page's wait, not after the group forms.
+            if not await fill.joined(JOIN_WAIT_S):
+                log.warning("link store: the fillers' group not formed after %.0f s", JOIN_WAIT_S)
         # End offsets on a connection of their own, not behind a long-poll fetch.
         self._ends = self._bus.reader(self._topic, client_id="stopsms-links-ends", fetching=False)
         await self._ends.start()

@@ -9,6 +9,7 @@ over every partition in this process.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import mode
@@ -51,6 +52,7 @@ class StoreFill(mode.Service):
         self._group = group
         self.filler = filler
         self._reader: TopicReading | None = None
+        self._stage: GroupProcessor | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -65,12 +67,26 @@ class StoreFill(mode.Service):
                 # a lookup waits for the store anyway: idle fetches wait as the readers' do
                 fetch_wait_ms=READER_FETCH_WAIT_MS,
             )
+            self._stage = stage
             await self.add_runtime_dependency(stage)
         else:
             self._reader = self._bus.reader(
                 self._topic, start_offsets=await self.filler.store.applied_offsets()
             )
             await self._reader.start()
+
+    async def joined(self, wait_seconds: float) -> bool:
+        """Wait until this member has its partitions (False: not within ``wait_seconds``).
+
+        Until then a record written now would wait for the group to form before it is stored.
+        """
+        if self._stage is None:
+            return True
+        try:
+            await asyncio.wait_for(self._stage.joined.wait(), wait_seconds)
+            return True
+        except TimeoutError:
+            return False
 
     async def on_stop(self) -> None:
         """Close the in-process reader (a group's stage stops with this service)."""

@@ -226,6 +226,8 @@ class GroupProcessor(mode.Service):
         self._published: dict[TopicPartition, int] = {}
         self._committed_at = 0.0
         self.batches = 0
+        #: Set once the group has given this member its first assignment (possibly empty).
+        self.joined = asyncio.Event()
         super().__init__(**kwargs)
 
     def assignment(self) -> set[int]:
@@ -283,6 +285,7 @@ class GroupProcessor(mode.Service):
         await self._seek_to_positions(partitions)
         await self.handler.assigned(partitions)
         self._restored |= partitions
+        self.joined.set()
         log.info("%s: partitions %s assigned", self.group, sorted(partitions))
 
     async def _seek_to_positions(self, partitions: set[int]) -> None:
