@@ -391,6 +391,10 @@ class LinkStoreFiller(StoreFiller):
         return ProcessedBatch(outputs=[])
 
 
+#: How long a code not in the store waits for the store to apply the topic to its end. A store
+#: that is caught up answers a miss at once; this only bounds the wait while it is behind (a
+#: group forming or rebalancing takes a few seconds; CI saw more than 3).
+MISS_WAIT_S = 10.0
 #: How long a starting replica waits for its share of the links topic before serving anyway.
 JOIN_WAIT_S = 30.0
 #: How often a replica looks whether today's sweep of expired links is still to do.
@@ -461,12 +465,12 @@ class LinkDirectory(mode.Service):
                             exc_info=True)  # fmt: skip
             await self.sleep(SWEEP_CHECK_S)
 
-    async def get(self, code: str, wait_seconds: float = 3.0) -> LiveLink | None:
+    async def get(self, code: str, wait_seconds: float = MISS_WAIT_S) -> LiveLink | None:
         """The live or recently expired link of ``code``, or None."""
         return (await self.get_many([code], wait_seconds)).get(code)
 
     async def get_many(
-        self, codes: Iterable[str], wait_seconds: float = 3.0
+        self, codes: Iterable[str], wait_seconds: float = MISS_WAIT_S
     ) -> dict[str, LiveLink]:
         """The links of those codes the store holds, once it has caught up for the others."""
         wanted = list(dict.fromkeys(codes))
