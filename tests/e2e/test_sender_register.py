@@ -164,15 +164,19 @@ def test_a_declared_sender_is_reviewed_aliased_suppressed_and_suspended(
         assert verdict(short_code) == registry_pb2.VERDICT_SUPPRESSED
 
         def proof() -> object:
-            found = (
-                notifier[1]
-                .GetPropagation(
-                    notifier_pb2.GetPropagationRequest(event_id=reply.event_id),
-                    metadata=notifier[2],
-                    timeout=10,
+            try:
+                found = (
+                    notifier[1]
+                    .GetPropagation(
+                        notifier_pb2.GetPropagationRequest(event_id=reply.event_id),
+                        metadata=notifier[2],
+                        timeout=10,
+                    )
+                    .propagation
                 )
-                .propagation
-            )
+            except grpc.RpcError as exc:  # the notifier has not opened the proof yet
+                assert exc.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+                return None
             return found if found.done else None
 
         done = wait_until("the proof of the STOP to the short code reaching done", proof)
