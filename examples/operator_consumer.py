@@ -6,7 +6,9 @@ list. Each number is unsealed with the data key the operator received at onboard
 change is applied to a local SQLite store; a tombstone (an erasure, at the end of a person's
 retention) removes the entry its key names. Only after the store's transaction has committed is
 the Kafka offset committed: the committed offset is the operator's receipt, so the platform
-never counts a change as applied that is not applied.
+never counts a change as applied that is not applied. When StopSMS retires a data key, it
+re-publishes the decisions sealed under it under the current key (same versions), then a
+key-change record (``key_change`` set) says from when the old key may be dropped.
 
     python examples/operator_consumer.py --bootstrap 127.0.0.1:9092 --operator iam \
         --data-key .stopsms/keys/data.key --store suppressions.db
@@ -66,6 +68,22 @@ def may_send(store: sqlite3.Connection, msisdn: str, sender_id: str) -> bool:
     if own and own[0]:
         return False
     return not (everyone and everyone[0] and (own is None or own[1] < everyone[1]))
+
+
+def announce_key_change(change: events_pb2.KeyChange) -> None:
+    """A data key is retired: no decision in force is sealed under it any more.
+
+    Records re-sealed under the current key arrive before this one (same version: applying
+    them changes nothing). Older records sealed under the retired key stay on the topic until
+    compaction removes them, so keep the key until ``retire_after``: a new consumer reading the
+    topic from the start may still meet them.
+    """
+    after = change.retire_after.ToDatetime().date().isoformat()
+    print(
+        f"data key {change.retired_key_id} retired ({change.resealed} decisions re-sealed under "
+        f"{change.current_key_id}); drop it from your secret store after {after}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -129,6 +147,9 @@ def main() -> None:
                             applied += 1
                             continue
                         change = events_pb2.SuppressionChanged.FromString(record.value)
+                        if change.HasField("key_change"):
+                            announce_key_change(change.key_change)
+                            continue
                         sealed = change.sealed_msisdn
                         cipher = ciphers.get(sealed.key_id)
                         if cipher is None:

@@ -45,7 +45,7 @@ from stopsms.domain.message_check import LinkSite, TextReading, read_text
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
 from stopsms.domain.senders import ACTIVE
-from stopsms.domain.topics import GLOBAL_SCOPE, Topics
+from stopsms.domain.topics import GLOBAL_SCOPE, Topics, is_key_change
 from stopsms.v1 import events_pb2, senders_pb2
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
 
     def on_value(self, key: str, value: events_pb2.SuppressionChanged | None) -> None:
         """Keep a decision that changed the state (a repeat or a tombstone adds nothing)."""
-        if value is None:
+        if value is None or is_key_change(value.subject):
             return
         if value.event_id not in self.by_event:
             kept = events_pb2.SuppressionChanged()

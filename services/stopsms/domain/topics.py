@@ -14,6 +14,13 @@ from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 DAY_MS = 24 * 60 * 60 * 1000
 SCOPE_SEPARATOR = "|"
 GLOBAL_SCOPE = "*"
+#: The list's superseded records are compacted away at most this long after they were
+#: superseded (``max.compaction.lag.ms`` of ``stopsms.suppressions.v1``): after a re-sealing,
+#: the records under the retired data key are gone within it.
+SUPERSEDED_GONE_MS = 14 * DAY_MS
+#: The subject of the list's key-change record (docs/operators.md): never a pseudonym, which is
+#: ``<key id>:<hex>``, so every reader tells it apart by its first character.
+KEY_CHANGE_SUBJECT = "#key-change"
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,14 @@ def topic_specs(retention: Retention) -> tuple[TopicSpec, ...]:
         TopicSpec("stopsms.requests.v1", deleted(r.requests_days)),
         # The list in force is kept while it is in force: deleting an opt-out by age would
         # expose the person to marketing again. Only erasure (a tombstone) removes an entry.
+        # A superseded record goes within SUPERSEDED_GONE_MS (a re-sealed key can then retire).
         TopicSpec(
             "stopsms.suppressions.v1",
-            {**compacted(), "min.compaction.lag.ms": str(7 * DAY_MS)},
+            {
+                **compacted(),
+                "min.compaction.lag.ms": str(7 * DAY_MS),
+                "max.compaction.lag.ms": str(SUPERSEDED_GONE_MS),
+            },
         ),
         TopicSpec("stopsms.receipts.v1", deleted(r.receipts_days)),
         TopicSpec("stopsms.propagation.v1", compacted(r.requests_days)),
@@ -253,3 +265,13 @@ def partition_for_key(key: bytes | str, partitions: int) -> int:
     suppression records.
     """
     return (murmur2(subject_of_key(key)) & 0x7FFFFFFF) % partitions
+
+
+def key_change_key(retired_key_id: str) -> str:
+    """The list key of the record saying no decision in force is sealed under a retired key."""
+    return suppression_key(KEY_CHANGE_SUBJECT, retired_key_id)
+
+
+def is_key_change(subject: str) -> bool:
+    """Whether a record of the list with this subject is the key-change record, not a decision."""
+    return subject.startswith("#")

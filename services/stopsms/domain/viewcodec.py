@@ -395,6 +395,8 @@ def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
             continue
         change = parse(record.value)
         subject = change.subject
+        if subject[:1] == "#":
+            continue  # the key-change record (domain.topics.is_key_change): not a decision
         digest = fromhex(subject[subject.index(":") + 1 :][: 2 * (2 + DIGEST_FIELD_BYTES)])
         if len(digest) != 2 + DIGEST_FIELD_BYTES:
             raise SubjectFormatError(f"not a subject: {subject[:48]!r}")

@@ -33,7 +33,7 @@ from stopsms.adapters.streams import GroupProcessor, Output, ProcessedBatch
 from stopsms.adapters.tracing import traced, traceparent_of
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.proof import ProgressLog, ProofTracker, start_record
-from stopsms.domain.topics import Topics
+from stopsms.domain.topics import Topics, is_key_change
 from stopsms.notifier.lateness import observe_applied
 from stopsms.notifier.progress import ProgressPublisher
 from stopsms.v1 import events_pb2
@@ -48,6 +48,15 @@ PROPAGATION_TYPE = "stopsms.v1.PropagationRecord"
 #: A change decided longer ago than this may have a proof no longer in memory: the prover asks
 #: the proof store about it (half the index's :data:`~stopsms.notifier.server.HOLD_DONE_S`).
 RECHECK_AFTER_S = 30.0
+
+
+def proven_when_decided(change: events_pb2.SuppressionChanged) -> bool:
+    """Whether a record of the list opens a proof: a decision, not a re-sealing or a key change.
+
+    A re-sealed record repeats a decision under the current data key; its proof was opened when
+    it was first decided (and may be long done and expired), so it opens none again.
+    """
+    return not change.HasField("resealed_time") and not is_key_change(change.subject)
 
 
 class PropagationView(Protocol):
@@ -144,10 +153,11 @@ class Prover(mode.Service):
         opened: list[events_pb2.PropagationRecord] = []
         seen: set[str] = set()
         await self.ensure_synced({record.partition for record in records})
+        parse = events_pb2.SuppressionChanged.FromString
         changes = [
-            (record, events_pb2.SuppressionChanged.FromString(record.value))
+            (record, change)
             for record in records
-            if record.value is not None
+            if record.value is not None and proven_when_decided(change := parse(record.value))
         ]
         # A change read again after a restart may have been proven: a proof done recently is
         # still in memory (the index holds it a minute), an older one is in the proof store.

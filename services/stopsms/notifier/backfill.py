@@ -23,7 +23,7 @@ from collections.abc import Set as AbstractSet
 from stopsms.adapters.bus import Bus
 from stopsms.adapters.kafka import ConsumerGroups
 from stopsms.domain.parties import PartiesDirectory
-from stopsms.domain.topics import Topics
+from stopsms.domain.topics import Topics, is_key_change
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Backfills:
                     if record.value is None:
                         continue
                     change = events_pb2.SuppressionChanged.FromString(record.value)
-                    if change.sender_id == sender_id:
+                    if change.sender_id == sender_id and not is_key_change(change.subject):
                         yield change, dict(positions)
         finally:
             await reader.stop()

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 
 from stopsms.adapters.bus import Bus, TopicReading
 from stopsms.adapters.kafka import BATCH_WINDOW_S, Record
+from stopsms.domain.topics import is_key_change
 from stopsms.v1 import events_pb2, notifier_pb2
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def decode(records: Sequence[Record]) -> list[FeedItem]:
         except DecodeError:
             log.warning("unreadable change at %s:%s", record.partition, record.offset)
             continue
+        if is_key_change(change.subject):
+            continue  # for operators, who unseal; a PSVA receives numbers in clear
         items.append(FeedItem(record.partition, record.offset, change))
     return items
 

@@ -39,7 +39,7 @@ from stopsms.adapters.settings import NotifierSettings
 from stopsms.domain.cursor import encode_cursor
 from stopsms.domain.parties import PartiesDirectory, Party
 from stopsms.domain.privacy import Pseudonymiser
-from stopsms.domain.topics import Topics
+from stopsms.domain.topics import Topics, is_key_change
 from stopsms.notifier.cases import CaseFeed
 from stopsms.notifier.changes import to_change
 from stopsms.notifier.progress import Acknowledgements
@@ -243,6 +243,8 @@ class WebhookSender(mode.Service):
                     if record.value is None:
                         continue
                     change = events_pb2.SuppressionChanged.FromString(record.value)
+                    if is_key_change(change.subject):
+                        continue  # for operators, who unseal; a PSVA receives numbers in clear
                     if party.is_concerned_by(change.sender_id):
                         changes.append(to_change(change, self.pseudonymiser))
                 if changes:

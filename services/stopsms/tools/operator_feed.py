@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.domain.privacy import Pseudonymiser
-from stopsms.domain.topics import Topics
+from stopsms.domain.topics import Topics, is_key_change
 from stopsms.v1 import events_pb2
 
 #: How often the consumer refreshes the topic's metadata (see the consumer below).
@@ -82,6 +82,8 @@ def follow(
                     if record.value is None:
                         continue
                     change = events_pb2.SuppressionChanged.FromString(record.value)
+                    if is_key_change(change.subject):
+                        continue  # no number: it says a data key was retired
                     apply(pseudonymiser.unseal(change.sealed_msisdn), change)
                     applied += 1
             if batch:

@@ -6,8 +6,9 @@ follows each of those ids through the platform, as Kafka's own system tests do a
 
 1. ``stopsms.requests.v1`` holds the request (intake never says yes without Kafka);
 2. ``stopsms.suppressions.v1`` holds exactly one distinct ``SuppressionChanged`` for it
-   (identical repeats after a crash count once; two different records for one event id are
-   a defect: the registry decided twice);
+   (identical repeats after a crash, and the same decision re-sealed under a newer data key,
+   count once; two different records for one event id are a defect: the registry decided
+   twice);
 3. the registry's Redis view holds, for every subject and scope, the same entry as the latest
    record of the compacted topic (compared entry by entry, not only by count);
 4. ``stopsms.propagation.v1`` holds a done proof for it: every concerned party applied it.
@@ -35,7 +36,7 @@ from pathlib import Path
 from stopsms.adapters.kafka import Record, follow_topic, read_topic
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.view import RedisSuppressionView
-from stopsms.domain.topics import Topics, suppression_key
+from stopsms.domain.topics import Topics, is_key_change, suppression_key
 from stopsms.domain.viewcodec import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
@@ -149,7 +150,9 @@ async def _read_decisions(
             found.records.append(record)
             if record.value is not None:
                 change = events_pb2.SuppressionChanged.FromString(record.value)
-                found.distinct.setdefault(change.event_id, set()).add(record.value)
+                if is_key_change(change.subject):
+                    continue  # no decision: a data key was retired
+                found.distinct.setdefault(change.event_id, set()).add(decision_content(change))
                 found.placed[change.event_id] = (record.key or b"", record.offset)
             elif record.key is not None:
                 found.erasures[record.key] = record.offset
@@ -163,6 +166,19 @@ async def _read_decisions(
         client_id=CLIENT_ID,
     )
     return found
+
+
+def decision_content(change: events_pb2.SuppressionChanged) -> bytes:
+    """What must not differ between two records of one event: all but how the number is sealed.
+
+    A re-sealed record (registry/resealing.py) repeats its decision under another data key, with
+    another seal and ``resealed_time``; it is the same decision, not a duplicate.
+    """
+    plain = events_pb2.SuppressionChanged()
+    plain.CopyFrom(change)
+    plain.ClearField("resealed_time")
+    plain.ClearField("sealed_msisdn")
+    return plain.SerializeToString(deterministic=True)
 
 
 async def _check_requests(
