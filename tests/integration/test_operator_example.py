@@ -28,6 +28,14 @@ async def run_example(settings: Settings, topics: Topics, store: Path, records: 
 
     The example names its group as an operator does; the topic is the test's own.
     """
+    return await run_example_with(settings, topics, store, records, [settings.key_dir / "data.key"])
+
+
+async def run_example_with(
+    settings: Settings, topics: Topics, store: Path, records: int, data_keys: list[Path]
+) -> str:
+    """:func:`run_example` with the operator's data key files."""
+    keys = [arg for path in data_keys for arg in ("--data-key", str(path))]
     consumer = subprocess.Popen(
         [
             sys.executable,
@@ -35,7 +43,7 @@ async def run_example(settings: Settings, topics: Topics, store: Path, records: 
             "--bootstrap", settings.kafka_bootstrap,
             "--operator", "iam",
             "--topic", topics.suppressions,
-            "--data-key", str(settings.key_dir / "data.key"),
+            *keys,
             "--store", str(store),
         ],
         stdout=subprocess.PIPE,

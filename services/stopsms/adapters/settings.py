@@ -299,12 +299,17 @@ class RegistrySettings(Settings):
     #: An erasure pass (subjects whose retention ended: registry/erasure.py) starts at most
     #: this often; the first shortly after start.
     erasure_pass_seconds: float = _env("ERASURE_PASS_SECONDS", 86_400.0, float)
+    #: While previous data keys are held, a re-sealing pass (decisions in force sealed under
+    #: them, published again under the current key: registry/resealing.py) starts this often.
+    reseal_pass_seconds: float = _env("RESEAL_PASS_SECONDS", 3_600.0, float)
 
     def validate(self) -> None:
         """Check the registry's own settings as well as the shared ones."""
         super().validate()
         if not self.erasure_pass_seconds > 0:
             raise SettingsError("STOPSMS_ERASURE_PASS_SECONDS must be more than 0")
+        if not self.reseal_pass_seconds > 0:
+            raise SettingsError("STOPSMS_RESEAL_PASS_SECONDS must be more than 0")
         if not 1 <= self.view_bucket_bits <= 16:
             raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 16")
         if not 1 <= self.rebuild_workers <= 64:

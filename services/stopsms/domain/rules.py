@@ -58,11 +58,14 @@ class SubjectDecisions:
 
     ``decided`` maps every event id already decided to (version, state, changed), which makes
     the agent idempotent: a redelivered request is recognised and not decided twice.
+    ``resealed`` maps a scope to the version whose record was published again under the
+    current data key (registry/resealing.py), so a later pass does not re-seal it again.
     """
 
     version: int = 0
     scopes: dict[str, ScopeEntry] = field(default_factory=dict)
     decided: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
+    resealed: dict[str, int] = field(default_factory=dict)
 
     def suppressed_in(self, scope: str) -> bool:
         """The effective verdict of a scope (``*`` = global) under the rules."""
@@ -73,14 +76,14 @@ class SubjectDecisions:
 
     def to_json(self) -> str:
         """Serialise for the faust table (and its changelog)."""
-        return json.dumps(
-            {
-                "v": self.version,
-                "s": {k: [e.state, e.version, e.action_time_ms] for k, e in self.scopes.items()},
-                "d": {k: list(v) for k, v in self.decided.items()},
-            },
-            separators=(",", ":"),
-        )
+        value: dict[str, object] = {
+            "v": self.version,
+            "s": {k: [e.state, e.version, e.action_time_ms] for k, e in self.scopes.items()},
+            "d": {k: list(v) for k, v in self.decided.items()},
+        }
+        if self.resealed:  # only while a re-sealing has marked it: most states never are
+            value["r"] = self.resealed
+        return json.dumps(value, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes | None) -> SubjectDecisions:
@@ -92,6 +95,7 @@ class SubjectDecisions:
             version=int(data["v"]),
             scopes={k: ScopeEntry(*map(int, v)) for k, v in data["s"].items()},
             decided={k: (int(v[0]), int(v[1]), bool(v[2])) for k, v in data["d"].items()},
+            resealed={k: int(v) for k, v in data.get("r", {}).items()},
         )
 
 
@@ -115,6 +119,8 @@ def decide(
         version=version,
         scopes={**state.scopes, scope: ScopeEntry(new_state, version, action_ms)},
         decided=dict(state.decided),
+        # The scope decided now is published under the current key; the others keep their mark.
+        resealed={k: v for k, v in state.resealed.items() if k != scope},
     )
     changed = before != after.suppressed_in(scope)
     after.decided[request.event_id] = (version, new_state, changed)

@@ -19,6 +19,7 @@ import logging
 
 from opentelemetry.trace import SpanKind
 
+from stopsms.adapters.bus import KafkaBus
 from stopsms.adapters.kafka import Record, message_headers
 from stopsms.adapters.settings import RegistrySettings
 from stopsms.adapters.streams import GroupProcessor, Output, ProcessedBatch, StateStore
@@ -26,6 +27,7 @@ from stopsms.adapters.tracing import traced, traceparent_of
 from stopsms.domain.rules import SubjectDecisions, decide
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.registry.erasure import Eraser, erased_floor
+from stopsms.registry.resealing import Resealer
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,7 @@ class Decisions:
 
 
 def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
-    """The registry's decision stage: its group, its state, its handler and its erasure."""
+    """The registry's decision stage: its group, its state, its handler, erasure and re-sealing."""
     topics = Topics(settings.topic_namespace)
     state = StateStore(settings.kafka, topics.changelog("registry", "decisions"))
     eraser = Eraser(
@@ -131,6 +133,19 @@ def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
         legal_record_days=settings.retention_requests_days,
         pass_every_s=settings.erasure_pass_seconds,
     )
+    resealer = Resealer(
+        KafkaBus(settings.kafka),
+        topics,
+        settings.partitions,
+        state,
+        settings.pseudonymiser(),
+        pass_every_s=settings.reseal_pass_seconds,
+    )
+
+    def housekeeping() -> ProcessedBatch | None:
+        """Erasure first (it is due by the clock), then re-sealing, one at a time."""
+        return eraser.round() or resealer.round()
+
     return GroupProcessor(
         settings.kafka,
         topics.processor_group("registry"),
@@ -138,5 +153,5 @@ def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
         Decisions(topics, settings.partitions, state),
         stores=[state],
         session_timeout_s=settings.kafka_session_timeout_seconds,
-        housekeeping=eraser.round,
+        housekeeping=housekeeping,
     )

@@ -17,6 +17,8 @@
     stopsms export-case CASE-1A2B3C4D --party cndp
                                         a case's signed evidence pack (PDF, JSON, signatures)
     stopsms verify-export CASE-....pdf  check a pack against the platform's export key
+    stopsms keys reseal --wait 3600     follow the re-sealing under the current data key, then
+                                        announce the retired key to operators
 
 Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
 ``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
@@ -540,6 +542,66 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_keys_reseal(args: argparse.Namespace) -> int:
+    """Follow the registry's re-sealing; announce the retired keys once nothing is left."""
+    import asyncio
+
+    from stopsms.adapters.bus import KafkaBus
+    from stopsms.adapters.kafka import KafkaPublisher
+    from stopsms.adapters.settings import RegistrySettings
+    from stopsms.domain.topics import Topics
+    from stopsms.tools.reseal import ResealOutcome, SealCount, follow_resealing
+
+    settings = RegistrySettings.from_env(data_dir=DATA_DIR)
+    pseudonymiser = settings.pseudonymiser()
+    current = pseudonymiser.data_key.key_id
+    previous = [k.key_id for k in pseudonymiser.data_keys[1:]]
+    kafka = _kafka(settings)
+    if not previous:
+        print(
+            f"stopsms keys reseal: the current data key is {current} and no previous one is "
+            "held (STOPSMS_PREVIOUS_DATA_KEY_FILES): the registry re-seals only from keys it "
+            "holds; counting the list anyway",
+            file=sys.stderr,
+        )
+
+    def show(count: SealCount) -> None:
+        left = count.left(current)
+        print(f"{count.describe()}; {left:,} left to re-seal (read in {count.seconds:.1f} s)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    async def run() -> ResealOutcome:
+        publisher = KafkaPublisher(kafka)
+        await publisher.start()
+        try:
+            return await follow_resealing(
+                KafkaBus(kafka),
+                publisher,
+                Topics(settings.topic_namespace),
+                settings.partitions,
+                pseudonymiser,
+                wait_s=args.wait,
+                show=show,
+            )
+        finally:
+            await publisher.stop()
+
+    outcome = asyncio.run(run())
+    for key_id in outcome.announced:
+        print(f"key change published: no decision in force is sealed under {key_id} any more")
+    if not outcome.complete:
+        print(
+            f"stopsms keys reseal: {outcome.count.left(current):,} decisions in force are still "
+            f"sealed under a key other than {current}; the registry re-seals them at its next "
+            "pass (STOPSMS_RESEAL_PASS_SECONDS); run again, or with a longer --wait",
+            file=sys.stderr,
+        )
+        return 1
+    if not outcome.announced and previous:
+        print(f"nothing left to re-seal; the key change of {', '.join(previous)} was published")
+    return 0
+
+
 def cmd_cases(args: argparse.Namespace) -> int:
     """List the cases, most serious first (regulator identities only)."""
     from stopsms.v1 import regulator_pb2, regulator_pb2_grpc
@@ -714,6 +776,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check_ledger.add_argument("--report", help="write every figure and id to this JSON file")
     check_ledger.set_defaults(func=cmd_verify)
+    keys = sub.add_parser("keys", help="the platform's keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    reseal = keys_sub.add_parser(
+        "reseal",
+        help="follow the re-sealing of the list under the current data key; announce the "
+        "retired key once nothing is sealed under it",
+    )
+    reseal.add_argument(
+        "--wait", type=float, default=0.0,
+        help="seconds to wait for the registry to re-seal what is left (default: count once)",
+    )  # fmt: skip
+    reseal.set_defaults(func=cmd_keys_reseal)
     cases = sub.add_parser("cases", help="the cases complaints opened (the regulator)")
     cases.add_argument("--party", default="cndp", help="a regulator identity")
     cases.add_argument("--limit", type=int, default=50)
