@@ -401,10 +401,13 @@ class GroupProcessor(mode.Service):
     @mode.Service.task
     async def _run(self) -> None:
         failures = 0
+        busy = False
         while not self.should_stop:
             try:
-                await self.process_once()
-                await self.housekeep()
+                # Housekeeping that published comes round again without waiting for records
+                # (a re-sealing pass drains what it found at the speed of its rounds).
+                await self.process_once(timeout_ms=0 if busy else 500)
+                busy = await self.housekeep() > 0
                 # What arrives meanwhile joins the next batch (idle, nothing waits). The wait is
                 # here, not in process_once, so that a stop during it is seen before the next
                 # getmany asks a stopped consumer.

@@ -42,7 +42,6 @@ from stopsms.domain.topics import (
     GLOBAL_SCOPE,
     Topics,
     is_key_change,
-    partition_for_key,
     suppression_key,
 )
 from stopsms.v1 import events_pb2
@@ -207,6 +206,8 @@ class Resealer:
         outputs: list[Output] = []
         marked: dict[bytes, SubjectDecisions] = {}
         now = self._clock()
+        # One trace for the slice: a re-sealing continues no citizen's request.
+        headers = message_headers("stopsms.v1.SuppressionChanged")
         for change in changes:
             subject = change.subject.encode()
             state = marked.get(subject)
@@ -237,17 +238,10 @@ class Resealer:
             resealed.CopyFrom(change)
             resealed.sealed_msisdn.CopyFrom(self.pseudonymiser.seal(number))
             resealed.resealed_time.FromNanoseconds(round(now * 1e9))
+            # Read from ``partition``, where its subject places it: it goes back there.
             key = suppression_key(change.subject, change.sender_id).encode()
-            assert partition_for_key(key, self.partitions) == partition
-            outputs.append(
-                Output(
-                    self.topics.suppressions,
-                    key,
-                    resealed.SerializeToString(),
-                    partition,
-                    message_headers("stopsms.v1.SuppressionChanged"),
-                )
-            )
+            value = resealed.SerializeToString()
+            outputs.append(Output(self.topics.suppressions, key, value, partition, headers))
             state.resealed[scope] = change.version
             marked[subject] = state
         for subject, state in marked.items():
