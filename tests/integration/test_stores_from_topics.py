@@ -103,6 +103,8 @@ async def test_links_fill_the_store_from_the_topic_and_fill_it_again_after_redis
             await sweep(RedisLinkStore(client, namespace), time.time())
             assert await links.get(old, wait_seconds=1) is None  # expired 31 days ago: swept
             assert await links.get(expired) is not None  # expired a minute ago: kept
+            # What intake asks before issuing: which drawn codes a link already has.
+            assert await links.taken([live, "NotIssued00", expired, old]) == {live, expired}
         finally:
             await links.stop()
 

@@ -158,6 +158,9 @@ class LinkStore(Protocol):
     async def values(self, codes: Sequence[str]) -> list[bytes | None]:
         """The stored value of each code (None: not held)."""
 
+    async def held(self, codes: Sequence[str]) -> list[bool]:
+        """Whether each code is held, in one round trip (a campaign's codes before issuing)."""
+
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
     ) -> None:
@@ -195,6 +198,10 @@ class InMemoryLinkStore:
     async def values(self, codes: Sequence[str]) -> list[bytes | None]:
         """The stored value of each code (None: not held)."""
         return [self.entries.get(code) for code in codes]
+
+    async def held(self, codes: Sequence[str]) -> list[bool]:
+        """Whether each code is held."""
+        return [code in self.entries for code in codes]
 
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
@@ -244,6 +251,16 @@ end
 return puts
 """
 
+# Which of a batch of codes are held: ARGV[1] is the bucket prefix, then each code's bucket
+# suffix and field; returns 1 or 0 for each (one call for a whole campaign, not one per code).
+_HELD = """
+local prefix, held = ARGV[1], {}
+for i = 2, #ARGV, 2 do
+  held[#held + 1] = redis.call('HEXISTS', prefix .. ARGV[i], ARGV[i + 1])
+end
+return held
+"""
+
 # Removes the fields of the buckets named in KEYS whose expiry (the value's first 4 bytes) is
 # before ARGV[1]; returns how many it removed.
 _SWEEP = """
@@ -273,6 +290,7 @@ class RedisLinkStore:
         self._sweep_key = f"{namespace}links:sweep"
         self._sweep = client.register_script(_SWEEP)
         self._apply = client.register_script(_APPLY)
+        self._held = client.register_script(_HELD)
 
     def _bucket(self, code: str) -> tuple[str, str]:
         suffix, field = split_code(code)
@@ -287,6 +305,13 @@ class RedisLinkStore:
             for code in codes:
                 pipe.hget(*self._bucket(code))
             return list(await pipe.execute())
+
+    async def held(self, codes: Sequence[str]) -> list[bool]:
+        """Whether each code is held, in one script call."""
+        args: list[Any] = [self._prefix]
+        for code in codes:
+            args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:]))
+        return [bool(h) for h in await self._held(keys=[], args=args)]
 
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
@@ -482,6 +507,19 @@ class LinkDirectory(mode.Service):
         except RedisError as exc:
             raise StoreUnavailable(f"link store: {exc}") from exc
         return found
+
+    async def taken(self, codes: Sequence[str]) -> set[str]:
+        """The codes among ``codes`` already held by a link (:class:`StoreUnavailable` if away).
+
+        Codes are random over 62¹¹: at national rates (billions of live links) a fresh code
+        meets a live one about once a year, and the later link would take over the earlier
+        one's code, acting on another person's number. Intake draws those again before issuing.
+        """
+        try:
+            held = await self.store.held(codes)
+        except RedisError as exc:
+            raise StoreUnavailable(f"link store: {exc}") from exc
+        return {code for code, is_held in zip(codes, held, strict=True) if is_held}
 
     async def caught_up(self, wait_seconds: float = 3.0) -> bool:
         """Wait until the store holds what the topic held at the call (False: timed out)."""
