@@ -252,7 +252,7 @@ return puts
 """
 
 # Which of a batch of codes are held: ARGV[1] is the bucket prefix, then each code's bucket
-# suffix and field; returns 1 or 0 for each (one call for a whole campaign, not one per code).
+# suffix and field; returns 1 or 0 for each (one call per chunk of codes, not one per code).
 _HELD = """
 local prefix, held = ARGV[1], {}
 for i = 2, #ARGV, 2 do
@@ -307,11 +307,19 @@ class RedisLinkStore:
             return list(await pipe.execute())
 
     async def held(self, codes: Sequence[str]) -> list[bool]:
-        """Whether each code is held, in one script call."""
-        args: list[Any] = [self._prefix]
-        for code in codes:
-            args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:]))
-        return [bool(h) for h in await self._held(keys=[], args=args)]
+        """Whether each code is held: a script call per :data:`APPLY_CHUNK` codes.
+
+        Not one call for a whole campaign: Redis runs a script alone, and a page's lookup
+        should wait behind at most a chunk (a call for 10,000 codes held it for milliseconds
+        and raised the lookup's p99 sevenfold while issuing).
+        """
+        held: list[bool] = []
+        for start in range(0, len(codes), APPLY_CHUNK):
+            args: list[Any] = [self._prefix]
+            for code in codes[start : start + APPLY_CHUNK]:
+                args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:]))
+            held.extend(bool(h) for h in await self._held(keys=[], args=args))
+        return held
 
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]
