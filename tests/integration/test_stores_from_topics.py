@@ -105,6 +105,8 @@ async def test_links_fill_the_store_from_the_topic_and_fill_it_again_after_redis
             assert await links.get(expired) is not None  # expired a minute ago: kept
             # What intake asks before issuing: which drawn codes a link already has.
             assert await links.taken([live, "NotIssued00", expired, old]) == {live, expired}
+            campaign = [*new_codes(700), expired, *new_codes(600), live]  # three script calls
+            assert await links.taken(campaign) == {live, expired}
         finally:
             await links.stop()
 

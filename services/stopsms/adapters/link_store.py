@@ -307,19 +307,25 @@ class RedisLinkStore:
             return list(await pipe.execute())
 
     async def held(self, codes: Sequence[str]) -> list[bool]:
-        """Whether each code is held: a script call per :data:`APPLY_CHUNK` codes.
+        """Whether each code is held: a script call per :data:`APPLY_CHUNK` codes, together.
 
         Not one call for a whole campaign: Redis runs a script alone, and a page's lookup
-        should wait behind at most a chunk (a call for 10,000 codes held it for milliseconds
-        and raised the lookup's p99 sevenfold while issuing).
+        should wait behind at most a chunk (a call for 10,000 codes raised the lookup's p99
+        from 6.5 to 34 ms while issuing). Not one after the other either: twenty round trips
+        a campaign took the issue rate from 53,000 to 45,000 links a second. The chunks go
+        out at once, each on a connection of the pool, and lookups pass between them.
         """
-        held: list[bool] = []
-        for start in range(0, len(codes), APPLY_CHUNK):
+
+        async def chunk(part: Sequence[str]) -> list[bool]:
             args: list[Any] = [self._prefix]
-            for code in codes[start : start + APPLY_CHUNK]:
+            for code in part:
                 args.extend((code[:BUCKET_CHARS], code[BUCKET_CHARS:]))
-            held.extend(bool(h) for h in await self._held(keys=[], args=args))
-        return held
+            return [bool(h) for h in await self._held(keys=[], args=args)]
+
+        parts = await asyncio.gather(
+            *(chunk(codes[i : i + APPLY_CHUNK]) for i in range(0, len(codes), APPLY_CHUNK))
+        )
+        return [h for part in parts for h in part]
 
     async def apply(
         self, puts: Sequence[tuple[str, bytes]], deletes: Sequence[str], offsets: dict[int, int]

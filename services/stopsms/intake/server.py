@@ -523,7 +523,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     async def _draw_unused_codes(self, links: list[events_pb2.StopLink]) -> None:
         """Draw again the codes a live link (or another of the batch) already has.
 
-        A script call to the link store per 500 codes. Without the store (Redis away) the
+        Script calls of 500 codes to the link store, together. Without the store (Redis away) the
         links are issued as drawn: a click needs the store anyway, and a code meets a live
         one about once a year at national rates, so an outage's minutes add nothing to that.
         """
