@@ -103,10 +103,12 @@ async def test_links_fill_the_store_from_the_topic_and_fill_it_again_after_redis
             await sweep(RedisLinkStore(client, namespace), time.time())
             assert await links.get(old, wait_seconds=1) is None  # expired 31 days ago: swept
             assert await links.get(expired) is not None  # expired a minute ago: kept
-            # What intake asks before issuing: which drawn codes a link already has.
-            assert await links.taken([live, "NotIssued00", expired, old]) == {live, expired}
-            campaign = [*new_codes(700), expired, *new_codes(600), live]  # three script calls
-            assert await links.taken(campaign) == {live, expired}
+            # A later link drawn with a live link's code: the first keeps it.
+            await publisher.publish(topics.links, live.encode(),
+                                    link(live, "+212699999999", now + 7200).SerializeToString())  # fmt: skip
+            assert await links.caught_up(30), "the store never applied the later link"
+            kept = await links.get(live)
+            assert kept is not None and kept.e164 == "+212612345678", "a code changed hands"
         finally:
             await links.stop()
 

@@ -98,6 +98,29 @@ async def test_the_filler_stores_links_forgets_tombstones_and_the_sweep_drops_ol
     assert sorted(store.entries) == ["AAAAAAAAAAA", "CCCCCCCCCCC"]
 
 
+async def test_a_code_already_held_by_a_live_link_keeps_that_link() -> None:
+    """Codes are random: a later link with the same code is not stored, never acts for it."""
+    pseudonymiser = Pseudonymiser(Key("pk1", bytes(32)), [OLD])
+    store = InMemoryLinkStore()
+    filler = LinkStoreFiller(store, pseudonymiser)
+
+    def link(number: str, sender: str) -> events_pb2.StopLink:
+        issued = events_pb2.StopLink(
+            code="AAAAAAAAAAA", sender_id=sender, sealed_msisdn=pseudonymiser.seal(number)
+        )
+        issued.expire_time.seconds = 2_000_000_000
+        return issued
+
+    first, later = link(NUMBER, "JUMIA"), link("+212612345679", "KITEA")
+    sealer = LinkSealer.of(pseudonymiser)
+    await filler.process([_record(0, "AAAAAAAAAAA", first), _record(1, "AAAAAAAAAAA", later)])
+    assert sealer.unpack("AAAAAAAAAAA", store.entries["AAAAAAAAAAA"]).e164 == NUMBER
+    await filler.process([_record(2, "AAAAAAAAAAA", later)])  # in a later batch
+    assert sealer.unpack("AAAAAAAAAAA", store.entries["AAAAAAAAAAA"]).e164 == NUMBER
+    await filler.process([_record(0, "AAAAAAAAAAA", first)])  # the same link again: no change
+    assert len(store.entries) == 1
+
+
 class AwayStore(InMemoryLinkStore):
     async def apply(self, puts, deletes, offsets) -> None:  # type: ignore[no-untyped-def]
         raise RedisConnectionError("Connection refused")

@@ -1,13 +1,11 @@
 """StopSMS links: random codes, recorded on ``stopsms.links.v1``, resolved through the link store.
 
 A code is 11 base62 characters drawn from the OS's CSPRNG (62¹¹ ≈ 2⁶⁵·⁵ codes), so links cannot
-be guessed or enumerated; a campaign's codes that a live link already has are drawn again
-before it is issued (``IntakeServicer._draw_unused_codes``). With the 19-character base
-``https://stopsms.ma/`` a link is 30 characters, short enough for an SMS. No replica holds the
-links: every one asks the link store (:mod:`stopsms.adapters.link_store`, in Redis; the
-console reads it too), which the replicas fill from the topic together, so a link works
-wherever the click lands and after any restart, and a replica's memory does not grow with the
-links issued.
+be guessed or enumerated. With the 19-character base ``https://stopsms.ma/`` a link is 30
+characters, short enough for an SMS. No replica holds the links: every one asks the link store
+(:mod:`stopsms.adapters.link_store`, in Redis; the console reads it too), which the replicas
+fill from the topic together, so a link works wherever the click lands and after any restart,
+and a replica's memory does not grow with the links issued.
 """
 
 from __future__ import annotations

@@ -17,11 +17,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client import Counter
 
 from stopsms.adapters.identity import Authenticator
 from stopsms.adapters.kafka import Publisher, PublishFailed, message_headers
-from stopsms.adapters.link_store import StoreUnavailable
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.settings import IntakeSettings
 from stopsms.domain.ids import complaint_id, event_id
@@ -41,7 +39,7 @@ from stopsms.intake.complaints import (
     InvalidOrigin,
     pending_complaint_key,
 )
-from stopsms.intake.links import LinkDirectory, new_codes
+from stopsms.intake.links import new_codes
 from stopsms.intake.submission import RequestSubmitter
 from stopsms.v1 import events_pb2, intake_pb2, intake_pb2_grpc
 
@@ -52,13 +50,6 @@ MAX_LINKS_PER_BATCH = 10_000
 MAX_CLOCK_SKEW_SECONDS = 300
 
 log = logging.getLogger(__name__)
-#: Times a campaign's codes are checked against the link store before it gives up: a code is
-#: taken about once in 10¹⁰ draws, so a second draw is already rare.
-MAX_CODE_DRAWS = 5
-CODE_REDRAWN = Counter(
-    "stopsms_link_codes_redrawn",
-    "Link codes drawn again because a live link (or another of the campaign) already had them.",
-)
 
 
 def number_limiter(settings: IntakeSettings) -> KeyedRateLimiter:
@@ -132,11 +123,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         numbers: KeyedRateLimiter | None = None,
         sender_register: SenderRegisterFollower | None = None,
         complaints: ComplaintDesk | None = None,
-        links: LinkDirectory | None = None,
     ) -> None:
         self._settings = settings
-        #: The link store, asked before issuing whether a drawn code is already a live link's.
-        self._links = links
         self._complaints = complaints
         self._sender_register = sender_register
         self._answers = answers or InMemoryAnswerStore()
@@ -520,38 +508,6 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             )
         ]
 
-    async def _draw_unused_codes(self, links: list[events_pb2.StopLink]) -> None:
-        """Draw again the codes a live link (or another of the batch) already has.
-
-        Script calls of 500 codes to the link store, together. Without the store (Redis away) the
-        links are issued as drawn: a click needs the store anyway, and a code meets a live
-        one about once a year at national rates, so an outage's minutes add nothing to that.
-        """
-        if self._links is None:
-            return
-        for _ in range(MAX_CODE_DRAWS):
-            codes = [link.code for link in links]
-            try:
-                taken = await self._links.taken(codes)
-            except StoreUnavailable:
-                log.warning("link store unreachable: %d links issued without the check that "
-                            "their codes are unused", len(links))  # fmt: skip
-                return
-            seen: set[str] = set()
-            again = []
-            for link in links:
-                if link.code in taken or link.code in seen:
-                    again.append(link)
-                seen.add(link.code)
-            if not again:
-                return
-            CODE_REDRAWN.inc(len(again))
-            log.warning("%d drawn link codes were already live links' codes; drawn again",
-                        len(again))  # fmt: skip
-            for link, code in zip(again, new_codes(len(again)), strict=True):
-                link.code = code
-        raise RuntimeError("link codes drawn again and again still taken: the draw is broken")
-
     def _expiry(
         self, times: tuple[Timestamp, Timestamp], lifetime_days: int, field: str
     ) -> Timestamp:
@@ -592,7 +548,6 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         links: list[events_pb2.StopLink],
     ) -> None:
         self._auth.permitted(party, method, [link.subject for link in links])
-        await self._draw_unused_codes(links)
         try:
             await self._publisher.publish_many(
                 self._topics.links,

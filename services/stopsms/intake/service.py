@@ -113,7 +113,6 @@ class IntakeProcess:
             numbers=numbers,
             sender_register=self.sender_register,
             complaints=complaint_desk,
-            links=self.links,
         )
         senders = SenderRegistryServicer(
             register=self.sender_register,
