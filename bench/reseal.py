@@ -65,7 +65,7 @@ async def filled(subjects: int) -> tuple[StateStore, InMemoryBus, list[bytes]]:
 async def one_pass(store: StateStore, bus: InMemoryBus) -> tuple[int, float]:
     """Decisions re-sealed by one whole pass, and the CPU seconds it took."""
     clock = [0.0]
-    resealer = Resealer(bus, TOPICS, PARTITIONS, store, AFTER, pass_every_s=3600,
+    resealer = Resealer(bus, TOPICS, store, AFTER, pass_every_s=3600,
                         monotonic=lambda: clock[0])  # fmt: skip
     clock[0] = 3600
     resealed = 0

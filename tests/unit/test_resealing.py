@@ -86,7 +86,7 @@ async def test_only_decisions_in_force_are_resealed_and_only_once() -> None:
     ])  # fmt: skip
     # Decided after the change (sealed under dk2 by intake): nothing to re-seal.
     await decide(decisions, bus, [request(AFTER, "+212611000004", "e4", out, "")])
-    resealer = Resealer(bus, TOPICS, PARTITIONS, store, AFTER, pass_every_s=3600,
+    resealer = Resealer(bus, TOPICS, store, AFTER, pass_every_s=3600,
                         clock=clock.wall, monotonic=clock.mono)  # fmt: skip
     assert resealer.round() is None, "the first pass waits for the stage's start"
     # e3's subject opts back in after the reader found e3 but before it is re-sealed: only
@@ -125,7 +125,7 @@ async def test_a_new_decision_in_a_resealed_subject_keeps_the_other_scopes_marks
         request(BEFORE, number, "a1", out, ""),
         request(BEFORE, number, "a2", out, "JUMIA"),
     ])  # fmt: skip
-    resealer = Resealer(bus, TOPICS, PARTITIONS, store, AFTER, pass_every_s=3600,
+    resealer = Resealer(bus, TOPICS, store, AFTER, pass_every_s=3600,
                         clock=clock.wall, monotonic=clock.mono)  # fmt: skip
     assert len(published(await run_pass(resealer, clock))) == 2
     await decide(decisions, bus, [request(AFTER, number, "a3", out, "KITEA")])
@@ -141,7 +141,7 @@ async def test_a_decision_under_a_key_not_held_is_counted_and_left() -> None:
     older = Pseudonymiser(PK, [DK0])
     await decide(decisions, bus, [request(older, "+212611000007", "z1",
                                           events_pb2.ACTION_OPT_OUT, "")])  # fmt: skip
-    resealer = Resealer(bus, TOPICS, PARTITIONS, store, AFTER, pass_every_s=3600,
+    resealer = Resealer(bus, TOPICS, store, AFTER, pass_every_s=3600,
                         clock=clock.wall, monotonic=clock.mono)  # fmt: skip
     assert published(await run_pass(resealer, clock)) == []
     assert resealer._unknown_keys == {"dk0"}
@@ -149,7 +149,7 @@ async def test_a_decision_under_a_key_not_held_is_counted_and_left() -> None:
 
 def test_without_previous_keys_there_is_no_pass() -> None:
     store = StateStore(KafkaAccess.of("unused:9092"), "decisions-changelog")
-    resealer = Resealer(InMemoryBus(PARTITIONS), TOPICS, PARTITIONS, store,
+    resealer = Resealer(InMemoryBus(PARTITIONS), TOPICS, store,
                         Pseudonymiser(PK, [DK2]), pass_every_s=1)  # fmt: skip
     assert not resealer.enabled and resealer.round() is None
 

@@ -136,7 +136,6 @@ def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
     resealer = Resealer(
         KafkaBus(settings.kafka),
         topics,
-        settings.partitions,
         state,
         settings.pseudonymiser(),
         pass_every_s=settings.reseal_pass_seconds,

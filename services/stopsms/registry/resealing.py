@@ -85,7 +85,6 @@ class Resealer:
         self,
         bus: Bus,
         topics: Topics,
-        partitions: int,
         state: StateStore,
         pseudonymiser: Pseudonymiser,
         pass_every_s: float,
@@ -94,7 +93,6 @@ class Resealer:
     ) -> None:
         self.bus = bus
         self.topics = topics
-        self.partitions = partitions
         self.state = state
         self.pseudonymiser = pseudonymiser
         self.current = pseudonymiser.data_key.key_id
@@ -141,11 +139,6 @@ class Resealer:
         if self._reading.done() and self._found.empty() and not self._held:
             self._end_pass(self._reading)
         return ProcessedBatch(outputs) if outputs else None
-
-    def stop(self) -> None:
-        """Give up the pass under way (the stage is stopping)."""
-        if self._reading is not None:
-            self._reading.cancel()
 
     def _start_pass(self) -> None:
         self._started = self._clock()
