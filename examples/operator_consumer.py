@@ -8,7 +8,10 @@ retention) removes the entry its key names. Only after the store's transaction h
 the Kafka offset committed: the committed offset is the operator's receipt, so the platform
 never counts a change as applied that is not applied. When StopSMS retires a data key, it
 re-publishes the decisions sealed under it under the current key (same versions), then a
-key-change record (``key_change`` set) says from when the old key may be dropped.
+key-change record (``key_change`` set) says from when the old key may be dropped. When StopSMS
+re-keys its pseudonyms, every decision in force is published again under its new subject (same
+version, ``previous_subject`` set): the row stays, only its record key moves, and the old
+subject's tombstones at the end of the re-keying then name no row.
 
     python examples/operator_consumer.py --bootstrap 127.0.0.1:9092 --operator iam \
         --data-key .stopsms/keys/data.key --store suppressions.db
@@ -48,6 +51,7 @@ ON CONFLICT (msisdn, sender_id) DO UPDATE SET
     suppressed = excluded.suppressed, version = excluded.version, since_ms = excluded.since_ms,
     record_key = excluded.record_key
 WHERE excluded.version > suppression.version
+   OR (excluded.version = suppression.version AND ?)
 """
 
 #: An erasure: a record with a key and no value (a tombstone). StopSMS writes one for each
@@ -164,6 +168,10 @@ def main() -> None:
                                 change.version,
                                 change.action_time.ToMilliseconds(),
                                 record.key.decode(),
+                                # A moved decision (same version, new subject) takes the row
+                                # over, so the old subject's tombstone at the end of a
+                                # pseudonym re-keying erases nothing.
+                                bool(change.previous_subject),
                             ),
                         )
                         applied += 1

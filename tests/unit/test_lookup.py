@@ -160,3 +160,45 @@ async def test_concurrent_checks_share_round_trips_and_the_filter_spares_most() 
     assert answers[0].as_of == {0: 10, 1: 7} and answers[50].as_of == {0: 10, 1: 7}
     # 10 numbers (plus the filter's rare "maybe"s) go to Redis, in a couple of round trips
     assert view.asked < 20 and view.round_trips <= 3
+
+
+@pytest.mark.parametrize("with_filter", [True, False])
+async def test_during_a_rekeying_lookups_take_the_newer_entry_of_either_subject(
+    with_filter: bool,
+) -> None:
+    """A number has two subjects while its decisions move; the higher version is in force."""
+    previous = Key("pk0", bytes(range(1, 33)))
+    view = FakeView()
+    numbers = ["0611000001", "0611000002", "0611000003", "bad"]
+    new_located = locate_digests(NumberHasher(KEY.secret).hash_chunk(numbers)[0], view.layout)
+    old_located = locate_digests(NumberHasher(previous.secret).hash_chunk(numbers)[0], view.layout)
+    out_v2, in_v3 = ScopeEntry(1, 2, 1_000).pack(), ScopeEntry(2, 3, 2_000).pack()
+    # 1: moved (both hold v2), then opted back in under the new subject (v3): allowed.
+    view.values[old_located[0].tobytes()] = (None, out_v2)
+    view.values[new_located[0].tobytes()] = (None, in_v3)
+    # 2: not moved yet: only the old subject holds its opt-out.
+    view.values[old_located[1].tobytes()] = (out_v2, None)
+    subject_filter = None
+    if with_filter:
+        subject_filter = SubjectFilter(1 << 16)
+        subject_filter.add(new_located[0].tobytes() + old_located[:2].tobytes())
+        subject_filter.covered({0: 10, 1: 7})
+        subject_filter.ready = True
+    checker = BatchChecker(view, HashPool(KEY, workers=0), "pk1", subject_filter,  # type: ignore[arg-type]
+                           previous=NumberHasher(previous.secret))  # fmt: skip
+    answer = await checker.check(numbers, "JUMIA", chunk_index=0)
+    results = registry_pb2.CheckBatchResponse.FromString(answer.response).results
+    assert [r.verdict for r in results] == [
+        registry_pb2.VERDICT_ALLOWED,
+        registry_pb2.VERDICT_SUPPRESSED,
+        registry_pb2.VERDICT_ALLOWED,
+        registry_pb2.VERDICT_INVALID_NUMBER,
+    ]
+    assert results[0].matched_scope == registry_pb2.MATCHED_SCOPE_GLOBAL
+    assert results[1].matched_scope == registry_pb2.MATCHED_SCOPE_SENDER
+    for e164, verdict in (("+212611000001", False), ("+212611000002", True)):
+        one = await checker.check_one(e164, "JUMIA")
+        suppressed = bool(one.sender and one.sender.state == 1) or bool(
+            one.global_ and one.global_.state == 1
+        )
+        assert suppressed is verdict

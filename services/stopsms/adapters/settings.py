@@ -62,6 +62,9 @@ class Settings:
     #: Data keys that sealed older records (comma-separated files): after a rotation they
     #: still unseal what the compacted list holds under them; only the current key seals.
     previous_data_key_files: tuple[str, ...] = _env("PREVIOUS_DATA_KEY_FILES", (), tuple)
+    #: The pseudonym key subjects move away from, held only while a re-keying runs (the
+    #: registry re-derives every subject; docs/operations.md, "Rotate the pseudonym key").
+    previous_pseudonym_key_file: Path | None = _env("PREVIOUS_PSEUDONYM_KEY_FILE", None, Path)
     #: Create missing key files with random keys. Only for local runs (``stopsms up`` and the
     #: tests ask for it): in a deployment keys come from Secrets, and a missing one must stop
     #: the service at start.
@@ -223,7 +226,10 @@ class Settings:
             )
         else:
             pseudonym_key, data_key = load_key(pseudonym_path), load_key(data_path)
-        return Pseudonymiser(pseudonym_key, [data_key, *previous])
+        previous_pseudonym = (
+            load_key(self.previous_pseudonym_key_file) if self.previous_pseudonym_key_file else None
+        )
+        return Pseudonymiser(pseudonym_key, [data_key, *previous], previous_pseudonym)
 
 
 @dataclass(frozen=True)
@@ -302,6 +308,12 @@ class RegistrySettings(Settings):
     #: While previous data keys are held, a re-sealing pass (decisions in force sealed under
     #: them, published again under the current key: registry/resealing.py) starts this often.
     reseal_pass_seconds: float = _env("RESEAL_PASS_SECONDS", 3_600.0, float)
+    #: While a previous pseudonym key is held, a re-keying pass (subjects moved to the current
+    #: key: registry/rekeying.py) starts this often.
+    rekey_pass_seconds: float = _env("REKEY_PASS_SECONDS", 3_600.0, float)
+    #: How long a moved subject's old records stay on the list beside the new ones before they
+    #: are tombstoned: every reader (view, operators, PSVAs) must have taken the new ones.
+    rekey_grace_seconds: float = _env("REKEY_GRACE_SECONDS", 86_400.0, float)
 
     def validate(self) -> None:
         """Check the registry's own settings as well as the shared ones."""
@@ -310,6 +322,10 @@ class RegistrySettings(Settings):
             raise SettingsError("STOPSMS_ERASURE_PASS_SECONDS must be more than 0")
         if not self.reseal_pass_seconds > 0:
             raise SettingsError("STOPSMS_RESEAL_PASS_SECONDS must be more than 0")
+        if not self.rekey_pass_seconds > 0:
+            raise SettingsError("STOPSMS_REKEY_PASS_SECONDS must be more than 0")
+        if not self.rekey_grace_seconds >= 0:
+            raise SettingsError("STOPSMS_REKEY_GRACE_SECONDS must be 0 or more")
         if not 1 <= self.view_bucket_bits <= 16:
             raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 16")
         if not 1 <= self.rebuild_workers <= 64:

@@ -88,9 +88,16 @@ class RequestHistory(_TopicFollower):
         self.subject_of: dict[str, str] = {}  # event id → subject
 
     def take(self, value: bytes) -> None:
-        """Keep the request, without the sealed number; a retried one once."""
+        """Keep the request, without the sealed number; a retried (or passed on) one once.
+
+        A migration (a pseudonym re-keying moving a subject's decisions) is no request.
+        """
         request = events_pb2.PreferenceRequested.FromString(value)
-        if not request.subject or request.event_id in self.subject_of:
+        if (
+            not request.subject
+            or request.event_id in self.subject_of
+            or request.HasField("migration")
+        ):
             return
         self.subject_of[request.event_id] = request.subject
         request.ClearField("sealed_msisdn")

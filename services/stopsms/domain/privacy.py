@@ -81,10 +81,27 @@ def ensure_key(path: Path, key_id: str) -> Key:
 class Pseudonymiser:
     """Turns E.164 numbers into subjects and seals them, and unseals for entitled readers."""
 
-    def __init__(self, pseudonym_key: Key, data_keys: list[Key]) -> None:
-        """``data_keys[0]`` seals; every one of them unseals (the others are previous keys)."""
+    def __init__(
+        self, pseudonym_key: Key, data_keys: list[Key], previous_pseudonym_key: Key | None = None
+    ) -> None:
+        """``data_keys[0]`` seals; every one of them unseals (the others are previous keys).
+
+        ``previous_pseudonym_key``: held only while a pseudonym re-keying runs (the registry
+        moves every subject from it to ``pseudonym_key``; registry/rekeying.py).
+        """
         if not data_keys:
             raise KeyMaterialError("at least one data key is needed")
+        if previous_pseudonym_key is not None and (
+            previous_pseudonym_key.key_id == pseudonym_key.key_id
+        ):
+            # Subjects are told apart by their key id: two keys under one id would mix them.
+            raise KeyMaterialError(
+                f"the previous pseudonym key must have another id than {pseudonym_key.key_id!r}"
+            )
+        self._previous_pseudonym_key = previous_pseudonym_key
+        self._previous_hasher = (
+            NumberHasher(previous_pseudonym_key.secret) if previous_pseudonym_key else None
+        )
         ids = [k.key_id for k in data_keys]
         if len(set(ids)) != len(ids):
             # Two secrets under one id would unseal some records and fail others at random.
@@ -110,9 +127,20 @@ class Pseudonymiser:
         """The key subjects are computed with (the registry's batch hashing needs it)."""
         return self._pseudonym_key
 
+    @property
+    def previous_pseudonym_key(self) -> Key | None:
+        """The pseudonym key subjects are moving away from, while a re-keying runs."""
+        return self._previous_pseudonym_key
+
     def subject(self, e164: str) -> str:
         """Return the keyed pseudonym of an E.164 number."""
         return f"{self._pseudonym_key.key_id}:{self._hasher.digest(e164).hex()}"
+
+    def previous_subject(self, e164: str) -> str | None:
+        """The number's subject under the previous pseudonym key (None: no re-keying runs)."""
+        if self._previous_pseudonym_key is None or self._previous_hasher is None:
+            return None
+        return f"{self._previous_pseudonym_key.key_id}:{self._previous_hasher.digest(e164).hex()}"
 
     def seal(self, e164: str) -> events_pb2.SealedMsisdn:
         """Encrypt an E.164 number under the current data key, with a fresh nonce."""

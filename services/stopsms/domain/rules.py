@@ -60,12 +60,17 @@ class SubjectDecisions:
     the agent idempotent: a redelivered request is recognised and not decided twice.
     ``resealed`` maps a scope to the version whose record was published again under the
     current data key (registry/resealing.py), so a later pass does not re-seal it again.
+    ``moved_to`` names the subject under the current pseudonym key that this subject's
+    decisions moved to (registry/rekeying.py), at ``moved_ms``: from then on its requests are
+    passed on there, never decided here.
     """
 
     version: int = 0
     scopes: dict[str, ScopeEntry] = field(default_factory=dict)
     decided: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
     resealed: dict[str, int] = field(default_factory=dict)
+    moved_to: str = ""
+    moved_ms: int = 0
 
     def suppressed_in(self, scope: str) -> bool:
         """The effective verdict of a scope (``*`` = global) under the rules."""
@@ -83,6 +88,8 @@ class SubjectDecisions:
         }
         if self.resealed:  # only while a re-sealing has marked it: most states never are
             value["r"] = self.resealed
+        if self.moved_to:  # only during a pseudonym re-keying
+            value["m"] = [self.moved_to, self.moved_ms]
         return json.dumps(value, separators=(",", ":"))
 
     @classmethod
@@ -96,6 +103,8 @@ class SubjectDecisions:
             scopes={k: ScopeEntry(*map(int, v)) for k, v in data["s"].items()},
             decided={k: (int(v[0]), int(v[1]), bool(v[2])) for k, v in data["d"].items()},
             resealed={k: int(v) for k, v in data.get("r", {}).items()},
+            moved_to=str(data["m"][0]) if "m" in data else "",
+            moved_ms=int(data["m"][1]) if "m" in data else 0,
         )
 
 

@@ -53,10 +53,15 @@ RECHECK_AFTER_S = 30.0
 def proven_when_decided(change: events_pb2.SuppressionChanged) -> bool:
     """Whether a record of the list opens a proof: a decision, not a re-sealing or a key change.
 
-    A re-sealed record repeats a decision under the current data key; its proof was opened when
-    it was first decided (and may be long done and expired), so it opens none again.
+    A re-sealed record repeats a decision under the current data key, a moved one under the
+    subject of the current pseudonym key; its proof was opened when it was first decided (and
+    may be long done and expired), so it opens none again.
     """
-    return not change.HasField("resealed_time") and not is_key_change(change.subject)
+    return (
+        not change.HasField("resealed_time")
+        and not change.previous_subject
+        and not is_key_change(change.subject)
+    )
 
 
 class PropagationView(Protocol):

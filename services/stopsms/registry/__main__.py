@@ -21,6 +21,7 @@ from stopsms.adapters.streams import ConsumerLag, GroupProcessor, run_worker, st
 from stopsms.adapters.telemetry import configure_logging
 from stopsms.adapters.view import RedisSuppressionView, SuppressionView
 from stopsms.domain.parties import PartiesDirectory
+from stopsms.domain.privacy import NumberHasher
 from stopsms.domain.topics import Topics
 from stopsms.domain.viewcodec import ViewLayout
 from stopsms.registry.app import create_decision_stage
@@ -62,7 +63,17 @@ def create_registry(
     )
     hashing = HashPool(pseudonymiser.pseudonym_key, settings.hash_workers)
     servicer = RegistryServicer(
-        lookups=BatchChecker(view, hashing, pseudonymiser.pseudonym_key.key_id, subject_filter),
+        lookups=BatchChecker(
+            view,
+            hashing,
+            pseudonymiser.pseudonym_key.key_id,
+            subject_filter,
+            previous=(
+                NumberHasher(pseudonymiser.previous_pseudonym_key.secret)
+                if pseudonymiser.previous_pseudonym_key is not None
+                else None
+            ),
+        ),
         auth=auth,
     )
     endpoint = GrpcEndpoint(

@@ -27,6 +27,7 @@ from stopsms.adapters.tracing import traced, traceparent_of
 from stopsms.domain.rules import SubjectDecisions, decide
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.registry.erasure import Eraser, erased_floor
+from stopsms.registry.rekeying import Rekeyer, SubjectRouter, apply_migration
 from stopsms.registry.resealing import Resealer
 from stopsms.v1 import events_pb2
 
@@ -36,10 +37,18 @@ log = logging.getLogger(__name__)
 class Decisions:
     """The decision handler: a batch of requests, decided in order, as records to publish."""
 
-    def __init__(self, topics: Topics, partitions: int, state: StateStore) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        partitions: int,
+        state: StateStore,
+        router: SubjectRouter | None = None,
+    ) -> None:
+        """``router``: where requests are decided while a pseudonym re-keying runs."""
         self.topics = topics
         self.partitions = partitions
         self.state = state
+        self.router = router
 
     async def assigned(self, partitions: set[int]) -> None:
         """Nothing to do: the state of these partitions was restored before."""
@@ -61,38 +70,53 @@ class Decisions:
                 continue
             subject = request.subject.encode()
             place = (record.partition, subject)
+            known = place in states or self.state.get(record.partition, subject) is not None
             state = states.get(place) or self._stored(record.partition, subject)
+            if request.HasField("migration"):  # a subject re-keyed: never a citizen's request
+                moved, migrated = apply_migration(state, known, request)
+                if migrated is not None:
+                    states[place] = migrated
+                    outputs += [self._published(change, record) for change in moved]
+                continue
+            if self.router is not None and self.router.enabled:
+                destination = self.router.destination(request, state if known else None)
+                if destination is not None:
+                    outputs.append(self.router.forward(request, destination))
+                    continue
             change, new_state = decide(state, request, record.timestamp_ms)
             if change is None:
                 continue  # already decided and published: a duplicate request
             states[place] = new_state
-            key = suppression_key(change.subject, change.sender_id).encode()
-            with traced(
-                traceparent_of(record.headers),
-                request.request_id,
-                name="registry decide",
-                kind=SpanKind.CONSUMER,
-                event_id=change.event_id,
-            ) as trace:
-                log.info(
-                    "decided event %s: %s for %s, version %d",
-                    change.event_id,
-                    events_pb2.State.Name(change.state),
-                    change.sender_id or "all senders",
-                    change.version,
-                )
-                outputs.append(
-                    Output(
-                        self.topics.suppressions,
-                        key,
-                        change.SerializeToString(),
-                        partition_for_key(key, self.partitions),
-                        message_headers("stopsms.v1.SuppressionChanged", trace),
-                    )
-                )
+            outputs.append(self._published(change, record))
         for (partition, subject), new_state in states.items():
             outputs.append(self.state.put(partition, subject, new_state.to_json().encode()))
         return ProcessedBatch(outputs)
+
+    def _published(self, change: events_pb2.SuppressionChanged, record: Record) -> Output:
+        """A decision as the record to publish on the list, in its subject's partition."""
+        key = suppression_key(change.subject, change.sender_id).encode()
+        with traced(
+            traceparent_of(record.headers),
+            change.request_id,
+            name="registry decide",
+            kind=SpanKind.CONSUMER,
+            event_id=change.event_id,
+        ) as trace:
+            log.info(
+                "%s event %s: %s for %s, version %d",
+                "moved" if change.previous_subject else "decided",
+                change.event_id,
+                events_pb2.State.Name(change.state),
+                change.sender_id or "all senders",
+                change.version,
+            )
+            return Output(
+                self.topics.suppressions,
+                key,
+                change.SerializeToString(),
+                partition_for_key(key, self.partitions),
+                message_headers("stopsms.v1.SuppressionChanged", trace),
+            )
 
     def _stored(self, partition: int, subject: bytes) -> SubjectDecisions:
         """A subject's state; a new one starts above every version erased in its partition."""
@@ -133,23 +157,35 @@ def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
         legal_record_days=settings.retention_requests_days,
         pass_every_s=settings.erasure_pass_seconds,
     )
+    pseudonymiser = settings.pseudonymiser()
+    bus = KafkaBus(settings.kafka)
     resealer = Resealer(
-        KafkaBus(settings.kafka),
+        bus, topics, state, pseudonymiser, pass_every_s=settings.reseal_pass_seconds
+    )
+    rekeyer = Rekeyer(
+        bus,
         topics,
         state,
-        settings.pseudonymiser(),
-        pass_every_s=settings.reseal_pass_seconds,
+        pseudonymiser,
+        settings.partitions,
+        pass_every_s=settings.rekey_pass_seconds,
+        grace_s=settings.rekey_grace_seconds,
     )
 
     def housekeeping() -> ProcessedBatch | None:
-        """Erasure first (it is due by the clock), then re-sealing, one at a time."""
-        return eraser.round() or resealer.round()
+        """Erasure first (it is due by the clock), then re-keying, then re-sealing."""
+        return eraser.round() or rekeyer.round() or resealer.round()
 
     return GroupProcessor(
         settings.kafka,
         topics.processor_group("registry"),
         topics.requests,
-        Decisions(topics, settings.partitions, state),
+        Decisions(
+            topics,
+            settings.partitions,
+            state,
+            SubjectRouter(pseudonymiser, topics, settings.partitions),
+        ),
         stores=[state],
         session_timeout_s=settings.kafka_session_timeout_seconds,
         housekeeping=housekeeping,

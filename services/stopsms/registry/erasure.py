@@ -158,8 +158,8 @@ class Eraser:
             if raw is None:
                 continue  # gone meanwhile (erased, or the partition was handed over)
             decisions = SubjectDecisions.from_json(raw)
-            if not erasable(decisions, now_ms, self.legal_record_ms):
-                continue
+            if decisions.moved_to or not erasable(decisions, now_ms, self.legal_record_ms):
+                continue  # a moved subject ends with its re-keying; its successor is erased
             outputs += self.tombstones(partition, subject.decode(), decisions)
             outputs.append(self.state.delete(partition, subject))
             floor = max(floor, decisions.version)

@@ -51,6 +51,24 @@ def _result_bytes(sender: ScopeEntry | None, global_: ScopeEntry | None) -> byte
     return b"\x0a" + varint(len(body)) + body
 
 
+def newer(a: ScopeEntry | None, b: ScopeEntry | None) -> ScopeEntry | None:
+    """The entry of higher version.
+
+    During a pseudonym re-keying a number has two subjects, and the one its latest decision
+    was made under holds the higher version.
+    """
+    if a is None or (b is not None and b.version > a.version):
+        return b
+    return a
+
+
+def _earliest(one: dict[int, int], other: dict[int, int]) -> dict[int, int]:
+    """The offsets both answers are as of: the lower one of each partition."""
+    return {p: min(one.get(p, o), o) for p, o in other.items()} | {
+        p: o for p, o in one.items() if p not in other
+    }
+
+
 @dataclass
 class ChunkAnswer:
     """One CheckBatchResponse, serialised, and what the audit trail needs."""
@@ -69,11 +87,18 @@ class BatchChecker:
         hashing: HashPool,
         key_id: str,
         subject_filter: SubjectFilter | None = None,
+        previous: NumberHasher | None = None,
     ) -> None:
+        """Answer lookups from the view.
+
+        ``previous``: the previous pseudonym key's hasher, while a re-keying runs; every lookup
+        then reads both subjects of a number and takes the newer entry of each scope.
+        """
         self._view = view
         self._hashing = hashing
         self._key_id = key_id
         self._filter = subject_filter
+        self._previous = previous
         self.single = SingleLookups(view, subject_filter)
 
     @property
@@ -90,6 +115,22 @@ class BatchChecker:
     def layout(self) -> ViewLayout:
         """The view's layout."""
         return self._view.layout
+
+    async def check_one(self, e164: str, sender_id: str) -> SingleAnswer:
+        """``Check``'s lookup: one number's entries for ``sender_id`` and global."""
+        layout = self._view.layout
+        located = layout.located_digest(self.hasher.digest(e164))
+        if self._previous is None:
+            return await self.single.lookup(located, sender_id)
+        new, old = await asyncio.gather(
+            self.single.lookup(located, sender_id),
+            self.single.lookup(layout.located_digest(self._previous.digest(e164)), sender_id),
+        )
+        return SingleAnswer(
+            newer(new.sender, old.sender),
+            newer(new.global_, old.global_),
+            _earliest(new.as_of, old.as_of),
+        )
 
     async def check(self, numbers: Sequence[str], sender_id: str, chunk_index: int) -> ChunkAnswer:
         """Verdicts for one chunk, in order, as a serialised CheckBatchResponse."""
@@ -108,11 +149,15 @@ class BatchChecker:
             covered = self._filter.offsets
             as_of = {p: min(o, covered.get(p, 0)) for p, o in stored.items()}
         answers = [_NO_RECORD] * len(located)
-        for row, (sender_value, global_value) in zip(maybe.tolist(), values, strict=True):
-            if sender_value is not None or global_value is not None:
-                answers[row] = _result_bytes(
-                    ScopeEntry.unpack(sender_value), ScopeEntry.unpack(global_value)
-                )
+        if self._previous is not None:
+            old_stored = await self._with_previous(numbers, sender_id, maybe, values, answers)
+            as_of = _earliest(as_of, old_stored)
+        else:
+            for row, (sender_value, global_value) in zip(maybe.tolist(), values, strict=True):
+                if sender_value is not None or global_value is not None:
+                    answers[row] = _result_bytes(
+                        ScopeEntry.unpack(sender_value), ScopeEntry.unpack(global_value)
+                    )
         if invalid:  # put the invalid numbers back in their places
             valid = iter(answers)
             refused = set(invalid)
@@ -127,6 +172,34 @@ class BatchChecker:
         width = 2 * SUBJECT_DIGEST_BYTES
         subjects = [prefix + hex_digests[i : i + width] for i in range(0, len(hex_digests), width)]
         return ChunkAnswer(b"".join(answers) + tail, subjects, len(maybe))
+
+    async def _with_previous(
+        self,
+        numbers: Sequence[str],
+        sender_id: str,
+        maybe: Any,
+        values: list[tuple[bytes | None, bytes | None]],
+        answers: list[bytes],
+    ) -> dict[int, int]:
+        """During a re-keying: the chunk's numbers looked up under the previous key too.
+
+        Returns the offsets that lookup is as of.
+
+        Hashed in this process and without the filter (which holds current subjects only):
+        a chunk costs about twice as much while the re-keying runs.
+        """
+        assert self._previous is not None
+        old_digests, _ = self._previous.hash_chunk(numbers)
+        old_located = locate_digests(old_digests, self._view.layout)
+        old_values, old_stored = await self._view.lookup_packed(old_located.tobytes(), sender_id)
+        current = dict(zip(maybe.tolist(), values, strict=True))
+        for row, (old_sender, old_global) in enumerate(old_values):
+            new_sender, new_global = current.get(row, (None, None))
+            sender = newer(ScopeEntry.unpack(new_sender), ScopeEntry.unpack(old_sender))
+            global_ = newer(ScopeEntry.unpack(new_global), ScopeEntry.unpack(old_global))
+            if sender is not None or global_ is not None:
+                answers[row] = _result_bytes(sender, global_)
+        return old_stored
 
 
 @dataclass

@@ -17,16 +17,14 @@ keep). The state also remembers the version re-sealed (``SubjectDecisions.reseal
 later pass, which still reads the superseded records until compaction removes them, publishes
 nothing twice.
 
-Reading the topic happens in a task of its own, a batch at a time into a short queue; each
-housekeeping round re-seals what is queued. ``stopsms keys reseal`` follows the passes from the
-list itself and, once no decision in force is sealed under the retired key, publishes the
+The reading and the rounds are the :class:`~stopsms.registry.list_pass.ListPass`'s.
+``stopsms keys reseal`` follows the passes from the list itself and, once no decision in
+force is sealed under the retired key, publishes the
 key-change record (docs/operations.md, "Re-seal the list").
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,28 +33,14 @@ from prometheus_client import Counter, Gauge
 
 from stopsms.adapters.bus import Bus
 from stopsms.adapters.kafka import message_headers
-from stopsms.adapters.streams import Output, ProcessedBatch, StateStore
+from stopsms.adapters.streams import Output, StateStore
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
 from stopsms.domain.rules import SubjectDecisions
-from stopsms.domain.topics import (
-    GLOBAL_SCOPE,
-    Topics,
-    is_key_change,
-    suppression_key,
-)
+from stopsms.domain.topics import GLOBAL_SCOPE, Topics, is_key_change, suppression_key
+from stopsms.registry.list_pass import ListPass
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
-
-#: The first pass starts this long after the stage (its state restored by then).
-FIRST_PASS_AFTER_S = 30.0
-#: Records re-sealed per housekeeping round: sealing costs about 10 µs, so a round stays short
-#: beside the decisions it runs between.
-RESEALS_PER_ROUND = 2000
-#: Batches of records found under older keys waiting for a round: the reader waits beyond.
-QUEUED_BATCHES = 4
-#: Records read from the list per fetch.
-READ_BATCH = 5000
 
 RESEALED = Counter(
     "stopsms_resealed_records",
@@ -75,11 +59,12 @@ UNSEALABLE = Gauge(
     "Decisions in force found by the last pass under a data key this registry does not hold.",
 )
 
-Found = tuple[int, list[events_pb2.SuppressionChanged]]
 
-
-class Resealer:
+class Resealer(ListPass):
     """Re-seals, a round at a time, the decisions in force sealed under an older data key."""
+
+    client_id = "stopsms-registry-reseal"
+    name = "re-sealing pass"
 
     def __init__(
         self,
@@ -91,19 +76,9 @@ class Resealer:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.bus = bus
-        self.topics = topics
-        self.state = state
+        super().__init__(bus, topics, state, pass_every_s, clock, monotonic)
         self.pseudonymiser = pseudonymiser
         self.current = pseudonymiser.data_key.key_id
-        self.pass_every_s = pass_every_s
-        self._clock, self._monotonic = clock, monotonic
-        self._next_pass = monotonic() + min(FIRST_PASS_AFTER_S, pass_every_s)
-        self._found: asyncio.Queue[Found] = asyncio.Queue(QUEUED_BATCHES)
-        self._held: list[events_pb2.SuppressionChanged] = []
-        self._held_partition = 0
-        self._reading: asyncio.Task[None] | None = None
-        self._started = 0.0
         self._resealed = self._unsealable = 0
         self._unknown_keys: set[str] = set()
 
@@ -112,49 +87,21 @@ class Resealer:
         """Whether there is anything to re-seal from: previous data keys are held."""
         return len(self.pseudonymiser.data_keys) > 1
 
-    @property
-    def running(self) -> bool:
-        """Whether a pass is under way."""
-        return self._reading is not None
+    def wanted(self, change: events_pb2.SuppressionChanged) -> bool:
+        """A record sealed under another key than the current one (not the key-change note)."""
+        return change.sealed_msisdn.key_id != self.current and not is_key_change(change.subject)
 
-    def round(self) -> ProcessedBatch | None:
-        """The re-sealed records of the next slice found, or None when nothing is to do now."""
-        if not self.enabled:
-            return None
-        if self._reading is None:
-            if self._monotonic() < self._next_pass:
-                return None
-            self._start_pass()
-        outputs: list[Output] = []
-        while len(outputs) < RESEALS_PER_ROUND:
-            if not self._held:
-                try:
-                    self._held_partition, self._held = self._found.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-            take = RESEALS_PER_ROUND - len(outputs)
-            chunk, self._held = self._held[:take], self._held[take:]
-            outputs += self._reseal(self._held_partition, chunk)
-        assert self._reading is not None
-        if self._reading.done() and self._found.empty() and not self._held:
-            self._end_pass(self._reading)
-        return ProcessedBatch(outputs) if outputs else None
+    def handle(self, partition: int, changes: list[events_pb2.SuppressionChanged]) -> list[Output]:
+        """Re-seal the slice."""
+        return self._reseal(partition, changes)
 
-    def _start_pass(self) -> None:
-        self._started = self._clock()
+    def started(self) -> None:
+        """A pass starts: its counts from zero."""
         self._resealed = self._unsealable = 0
-        PASS_STARTED.set(self._started)
-        self._reading = asyncio.get_running_loop().create_task(self._read(self.state.partitions()))
+        PASS_STARTED.set(self._clock())
 
-    def _end_pass(self, reading: asyncio.Task[None]) -> None:
-        self._reading = None
-        self._next_pass = self._monotonic() + self.pass_every_s
-        failure = None if reading.cancelled() else reading.exception()
-        if failure is not None:
-            # The list could not be read (Kafka away): the next pass starts over, sooner.
-            log.error("re-sealing pass failed (%r); trying again in a minute", failure)
-            self._next_pass = self._monotonic() + min(60.0, self.pass_every_s)
-            return
+    def finished(self, seconds: float) -> None:
+        """Every partition read: the figures of the pass."""
         PASS_ENDED.set(self._clock())
         UNSEALABLE.set(self._unsealable)
         log.info(
@@ -163,36 +110,8 @@ class Resealer:
             self._resealed,
             self.current,
             self._unsealable,
-            self._clock() - self._started,
+            seconds,
         )
-
-    async def _read(self, partitions: list[int]) -> None:
-        """Queue, per partition of this replica, the list's records under other keys."""
-        parse = events_pb2.SuppressionChanged.FromString
-        for partition in partitions:
-            reader = self.bus.reader(
-                self.topics.suppressions,
-                only_partitions=[partition],
-                client_id="stopsms-registry-reseal",
-                max_records=READ_BATCH,
-            )
-            await reader.start()
-            try:
-                async for records in reader.read_to_end():
-                    found = []
-                    for record in records:
-                        if record.value is None:
-                            continue
-                        change = parse(record.value)
-                        if change.sealed_msisdn.key_id != self.current and not is_key_change(
-                            change.subject
-                        ):
-                            found.append(change)
-                    if found:
-                        await self._found.put((partition, found))
-            finally:
-                with contextlib.suppress(Exception):
-                    await reader.stop()
 
     def _reseal(self, partition: int, changes: list[events_pb2.SuppressionChanged]) -> list[Output]:
         """Each record still in force, sealed under the current key; the states marked."""
@@ -209,6 +128,8 @@ class Resealer:
                 if raw is None:
                     continue  # erased, or the partition was handed to another replica
                 state = SubjectDecisions.from_json(raw)
+            if state.moved_to:
+                continue  # re-keyed: its decisions are in force under the new subject
             scope = change.sender_id or GLOBAL_SCOPE
             entry = state.scopes.get(scope)
             if entry is None or entry.version != change.version:

@@ -74,9 +74,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         # the subject filter first, then one Redis round trip shared by concurrent calls
         digest = self._batch.hasher.digest(e164)
         self._auth.permitted(party, method, [f"{self._batch.key_id}:{digest.hex()}"])
-        answer = await self._batch.single.lookup(
-            self._batch.layout.located_digest(digest), sender_id
-        )
+        answer = await self._batch.check_one(e164, sender_id)
         verdict, offsets = combine(answer.sender, answer.global_), answer.as_of
         response = registry_pb2.CheckResponse()
         _fill(response, verdict)

@@ -19,6 +19,9 @@
     stopsms verify-export CASE-....pdf  check a pack against the platform's export key
     stopsms keys reseal --wait 3600     follow the re-sealing under the current data key, then
                                         announce the retired key to operators
+    stopsms keys rotate-pseudonyms --wait 172800 --ledger ledger.txt
+                                        follow the re-keying of every subject under the current
+                                        pseudonym key; the ledger check before and after
 
 Calls use the party's client certificate from ``.stopsms/tls`` (mutual TLS); with
 ``STOPSMS_INSECURE_IDENTITY=true`` they name the party in a header instead.
@@ -60,7 +63,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from stopsms.adapters.settings import Settings
+    from stopsms.tools.reseal import SealCount
     from stopsms.tools.senders import Migration
+    from stopsms.tools.verify import LedgerReport
     from stopsms.v1 import senders_pb2
 
 DATA_DIR = Path(os.environ.get("STOPSMS_DATA_DIR", ".stopsms"))
@@ -503,20 +508,29 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """The ledger check: exit 0 only when nothing acknowledged is lost, doubled or unapplied."""
+    ledger = Path(args.ledger)
+    if not ledger.is_file():
+        print(f"stopsms verify: {ledger} is not a file", file=sys.stderr)
+        return 2
+    report = _ledger_check(ledger, args.wait)
+    print(report.summary())
+    if args.report:
+        Path(args.report).write_text(report.to_json())
+    return 0 if report.ok else 1
+
+
+def _ledger_check(ledger: Path, wait_s: float) -> LedgerReport:
+    """Run the ledger check of ``stopsms verify`` on a ledger file."""
     import asyncio
 
     from stopsms.adapters.settings import RegistrySettings
     from stopsms.adapters.view import RedisSuppressionView
     from stopsms.domain.topics import Topics
     from stopsms.domain.viewcodec import ViewLayout
-    from stopsms.tools.verify import LedgerReport, read_ledger, verify
+    from stopsms.tools.verify import read_ledger, verify
 
     ends = _endpoints()
     settings = RegistrySettings.from_env(data_dir=DATA_DIR)
-    ledger = Path(args.ledger)
-    if not ledger.is_file():
-        print(f"stopsms verify: {ledger} is not a file", file=sys.stderr)
-        return 2
     acknowledged = read_ledger(ledger)
     view = RedisSuppressionView.from_url(
         ends["redis"], settings.topic_namespace, ViewLayout(settings.view_bucket_bits)
@@ -529,17 +543,86 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 bootstrap=_kafka(settings),
                 topics=Topics(settings.topic_namespace),
                 view=view,
-                wait_seconds=args.wait,
+                wait_seconds=wait_s,
             )
         finally:
             await view.close()
 
     print(f"checking {len(acknowledged)} acknowledged requests...", file=sys.stderr)
-    report = asyncio.run(run())
-    print(report.summary())
-    if args.report:
-        Path(args.report).write_text(report.to_json())
-    return 0 if report.ok else 1
+    return asyncio.run(run())
+
+
+def cmd_keys_rotate_pseudonyms(args: argparse.Namespace) -> int:
+    """Follow the registry's pseudonym re-keying to its end; the ledger check before and after."""
+    import asyncio
+
+    from stopsms.adapters.bus import KafkaBus
+    from stopsms.adapters.settings import RegistrySettings
+    from stopsms.domain.topics import Topics
+    from stopsms.tools.rekey import describe, follow_rekeying, left_under_other_keys
+
+    settings = RegistrySettings.from_env(data_dir=DATA_DIR)
+    pseudonymiser = settings.pseudonymiser()
+    current = pseudonymiser.pseudonym_key.key_id
+    previous = pseudonymiser.previous_pseudonym_key
+    ledger = Path(args.ledger) if args.ledger else None
+    if ledger is not None and not ledger.is_file():
+        print(f"stopsms keys rotate-pseudonyms: {ledger} is not a file", file=sys.stderr)
+        return 2
+    if previous is None:
+        print(
+            f"stopsms keys rotate-pseudonyms: the current pseudonym key is {current} and no "
+            "previous one is held (STOPSMS_PREVIOUS_PSEUDONYM_KEY_FILE): a re-keying starts "
+            "when the registry holds both (docs/operations.md, 'Rotate the pseudonym key'); "
+            "counting the list anyway",
+            file=sys.stderr,
+        )
+    if ledger is not None:
+        before = _ledger_check(ledger, args.ledger_wait)
+        print(f"ledger check before: {before.summary()}")
+        if not before.ok:
+            print("stopsms keys rotate-pseudonyms: the ledger check fails before the re-keying; "
+                  "resolve that first", file=sys.stderr)  # fmt: skip
+            return 1
+
+    def show(count: SealCount) -> None:
+        left = left_under_other_keys(count, current)
+        print(f"{describe(count)}; {left:,} left under other keys (read in {count.seconds:.1f} s)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    outcome = asyncio.run(
+        follow_rekeying(
+            KafkaBus(_kafka(settings)),
+            Topics(settings.topic_namespace),
+            settings.partitions,
+            current,
+            wait_s=args.wait,
+            show=show,
+        )
+    )
+    if not outcome.complete:
+        print(
+            f"stopsms keys rotate-pseudonyms: {left_under_other_keys(outcome.count, current):,} "
+            f"decisions in force are still under a pseudonym key other than {current}; the "
+            "registry moves them at its next pass (STOPSMS_REKEY_PASS_SECONDS) and ends them "
+            "after STOPSMS_REKEY_GRACE_SECONDS; run again, or with a longer --wait",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"re-keying complete: every decision in force is under {current} "
+        f"({outcome.at_start:,} were under other keys; followed for {outcome.seconds:.0f} s, "
+        f"{outcome.seconds_per_million:.0f} s per million)"
+    )
+    if ledger is not None:
+        after = _ledger_check(ledger, args.ledger_wait)
+        print(f"ledger check after: {after.summary()}")
+        if not after.ok:
+            return 1
+    if previous is not None:
+        print(f"remove {previous.key_id} (STOPSMS_PREVIOUS_PSEUDONYM_KEY_FILE) from the registry "
+              "and roll it")  # fmt: skip
+    return 0
 
 
 def cmd_keys_reseal(args: argparse.Namespace) -> int:
@@ -550,7 +633,7 @@ def cmd_keys_reseal(args: argparse.Namespace) -> int:
     from stopsms.adapters.kafka import KafkaPublisher
     from stopsms.adapters.settings import RegistrySettings
     from stopsms.domain.topics import Topics
-    from stopsms.tools.reseal import ResealOutcome, SealCount, follow_resealing
+    from stopsms.tools.reseal import ResealOutcome, follow_resealing
 
     settings = RegistrySettings.from_env(data_dir=DATA_DIR)
     pseudonymiser = settings.pseudonymiser()
@@ -788,6 +871,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the registry to re-seal what is left (default: count once)",
     )  # fmt: skip
     reseal.set_defaults(func=cmd_keys_reseal)
+    rotate = keys_sub.add_parser(
+        "rotate-pseudonyms",
+        help="follow the registry's re-keying of every subject under the current pseudonym "
+        "key to its end, with the ledger check before and after",
+    )
+    rotate.add_argument(
+        "--wait", type=float, default=0.0,
+        help="seconds to wait for the re-keying to end (default: count once)",
+    )  # fmt: skip
+    rotate.add_argument("--ledger", help="a ledger of acknowledged event ids to check")
+    rotate.add_argument(
+        "--ledger-wait", type=float, default=120.0,
+        help="seconds each ledger check gives the view and the proofs to catch up",
+    )  # fmt: skip
+    rotate.set_defaults(func=cmd_keys_rotate_pseudonyms)
     cases = sub.add_parser("cases", help="the cases complaints opened (the regulator)")
     cases.add_argument("--party", default="cndp", help="a regulator identity")
     cases.add_argument("--limit", type=int, default=50)

@@ -45,6 +45,10 @@ class SealCount:
     """The decisions in force by the data key that seals them, and the key changes published."""
 
     by_key: Counter[str] = field(default_factory=Counter)
+    #: The same decisions by the pseudonym key of their subject (``pk1`` of ``pk1:…``).
+    by_pseudonym_key: Counter[str] = field(default_factory=Counter)
+    #: Decisions in force that moved to their subject under a new pseudonym key.
+    moved: int = 0
     #: Decisions in force that are re-sealed records (``resealed_time`` set).
     resealed: int = 0
     #: Retired key ids whose key-change record is on the list.
@@ -61,8 +65,10 @@ class SealCount:
         return f"decisions in force by data key: {keys} ({self.resealed:,} re-sealed)"
 
 
-async def count_seals(bus: Bus, topics: Topics, partitions: int) -> SealCount:
-    """Read the list partition by partition; count its latest records by sealing key."""
+async def count_seals(
+    bus: Bus, topics: Topics, partitions: int, client_id: str = "stopsms-keys-reseal"
+) -> SealCount:
+    """Read the list partition by partition; count its latest records by key."""
     started = time.monotonic()
     count = SealCount()
     parse = events_pb2.SuppressionChanged.FromString
@@ -71,7 +77,7 @@ async def count_seals(bus: Bus, topics: Topics, partitions: int) -> SealCount:
         reader = bus.reader(
             topics.suppressions,
             only_partitions=[partition],
-            client_id="stopsms-keys-reseal",
+            client_id=client_id,
             max_records=5000,
         )
         await reader.start()
@@ -89,7 +95,9 @@ async def count_seals(bus: Bus, topics: Topics, partitions: int) -> SealCount:
                 count.announced.add(change.key_change.retired_key_id)
                 continue
             count.by_key[change.sealed_msisdn.key_id] += 1
+            count.by_pseudonym_key[change.subject.partition(":")[0]] += 1
             count.resealed += change.HasField("resealed_time")
+            count.moved += bool(change.previous_subject)
     count.seconds = time.monotonic() - started
     return count
 

@@ -121,6 +121,8 @@ class Decisions:
     placed: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     #: The offset of the latest tombstone (erasure) of each key (a key lives in one partition).
     erasures: dict[bytes, int] = field(default_factory=dict)
+    #: Event ids whose decision moved to a subject of the current pseudonym key.
+    moved: set[str] = field(default_factory=set)
 
     def erased(self, event: str, request_key: bytes | None) -> bool:
         """Whether an event's subject was erased after it was decided.
@@ -153,7 +155,12 @@ async def _read_decisions(
                 if is_key_change(change.subject):
                     continue  # no decision: a data key was retired
                 found.distinct.setdefault(change.event_id, set()).add(decision_content(change))
-                found.placed[change.event_id] = (record.key or b"", record.offset)
+                if change.previous_subject or change.event_id not in found.moved:
+                    # A moved decision lives on under its new subject, whose key a re-keying's
+                    # end does not tombstone; partitions are read in no particular order.
+                    found.placed[change.event_id] = (record.key or b"", record.offset)
+                if change.previous_subject:
+                    found.moved.add(change.event_id)
             elif record.key is not None:
                 found.erasures[record.key] = record.offset
 
@@ -172,12 +179,17 @@ def decision_content(change: events_pb2.SuppressionChanged) -> bytes:
     """What must not differ between two records of one event: all but how the number is sealed.
 
     A re-sealed record (registry/resealing.py) repeats its decision under another data key, with
-    another seal and ``resealed_time``; it is the same decision, not a duplicate.
+    another seal and ``resealed_time``; a moved one (registry/rekeying.py) under the subject of
+    the current pseudonym key, naming the one it was decided under. Each is the same decision,
+    not a duplicate; one event decided under two subjects is.
     """
     plain = events_pb2.SuppressionChanged()
     plain.CopyFrom(change)
     plain.ClearField("resealed_time")
     plain.ClearField("sealed_msisdn")
+    if plain.previous_subject:
+        plain.subject = plain.previous_subject
+        plain.ClearField("previous_subject")
     return plain.SerializeToString(deterministic=True)
 
 
