@@ -114,7 +114,7 @@ class Platform:
         latest: dict[bytes, events_pb2.SuppressionChanged | None] = {}
         for log in self.list.partitions_of(TOPICS.suppressions):
             for record in log:
-                latest[record.key] = (
+                latest[record.key or b""] = (
                     None if record.value is None
                     else events_pb2.SuppressionChanged.FromString(record.value)
                 )  # fmt: skip

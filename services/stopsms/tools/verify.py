@@ -36,7 +36,7 @@ from pathlib import Path
 from stopsms.adapters.kafka import Record, follow_topic, read_topic
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.view import RedisSuppressionView
-from stopsms.domain.topics import Topics, is_key_change, suppression_key
+from stopsms.domain.topics import Topics, is_key_change, subject_of_key, suppression_key
 from stopsms.domain.viewcodec import ExpectedView, decode_changes
 from stopsms.v1 import events_pb2
 
@@ -123,16 +123,25 @@ class Decisions:
     erasures: dict[bytes, int] = field(default_factory=dict)
     #: Event ids whose decision moved to a subject of the current pseudonym key.
     moved: set[str] = field(default_factory=set)
+    #: Subjects whose decisions moved to the current pseudonym key: the tombstones on their keys
+    #: end a re-keying, they erase nobody.
+    moved_from: set[str] = field(default_factory=set)
 
     def erased(self, event: str, request_key: bytes | None) -> bool:
         """Whether an event's subject was erased after it was decided.
 
         Without its decision (compacted away), a tombstone on the key its request names says so.
+        A decision superseded before its subject moved stays under the old subject, whose
+        tombstones end the re-keying: decided, not erased.
         """
         placed = self.placed.get(event)
         if placed is not None:
             key, offset = placed
+            if subject_of_key(key).decode() in self.moved_from:
+                return False
             return self.erasures.get(key, -1) > offset
+        if request_key is not None and subject_of_key(request_key).decode() in self.moved_from:
+            return False  # asked under a subject that moved since: decided under the new one
         return request_key in self.erasures
 
 
@@ -161,6 +170,7 @@ async def _read_decisions(
                     found.placed[change.event_id] = (record.key or b"", record.offset)
                 if change.previous_subject:
                     found.moved.add(change.event_id)
+                    found.moved_from.add(change.previous_subject)
             elif record.key is not None:
                 found.erasures[record.key] = record.offset
 
