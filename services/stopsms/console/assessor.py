@@ -345,7 +345,7 @@ class ComplaintAssessor(mode.Service):
             return history
         known = {decision.event_id for decision in history}
         settled_ms = int(self._clock() * 1000) - DECIDED_WITHIN_S * 1000
-        for asked in self.requests.by_subject.get(subject, ()):
+        for asked in self.requests.of(subject):
             accepted_ms = asked.accepted_time.ToMilliseconds()
             if asked.event_id in known or accepted_ms > settled_ms:
                 continue

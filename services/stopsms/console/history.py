@@ -86,6 +86,8 @@ class RequestHistory(_TopicFollower):
         super().__init__(bus, topic, "stopsms-console-requests", **kwargs)
         self.by_subject: dict[str, list[events_pb2.PreferenceRequested]] = defaultdict(list)
         self.subject_of: dict[str, str] = {}  # event id → subject
+        #: A subject under the current pseudonym key → the one it moved from (a re-keying).
+        self.moved_from: dict[str, str] = {}
 
     def take(self, value: bytes) -> None:
         """Keep the request, without the sealed number; a retried (or passed on) one once.
@@ -93,15 +95,25 @@ class RequestHistory(_TopicFollower):
         A migration (a pseudonym re-keying moving a subject's decisions) is no request.
         """
         request = events_pb2.PreferenceRequested.FromString(value)
-        if (
-            not request.subject
-            or request.event_id in self.subject_of
-            or request.HasField("migration")
-        ):
+        if request.HasField("migration"):
+            self.moved_from[request.subject] = request.migration.from_subject
+            return
+        if not request.subject or request.event_id in self.subject_of:
             return
         self.subject_of[request.event_id] = request.subject
         request.ClearField("sealed_msisdn")
         self.by_subject[request.subject].append(request)
+
+    def of(self, subject: str) -> list[events_pb2.PreferenceRequested]:
+        """A subject's requests, with those made under the subjects it moved from, oldest first.
+
+        After a pseudonym re-keying a citizen's number has a new subject; the requests made
+        before are still theirs.
+        """
+        chain = [subject]
+        while chain[-1] in self.moved_from and len(chain) < 8:
+            chain.append(self.moved_from[chain[-1]])
+        return [r for earlier in reversed(chain) for r in self.by_subject.get(earlier, ())]
 
 
 class AuditIndex(_TopicFollower):

@@ -346,7 +346,7 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
                 await context.abort(grpc.StatusCode.NOT_FOUND, "reference: no such reference")
         assert subject is not None
         answer = regulator_pb2.SearchRequestsResponse(subject=subject)
-        for asked in self._requests.by_subject.get(subject, ()):
+        for asked in self._requests.of(subject):
             item = answer.requests.add(
                 event_id=asked.event_id,
                 party_id=asked.party_id,
