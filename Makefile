@@ -54,6 +54,7 @@ bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the 
 	$(PYTHON) -m bench.complaints_load
 	$(PYTHON) -m bench.propagation_sweep
 	$(PYTHON) -m bench.reseal
+	$(PYTHON) -m bench.rekey
 
 bench-scale:  ## National scale (about 25 minutes, ~4 GB of Redis): 10 million links, 5 million proofs, the view with 50 million entries; writes bench/results.json.
 	$(PYTHON) -m bench.links_scale --links 10000000
@@ -73,6 +74,7 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.links_scale --links 40000 --lookups 20
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.reseal --subjects 2000
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.rekey --subjects 2000
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.proofs_scale --proofs 20000 --lookups 50
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --national --entries 100000 --seconds 1
 
