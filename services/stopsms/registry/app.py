@@ -76,7 +76,7 @@ class Decisions:
                 moved, migrated = apply_migration(state, known, request)
                 if migrated is not None:
                     states[place] = migrated
-                    outputs += [self._published(change, record) for change in moved]
+                    outputs += self._moved(moved, record.partition)
                 continue
             if self.router is not None and self.router.enabled:
                 destination = self.router.destination(request, state if known else None)
@@ -103,8 +103,7 @@ class Decisions:
             event_id=change.event_id,
         ) as trace:
             log.info(
-                "%s event %s: %s for %s, version %d",
-                "moved" if change.previous_subject else "decided",
+                "decided event %s: %s for %s, version %d",
                 change.event_id,
                 events_pb2.State.Name(change.state),
                 change.sender_id or "all senders",
@@ -117,6 +116,25 @@ class Decisions:
                 partition_for_key(key, self.partitions),
                 message_headers("stopsms.v1.SuppressionChanged", trace),
             )
+
+    def _moved(self, changes: list[events_pb2.SuppressionChanged], partition: int) -> list[Output]:
+        """A migrated subject's decisions, published again under it.
+
+        In the partition its migration came in (a subject's requests and decisions share one),
+        under one trace-less header: a re-keying continues no citizen's request.
+        """
+        headers = message_headers("stopsms.v1.SuppressionChanged")
+        log.debug("moved %d decisions to a subject of partition %d", len(changes), partition)
+        return [
+            Output(
+                self.topics.suppressions,
+                suppression_key(change.subject, change.sender_id).encode(),
+                change.SerializeToString(),
+                partition,
+                headers,
+            )
+            for change in changes
+        ]
 
     def _stored(self, partition: int, subject: bytes) -> SubjectDecisions:
         """A subject's state; a new one starts above every version erased in its partition."""
