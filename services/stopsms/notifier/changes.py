@@ -23,6 +23,7 @@ def to_change(
         version=change.version,
         changed=change.changed,
         subject=change.subject,
+        previous_subject=change.previous_subject,
     )
     out.action_time.CopyFrom(change.action_time)
     return out

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stopsms.v1 import events_pb2 as stopsms_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stopsms/v1/notifier.proto\x12\nstopsms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17stopsms/v1/events.proto\"9\n\x13WatchChangesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x12\n\nsender_ids\x18\x02 \x03(\t\"\xe7\x01\n\x06\x43hange\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12 \n\x05state\x18\x04 \x01(\x0e\x32\x11.stopsms.v1.State\x12\"\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x12.stopsms.v1.Action\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x0f\n\x07\x63hanged\x18\x07 \x01(\x08\x12/\n\x0b\x61\x63tion_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\t \x01(\t\"J\n\x14WatchChangesResponse\x12\"\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x12.stopsms.v1.Change\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"v\n\x0cWebhookBatch\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12#\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x12.stopsms.v1.Change\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x1f\n\x05\x63\x61ses\x18\x04 \x03(\x0b\x32\x10.stopsms.v1.Case\"$\n\x12\x41\x63knowledgeRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"%\n\x13\x41\x63knowledgeResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"*\n\x18\x41\x63knowledgeStreamRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"+\n\x19\x41\x63knowledgeStreamResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"=\n\x15GetPropagationRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"L\n\x16GetPropagationResponse\x12\x32\n\x0bpropagation\x18\x01 \x01(\x0b\x32\x1d.stopsms.v1.PropagationRecord\"\x13\n\x11WatchCasesRequest\"4\n\x12WatchCasesResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.stopsms.v1.Case2\xc4\x03\n\x0fNotifierService\x12S\n\x0cWatchChanges\x12\x1f.stopsms.v1.WatchChangesRequest\x1a .stopsms.v1.WatchChangesResponse0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.stopsms.v1.AcknowledgeRequest\x1a\x1f.stopsms.v1.AcknowledgeResponse\x12\x64\n\x11\x41\x63knowledgeStream\x12$.stopsms.v1.AcknowledgeStreamRequest\x1a%.stopsms.v1.AcknowledgeStreamResponse(\x01\x30\x01\x12W\n\x0eGetPropagation\x12!.stopsms.v1.GetPropagationRequest\x1a\".stopsms.v1.GetPropagationResponse\x12M\n\nWatchCases\x12\x1d.stopsms.v1.WatchCasesRequest\x1a\x1e.stopsms.v1.WatchCasesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stopsms/v1/notifier.proto\x12\nstopsms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17stopsms/v1/events.proto\"9\n\x13WatchChangesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x12\n\nsender_ids\x18\x02 \x03(\t\"\x81\x02\n\x06\x43hange\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12 \n\x05state\x18\x04 \x01(\x0e\x32\x11.stopsms.v1.State\x12\"\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x12.stopsms.v1.Action\x12\x0f\n\x07version\x18\x06 \x01(\x04\x12\x0f\n\x07\x63hanged\x18\x07 \x01(\x08\x12/\n\x0b\x61\x63tion_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\t \x01(\t\x12\x18\n\x10previous_subject\x18\n \x01(\t\"J\n\x14WatchChangesResponse\x12\"\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x12.stopsms.v1.Change\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"v\n\x0cWebhookBatch\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12#\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x12.stopsms.v1.Change\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x1f\n\x05\x63\x61ses\x18\x04 \x03(\x0b\x32\x10.stopsms.v1.Case\"$\n\x12\x41\x63knowledgeRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"%\n\x13\x41\x63knowledgeResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"*\n\x18\x41\x63knowledgeStreamRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"+\n\x19\x41\x63knowledgeStreamResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"=\n\x15GetPropagationRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"L\n\x16GetPropagationResponse\x12\x32\n\x0bpropagation\x18\x01 \x01(\x0b\x32\x1d.stopsms.v1.PropagationRecord\"\x13\n\x11WatchCasesRequest\"4\n\x12WatchCasesResponse\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.stopsms.v1.Case2\xc4\x03\n\x0fNotifierService\x12S\n\x0cWatchChanges\x12\x1f.stopsms.v1.WatchChangesRequest\x1a .stopsms.v1.WatchChangesResponse0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.stopsms.v1.AcknowledgeRequest\x1a\x1f.stopsms.v1.AcknowledgeResponse\x12\x64\n\x11\x41\x63knowledgeStream\x12$.stopsms.v1.AcknowledgeStreamRequest\x1a%.stopsms.v1.AcknowledgeStreamResponse(\x01\x30\x01\x12W\n\x0eGetPropagation\x12!.stopsms.v1.GetPropagationRequest\x1a\".stopsms.v1.GetPropagationResponse\x12M\n\nWatchCases\x12\x1d.stopsms.v1.WatchCasesRequest\x1a\x1e.stopsms.v1.WatchCasesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHCHANGESREQUEST']._serialized_start=99
   _globals['_WATCHCHANGESREQUEST']._serialized_end=156
   _globals['_CHANGE']._serialized_start=159
-  _globals['_CHANGE']._serialized_end=390
-  _globals['_WATCHCHANGESRESPONSE']._serialized_start=392
-  _globals['_WATCHCHANGESRESPONSE']._serialized_end=466
-  _globals['_WEBHOOKBATCH']._serialized_start=468
-  _globals['_WEBHOOKBATCH']._serialized_end=586
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=588
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=624
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=626
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=663
-  _globals['_ACKNOWLEDGESTREAMREQUEST']._serialized_start=665
-  _globals['_ACKNOWLEDGESTREAMREQUEST']._serialized_end=707
-  _globals['_ACKNOWLEDGESTREAMRESPONSE']._serialized_start=709
-  _globals['_ACKNOWLEDGESTREAMRESPONSE']._serialized_end=752
-  _globals['_GETPROPAGATIONREQUEST']._serialized_start=754
-  _globals['_GETPROPAGATIONREQUEST']._serialized_end=815
-  _globals['_GETPROPAGATIONRESPONSE']._serialized_start=817
-  _globals['_GETPROPAGATIONRESPONSE']._serialized_end=893
-  _globals['_WATCHCASESREQUEST']._serialized_start=895
-  _globals['_WATCHCASESREQUEST']._serialized_end=914
-  _globals['_WATCHCASESRESPONSE']._serialized_start=916
-  _globals['_WATCHCASESRESPONSE']._serialized_end=968
-  _globals['_NOTIFIERSERVICE']._serialized_start=971
-  _globals['_NOTIFIERSERVICE']._serialized_end=1423
+  _globals['_CHANGE']._serialized_end=416
+  _globals['_WATCHCHANGESRESPONSE']._serialized_start=418
+  _globals['_WATCHCHANGESRESPONSE']._serialized_end=492
+  _globals['_WEBHOOKBATCH']._serialized_start=494
+  _globals['_WEBHOOKBATCH']._serialized_end=612
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=614
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=650
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=652
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=689
+  _globals['_ACKNOWLEDGESTREAMREQUEST']._serialized_start=691
+  _globals['_ACKNOWLEDGESTREAMREQUEST']._serialized_end=733
+  _globals['_ACKNOWLEDGESTREAMRESPONSE']._serialized_start=735
+  _globals['_ACKNOWLEDGESTREAMRESPONSE']._serialized_end=778
+  _globals['_GETPROPAGATIONREQUEST']._serialized_start=780
+  _globals['_GETPROPAGATIONREQUEST']._serialized_end=841
+  _globals['_GETPROPAGATIONRESPONSE']._serialized_start=843
+  _globals['_GETPROPAGATIONRESPONSE']._serialized_end=919
+  _globals['_WATCHCASESREQUEST']._serialized_start=921
+  _globals['_WATCHCASESREQUEST']._serialized_end=940
+  _globals['_WATCHCASESRESPONSE']._serialized_start=942
+  _globals['_WATCHCASESRESPONSE']._serialized_end=994
+  _globals['_NOTIFIERSERVICE']._serialized_start=997
+  _globals['_NOTIFIERSERVICE']._serialized_end=1449
 # @@protoc_insertion_point(module_scope)
