@@ -70,8 +70,12 @@ class Decisions:
                 continue
             subject = request.subject.encode()
             place = (record.partition, subject)
-            known = place in states or self.state.get(record.partition, subject) is not None
-            state = states.get(place) or self._stored(record.partition, subject)
+            state = states.get(place)
+            known = state is not None
+            if state is None:
+                raw = self.state.get(record.partition, subject)
+                known = raw is not None
+                state = self._stored(record.partition, raw)
             if request.HasField("migration"):  # a subject re-keyed: never a citizen's request
                 moved, migrated = apply_migration(state, known, request)
                 if migrated is not None:
@@ -136,9 +140,8 @@ class Decisions:
             for change in changes
         ]
 
-    def _stored(self, partition: int, subject: bytes) -> SubjectDecisions:
-        """A subject's state; a new one starts above every version erased in its partition."""
-        raw = self.state.get(partition, subject)
+    def _stored(self, partition: int, raw: bytes | None) -> SubjectDecisions:
+        """A subject's state from its stored value; a new one starts above the erased floor."""
         if raw is None:
             return SubjectDecisions(version=erased_floor(self.state, partition))
         return SubjectDecisions.from_json(raw)
