@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from stopsms.domain.numbers import InvalidNumber, e164_or_none, normalise_msisdn
 from stopsms.domain.privacy import Key, NumberHasher, Pseudonymiser
-from stopsms.domain.viewcodec import ScopeEntry, ViewLayout, locate_digests
+from stopsms.domain.viewcodec import LOCATED_BYTES, ScopeEntry, ViewLayout, locate_digests
 from stopsms.registry.hashing import HashPool
 from stopsms.registry.lookup import BatchChecker, SingleLookups
 from stopsms.registry.subject_filter import SubjectFilter
@@ -86,7 +86,7 @@ class FakeView:
         self.asked = 0
 
     async def lookup_packed(self, located: bytes, sender_id: str):  # type: ignore[no-untyped-def]
-        rows = [located[i : i + 12] for i in range(0, len(located), 12)]
+        rows = [located[i : i + LOCATED_BYTES] for i in range(0, len(located), LOCATED_BYTES)]
         self.asked += len(rows)
         return [self.values.get(r, (None, None)) for r in rows], {0: 10, 1: 7}
 

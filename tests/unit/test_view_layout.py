@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 from stopsms.domain.viewcodec import (
     ERASED,
+    LOCATED_BYTES,
+    ChangeBatch,
+    ExpectedCensus,
     ExpectedView,
     ScopeEntry,
     ViewLayout,
@@ -27,7 +30,7 @@ Record = namedtuple("Record", "partition offset value key", defaults=(None,))
     state=st.sampled_from([events_pb2.STATE_SUPPRESSED, events_pb2.STATE_ALLOWED]),
     version=st.integers(1, 2**40),
     action_ms=st.integers(0, 2**42),
-    bucket_bits=st.integers(1, 16),
+    bucket_bits=st.integers(1, 24),
 )
 def test_decoding_a_record_gives_the_layouts_entry(
     digest: bytes, sender: str, state: int, version: int, action_ms: int, bucket_bits: int
@@ -82,7 +85,7 @@ def test_a_tombstone_erases_its_subjects_entry_in_its_scope() -> None:
 @given(
     entries=st.lists(
         st.tuples(
-            st.binary(min_size=12, max_size=12),
+            st.binary(min_size=LOCATED_BYTES, max_size=LOCATED_BYTES),
             st.sampled_from(["", "JUMIA", "A" * 11]),
             st.binary(min_size=6, max_size=12),
         ),
@@ -92,3 +95,39 @@ def test_a_tombstone_erases_its_subjects_entry_in_its_scope() -> None:
 def test_unpacking_an_update_gives_back_what_was_packed(entries) -> None:
     packed = b"".join(pack_update(located, sender, value) for located, sender, value in entries)
     assert list(unpack_updates(packed)) == entries
+
+
+@given(
+    records=st.lists(
+        st.tuples(
+            st.integers(0, 5),  # which address
+            st.integers(1, 4),  # version (repeats and reorders included)
+            st.integers(0, 3),  # which value; 0 is an erasure
+        ),
+        max_size=60,
+    ),
+    split=st.integers(1, 7),
+)
+def test_the_streamed_census_folds_records_as_the_expected_view(
+    records: list[tuple[int, int, int]], split: int
+) -> None:
+    addresses = [
+        bytes([a]) * LOCATED_BYTES + b"\0" + (b"JUMIA" if a % 2 else b"") for a in range(6)
+    ]
+    batch = ChangeBatch(
+        keys=[addresses[a] for a, _, _ in records],
+        versions=[version for _, version, _ in records],
+        values=[
+            ERASED if v == 0 else bytes([v]) * 6 + bytes([version]) for _, version, v in records
+        ],
+    )
+    whole, streamed = ExpectedView(), ExpectedCensus()
+    whole.add(batch)
+    for start in range(0, len(records), split):
+        part = slice(start, start + split)
+        streamed.add(
+            ChangeBatch(
+                keys=batch.keys[part], versions=batch.versions[part], values=batch.values[part]
+            )
+        )
+    assert streamed.census() == whole.census()

@@ -326,8 +326,8 @@ class RegistrySettings(Settings):
             raise SettingsError("STOPSMS_REKEY_PASS_SECONDS must be more than 0")
         if not self.rekey_grace_seconds >= 0:
             raise SettingsError("STOPSMS_REKEY_GRACE_SECONDS must be 0 or more")
-        if not 1 <= self.view_bucket_bits <= 16:
-            raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 16")
+        if not 1 <= self.view_bucket_bits <= 24:
+            raise SettingsError("STOPSMS_VIEW_BUCKET_BITS must be between 1 and 24")
         if not 1 <= self.rebuild_workers <= 64:
             raise SettingsError("STOPSMS_REBUILD_WORKERS must be between 1 and 64")
         if not 0 <= self.hash_workers <= 64:

@@ -21,6 +21,7 @@ from stopsms.adapters.redis_pool import connect_redis
 from stopsms.domain.topics import GLOBAL_SCOPE
 from stopsms.domain.viewcodec import (
     APPLY_SCRIPT,
+    BUCKET_BYTES,
     DIGEST_FIELD_BYTES,
     ERASED,
     LAYOUT_VERSION,
@@ -182,7 +183,7 @@ class RedisSuppressionView(_BySubject):
     async def lookup_packed(
         self, located: bytes, sender_id: str
     ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
-        """Raw (sender value, global value) for located subjects (12 bytes each, joined).
+        """Raw (sender value, global value) for located subjects (13 bytes each, joined).
 
         The batch path: values stay undecoded, since most are empty.
         """
@@ -191,7 +192,7 @@ class RedisSuppressionView(_BySubject):
         return list(zip(values[::2], values[1::2], strict=True)), _pairs_to_offsets(reply[0])
 
     async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
-        """Every located subject the view holds (12 bytes each, joined), and offsets.
+        """Every located subject the view holds (13 bytes each, joined), and offsets.
 
         The offsets are read before the scan, so the view held at least everything up to them:
         what the registry's subject filter starts from.
@@ -202,10 +203,10 @@ class RedisSuppressionView(_BySubject):
         for start in range(0, buckets, 512):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for b in range(start, min(start + 512, buckets)):
-                    pipe.hkeys(self._prefix + b.to_bytes(2, "big"))
+                    pipe.hkeys(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
                 replies = await pipe.execute()
             for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
-                bucket = b.to_bytes(2, "big")
+                bucket = b.to_bytes(BUCKET_BYTES, "big")
                 found += [bucket + f[:DIGEST_FIELD_BYTES] for f in fields]
         return b"".join(found), offsets
 
@@ -245,38 +246,49 @@ class RedisSuppressionView(_BySubject):
         await self._redis.hset(self._meta_key, mapping=dict(self.expected_meta()))  # type: ignore[arg-type]
 
     async def clear(self) -> None:
-        """Remove every key of the view (before a rebuild from offset 0)."""
-        keys: list[bytes | str] = [self._senders_key, self._offsets_key, self._meta_key]
-        keys += [self._prefix + b.to_bytes(2, "big") for b in range(1 << 16)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(keys), 4096):
-                pipe.unlink(*keys[start : start + 4096])
-            await pipe.execute()
+        """Remove every key of the view (before a rebuild from offset 0).
 
-    async def entries(self) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        The buckets are found by their prefix, whatever layout wrote them (an older layout's
+        bucket numbers are shorter, another bucket count names other keys).
+        """
+        await self._redis.unlink(self._senders_key, self._offsets_key, self._meta_key)
+        pattern = _glob_escaped(self._prefix) + b"*"
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=pattern, count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                await self._redis.unlink(*batch)
+                batch = []
+        if batch:
+            await self._redis.unlink(*batch)
+
+    async def entries(
+        self, buckets: range | None = None
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
         """Every entry, a chunk of buckets at a time: (located subject, NUL, sender; value).
 
         The address is the one :class:`~stopsms.domain.viewcodec.ChangeBatch` gives the
-        same entry read from the topic, so the two sides compare key by key.
+        same entry read from the topic, so the two sides compare key by key. ``buckets``
+        limits the scan to some buckets (a rebuild's processes share the census).
         """
         by_code = scope_codes(await self._redis.hgetall(self._senders_key))
-        buckets = self.layout.buckets
-        for start in range(0, buckets, 512):
+        scanned = buckets if buckets is not None else range(self.layout.buckets)
+        for start in range(scanned.start, scanned.stop, 512):
             async with self._redis.pipeline(transaction=False) as pipe:
-                for b in range(start, min(start + 512, buckets)):
-                    pipe.hgetall(self._prefix + b.to_bytes(2, "big"))
+                for b in range(start, min(start + 512, scanned.stop)):
+                    pipe.hgetall(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
                 replies = await pipe.execute()
             chunk = [
-                (entry_address(b.to_bytes(2, "big"), stored_field, by_code), value)
+                (entry_address(b.to_bytes(BUCKET_BYTES, "big"), stored_field, by_code), value)
                 for b, fields in zip(range(start, start + len(replies)), replies, strict=True)
                 for stored_field, value in fields.items()
             ]
             yield chunk
 
-    async def census(self) -> tuple[Census, dict[int, int]]:
-        """Count and checksum every entry, scanning bucket by bucket; plus the offsets."""
+    async def census(self, buckets: range | None = None) -> tuple[Census, dict[int, int]]:
+        """Count and checksum every entry (of ``buckets``), bucket by bucket; plus the offsets."""
         counter = CensusCounter()
-        async for chunk in self.entries():
+        async for chunk in self.entries(buckets):
             counter.add_many([key + b"\0" + value for key, value in chunk])
         return counter.census(), await self.applied_offsets()
 
@@ -325,7 +337,7 @@ class InMemorySuppressionView(_BySubject):
     async def lookup_packed(
         self, located: bytes, sender_id: str
     ) -> tuple[list[tuple[bytes | None, bytes | None]], dict[int, int]]:
-        """Packed (sender value, global value) for located subjects (12 bytes each, joined)."""
+        """Packed (sender value, global value) for located subjects (13 bytes each, joined)."""
         pairs: list[tuple[bytes | None, bytes | None]] = []
         for at in range(0, len(located), LOCATED_BYTES):
             subject = located[at : at + LOCATED_BYTES]
@@ -386,6 +398,11 @@ class InMemorySuppressionView(_BySubject):
 
     async def close(self) -> None:
         """Nothing to close."""
+
+
+def _glob_escaped(literal: bytes) -> bytes:
+    """``literal`` matched as itself by a Redis glob pattern (a namespace may hold ``*``)."""
+    return b"".join(b"\\" + bytes((c,)) if c in b"*?[]\\" else bytes((c,)) for c in literal)
 
 
 def _decode_offsets(raw: Mapping[Any, Any]) -> dict[int, int]:

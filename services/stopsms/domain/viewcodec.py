@@ -6,9 +6,12 @@ hashes that Redis stores as *listpacks* (flat byte arrays, a few bytes of overhe
 the classic bucketing trick. ``<ns>`` is the deployment's namespace:
 
 * ``<ns>view:b:<bucket>``: a hash per bucket, ``bucket`` = the first ``bucket_bits`` bits of
-  the subject's HMAC digest (2 bytes, big-endian). Field = the next 10 digest bytes (80 bits;
-  with the bucket, ~94 bits of a keyed hash, so two of 50 million subjects collide with
-  probability ~10⁻¹³), followed by the scope code (nothing for global, a varint for a sender).
+  the subject's HMAC digest (3 bytes, big-endian, up to 24 bits). Field = digest bytes 2 to 11
+  (80 bits; with the bucket, at least 94 bits of a keyed hash, so two of 50 million subjects
+  collide with probability ~10⁻¹³), followed by the scope code (nothing for global, a varint
+  for a sender). A write scans its bucket's listpack, so its cost grows with the bucket: keep
+  a bucket to a few dozen entries (2¹⁴ buckets up to a few million entries, 2²⁰ at national
+  size, ``STOPSMS_VIEW_BUCKET_BITS``).
   Value = action time in centiseconds (5 bytes) + varint(version << 2 | state).
 * ``<ns>view:senders``: sender id → scope code, assigned by the apply script on first sight,
   read by the lookup script in the same server-side step, so a code is never guessed by a
@@ -41,10 +44,19 @@ from stopsms.domain.privacy import SUBJECT_DIGEST_BYTES
 from stopsms.domain.topics import GLOBAL_SCOPE, SCOPE_SEPARATOR
 from stopsms.v1 import events_pb2
 
-LAYOUT_VERSION = "2"
-#: Default bucket bits: 2¹⁴ buckets hold ~60 entries each at a million entries and ~3,000 at
-#: fifty million, both well inside a listpack.
+LAYOUT_VERSION = "3"
+#: Default bucket bits: 2¹⁴ buckets hold ~60 entries each at a million entries. Each write
+#: scans its bucket (about 25 ns per entry held, measured), so a national view of fifty million
+#: entries takes 20 bits (~48 entries a bucket); at 14 bits its buckets would hold ~3,000 and a
+#: rebuild would spend ~40 µs of Redis per entry.
 DEFAULT_BUCKET_BITS = 14
+#: Bucket bits for a national view (tens of millions of entries): ~48 entries a bucket at fifty
+#: million, about 80 MB of per-key overhead in Redis (1.6 bytes an entry).
+NATIONAL_BUCKET_BITS = 20
+#: The most bucket bits the layout has room for (the bucket is 3 bytes of the address).
+MAX_BUCKET_BITS = 24
+#: Bytes of a bucket number in a located subject.
+BUCKET_BYTES = 3
 #: Fields a bucket may hold and stay a listpack (Redis' hash-max-listpack-entries).
 LISTPACK_ENTRIES = 8192
 DIGEST_FIELD_BYTES = 10
@@ -102,10 +114,10 @@ local packed = ARGV[1]
 local written = 0
 local i = 1
 while i <= #packed do
-  local key = prefix .. string.sub(packed, i, i + 1)
-  local field = string.sub(packed, i + 2, i + 11)
-  local sender_end = i + 12 + string.byte(packed, i + 12)
-  field = field .. code_of(string.sub(packed, i + 13, sender_end))
+  local key = prefix .. string.sub(packed, i, i + 2)
+  local field = string.sub(packed, i + 3, i + 12)
+  local sender_end = i + 13 + string.byte(packed, i + 13)
+  field = field .. code_of(string.sub(packed, i + 14, sender_end))
   local value_end = sender_end + 1 + string.byte(packed, sender_end + 1)
   local value = string.sub(packed, sender_end + 2, value_end)
   i = value_end + 1
@@ -152,15 +164,15 @@ def unpack_updates(packed: bytes) -> Iterator[tuple[bytes, str, bytes]]:
     """
     at = 0
     while at < len(packed):
-        located = packed[at : at + 12]
-        sender_end = at + 13 + packed[at + 12]
-        sender = packed[at + 13 : sender_end].decode()
+        located = packed[at : at + LOCATED_BYTES]
+        sender_end = at + LOCATED_BYTES + 1 + packed[at + LOCATED_BYTES]
+        sender = packed[at + LOCATED_BYTES + 1 : sender_end].decode()
         value_end = sender_end + 1 + packed[sender_end]
         yield located, sender, packed[sender_end + 1 : value_end]
         at = value_end
 
 
-# KEYS: bucket prefix, senders, offsets. ARGV[1] = sender id, ARGV[2] = located subjects, 12
+# KEYS: bucket prefix, senders, offsets. ARGV[1] = sender id, ARGV[2] = located subjects, 13
 # bytes each (bucket and digest field) joined into one argument, which costs the client one
 # buffer instead of two arguments per number. Returns the offsets (flat), then per subject its
 # sender value and its global value.
@@ -177,9 +189,9 @@ if sender ~= '' then
     code = varint(tonumber(n))
   end
 end
-for i = 1, #packed, 12 do
-  local key = prefix .. string.sub(packed, i, i + 1)
-  local field = string.sub(packed, i + 2, i + 11)
+for i = 1, #packed, 13 do
+  local key = prefix .. string.sub(packed, i, i + 2)
+  local field = string.sub(packed, i + 3, i + 12)
   if code then
     local pair = redis.call('HMGET', key, field .. code, field)
     out[#out + 1] = pair[1]
@@ -276,8 +288,8 @@ class ViewLayout:
     bucket_bits: int = DEFAULT_BUCKET_BITS
 
     def __post_init__(self) -> None:
-        if not 1 <= self.bucket_bits <= 16:
-            raise ValueError("bucket_bits must be between 1 and 16")
+        if not 1 <= self.bucket_bits <= MAX_BUCKET_BITS:
+            raise ValueError(f"bucket_bits must be between 1 and {MAX_BUCKET_BITS}")
 
     @property
     def buckets(self) -> int:
@@ -285,17 +297,18 @@ class ViewLayout:
         return 1 << self.bucket_bits
 
     def locate(self, subject: str) -> tuple[bytes, bytes]:
-        """The bucket (2 bytes) and digest field of a subject."""
+        """The bucket (3 bytes) and digest field of a subject."""
         located = self.located(subject)
-        return located[:2], located[2:]
+        return located[:BUCKET_BYTES], located[BUCKET_BYTES:]
 
     def located(self, subject: str) -> bytes:
-        """Bucket and digest field joined (12 bytes): the view's address of a subject."""
+        """Bucket and digest field joined (13 bytes): the view's address of a subject."""
         return self.located_digest(subject_digest(subject))
 
     def located_digest(self, digest: bytes) -> bytes:
         """The view's address of a subject given by its digest bytes."""
-        bucket = (int.from_bytes(digest[:2], "big") >> (16 - self.bucket_bits)).to_bytes(2, "big")
+        top = int.from_bytes(digest[:BUCKET_BYTES], "big")
+        bucket = (top >> (8 * BUCKET_BYTES - self.bucket_bits)).to_bytes(BUCKET_BYTES, "big")
         return bucket + digest[2 : 2 + DIGEST_FIELD_BYTES]
 
 
@@ -368,7 +381,7 @@ def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
     batch = ChangeBatch()
     offsets = batch.offsets
     parse = events_pb2.SuppressionChanged.FromString
-    shift = 16 - layout.bucket_bits
+    shift = 8 * BUCKET_BYTES - layout.bucket_bits
     keys, versions, values, entries, located_all = (
         batch.keys,
         batch.versions,
@@ -400,7 +413,8 @@ def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
         digest = fromhex(subject[subject.index(":") + 1 :][: 2 * (2 + DIGEST_FIELD_BYTES)])
         if len(digest) != 2 + DIGEST_FIELD_BYTES:
             raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
-        located = ((digest[0] << 8 | digest[1]) >> shift).to_bytes(2, "big") + digest[2:]
+        bucket = (digest[0] << 16 | digest[1] << 8 | digest[2]) >> shift
+        located = bucket.to_bytes(BUCKET_BYTES, "big") + digest[2:]
         sender = change.sender_id.encode()
         at = change.action_time
         version = change.version
@@ -448,18 +462,103 @@ class ExpectedView:
         return counter.census()
 
 
-#: A located subject: bucket (2 bytes) and digest field.
-LOCATED_BYTES = 2 + DIGEST_FIELD_BYTES
+class ExpectedCensus:
+    """The census of :class:`ExpectedView` without keeping the entries: what a rebuild checks.
+
+    :class:`ExpectedView` holds every entry in a dictionary (about 150 bytes each and a garbage
+    collector walking them): at fifty million entries that is gigabytes per rebuild worker and
+    the rebuild slows as it grows. Only the count and the checksum are needed, so each record
+    read becomes four numbers in columns (two independent 64-bit identities of its address, its
+    version and the 64-bit hash its entry would add to the checksum, 33 bytes with the erasure
+    flag), and :meth:`census` folds them with sorts at the end, as the view folds the records:
+    an erasure removes what came before it, and after the last one the highest version wins,
+    the first read among equals. The result equals :meth:`ExpectedView.census` (a unit test
+    holds them equal).
+    """
+
+    def __init__(self) -> None:
+        self._columns: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, batch: ChangeBatch) -> None:
+        """Take a batch's records, in the order read."""
+        if not batch.keys:
+            return
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        keys, values = batch.keys, batch.values
+        self._columns.append(
+            (
+                # The digest field's first eight bytes (HMAC output) and Python's hash of the
+                # whole address: two unrelated 64-bit identities, so two addresses are taken
+                # for one only if both collide.
+                np.fromiter(
+                    (from_bytes(k[BUCKET_BYTES : BUCKET_BYTES + 8], "big") for k in keys),
+                    np.uint64,
+                    len(keys),
+                ),
+                np.fromiter(map(hash, keys), np.int64, len(keys)),
+                np.asarray(batch.versions, dtype=np.int64),
+                np.fromiter(
+                    (
+                        from_bytes(blake2b(k + b"\0" + v, digest_size=8).digest(), "big")
+                        for k, v in zip(keys, values, strict=True)
+                    ),
+                    np.uint64,
+                    len(keys),
+                ),
+                np.fromiter((v == ERASED for v in values), np.bool_, len(keys)),
+            )
+        )
+
+    def census(self) -> Census:
+        """Count and checksum of the entries the records leave, as :meth:`ExpectedView.census`."""
+        if not self._columns:
+            return Census(0, 0)
+        first, second, versions, hashes, erased = (
+            np.concatenate(column) for column in zip(*self._columns, strict=True)
+        )
+        # Group by address, keeping the read order inside each group (lexsort is stable).
+        order = np.lexsort((second, first))
+        first, second = first[order], second[order]
+        versions, hashes, erased = versions[order], hashes[order], erased[order]
+        starts = np.ones(len(order), dtype=np.bool_)
+        starts[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+        group = np.cumsum(starts) - 1
+        # What an erasure leaves: only the records after the last erasure of their address.
+        position = np.arange(len(order))
+        last_erasure = np.full(int(group[-1]) + 1, -1, dtype=np.int64)
+        np.maximum.at(last_erasure, group[erased], position[erased])
+        alive = (position > last_erasure[group]) & ~erased
+        group, versions, hashes, position = (
+            group[alive],
+            versions[alive],
+            hashes[alive],
+            position[alive],
+        )
+        if not len(group):
+            return Census(0, 0)
+        # Per address the highest version, the first read among equal versions.
+        winners = np.lexsort((position, -versions, group))
+        chosen = np.ones(len(winners), dtype=np.bool_)
+        chosen[1:] = group[winners][1:] != group[winners][:-1]
+        kept = hashes[winners][chosen]
+        return Census(int(len(kept)), int(kept.sum(dtype=np.uint64)))
+
+
+#: A located subject: bucket (3 bytes) and digest field.
+LOCATED_BYTES = BUCKET_BYTES + DIGEST_FIELD_BYTES
 
 
 def locate_digests(digests: bytes, layout: ViewLayout) -> np.ndarray:
-    """Rows of bucket (2 bytes) + field (10 bytes) for 16-byte digests, joined."""
+    """Rows of bucket (3 bytes) + field (10 bytes) for 16-byte digests, joined."""
     rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, SUBJECT_DIGEST_BYTES)
-    located = rows[:, :LOCATED_BYTES].copy()
-    shift = 16 - layout.bucket_bits
-    bucket = ((located[:, 0].astype(np.uint16) << np.uint16(8)) | located[:, 1]) >> np.uint16(shift)
-    located[:, 0] = (bucket >> np.uint16(8)).astype(np.uint8)
-    located[:, 1] = (bucket & np.uint16(0xFF)).astype(np.uint8)
+    located = np.empty((len(rows), LOCATED_BYTES), dtype=np.uint8)
+    top = rows[:, :BUCKET_BYTES].astype(np.uint32)
+    bucket = ((top[:, 0] << np.uint32(16)) | (top[:, 1] << np.uint32(8)) | top[:, 2]) >> np.uint32(
+        8 * BUCKET_BYTES - layout.bucket_bits
+    )
+    for i in range(BUCKET_BYTES):
+        located[:, i] = (bucket >> np.uint32(8 * (BUCKET_BYTES - 1 - i))).astype(np.uint8)
+    located[:, BUCKET_BYTES:] = rows[:, 2 : 2 + DIGEST_FIELD_BYTES]
     return located
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from stopsms.adapters.bus import TopicReading
 from stopsms.adapters.view import SuppressionView, ViewLost
-from stopsms.domain.viewcodec import ChangeBatch, ExpectedView, decode_changes
+from stopsms.domain.viewcodec import ChangeBatch, ExpectedCensus, decode_changes
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ChangeApplier:
         view: SuppressionView,
         *,
         applied: dict[int, int] | None = None,
-        expected: ExpectedView | None = None,
+        expected: ExpectedCensus | None = None,
         on_applied: Callable[[ChangeBatch], None] | None = None,
     ) -> None:
         self.view = view

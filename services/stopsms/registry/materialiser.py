@@ -27,7 +27,7 @@ from prometheus_client import Gauge
 from stopsms.adapters.bus import Bus, TopicReading
 from stopsms.adapters.kafka import BATCH_WINDOW_S
 from stopsms.adapters.view import SuppressionView, ViewLost
-from stopsms.domain.viewcodec import ChangeBatch, ExpectedView
+from stopsms.domain.viewcodec import LOCATED_BYTES, ChangeBatch, ExpectedCensus
 from stopsms.registry.applying import READ_BATCH, ChangeApplier
 from stopsms.registry.rebuild import (
     Progress,
@@ -133,7 +133,7 @@ class ViewMaterialiser(mode.Service):
             self.subject_filter.add(located)
             self.subject_filter.covered(covered)
             self.subject_filter.ready = True
-            log.info("subject filter filled with %d subjects", len(located) // 12)
+            log.info("subject filter filled with %d subjects", len(located) // LOCATED_BYTES)
         if self.reader is not None:
             await self.reader.stop()
         self.reader = self.bus.reader(
@@ -148,7 +148,7 @@ class ViewMaterialiser(mode.Service):
         self._applier = ChangeApplier(
             self.view,
             applied={p: offsets.get(p, 0) for p in self._targets},
-            expected=ExpectedView() if rebuilding else None,
+            expected=ExpectedCensus() if rebuilding else None,
             on_applied=self._applied_batch,
         )
         applied = sum(self._applier.applied.values())

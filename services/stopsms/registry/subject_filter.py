@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stopsms.domain.viewcodec import DIGEST_FIELD_BYTES, LOCATED_BYTES
+from stopsms.domain.viewcodec import BUCKET_BYTES, DIGEST_FIELD_BYTES, LOCATED_BYTES
 
 #: Bloom filter size and hash count: 2^29 bits (64 MiB) and 5 probes keep false "maybe"s
 #: under 1 % up to 50 million subjects.
@@ -19,11 +19,11 @@ FILTER_PROBES = 5
 
 
 def _probe_positions(located: np.ndarray, bits: int) -> np.ndarray:
-    """Bloom probe positions (n × probes) from the located digests (n × 12 bytes).
+    """Bloom probe positions (n × probes) from the located digests (n × 13 bytes).
 
     The field bytes are independent keyed-hash bits: two 40-bit halves drive double hashing.
     """
-    field = located[:, 2 : 2 + DIGEST_FIELD_BYTES].astype(np.uint64)
+    field = located[:, BUCKET_BYTES : BUCKET_BYTES + DIGEST_FIELD_BYTES].astype(np.uint64)
     weights = (np.uint64(1) << (np.arange(4, -1, -1, dtype=np.uint64) * np.uint64(8))).astype(
         np.uint64
     )
@@ -47,7 +47,7 @@ class SubjectFilter:
         self.added = 0
 
     def add(self, located: bytes) -> None:
-        """Add subjects given as 12-byte located digests, joined."""
+        """Add subjects given as 13-byte located digests, joined."""
         if not located:
             return
         positions = _probe_positions(_as_rows(located), self.bits).ravel()
@@ -59,7 +59,7 @@ class SubjectFilter:
         self.added += len(located) // LOCATED_BYTES
 
     def might_hold(self, located: np.ndarray) -> np.ndarray:
-        """For each located digest (rows of 12 bytes): False when surely absent."""
+        """For each located digest (rows of 13 bytes): False when surely absent."""
         positions = _probe_positions(located, self.bits)
         bytes_ = self._array[(positions >> np.uint64(3)).astype(np.intp)]
         present = (bytes_ >> (positions & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
@@ -67,7 +67,7 @@ class SubjectFilter:
 
     def might_hold_one(self, located: bytes) -> bool:
         """:meth:`might_hold` for one subject, without numpy's per-call overhead (``Check``)."""
-        field = located[2 : 2 + DIGEST_FIELD_BYTES]
+        field = located[BUCKET_BYTES : BUCKET_BYTES + DIGEST_FIELD_BYTES]
         h1 = int.from_bytes(field[:5], "big")
         h2 = int.from_bytes(field[5:], "big") | 1
         array, bits = self._array, self.bits
