@@ -191,7 +191,14 @@ async def test_the_view_packs_entries_into_listpack_buckets_and_counts_them(
         )
         entries, _ = await view.lookup([subject(7)], "S7")
         assert entries == [(ScopeEntry(1, 7, 7000), None)]
+        # The census of a share of the buckets: the shares add up to the whole.
+        halves = [await view.census(range(0, 8)), await view.census(range(8, 16))]
+        assert sum(c.count for c, _ in halves) == 3000
+        assert sum(c.checksum for c, _ in halves) & 0xFFFFFFFFFFFFFFFF == census.checksum
+        # An older layout's buckets (2-byte numbers) go too when the view is cleared.
+        await client.hset(f"{namespace}view:b:".encode() + b"\x01\x02", b"f", b"v")
         await view.clear()
         assert (await view.census())[0].count == 0
+        assert not [k async for k in client.scan_iter(match=f"{namespace}view:*")]
     finally:
         await view.close()
