@@ -328,13 +328,7 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     platform.wait_until_serving(300)
     channel, metadata = platform.channel("registry", PARTY)
     assert platform.tls_folder is not None
-    echo_log = platform.data_dir / "logs" / "echo.log"
-    echo = start_process(
-        [sys.executable, "-m", "bench.echo_server", "127.0.0.1:0", str(platform.tls_folder)],
-        echo_log,
-        dict(os.environ),
-    )
-    echo_address = wait_for_address(echo_log)
+    echo, echo_address = start_echo(platform, "echo")
     try:
         async with channel:
             await wait_until_view_serving(channel)
@@ -544,6 +538,18 @@ async def run_national(
     ]
 
 
+def start_echo(platform: LocalPlatform, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The bare gRPC echo with the platform's TLS on a port of its own: (process, address)."""
+    assert platform.tls_folder is not None
+    log = platform.data_dir / "logs" / f"{name}.log"
+    echo = start_process(
+        [sys.executable, "-m", "bench.echo_server", "127.0.0.1:0", str(platform.tls_folder)],
+        log,
+        dict(os.environ),
+    )
+    return echo, wait_for_address(log)
+
+
 async def echo_latencies(
     platform: LocalPlatform, numbers: list[str], seconds: float
 ) -> list[float]:
@@ -552,16 +558,9 @@ async def echo_latencies(
     Same TLS, same open loop, same machine at the same moment as the Check it is set beside.
     """
     assert platform.tls_folder is not None
-    echo_log = platform.data_dir / "logs" / "echo-national.log"
-    echo = start_process(
-        [sys.executable, "-m", "bench.echo_server", "127.0.0.1:0", str(platform.tls_folder)],
-        echo_log,
-        dict(os.environ),
-    )
+    echo, address = start_echo(platform, "echo-national")
     try:
-        channel = grpc.aio.secure_channel(
-            wait_for_address(echo_log), channel_credentials(platform.tls_folder, PARTY)
-        )
+        channel = grpc.aio.secure_channel(address, channel_credentials(platform.tls_folder, PARTY))
         async with channel:
             call = channel.unary_unary(
                 METHOD,
