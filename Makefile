@@ -76,7 +76,7 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.reseal --subjects 2000
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.rekey --subjects 2000
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.proofs_scale --proofs 20000 --lookups 50
-	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --national --entries 100000 --seconds 1
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --national --entries 100000 --seconds 1 --bucket-bits 16
 
 fetch-kafka:  ## Fetch the Kafka broker jars into the local cache (once).
 	$(PYTHON) -m stopsms.tools.launcher fetch
