@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stopsms.domain.viewcodec import (
     ERASED,
     LOCATED_BYTES,
+    Census,
     ChangeBatch,
     ExpectedCensus,
     ExpectedView,
@@ -131,3 +133,41 @@ def test_the_streamed_census_folds_records_as_the_expected_view(
             )
         )
     assert streamed.census() == whole.census()
+
+
+@given(
+    records=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # the address's first identity
+            st.integers(0, 2),  # its second identity: few values, so addresses share one
+            st.integers(1, 3),  # version
+            st.booleans(),  # an erasure
+        ),
+        max_size=80,
+    )
+)
+def test_the_census_folds_addresses_that_share_a_hash_apart(
+    records: list[tuple[int, int, int, bool]],
+) -> None:
+    """Records whose address hash repeats are folded by both identities, in the order read."""
+    expected = ExpectedCensus()
+    if records:
+        firsts, seconds, versions, erasures = zip(*records, strict=True)
+        hashes = [1000 * i + 7 for i in range(len(records))]
+        expected._columns.append(
+            (
+                np.array(firsts, dtype=np.uint64),
+                np.array(seconds, dtype=np.int64),
+                np.array(versions, dtype=np.int64),
+                np.array(hashes, dtype=np.uint64),
+                np.array(erasures, dtype=np.bool_),
+            )
+        )
+    held: dict[tuple[int, int], tuple[int, int]] = {}
+    for i, (first, second, version, erasure) in enumerate(records):
+        address = (first, second)
+        if erasure:
+            held.pop(address, None)
+        elif address not in held or version > held[address][0]:
+            held[address] = (version, 1000 * i + 7)
+    assert expected.census() == Census(len(held), sum(h for _, h in held.values()))

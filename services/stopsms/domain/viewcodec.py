@@ -510,38 +510,83 @@ class ExpectedCensus:
         )
 
     def census(self) -> Census:
-        """Count and checksum of the entries the records leave, as :meth:`ExpectedView.census`."""
+        """Count and checksum of the entries the records leave, as :meth:`ExpectedView.census`.
+
+        Most of a compacted topic is read once: a record whose address hash no other record
+        shares stands alone and is kept unless it is an erasure. Only the records whose hash
+        repeats (the same address read again, or two addresses sharing a hash) are folded,
+        grouped by both identities. Sorting the hashes alone costs a third of sorting their
+        order by two keys (1.8 s against 4.9 s for 25 million).
+        """
         if not self._columns:
             return Census(0, 0)
         first, second, versions, hashes, erased = (
             np.concatenate(column) for column in zip(*self._columns, strict=True)
         )
-        # Group by address, keeping the read order inside each group (lexsort is stable).
-        order = np.lexsort((second, first))
-        first, second = first[order], second[order]
-        versions, hashes, erased = versions[order], hashes[order], erased[order]
-        starts = np.ones(len(order), dtype=np.bool_)
-        starts[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
-        group = np.cumsum(starts) - 1
-        # What an erasure leaves: only the records after the last erasure of their address.
-        position = np.arange(len(order))
-        last_erasure = np.full(int(group[-1]) + 1, -1, dtype=np.int64)
-        np.maximum.at(last_erasure, group[erased], position[erased])
-        alive = (position > last_erasure[group]) & ~erased
-        group, versions, hashes, position = (
-            group[alive],
-            versions[alive],
-            hashes[alive],
-            position[alive],
+        ordered = np.sort(second)
+        same = ordered[1:] == ordered[:-1]
+        if not same.any():
+            kept = hashes[~erased]
+            return Census(len(kept), int(kept.sum(dtype=np.uint64)))
+        repeated = np.isin(second, ordered[1:][same])
+        kept = hashes[~repeated & ~erased]
+        again = np.flatnonzero(repeated)  # in the order read
+        folded = _fold_by_address(
+            first[again], second[again], versions[again], hashes[again], erased[again]
         )
-        if not len(group):
-            return Census(0, 0)
-        # Per address the highest version, the first read among equal versions.
-        winners = np.lexsort((position, -versions, group))
-        chosen = np.ones(len(winners), dtype=np.bool_)
-        chosen[1:] = group[winners][1:] != group[winners][:-1]
-        kept = hashes[winners][chosen]
-        return Census(int(len(kept)), int(kept.sum(dtype=np.uint64)))
+        return Census(
+            len(kept) + folded.count,
+            (int(kept.sum(dtype=np.uint64)) + folded.checksum) & 0xFFFFFFFFFFFFFFFF,
+        )
+
+
+def _fold_by_address(
+    first: np.ndarray,
+    second: np.ndarray,
+    versions: np.ndarray,
+    hashes: np.ndarray,
+    erased: np.ndarray,
+) -> Census:
+    """Records given in the order read, folded per address (both identities equal)."""
+    order = np.lexsort((second, first))  # stable: the read order is kept inside each address
+    first, second = first[order], second[order]
+    starts = np.ones(len(order), dtype=np.bool_)
+    starts[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    group = np.cumsum(starts) - 1
+    kept = _fold_groups(group, order, versions[order], hashes[order], erased[order])
+    return Census(int(len(kept)), int(kept.sum(dtype=np.uint64)))
+
+
+def _fold_groups(
+    group: np.ndarray,
+    position: np.ndarray,
+    versions: np.ndarray,
+    hashes: np.ndarray,
+    erased: np.ndarray,
+) -> np.ndarray:
+    """The hashes of the entries left per address group, as the view folds the records.
+
+    ``group`` numbers the addresses (non-decreasing), ``position`` is each record's place in
+    the read order: an erasure removes what was read before it, then the highest version wins,
+    the first read among equal versions.
+    """
+    if not len(group):
+        return np.zeros(0, dtype=np.uint64)
+    last_erasure = np.full(int(group[-1]) + 1, -1, dtype=np.int64)
+    np.maximum.at(last_erasure, group[erased], position[erased])
+    alive = (position > last_erasure[group]) & ~erased
+    group, versions, hashes, position = (
+        group[alive],
+        versions[alive],
+        hashes[alive],
+        position[alive],
+    )
+    if not len(group):
+        return np.zeros(0, dtype=np.uint64)
+    winners = np.lexsort((position, -versions, group))
+    chosen = np.ones(len(winners), dtype=np.bool_)
+    chosen[1:] = group[winners][1:] != group[winners][:-1]
+    return hashes[winners][chosen]
 
 
 #: A located subject: bucket (3 bytes) and digest field.
