@@ -43,7 +43,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.echo_server import METHOD, wait_for_address
-from bench.propagation_sweep import cpu_seconds
+from bench.propagation_sweep import children_cpu, cpu_seconds
 from bench.results import capacity_directory, figure, percentile, record
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.settings import RegistrySettings, Settings
@@ -279,6 +279,7 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     print(f"rebuilding the view from the topic ({layout.buckets:,} buckets)...", flush=True)
     before = used_memory(client)
     view = RedisSuppressionView.from_url(url, platform.namespace, layout)
+    rebuild_cpu = RebuildCpu(platform)
     progress = await rebuild_in_parallel(
         platform.endpoints["kafka"],
         topics.suppressions,
@@ -287,16 +288,19 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
         platform.namespace,
         registry_settings.rebuild_workers,
     )
+    rebuild_seconds = progress.seconds
+    cpu_split = rebuild_cpu.split(progress.entries_read, rebuild_seconds)
     await view.close()
-    rebuild_rate = progress.entries_read / progress.seconds
+    rebuild_rate = progress.entries_read / rebuild_seconds
     assert progress.verified is not None
     entries = progress.verified.count
     compact = (used_memory(client) - before) / entries
     print(
-        f"  {progress.verified} in {progress.seconds:.1f} s "
+        f"  {progress.verified} in {rebuild_seconds:.1f} s "
         f"(verification {progress.verify_seconds:.1f} s)",
         flush=True,
     )
+    print(f"  CPU per record: {cpu_split}", flush=True)
 
     print("the same entries one key per entry...", flush=True)
     keys = naive_keys(settings, platform.namespace, args.entries)
@@ -438,6 +442,34 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     return figures
 
 
+class RebuildCpu:
+    """Where a rebuild's CPU goes: Redis, the broker, this process and the pool's workers.
+
+    The workers are child processes, counted once reaped (the pool is shut down by the time
+    the rebuild returns).
+    """
+
+    def __init__(self, platform: LocalPlatform) -> None:
+        infra = platform.infra
+        assert infra is not None and infra.redis.process and infra.kafka.process
+        self._pids = {
+            "Redis": infra.redis.process.pid,
+            "broker": infra.kafka.process.pid,
+            "this process": os.getpid(),
+        }
+        self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._workers_before = children_cpu()
+
+    def split(self, records: int, seconds: float) -> str:
+        """CPU µs per record of each, and the cores kept busy on average over ``seconds``."""
+        cpu = {name: cpu_seconds(pid) - self._before[name] for name, pid in self._pids.items()}
+        cpu["workers"] = children_cpu() - self._workers_before
+        return (
+            ", ".join(f"{name} {s / records * 1e6:.2f} µs" for name, s in cpu.items())
+            + f"; {sum(cpu.values()) / seconds:.2f} cores busy on average"
+        )
+
+
 async def publish_entries_fast(settings: Settings, topic: str, entries: int) -> None:
     """:func:`publish_entries` for tens of millions: numbers hashed 50,000 at a time."""
     hasher = NumberHasher(settings.pseudonymiser().pseudonym_key.secret)
@@ -499,6 +531,7 @@ async def run_national(
     print(f"rebuilding the view from the topic ({layout.buckets:,} buckets)...", flush=True)
     before = used_memory(client)
     view = RedisSuppressionView.from_url(url, platform.namespace, layout)
+    rebuild_cpu = RebuildCpu(platform)
     progress = await rebuild_in_parallel(
         platform.endpoints["kafka"],
         topics.suppressions,
@@ -508,10 +541,16 @@ async def run_national(
         registry_settings.rebuild_workers,
     )
     rebuild_seconds = progress.seconds  # a live figure: taken before anything else runs
+    cpu_split = rebuild_cpu.split(args.entries, rebuild_seconds)
     await view.close()
     assert progress.verified is not None
     per_entry = (used_memory(client) - before) / progress.verified.count
-    print(f"  {progress.verified} in {rebuild_seconds:.1f} s", flush=True)
+    print(
+        f"  {progress.verified} in {rebuild_seconds:.1f} s "
+        f"(verification {progress.verify_seconds:.1f} s)",
+        flush=True,
+    )
+    print(f"  CPU per record: {cpu_split}", flush=True)
     print("starting the registry...", flush=True)
     platform.services = ("registry",)
     platform.start_service("registry")
