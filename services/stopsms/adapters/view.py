@@ -12,9 +12,11 @@ this module is the I/O around it: :class:`RedisSuppressionView` on a real redis-
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import redis.asyncio as aioredis
 
 from stopsms.adapters.redis_pool import connect_redis
@@ -36,6 +38,7 @@ from stopsms.domain.viewcodec import (
     entry_address,
     pack_update,
     scope_codes,
+    unknown_scope,
     unpack_updates,
 )
 
@@ -286,11 +289,40 @@ class RedisSuppressionView(_BySubject):
             yield chunk
 
     async def census(self, buckets: range | None = None) -> tuple[Census, dict[int, int]]:
-        """Count and checksum every entry (of ``buckets``), bucket by bucket; plus the offsets."""
-        counter = CensusCounter()
-        async for chunk in self.entries(buckets):
-            counter.add_many([key + b"\0" + value for key, value in chunk])
-        return counter.census(), await self.applied_offsets()
+        """Count and checksum every entry (of ``buckets``), bucket by bucket; plus the offsets.
+
+        The sum :class:`CensusCounter` makes of :meth:`entries`, computed without building
+        the entries: it is most of a national rebuild's verification (fifty million entries).
+        """
+        # What follows a stored field's digest in an entry's census bytes, by scope code.
+        tails = {
+            code: b"\0" + sender + b"\0"
+            for code, sender in scope_codes(await self._redis.hgetall(self._senders_key)).items()
+        }
+        tails[b""] = b"\0\0"
+        blake2b = hashlib.blake2b
+        count, checksum = 0, 0
+        scanned = buckets if buckets is not None else range(self.layout.buckets)
+        for start in range(scanned.start, scanned.stop, 512):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for b in range(start, min(start + 512, scanned.stop)):
+                    pipe.hgetall(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
+                replies = await pipe.execute()
+            digests = []
+            for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
+                bucket = b.to_bytes(BUCKET_BYTES, "big")
+                for stored_field, value in fields.items():
+                    code = stored_field[DIGEST_FIELD_BYTES:]
+                    tail = tails.get(code) or b"\0" + unknown_scope(code) + b"\0"
+                    digests.append(
+                        blake2b(
+                            bucket + stored_field[:DIGEST_FIELD_BYTES] + tail + value,
+                            digest_size=8,
+                        ).digest()
+                    )
+            count += len(digests)
+            checksum += int(np.frombuffer(b"".join(digests), ">u8").sum(dtype=np.uint64))
+        return Census(count, checksum & 0xFFFFFFFFFFFFFFFF), await self.applied_offsets()
 
 
 class InMemorySuppressionView(_BySubject):

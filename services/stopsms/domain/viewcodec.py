@@ -619,5 +619,10 @@ def scope_codes(senders: dict[Any, Any]) -> dict[bytes, bytes]:
 def entry_address(bucket: bytes, stored_field: bytes, by_code: dict[bytes, bytes]) -> bytes:
     """A stored entry's address (located subject, NUL, sender): :class:`ChangeBatch`'s keys."""
     code = stored_field[DIGEST_FIELD_BYTES:]
-    sender = by_code.get(code, b"#" + code.hex().encode()) if code else b""
+    sender = (by_code.get(code) or unknown_scope(code)) if code else b""
     return b"".join((bucket, stored_field[:DIGEST_FIELD_BYTES], b"\0", sender))
+
+
+def unknown_scope(code: bytes) -> bytes:
+    """What stands for a sender whose scope code the view's ``senders`` hash does not hold."""
+    return b"#" + code.hex().encode()
