@@ -125,8 +125,11 @@ while i <= #packed do
     -- an erasure (a tombstone): the entry goes, whatever its version
     written = written + redis.call('HDEL', key, field)
   else
-    local current = redis.call('HGET', key, field)
-    if (not current) or version_of(value) > version_of(current) then
+    -- A new entry is one call (most of a rebuild: a compacted topic holds one record an
+    -- entry); a known one is read, and replaced only by a higher version.
+    if redis.call('HSETNX', key, field, value) == 1 then
+      written = written + 1
+    elseif version_of(value) > version_of(redis.call('HGET', key, field)) then
       redis.call('HSET', key, field, value)
       written = written + 1
     end
