@@ -374,46 +374,53 @@ class ChangeBatch:
         return len(self.entries)
 
 
+#: ``bytes((n,))`` for every byte value, looked up rather than built in the decoding loop.
+_BYTE = [bytes((n,)) for n in range(256)]
+#: Hex digits of a subject the located subject is made of (the bucket bytes and the field).
+_LOCATED_HEX = 2 * (2 + DIGEST_FIELD_BYTES)
+
+
 def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
     """Decode suppression records (anything with partition, offset and value) for the view.
 
-    The hot loop of a rebuild (millions of records), hence written out by hand: the result is
-    the same as :meth:`ViewLayout.located`, :meth:`ScopeEntry.pack` and :func:`pack_update`
-    (a unit test holds them equal).
+    The records of a partition come in offset order, as a reader gives them. The hot loop of
+    a rebuild (millions of records), hence written out by hand: the result is the same as
+    :meth:`ViewLayout.located`, :meth:`ScopeEntry.pack` and :func:`pack_update` (a unit test
+    holds them equal).
     """
     batch = ChangeBatch()
     offsets = batch.offsets
     parse = events_pb2.SuppressionChanged.FromString
     shift = 8 * BUCKET_BYTES - layout.bucket_bits
-    keys, versions, values, entries, located_all = (
-        batch.keys,
-        batch.versions,
-        batch.values,
-        batch.entries,
-        batch.located,
+    add_key, add_version, add_value, add_entry, add_located = (
+        batch.keys.append,
+        batch.versions.append,
+        batch.values.append,
+        batch.entries.append,
+        batch.located.append,
     )
-    fromhex = bytes.fromhex
+    fromhex, byte = bytes.fromhex, _BYTE
     for record in records:
-        end = record.offset + 1
-        if end > offsets.get(record.partition, 0):
-            offsets[record.partition] = end
-        if record.value is None:
+        offsets[record.partition] = record.offset + 1
+        raw = record.value
+        if raw is None:
             if record.key is None:
                 continue
             # An erasure: the key names the subject and the scope, and the entry goes.
             subject, _, scope = record.key.decode().partition(SCOPE_SEPARATOR)
             sender = b"" if scope == GLOBAL_SCOPE else scope.encode()
             located = layout.located(subject)
-            keys.append(located + b"\0" + sender)
-            versions.append(0)
-            values.append(ERASED)
-            entries.append(located + bytes((len(sender),)) + sender + b"\0")
+            add_key(located + b"\0" + sender)
+            add_version(0)
+            add_value(ERASED)
+            add_entry(located + byte[len(sender)] + sender + b"\0")
             continue
-        change = parse(record.value)
+        change = parse(raw)
         subject = change.subject
         if subject[:1] == "#":
             continue  # the key-change record (domain.topics.is_key_change): not a decision
-        digest = fromhex(subject[subject.index(":") + 1 :][: 2 * (2 + DIGEST_FIELD_BYTES)])
+        start = subject.index(":") + 1
+        digest = fromhex(subject[start : start + _LOCATED_HEX])
         if len(digest) != 2 + DIGEST_FIELD_BYTES:
             raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
         bucket = (digest[0] << 16 | digest[1] << 8 | digest[2]) >> shift
@@ -422,14 +429,15 @@ def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
         at = change.action_time
         version = change.version
         packed_state = version << 2 | change.state
-        value = (max(at.seconds * 100 + at.nanos // 10_000_000, 0)).to_bytes(5, "big") + (
-            bytes((packed_state,)) if packed_state < 0x80 else varint(packed_state)
+        centiseconds = at.seconds * 100 + at.nanos // 10_000_000
+        value = (centiseconds if centiseconds > 0 else 0).to_bytes(5, "big") + (
+            byte[packed_state] if packed_state < 0x80 else varint(packed_state)
         )
-        keys.append(located + b"\0" + sender)
-        versions.append(version)
-        values.append(value)
-        entries.append(located + bytes((len(sender),)) + sender + bytes((len(value),)) + value)
-        located_all.append(located)
+        add_key(located + b"\0" + sender)
+        add_version(version)
+        add_value(value)
+        add_entry(located + byte[len(sender)] + sender + byte[len(value)] + value)
+        add_located(located)
     return batch
 
 
