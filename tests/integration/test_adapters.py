@@ -15,6 +15,7 @@ from stopsms.adapters.kafka import (
     GroupOffsets,
     KafkaPublisher,
     RangeReader,
+    RecordBatchReader,
     TopicReader,
 )
 from stopsms.adapters.view import RedisSuppressionView, ViewLost
@@ -70,6 +71,62 @@ async def test_published_records_are_read_back_indexed_and_ranged(
         assert [r.offset for r in await ranges.read(3, 1, 4)] == [1, 2, 3]
     finally:
         await ranges.stop()
+
+
+async def test_a_rebuilds_batch_reader_reads_what_the_consumer_reads(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    """Straight from the record batches, from a position inside a batch, erasures included."""
+    topics = Topics(namespace)
+    publisher = KafkaPublisher(infra.kafka.bootstrap)
+    await publisher.start()
+    try:
+        for partition in (0, 5):
+            await asyncio.gather(
+                *(
+                    publisher.publish(
+                        topics.suppressions,
+                        f"k{partition}-{i}".encode(),
+                        None if i % 7 == 3 else f"v{i}".encode() * 40,
+                        partition=partition,
+                    )
+                    for i in range(3000)
+                )
+            )
+    finally:
+        await publisher.stop()
+    starts = {0: 1234, 5: 0, 7: 0}  # partition 7 is empty
+
+    consumer = TopicReader(
+        infra.kafka.bootstrap,
+        topics.suppressions,
+        start_offsets=starts,
+        only_partitions=list(starts),
+        max_records=500,
+    )
+    await consumer.start()
+    expected: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {0: [], 5: []}
+    try:
+        async with asyncio.timeout(60):
+            while len(expected[0]) < 3000 - 1234 or len(expected[5]) < 3000:
+                for p, records in (await consumer.read_grouped(timeout_ms=500)).items():
+                    expected[p] += [(r.offset, r.key, r.value) for r in records]
+    finally:
+        await consumer.stop()
+
+    reader = RecordBatchReader(infra.kafka.bootstrap, topics.suppressions, starts)
+    await reader.start()
+    read: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {0: [], 5: []}
+    try:
+        async with asyncio.timeout(60):
+            while len(read[0]) < 3000 - 1234 or len(read[5]) < 3000:
+                for p, records in (await reader.read_grouped()).items():
+                    read[p] += [(r.offset, r.key, r.value) for r in records]
+        assert await reader.positions() == {0: 3000, 5: 3000, 7: 0}
+    finally:
+        await reader.stop()
+    assert read == expected
+    assert read[0][0][0] == 1234 and any(value is None for _, _, value in read[0])
 
 
 async def test_group_offsets_are_committed_and_read_without_joining(

@@ -59,12 +59,12 @@ def test_after_a_partial_batch_the_next_waits_for_the_rest_of_the_window(
 def test_a_reader_stopped_while_its_window_passes_returns_nothing() -> None:
     """Its owner's loop sees the stop; before, the read raised ConsumerStoppedError."""
 
-    async def scenario() -> tuple[list[object], list[object]]:
+    async def scenario() -> list[object]:
         reader = kafka.TopicReader("127.0.0.1:1", "stopsms.test", batch_window_s=0.05)
         reader._resumed = True  # as after a first read (nothing is assigned here)
         reader._window.handed([object()])  # a partial batch was just handed over
-        reads = [asyncio.ensure_future(reader.read()), asyncio.ensure_future(reader.read_plain())]
+        reads = [asyncio.ensure_future(reader.read()), asyncio.ensure_future(reader.read_grouped())]
         await reader.stop()
         return list(await asyncio.wait_for(asyncio.gather(*reads), timeout=5.0))
 
-    assert asyncio.run(scenario()) == [[], []]
+    assert asyncio.run(scenario()) == [[], {}]

@@ -36,6 +36,14 @@ from stopsms.adapters.kafka_access import KafkaAccess
 log = logging.getLogger(__name__)
 
 
+class GroupedReading(Protocol):
+    """What the view's materialiser and a rebuild's worker read from (records by partition)."""
+
+    async def read_grouped(self, timeout_ms: int = 200) -> Mapping[int, Sequence[Any]]:
+        """The next records by partition (possibly none), in offset order within each."""
+        ...
+
+
 class TopicReading(Protocol):
     """What a follower of a whole topic needs from a reader (:class:`TopicReader`'s shape)."""
 
@@ -53,8 +61,8 @@ class TopicReading(Protocol):
         """The next records (possibly none), in offset order within each partition."""
         ...
 
-    async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
-        """Like :meth:`read`; the records have at least partition, offset and value."""
+    async def read_grouped(self, timeout_ms: int = 200) -> Mapping[int, Sequence[Any]]:
+        """Like :meth:`read`, by partition; the records have at least offset, key and value."""
         ...
 
     def read_to_end(self, timeout_ms: int = 500) -> AsyncIterator[list[Record]]:
@@ -327,9 +335,12 @@ class InMemoryTopicReader:
             records = [] if self._stopped else self._take()
         return self._window.handed(records)
 
-    async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
-        """The same records as :meth:`read`."""
-        return await self.read(timeout_ms)
+    async def read_grouped(self, timeout_ms: int = 200) -> Mapping[int, Sequence[Any]]:
+        """The same records as :meth:`read`, by partition."""
+        groups: dict[int, list[Record]] = {}
+        for record in await self.read(timeout_ms):
+            groups.setdefault(record.partition, []).append(record)
+        return groups
 
     def _take(self) -> list[Record]:
         taken: list[Record] = []

@@ -8,6 +8,7 @@ own producer; everything outside faust goes through here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -22,6 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import ConnectionGroup, CoordinationType
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 
 from stopsms.adapters.kafka_access import KafkaAccess
@@ -291,10 +294,14 @@ class BatchWindow:
 
     def handed(self, records: _T) -> _T:
         """After taking ``records``: a partial batch opens the next window; a full one does not."""
-        if self.seconds > 0 and records:
-            full = len(records) >= self.full
-            self._last = -math.inf if full else asyncio.get_running_loop().time()
+        self.took(len(records))
         return records
+
+    def took(self, count: int) -> None:
+        """After taking ``count`` records (:meth:`handed`)."""
+        if self.seconds > 0 and count:
+            full = count >= self.full
+            self._last = -math.inf if full else asyncio.get_running_loop().time()
 
 
 class TopicReader:
@@ -429,17 +436,16 @@ class TopicReader:
             return []
         return self._window.handed(records_of(await self._consumer.getmany(timeout_ms=timeout_ms)))
 
-    async def read_plain(self, timeout_ms: int = 200) -> list[Any]:
-        """Like :meth:`read`, but the consumer's own records, not copied.
+    async def read_grouped(self, timeout_ms: int = 200) -> Mapping[int, Sequence[Any]]:
+        """Like :meth:`read`, by partition, and the consumer's own records, not copied.
 
-        They have ``partition``, ``offset`` and ``value``; the view's rebuild reads millions.
+        They have ``offset``, ``key`` and ``value``; the materialiser reads them.
         """
         if not await self._ready_to_read():
-            return []
+            return {}
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
-        if len(batches) == 1:
-            return self._window.handed(next(iter(batches.values())))
-        return self._window.handed([m for messages in batches.values() for m in messages])
+        self._window.took(sum(map(len, batches.values())))
+        return {tp.partition: messages for tp, messages in batches.items()}
 
     async def read_to_end(self, timeout_ms: int = 500) -> AsyncIterator[list[Record]]:
         """Batches of records up to the end of every partition as it is at the call."""
@@ -457,6 +463,185 @@ class TopicReader:
         """The current end offset of every partition."""
         ends = await self._consumer.end_offsets(self.partitions)
         return {tp.partition: offset for tp, offset in ends.items()}
+
+
+#: Bytes a rebuild's fetch asks of each partition, and of a whole response: about 20,000
+#: suppression records, so that one write to the view holds Redis for tens of milliseconds.
+BATCH_READER_PARTITION_BYTES = 1024 * 1024
+BATCH_READER_MAX_BYTES = 2 * 1024 * 1024
+
+
+class RecordBatchReader:
+    """Reads partitions from their record batches, without a consumer: a rebuild's reader.
+
+    aiokafka's consumer makes a ``ConsumerRecord`` of every record, about 1.3 µs each: a
+    quarter of a rebuild worker's time at fifty million records. This reader fetches the
+    partitions from their leaders itself and hands the batches' own records (``offset``,
+    ``key``, ``value``, parsed in C; about 0.4 µs each), by partition, CRCs checked. One
+    fetch is in flight while the caller works on the previous one.
+
+    Only what a rebuild needs: fixed partitions from given offsets (raised to a partition's
+    first offset if retention removed the start), no group, records read uncommitted as
+    :class:`TopicReader` reads them; control batches are skipped.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaAccess | str,
+        topic: str,
+        start_offsets: Mapping[int, int],
+        *,
+        client_id: str = "stopsms-rebuild",
+        fetch_wait_ms: int = 500,
+    ) -> None:
+        self.topic = topic
+        self._kafka = KafkaAccess.of(kafka)
+        self._positions = dict(start_offsets)
+        self._client_id = client_id
+        self._wait_ms = fetch_wait_ms
+        self._client: AIOKafkaClient | None = None
+        self._leaders: dict[int, int] = {}
+        self._leaders_stale = False
+        self._in_flight: asyncio.Future[list[tuple[int, int, bytes]]] | None = None
+
+    async def start(self, wait_seconds: float = 10.0) -> None:
+        """Connect, find each partition's first offset and leader."""
+        first = await self._first_offsets()
+        for partition, position in self._positions.items():
+            self._positions[partition] = max(position, first.get(partition, 0))
+        self._client = AIOKafkaClient(**self._kafka.client_options(), client_id=self._client_id)
+        await self._client.bootstrap()
+        self._client.add_topic(self.topic)
+        await self._find_leaders(wait_seconds)
+
+    async def _first_offsets(self) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(
+            **self._kafka.client_options(), group_id=None, client_id=self._client_id
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in self._positions]
+            return {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    async def _find_leaders(self, wait_seconds: float = 10.0) -> None:
+        assert self._client is not None
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            await self._client.force_metadata_update()
+            cluster = self._client.cluster
+            leaders = {
+                p: cluster.leader_for_partition(TopicPartition(self.topic, p))
+                for p in self._positions
+            }
+            if all(leader is not None and leader >= 0 for leader in leaders.values()):
+                self._leaders = {p: int(leader) for p, leader in leaders.items()}
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                missing = sorted(p for p, leader in leaders.items() if leader is None or leader < 0)
+                raise RuntimeError(f"no leader for {self.topic} partitions {missing}")
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        """Drop the fetch in flight and disconnect."""
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await self._in_flight
+            self._in_flight = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def positions(self) -> dict[int, int]:
+        """The next offset to read, per partition."""
+        return dict(self._positions)
+
+    async def read_grouped(self, timeout_ms: int = 200) -> Mapping[int, Sequence[Any]]:
+        """The next records by partition (possibly none), in offset order.
+
+        ``timeout_ms`` is unused: a fetch waits up to ``fetch_wait_ms`` at the broker.
+        """
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._fetch())
+        try:
+            fetched = await self._in_flight
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # A broker away or a leader moving: look the leaders up again, fetch again.
+            log.warning("fetching %s: %r; retrying", self.topic, exc)
+            fetched, self._leaders_stale = [], True
+        groups = self._unpack(fetched)
+        self._in_flight = asyncio.ensure_future(self._fetch())  # while the caller works
+        return groups
+
+    async def _fetch(self) -> list[tuple[int, int, bytes]]:
+        """(partition, error code, record bytes) from every leader, one request each."""
+        assert self._client is not None
+        if self._leaders_stale:  # a partition's leader moved: look them up again
+            self._leaders_stale = False
+            await asyncio.sleep(0.1)
+            await self._find_leaders()
+        by_leader: dict[int, list[tuple[int, int, int]]] = {}
+        for partition, position in self._positions.items():
+            by_leader.setdefault(self._leaders[partition], []).append(
+                (partition, position, BATCH_READER_PARTITION_BYTES)
+            )
+        requests = [
+            self._client.send(
+                leader,
+                FetchRequest(
+                    self._wait_ms,
+                    1,
+                    BATCH_READER_MAX_BYTES,
+                    0,  # read uncommitted, as TopicReader
+                    [(self.topic, partitions)],
+                ),
+            )
+            for leader, partitions in by_leader.items()
+        ]
+        fetched: list[tuple[int, int, bytes]] = []
+        for response in await asyncio.gather(*requests):
+            for _topic, partitions in response.topics:
+                for partition, error_code, _highwater, *rest in partitions:
+                    fetched.append((partition, error_code, rest[-1]))
+        return fetched
+
+    def _unpack(self, fetched: list[tuple[int, int, bytes]]) -> dict[int, list[Any]]:
+        """The records of each partition's batches from its position; positions move on."""
+        groups: dict[int, list[Any]] = {}
+        leaders_moved = False
+        for partition, error_code, raw in fetched:
+            error = kafka_errors.for_code(error_code)
+            if error is not kafka_errors.NoError:
+                if error.retriable:  # a leader moved, a broker is busy: fetched again
+                    leaders_moved = True
+                    continue
+                raise error(f"fetching {self.topic}[{partition}] at {self._positions[partition]}")
+            position = self._positions[partition]
+            records: list[Any] = []
+            batches = MemoryRecords(raw)
+            while batches.has_next():
+                batch = batches.next_batch()
+                if batch is None:
+                    break  # a partial batch at the end of the response: fetched again next time
+                if not batch.validate_crc():
+                    raise kafka_errors.CorruptRecordException(
+                        f"invalid CRC in {self.topic}[{partition}] at {position}"
+                    )
+                if not batch.is_control_batch:
+                    if records or batch.base_offset >= position:
+                        records.extend(batch)
+                    else:  # the first batch may begin before the position asked
+                        records.extend(r for r in batch if r.offset >= position)
+                position = batch.next_offset
+            self._positions[partition] = position
+            if records:
+                groups[partition] = records
+        self._leaders_stale = self._leaders_stale or leaders_moved
+        return groups
 
 
 async def follow_topic(

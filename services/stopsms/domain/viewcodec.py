@@ -34,7 +34,7 @@ no I/O. Redis keeps a hash as a listpack only up to ``hash-max-listpack-entries`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,12 +381,24 @@ _LOCATED_HEX = 2 * (2 + DIGEST_FIELD_BYTES)
 
 
 def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
-    """Decode suppression records (anything with partition, offset and value) for the view.
+    """Decode suppression records (anything with partition, offset, key and value).
 
-    The records of a partition come in offset order, as a reader gives them. The hot loop of
-    a rebuild (millions of records), hence written out by hand: the result is the same as
-    :meth:`ViewLayout.located`, :meth:`ScopeEntry.pack` and :func:`pack_update` (a unit test
-    holds them equal).
+    The records of a partition come in offset order. :func:`decode_partitions` with the
+    records grouped by partition, as a reader gives them.
+    """
+    groups: dict[int, list[Any]] = {}
+    for record in records:
+        groups.setdefault(record.partition, []).append(record)
+    return decode_partitions(groups, layout)
+
+
+def decode_partitions(groups: Mapping[int, Sequence[Any]], layout: ViewLayout) -> ChangeBatch:
+    """Decode suppression records (anything with offset, key and value) for the view.
+
+    ``groups`` holds each partition's records in offset order, as a reader gives them. The
+    hot loop of a rebuild (millions of records), hence written out by hand: the result is the
+    same as :meth:`ViewLayout.located`, :meth:`ScopeEntry.pack` and :func:`pack_update` (a
+    unit test holds them equal).
     """
     batch = ChangeBatch()
     offsets = batch.offsets
@@ -400,44 +412,46 @@ def decode_changes(records: Sequence[Any], layout: ViewLayout) -> ChangeBatch:
         batch.located.append,
     )
     fromhex, byte = bytes.fromhex, _BYTE
-    for record in records:
-        offsets[record.partition] = record.offset + 1
-        raw = record.value
-        if raw is None:
-            if record.key is None:
+    for partition, records in groups.items():
+        if records:
+            offsets[partition] = records[-1].offset + 1
+        for record in records:
+            raw = record.value
+            if raw is None:
+                if record.key is None:
+                    continue
+                # An erasure: the key names the subject and the scope, and the entry goes.
+                subject, _, scope = record.key.decode().partition(SCOPE_SEPARATOR)
+                sender = b"" if scope == GLOBAL_SCOPE else scope.encode()
+                located = layout.located(subject)
+                add_key(located + b"\0" + sender)
+                add_version(0)
+                add_value(ERASED)
+                add_entry(located + byte[len(sender)] + sender + b"\0")
                 continue
-            # An erasure: the key names the subject and the scope, and the entry goes.
-            subject, _, scope = record.key.decode().partition(SCOPE_SEPARATOR)
-            sender = b"" if scope == GLOBAL_SCOPE else scope.encode()
-            located = layout.located(subject)
+            change = parse(raw)
+            subject = change.subject
+            if subject[:1] == "#":
+                continue  # the key-change record (domain.topics.is_key_change): not a decision
+            start = subject.index(":") + 1
+            digest = fromhex(subject[start : start + _LOCATED_HEX])
+            if len(digest) != 2 + DIGEST_FIELD_BYTES:
+                raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
+            bucket = (digest[0] << 16 | digest[1] << 8 | digest[2]) >> shift
+            located = bucket.to_bytes(BUCKET_BYTES, "big") + digest[2:]
+            sender = change.sender_id.encode()
+            at = change.action_time
+            version = change.version
+            packed_state = version << 2 | change.state
+            centiseconds = at.seconds * 100 + at.nanos // 10_000_000
+            value = (centiseconds if centiseconds > 0 else 0).to_bytes(5, "big") + (
+                byte[packed_state] if packed_state < 0x80 else varint(packed_state)
+            )
             add_key(located + b"\0" + sender)
-            add_version(0)
-            add_value(ERASED)
-            add_entry(located + byte[len(sender)] + sender + b"\0")
-            continue
-        change = parse(raw)
-        subject = change.subject
-        if subject[:1] == "#":
-            continue  # the key-change record (domain.topics.is_key_change): not a decision
-        start = subject.index(":") + 1
-        digest = fromhex(subject[start : start + _LOCATED_HEX])
-        if len(digest) != 2 + DIGEST_FIELD_BYTES:
-            raise SubjectFormatError(f"not a subject: {subject[:48]!r}")
-        bucket = (digest[0] << 16 | digest[1] << 8 | digest[2]) >> shift
-        located = bucket.to_bytes(BUCKET_BYTES, "big") + digest[2:]
-        sender = change.sender_id.encode()
-        at = change.action_time
-        version = change.version
-        packed_state = version << 2 | change.state
-        centiseconds = at.seconds * 100 + at.nanos // 10_000_000
-        value = (centiseconds if centiseconds > 0 else 0).to_bytes(5, "big") + (
-            byte[packed_state] if packed_state < 0x80 else varint(packed_state)
-        )
-        add_key(located + b"\0" + sender)
-        add_version(version)
-        add_value(value)
-        add_entry(located + byte[len(sender)] + sender + byte[len(value)] + value)
-        add_located(located)
+            add_version(version)
+            add_value(value)
+            add_entry(located + byte[len(sender)] + sender + byte[len(value)] + value)
+            add_located(located)
     return batch
 
 

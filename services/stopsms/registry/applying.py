@@ -2,7 +2,7 @@
 
 The materialiser follows ``stopsms.suppressions.v1`` with it, and each worker of a parallel
 rebuild applies its share of the partitions with it, so the two paths decode, verify and write
-the same way. Per step it reads a batch, decodes it (:func:`decode_changes`), adds it to the
+the same way. Per step it reads a batch, decodes it (:func:`decode_partitions`), adds it to the
 expected view when the phase is verified, and hands it to the view while the next one is read
 and decoded: one batch in the view at a time, so the stored offsets only move forward. A write
 that fails for any reason but a lost view is tried again, never skipped.
@@ -14,9 +14,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from stopsms.adapters.bus import TopicReading
+from stopsms.adapters.bus import GroupedReading
 from stopsms.adapters.view import SuppressionView, ViewLost
-from stopsms.domain.viewcodec import ChangeBatch, ExpectedCensus, decode_changes
+from stopsms.domain.viewcodec import ChangeBatch, ExpectedCensus, decode_partitions
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,14 @@ class ChangeApplier:
         self._writing: asyncio.Task[None] | None = None
         self._stopped = False
 
-    async def step(self, reader: TopicReading, timeout_ms: int) -> int:
+    async def step(self, reader: GroupedReading, timeout_ms: int) -> int:
         """Read one batch and start applying it, after the previous one is in; records read.
 
         Raises :class:`ViewLost` (from the previous batch) when the view was flushed.
         """
-        batch = decode_changes(await reader.read_plain(timeout_ms=timeout_ms), self.view.layout)
+        batch = decode_partitions(
+            await reader.read_grouped(timeout_ms=timeout_ms), self.view.layout
+        )
         if not batch.offsets:
             await self.settle()
             return 0

@@ -21,10 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from stopsms.adapters.bus import KafkaBus
+from stopsms.adapters.kafka import RecordBatchReader
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.view import RedisSuppressionView, SuppressionView
 from stopsms.domain.viewcodec import Census, ExpectedCensus, ViewLayout
-from stopsms.registry.applying import READ_BATCH, ChangeApplier
+from stopsms.registry.applying import ChangeApplier
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,7 @@ async def _apply_share(share: _Share) -> _ShareResult:
     view = RedisSuppressionView.from_url(
         share.redis_url, share.namespace, ViewLayout(share.bucket_bits)
     )
-    reader = KafkaBus(share.bootstrap).reader(
-        share.topic,
-        start_offsets={p: 0 for p in share.targets},
-        max_records=READ_BATCH,
-        only_partitions=list(share.targets),
-    )
+    reader = RecordBatchReader(share.bootstrap, share.topic, {p: 0 for p in share.targets})
     applier = ChangeApplier(view, applied={p: 0 for p in share.targets}, expected=ExpectedCensus())
     await reader.start()
     try:
