@@ -275,18 +275,28 @@ class RedisSuppressionView(_BySubject):
         limits the scan to some buckets (a rebuild's processes share the census).
         """
         by_code = scope_codes(await self._redis.hgetall(self._senders_key))
-        scanned = buckets if buckets is not None else range(self.layout.buckets)
-        for start in range(scanned.start, scanned.stop, 512):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for b in range(start, min(start + 512, scanned.stop)):
-                    pipe.hgetall(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
-                replies = await pipe.execute()
-            chunk = [
-                (entry_address(b.to_bytes(BUCKET_BYTES, "big"), stored_field, by_code), value)
-                for b, fields in zip(range(start, start + len(replies)), replies, strict=True)
+        async for chunk in self._bucket_contents(buckets):
+            yield [
+                (entry_address(bucket, stored_field, by_code), value)
+                for bucket, fields in chunk
                 for stored_field, value in fields.items()
             ]
-            yield chunk
+
+    async def _bucket_contents(
+        self, buckets: range | None
+    ) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+        """(bucket number bytes, its fields) of ``buckets`` (else all), 512 buckets a round trip."""
+        scanned = buckets if buckets is not None else range(self.layout.buckets)
+        for start in range(scanned.start, scanned.stop, 512):
+            numbers = [
+                b.to_bytes(BUCKET_BYTES, "big")
+                for b in range(start, min(start + 512, scanned.stop))
+            ]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for bucket in numbers:
+                    pipe.hgetall(self._prefix + bucket)
+                replies = await pipe.execute()
+            yield list(zip(numbers, replies, strict=True))
 
     async def census(self, buckets: range | None = None) -> tuple[Census, dict[int, int]]:
         """Count and checksum every entry (of ``buckets``), bucket by bucket; plus the offsets.
@@ -302,15 +312,9 @@ class RedisSuppressionView(_BySubject):
         tails[b""] = b"\0\0"
         blake2b = hashlib.blake2b
         count, checksum = 0, 0
-        scanned = buckets if buckets is not None else range(self.layout.buckets)
-        for start in range(scanned.start, scanned.stop, 512):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for b in range(start, min(start + 512, scanned.stop)):
-                    pipe.hgetall(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
-                replies = await pipe.execute()
+        async for chunk in self._bucket_contents(buckets):
             digests = []
-            for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
-                bucket = b.to_bytes(BUCKET_BYTES, "big")
+            for bucket, fields in chunk:
                 for stored_field, value in fields.items():
                     code = stored_field[DIGEST_FIELD_BYTES:]
                     tail = tails.get(code) or b"\0" + unknown_scope(code) + b"\0"
