@@ -1,8 +1,11 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kafka.partitioner.default import murmur2 as kafka_murmur2  # type: ignore[import-untyped]
 
 from stopsms.adapters.settings import IntakeSettings, Settings, SettingsError
 from stopsms.domain.parties import DirectoryError, InvalidSender, PartiesDirectory, check_sender_id
-from stopsms.domain.topics import partition_for_key, suppression_key
+from stopsms.domain.topics import murmur2, partition_for_key, suppression_key
 from stopsms.tools.senders import local_directory
 
 
@@ -65,6 +68,12 @@ def test_suppression_records_of_one_subject_share_its_requests_partition() -> No
     expected = partition_for_key(subject, 12)
     for sender in ["", "JUMIA", "IAM"]:
         assert partition_for_key(suppression_key(subject, sender), 12) == expected
+
+
+@given(st.binary(max_size=300))
+def test_our_murmur2_places_every_key_where_kafkas_own_does(key: bytes) -> None:
+    """Producers of every language place a keyed record with Kafka's murmur2: ours must agree."""
+    assert murmur2(key) == kafka_murmur2(key)
 
 
 def test_every_party_has_a_rate_limit_by_default_and_its_own_when_it_names_one(

@@ -25,10 +25,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.commit import OffsetCommitRequest
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
-from kafka.partitioner.default import murmur2  # type: ignore[import-untyped]
 
 from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.tracing import CURRENT_TRACEPARENT, TRACE_HEADER, continue_trace
+from stopsms.domain.topics import murmur2
 
 log = logging.getLogger(__name__)
 
