@@ -74,7 +74,7 @@ bench-smoke:  ## Every benchmark at tiny sizes (CI): each must run to the end; n
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.links_scale --links 40000 --lookups 20
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.reseal --subjects 2000
-	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.rekey --subjects 2000
+	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.rekey --subjects 2000 --broker-subjects 2000 --grace 2
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.proofs_scale --proofs 20000 --lookups 50
 	STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m bench.registry --national --entries 100000 --seconds 1 --bucket-bits 16
 
