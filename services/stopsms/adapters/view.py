@@ -12,7 +12,6 @@ this module is the I/O around it: :class:`RedisSuppressionView` on a real redis-
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -36,6 +35,7 @@ from stopsms.domain.viewcodec import (
     ViewLayout,
     ViewUpdate,
     entry_address,
+    entry_hashes,
     pack_update,
     scope_codes,
     unknown_scope,
@@ -304,28 +304,30 @@ class RedisSuppressionView(_BySubject):
         The sum :class:`CensusCounter` makes of :meth:`entries`, computed without building
         the entries: it is most of a national rebuild's verification (fifty million entries).
         """
-        # What follows a stored field's digest in an entry's census bytes, by scope code.
+        # What follows a stored field's digest in an entry's census bytes (the sender,
+        # length-prefixed), by scope code.
         tails = {
-            code: b"\0" + sender + b"\0"
+            code: bytes((len(sender),)) + sender
             for code, sender in scope_codes(await self._redis.hgetall(self._senders_key)).items()
         }
-        tails[b""] = b"\0\0"
-        blake2b = hashlib.blake2b
+        tails[b""] = b"\0"
+        byte = [bytes((n,)) for n in range(256)]
         count, checksum = 0, 0
         async for chunk in self._bucket_contents(buckets):
-            digests = []
+            entries: list[bytes] = []
+            add = entries.append
             for bucket, fields in chunk:
                 for stored_field, value in fields.items():
                     code = stored_field[DIGEST_FIELD_BYTES:]
-                    tail = tails.get(code) or b"\0" + unknown_scope(code) + b"\0"
-                    digests.append(
-                        blake2b(
-                            bucket + stored_field[:DIGEST_FIELD_BYTES] + tail + value,
-                            digest_size=8,
-                        ).digest()
+                    tail = tails.get(code)
+                    if tail is None:
+                        sender = unknown_scope(code)
+                        tail = bytes((len(sender),)) + sender
+                    add(
+                        bucket + stored_field[:DIGEST_FIELD_BYTES] + tail + byte[len(value)] + value
                     )
-            count += len(digests)
-            checksum += int(np.frombuffer(b"".join(digests), ">u8").sum(dtype=np.uint64))
+            count += len(entries)
+            checksum += int(entry_hashes(entries).sum(dtype=np.uint64))
         return Census(count, checksum & 0xFFFFFFFFFFFFFFFF), await self.applied_offsets()
 
 
@@ -426,7 +428,7 @@ class InMemorySuppressionView(_BySubject):
         counter = CensusCounter()
         counter.add_many(
             [
-                located + b"\0" + sender.encode() + b"\0" + entry.pack()
+                pack_update(located, sender, entry.pack())
                 for (located, sender), entry in self._entries.items()
             ]
         )
