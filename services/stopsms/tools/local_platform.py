@@ -42,6 +42,7 @@ from stopsms.tools.launcher import (
     port_is_free,
     start_process,
     stop_process,
+    stop_processes,
 )
 from stopsms.tools.senders import LOCAL_SEED, Migration, import_senders, load_seed
 
@@ -366,13 +367,10 @@ class LocalPlatform:
         stop_process(self.processes.pop(service, None), timeout=20)
 
     def stop(self) -> None:
-        """Stop the services (replicas first), then Redis and Kafka."""
-
-        def order(name: str) -> int:  # replicas, then console, intake, notifier, registry
-            return len(SERVICES) - SERVICES.index(name) if name in SERVICES else -1
-
-        for name in sorted(self.processes, key=order):
-            self.stop_service(name)
+        """Stop the services (all at once, each gracefully), then Redis and Kafka."""
+        processes = list(self.processes.values())
+        self.processes.clear()
+        stop_processes(processes, timeout=20)
         if self.infra is not None and self.infra is not self.shared_infra:
             self.infra.stop()
 
