@@ -29,6 +29,7 @@ from stopsms.domain.viewcodec import (
     LISTPACK_ENTRIES,
     LOCATED_BYTES,
     LOOKUP_SCRIPT,
+    SINGLE_BYTES,
     Census,
     CensusCounter,
     ScopeEntry,
@@ -306,12 +307,12 @@ class RedisSuppressionView(_BySubject):
         """
         # What follows a stored field's digest in an entry's census bytes (the sender,
         # length-prefixed), by scope code.
+        byte = SINGLE_BYTES
         tails = {
-            code: bytes((len(sender),)) + sender
+            code: byte[len(sender)] + sender
             for code, sender in scope_codes(await self._redis.hgetall(self._senders_key)).items()
         }
-        tails[b""] = b"\0"
-        byte = [bytes((n,)) for n in range(256)]
+        tails[b""] = byte[0]
         count, checksum = 0, 0
         async for chunk in self._bucket_contents(buckets):
             entries: list[bytes] = []
@@ -322,7 +323,7 @@ class RedisSuppressionView(_BySubject):
                     tail = tails.get(code)
                     if tail is None:
                         sender = unknown_scope(code)
-                        tail = bytes((len(sender),)) + sender
+                        tail = byte[len(sender)] + sender
                     add(
                         bucket + stored_field[:DIGEST_FIELD_BYTES] + tail + byte[len(value)] + value
                     )

@@ -412,8 +412,9 @@ class ChangeBatch:
         return len(self.entries)
 
 
-#: ``bytes((n,))`` for every byte value, looked up rather than built in the decoding loop.
-_BYTE = [bytes((n,)) for n in range(256)]
+#: ``bytes((n,))`` for every byte value, looked up rather than built in the hot loops (the
+#: decoding of a rebuild, the view's census).
+SINGLE_BYTES = [bytes((n,)) for n in range(256)]
 #: Hex digits of a subject the located subject is made of (the bucket bytes and the field).
 _LOCATED_HEX = 2 * (2 + DIGEST_FIELD_BYTES)
 
@@ -449,7 +450,7 @@ def decode_partitions(groups: Mapping[int, Sequence[Any]], layout: ViewLayout) -
         batch.entries.append,
         batch.located.append,
     )
-    fromhex, byte = bytes.fromhex, _BYTE
+    fromhex, byte = bytes.fromhex, SINGLE_BYTES
     for partition, records in groups.items():
         if records:
             offsets[partition] = records[-1].offset + 1
