@@ -13,6 +13,7 @@ Used by ``stopsms registry rebuild`` and by the registry itself when it finds it
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import time
@@ -28,6 +29,14 @@ from stopsms.domain.viewcodec import Census, ExpectedCensus, ViewLayout
 from stopsms.registry.applying import ChangeApplier
 
 log = logging.getLogger(__name__)
+
+#: Allocations between two collections of the youngest generation in a rebuild's processes
+#: (Python's default: 700). A worker makes millions of short-lived objects that hold no cycles
+#: (a fetch's records, their entries, a bucket's fields), and at the default each fetch set
+#: off thousands of collections whose older generations walked every record still held:
+#: 1.4 µs of a worker's CPU a record, against 0.06 at this threshold (measured offline on 2 MB
+#: fetches, the collector's own time from ``gc.callbacks``).
+WORKER_GC_THRESHOLD = 100_000
 
 
 @dataclass
@@ -69,6 +78,12 @@ class _ShareResult:
     records: int
     census: Census
     applied: dict[int, int]
+
+
+def _worker_started() -> None:
+    """A rebuild process collects garbage seldom (:data:`WORKER_GC_THRESHOLD`)."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(WORKER_GC_THRESHOLD, older, oldest)
 
 
 def _rebuild_share(share: _Share) -> _ShareResult:
@@ -175,7 +190,9 @@ async def rebuild_in_parallel(
         for i in range(workers)
     ]
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_started
+    ) as pool:
         futures = [loop.run_in_executor(pool, _rebuild_share, share) for share in shares]
         done = asyncio.gather(*futures)
         while not done.done():
