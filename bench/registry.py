@@ -279,7 +279,7 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     print(f"rebuilding the view from the topic ({layout.buckets:,} buckets)...", flush=True)
     before = used_memory(client)
     view = RedisSuppressionView.from_url(url, platform.namespace, layout)
-    rebuild_cpu = RebuildCpu(platform)
+    rebuild_cpu = CpuSplit(platform, workers=True)
     progress = await rebuild_in_parallel(
         platform.endpoints["kafka"],
         topics.suppressions,
@@ -442,31 +442,34 @@ async def run(platform: LocalPlatform, args: argparse.Namespace) -> list[dict[st
     return figures
 
 
-class RebuildCpu:
-    """Where a rebuild's CPU goes: Redis, the broker, this process and the pool's workers.
+class CpuSplit:
+    """Where a phase's CPU goes: Redis, the broker, this process and the services started.
 
-    The workers are child processes, counted once reaped (the pool is shut down by the time
-    the rebuild returns).
+    With ``workers``, also the pool's child processes, counted once reaped (the pool is shut
+    down by the time a rebuild returns).
     """
 
-    def __init__(self, platform: LocalPlatform) -> None:
+    def __init__(self, platform: LocalPlatform, *, workers: bool = False) -> None:
         infra = platform.infra
         assert infra is not None and infra.redis.process and infra.kafka.process
         self._pids = {
             "Redis": infra.redis.process.pid,
             "broker": infra.kafka.process.pid,
             "this process": os.getpid(),
+            **{name: process.pid for name, process in platform.processes.items()},
         }
         self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._workers = workers
         self._workers_before = children_cpu()
 
-    def split(self, records: int, seconds: float) -> str:
-        """CPU µs per record of each, and the cores kept busy on average over ``seconds``."""
+    def split(self, units: int, seconds: float, unit: str = "record") -> str:
+        """CPU µs per unit of each, and the cores kept busy on average over ``seconds``."""
         cpu = {name: cpu_seconds(pid) - self._before[name] for name, pid in self._pids.items()}
-        cpu["workers"] = children_cpu() - self._workers_before
+        if self._workers:
+            cpu["workers"] = children_cpu() - self._workers_before
         return (
-            ", ".join(f"{name} {s / records * 1e6:.2f} µs" for name, s in cpu.items())
-            + f"; {sum(cpu.values()) / seconds:.2f} cores busy on average"
+            ", ".join(f"{name} {s / units * 1e6:.2f} µs" for name, s in cpu.items())
+            + f" a {unit}; {sum(cpu.values()) / seconds:.2f} cores busy on average"
         )
 
 
@@ -531,7 +534,7 @@ async def run_national(
     print(f"rebuilding the view from the topic ({layout.buckets:,} buckets)...", flush=True)
     before = used_memory(client)
     view = RedisSuppressionView.from_url(url, platform.namespace, layout)
-    rebuild_cpu = RebuildCpu(platform)
+    rebuild_cpu = CpuSplit(platform, workers=True)
     progress = await rebuild_in_parallel(
         platform.endpoints["kafka"],
         topics.suppressions,
@@ -564,7 +567,10 @@ async def run_national(
         gc.freeze()
         await check_latencies(stub, metadata, 1000, WARM_UP_SECONDS, numbers[-5000:])
         print(f"Check at a steady 1,000/s for {args.seconds:.0f} s...", flush=True)
+        check_cpu, started = CpuSplit(platform), time.perf_counter()
         latencies = await check_latencies(stub, metadata, 1000, args.seconds, numbers)
+        check_seconds = time.perf_counter() - started
+        print(f"  CPU: {check_cpu.split(len(latencies), check_seconds, 'call')}", flush=True)
     print(f"the bare echo at a steady 1,000/s for {args.seconds:.0f} s...", flush=True)
     echo = await echo_latencies(platform, numbers, args.seconds)
     client.close()
