@@ -175,3 +175,21 @@ def test_the_ledger_check_takes_a_resealed_record_for_the_same_decision() -> Non
     other.CopyFrom(first)
     other.version = 4
     assert decision_content(first) != decision_content(other)
+
+
+async def test_stopping_closes_a_pass_under_way() -> None:
+    """A stage that stops mid-pass ends the pass's reading task; the next pass starts over."""
+    store = StateStore(KafkaAccess.of("unused:9092"), "decisions-changelog")
+    decisions, bus, clock = Decisions(TOPICS, PARTITIONS, store), InMemoryBus(PARTITIONS), Clock()
+    await decide(
+        decisions, bus, [request(BEFORE, "+212611000001", "s1", events_pb2.ACTION_OPT_OUT, "")]
+    )
+    resealer = Resealer(bus, TOPICS, store, AFTER, pass_every_s=3600,
+                        clock=clock.wall, monotonic=clock.mono)  # fmt: skip
+    clock.mono_s += 3600
+    resealer.round()
+    reading = resealer._reading
+    assert resealer.running and reading is not None, "the pass never started"
+    await resealer.stop()
+    assert not resealer.running and reading.done(), "the pass's reading task outlived the stop"
+    assert len(published(await run_pass(resealer, clock))) == 1, "the next pass starts over"

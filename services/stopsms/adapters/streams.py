@@ -192,6 +192,7 @@ class GroupProcessor(mode.Service):
         session_timeout_s: float = 30.0,
         batch_window_s: float = BATCH_WINDOW_S,
         housekeeping: Callable[[], ProcessedBatch | None] | None = None,
+        stop_housekeeping: Callable[[], Awaitable[None]] | None = None,
         positions: Callable[[set[int]], Awaitable[dict[int, int]]] | None = None,
         fetch_wait_ms: int = 500,
         **kwargs: Any,
@@ -207,6 +208,8 @@ class GroupProcessor(mode.Service):
         #: published like a batch's, in the same loop, so they keep their order with the
         #: records processed before and after. None when there is nothing to do now.
         self.housekeeping = housekeeping
+        #: Ends the housekeeping's own tasks (a pass's reader) when the stage stops.
+        self.stop_housekeeping = stop_housekeeping
         #: Where to read newly assigned partitions from, for a handler whose output keeps its
         #: own offsets (intake's link store, in Redis); None: the group's committed offsets.
         self.positions = positions
@@ -268,6 +271,8 @@ class GroupProcessor(mode.Service):
 
     async def on_stop(self) -> None:
         """Commit what is published, then leave the group (the rest is processed again)."""
+        if self.stop_housekeeping is not None:
+            await self.stop_housekeeping()
         if self.consumer is not None:
             try:
                 await self.commit_published()

@@ -197,6 +197,11 @@ def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
         """Erasure first (it is due by the clock), then re-keying, then re-sealing."""
         return eraser.round() or rekeyer.round() or resealer.round()
 
+    async def stop_housekeeping() -> None:
+        """Close a re-keying's or a re-sealing's reader that is still reading."""
+        await rekeyer.stop()
+        await resealer.stop()
+
     return GroupProcessor(
         settings.kafka,
         topics.processor_group("registry"),
@@ -210,4 +215,5 @@ def create_decision_stage(settings: RegistrySettings) -> GroupProcessor:
         stores=[state],
         session_timeout_s=settings.kafka_session_timeout_seconds,
         housekeeping=housekeeping,
+        stop_housekeeping=stop_housekeeping,
     )

@@ -118,6 +118,22 @@ class ListPass:
             self._end_pass(self._reading)
         return ProcessedBatch(outputs) if outputs else None
 
+    async def stop(self) -> None:
+        """Give up a pass under way: the process is stopping.
+
+        Its reader is closed rather than left to the loop's end; what it found and was not
+        handled is read again by the next process's pass (a pass is idempotent).
+        """
+        reading, self._reading = self._reading, None
+        if reading is None:
+            return
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reading
+        self._held = []
+        while not self._found.empty():
+            self._found.get_nowait()
+
     def _start_pass(self) -> None:
         self._started = self._clock()
         self.started()
