@@ -73,8 +73,8 @@ class SuppressionView(Protocol):
         """Packed (sender value, global value) for located subjects, and the offsets."""
         ...
 
-    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
-        """Every located subject held, joined, and the offsets read before."""
+    def located_chunks(self) -> AsyncIterator[bytes]:
+        """Every located subject held, some at a time (13 bytes each, joined)."""
         ...
 
     async def applied_offsets(self) -> dict[int, int]:
@@ -195,24 +195,24 @@ class RedisSuppressionView(_BySubject):
         values = reply[1:]
         return list(zip(values[::2], values[1::2], strict=True)), _pairs_to_offsets(reply[0])
 
-    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
-        """Every located subject the view holds (13 bytes each, joined), and offsets.
+    async def located_chunks(self) -> AsyncIterator[bytes]:
+        """Every located subject the view holds, 512 buckets at a time (13 bytes each, joined).
 
-        The offsets are read before the scan, so the view held at least everything up to them:
-        what the registry's subject filter starts from.
+        A chunk at a time, so that a national view's fifty million subjects (650 MB joined,
+        gigabytes as Python objects) are never held at once. Offsets read before the first
+        chunk are ones the view held at least everything up to.
         """
-        offsets = await self.applied_offsets()
-        found: list[bytes] = []
         buckets = self.layout.buckets
         for start in range(0, buckets, 512):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for b in range(start, min(start + 512, buckets)):
                     pipe.hkeys(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
                 replies = await pipe.execute()
-            for b, fields in zip(range(start, start + len(replies)), replies, strict=True):
-                bucket = b.to_bytes(BUCKET_BYTES, "big")
-                found += [bucket + f[:DIGEST_FIELD_BYTES] for f in fields]
-        return b"".join(found), offsets
+            yield b"".join(
+                b.to_bytes(BUCKET_BYTES, "big") + f[:DIGEST_FIELD_BYTES]
+                for b, fields in zip(range(start, start + len(replies)), replies, strict=True)
+                for f in fields
+            )
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
@@ -390,9 +390,9 @@ class InMemorySuppressionView(_BySubject):
             )
         return pairs, dict(self._offsets)
 
-    async def located_subjects(self) -> tuple[bytes, dict[int, int]]:
-        """Every located subject held, joined, and the offsets."""
-        return b"".join({located for located, _ in self._entries}), dict(self._offsets)
+    async def located_chunks(self) -> AsyncIterator[bytes]:
+        """Every located subject held, in one chunk."""
+        yield b"".join({located for located, _ in self._entries})
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""

@@ -129,11 +129,9 @@ class ViewMaterialiser(mode.Service):
         if rebuilding:
             await self.view.write_meta()
         if self.subject_filter is not None and not self.subject_filter.ready:
-            located, covered = await self.view.located_subjects()
-            self.subject_filter.add(located)
-            self.subject_filter.covered(covered)
+            added = await self._fill_subject_filter(self.subject_filter)
             self.subject_filter.ready = True
-            log.info("subject filter filled with %d subjects", len(located) // LOCATED_BYTES)
+            log.info("subject filter filled with %d subjects", added)
         if self.reader is not None:
             await self.reader.stop()
         self.reader = self.bus.reader(
@@ -207,10 +205,21 @@ class ViewMaterialiser(mode.Service):
         )
         self.progress = progress
         if self.subject_filter is not None:
-            located, covered = await self.view.located_subjects()
-            self.subject_filter.add(located)
-            self.subject_filter.covered(covered)
+            await self._fill_subject_filter(self.subject_filter)
         return await self.view.applied_offsets()
+
+    async def _fill_subject_filter(self, subject_filter: SubjectFilter) -> int:
+        """Add every subject the view holds to the filter, a chunk at a time; how many.
+
+        The offsets are read before the scan: the view held at least everything up to them.
+        """
+        covered = await self.view.applied_offsets()
+        added = 0
+        async for located in self.view.located_chunks():
+            subject_filter.add(located)
+            added += len(located) // LOCATED_BYTES
+        subject_filter.covered(covered)
+        return added
 
     @mode.Service.task
     async def _apply_forever(self) -> None:
