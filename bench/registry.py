@@ -36,16 +36,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import redis
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.echo_server import METHOD, wait_for_address
 from bench.propagation_sweep import children_cpu, cpu_seconds
 from bench.results import capacity_directory, figure, percentile, record
 from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.settings import RegistrySettings, Settings
 from stopsms.adapters.tls import channel_credentials
 from stopsms.adapters.view import RedisSuppressionView
@@ -515,6 +519,65 @@ async def publish_entries_fast(settings: Settings, topic: str, entries: int) -> 
     print(f"  {entries:,} records in {time.perf_counter() - started:.1f} s", flush=True)
 
 
+#: Records the bare rebuild loop reads and writes: the baseline of a national rebuild.
+BARE_REBUILD_SAMPLE = 1_000_000
+
+
+async def bare_rebuild_seconds_per_record(
+    settings: Settings, topic: str, redis_url: str, sample: int
+) -> float:
+    """A bare loop doing a rebuild's work, one process: the baseline of ``rebuild_seconds``.
+
+    It reads the first ``sample`` records with a plain consumer, parses each and writes its
+    entry with a pipelined HSETNX into buckets of its own (no script, no versions, no
+    census), then removes them. This machine's speed swings by half between days; the rebuild
+    beside this loop's time, measured minutes apart, says what the code costs on that day.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        **KafkaAccess.of(settings.kafka_bootstrap).client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=10_000,
+    )
+    client = aioredis.Redis.from_url(redis_url)
+    parse = events_pb2.SuppressionChanged.FromString
+    await consumer.start()
+    done = 0
+    try:
+        started = time.perf_counter()
+        while done < sample:
+            batches = await consumer.getmany(timeout_ms=1000)
+            async with client.pipeline(transaction=False) as pipe:
+                for records in batches.values():
+                    for record in records[: sample - done]:
+                        change = parse(record.value)
+                        digest = bytes.fromhex(change.subject.partition(":")[2])
+                        field = digest[3:13] + change.sender_id.encode()
+                        pipe.hsetnx(b"bare:b:" + digest[:3], field, change.version)
+                        done += 1
+                await pipe.execute()
+        seconds = time.perf_counter() - started
+        async for keys in _chunks(client.scan_iter(match=b"bare:b:*", count=10_000)):
+            await client.unlink(*keys)
+        return seconds / done
+    finally:
+        await consumer.stop()
+        await client.aclose()
+
+
+async def _chunks(keys: AsyncIterator[bytes], size: int = 10_000) -> AsyncIterator[list[bytes]]:
+    chunk: list[bytes] = []
+    async for key in keys:
+        chunk.append(key)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 async def run_national(
     platform: LocalPlatform, args: argparse.Namespace
 ) -> list[dict[str, object]]:
@@ -531,6 +594,16 @@ async def run_national(
     await publish_entries_fast(settings, topics.suppressions, args.entries)
     registry_settings = RegistrySettings.from_env(platform.environment())
     layout = ViewLayout(registry_settings.view_bucket_bits)
+    sample = min(BARE_REBUILD_SAMPLE, args.entries)
+    print(f"the bare rebuild loop over {sample:,} records...", flush=True)
+    bare_per_record = await bare_rebuild_seconds_per_record(
+        settings, topics.suppressions, url, sample
+    )
+    print(
+        f"  {bare_per_record * 1e6:.2f} µs a record: "
+        f"{bare_per_record * args.entries:.1f} s for {args.entries:,}",
+        flush=True,
+    )
     print(f"rebuilding the view from the topic ({layout.buckets:,} buckets)...", flush=True)
     before = used_memory(client)
     view = RedisSuppressionView.from_url(url, platform.namespace, layout)
@@ -577,7 +650,7 @@ async def run_national(
     check_p99, echo_p99 = percentile(latencies, 99) * 1000, percentile(echo, 99) * 1000
     return [
         figure("redis_bytes_per_entry_50m", per_entry, "B"),
-        figure("rebuild_seconds_50m", rebuild_seconds, "s"),
+        figure("rebuild_seconds_50m", rebuild_seconds, "s", bare_per_record * args.entries),
         figure("rebuild_entries_per_s_50m", progress.entries_read / rebuild_seconds, "1/s"),
         figure("check_p99_ms_at_1000_50m", check_p99, "ms", echo_p99),
     ]
