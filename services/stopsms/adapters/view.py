@@ -202,16 +202,11 @@ class RedisSuppressionView(_BySubject):
         gigabytes as Python objects) are never held at once. Offsets read before the first
         chunk are ones the view held at least everything up to.
         """
-        buckets = self.layout.buckets
-        for start in range(0, buckets, 512):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for b in range(start, min(start + 512, buckets)):
-                    pipe.hkeys(self._prefix + b.to_bytes(BUCKET_BYTES, "big"))
-                replies = await pipe.execute()
+        async for chunk in self._per_bucket(None, "hkeys"):
             yield b"".join(
-                b.to_bytes(BUCKET_BYTES, "big") + f[:DIGEST_FIELD_BYTES]
-                for b, fields in zip(range(start, start + len(replies)), replies, strict=True)
-                for f in fields
+                bucket + stored[:DIGEST_FIELD_BYTES]
+                for bucket, fields in chunk
+                for stored in fields
             )
 
     async def applied_offsets(self) -> dict[int, int]:
@@ -276,17 +271,20 @@ class RedisSuppressionView(_BySubject):
         limits the scan to some buckets (a rebuild's processes share the census).
         """
         by_code = scope_codes(await self._redis.hgetall(self._senders_key))
-        async for chunk in self._bucket_contents(buckets):
+        async for chunk in self._per_bucket(buckets, "hgetall"):
             yield [
                 (entry_address(bucket, stored_field, by_code), value)
                 for bucket, fields in chunk
                 for stored_field, value in fields.items()
             ]
 
-    async def _bucket_contents(
-        self, buckets: range | None
-    ) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
-        """(bucket number bytes, its fields) of ``buckets`` (else all), 512 buckets a round trip."""
+    async def _per_bucket(
+        self, buckets: range | None, read: str
+    ) -> AsyncIterator[list[tuple[bytes, Any]]]:
+        """(bucket number bytes, its reply to ``read``) of ``buckets`` (else all).
+
+        ``read`` is ``hkeys`` or ``hgetall``; 512 buckets a round trip.
+        """
         scanned = buckets if buckets is not None else range(self.layout.buckets)
         for start in range(scanned.start, scanned.stop, 512):
             numbers = [
@@ -295,7 +293,7 @@ class RedisSuppressionView(_BySubject):
             ]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for bucket in numbers:
-                    pipe.hgetall(self._prefix + bucket)
+                    getattr(pipe, read)(self._prefix + bucket)
                 replies = await pipe.execute()
             yield list(zip(numbers, replies, strict=True))
 
@@ -314,7 +312,7 @@ class RedisSuppressionView(_BySubject):
         }
         tails[b""] = byte[0]
         count, checksum = 0, 0
-        async for chunk in self._bucket_contents(buckets):
+        async for chunk in self._per_bucket(buckets, "hgetall"):
             entries: list[bytes] = []
             add = entries.append
             for bucket, fields in chunk:

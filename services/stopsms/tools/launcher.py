@@ -197,15 +197,7 @@ def stop_processes(
     after the other, a platform of four took about 25 s to stop; together, as Kubernetes stops
     the pods of a deployment, it takes as long as the slowest.
     """
-    running = []
-    for process in processes:
-        if process is None or process.poll() is not None:
-            continue
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        running.append(process)
+    running = [p for p in processes if p is not None and _signal_group(p, signal.SIGTERM)]
     deadline = time.monotonic() + timeout
     for process in running:
         try:
@@ -219,13 +211,19 @@ def stop_processes(
 
 def kill_process(process: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL the child's process group and reap it: a crash, with no chance to clean up."""
-    if process is None or process.poll() is not None:
-        return
+    if process is not None and _signal_group(process, signal.SIGKILL):
+        process.wait(timeout=30)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> bool:
+    """Send ``sig`` to a running child's process group; False when it has already ended."""
+    if process.poll() is not None:
+        return False
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, sig)
     except ProcessLookupError:
-        return
-    process.wait(timeout=30)
+        return False
+    return True
 
 
 def fetch_kafka(cache_dir: Path = CACHE_DIR) -> Path:
