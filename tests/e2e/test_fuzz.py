@@ -334,3 +334,7 @@ def test_the_services_still_serve_after_the_fuzzing(
     assert answer.verdict in (registry_pb2.VERDICT_ALLOWED, registry_pb2.VERDICT_SUPPRESSED)
     for process in secure_platform.processes.values():
         assert process.poll() is None
+    for name in secure_platform.processes:
+        log = (secure_platform.data_dir / "logs" / f"{name}.log").read_text(errors="replace")
+        crash = log.find("raised by servicer method")  # grpc's words for a handler's own fault
+        assert crash < 0, f"{name} failed inside a handler: {log[crash - 200 : crash + 1500]}"

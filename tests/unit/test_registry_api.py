@@ -125,6 +125,23 @@ async def test_bytes_that_are_not_a_request_are_invalid_argument(registry, raw: 
     assert caught.value.details().startswith("request: not a valid stopsms.v1.CheckRequest")
 
 
+async def test_a_refused_batch_answers_its_own_reason_though_bad_bytes_follow(
+    registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The call is refused for its first chunk's sender; the client goes on writing a message
+    # that does not parse. The server reads the rest before answering (DrainBeforeAbort),
+    # and what it reads must not end the call a second time.
+    check_batch = registry.raw_channel.stream_stream("/stopsms.v1.RegistryService/CheckBatch")
+    first = registry_pb2.CheckBatchRequest(sender_id="!!", msisdns=["0612345678"])
+    messages = [first.SerializeToString(), b"\xff\xff\xff"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in check_batch(iter(messages), metadata=((PARTY_HEADER, "iam"),)):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("sender_id:"), caught.value.details()
+    assert "Abort already called" not in caplog.text
+
+
 async def test_records_written_before_canonical_ids_answer_every_spelling(registry) -> None:
     # The fixture's records were written as before: "JUMIA". Callers may write it any way.
     md = ((PARTY_HEADER, "atlas-sms"),)

@@ -72,7 +72,7 @@ def _safe_parser(message_class: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-async def _refuse(context: grpc.aio.ServicerContext, request: Malformed) -> None:
+async def _refuse(context: grpc.aio.ServicerContext | DrainBeforeAbort, request: Malformed) -> None:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
 
 
@@ -168,16 +168,20 @@ def _handler(method: Any, implementation: Any, parse: Any, serialize: Any) -> gr
     if method.client_streaming:
 
         async def stream_stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            # Both refusals drain the client's own stream, unchecked: a message that does not
+            # parse, read while a call is already being refused, must not end it a second
+            # time (grpc raises "Abort already called") nor replace the reason it is refused.
+            refusing = DrainBeforeAbort(context, request_iterator)
+
             async def checked() -> Any:
                 async for request in request_iterator:
                     if isinstance(request, Malformed):
-                        await _refuse(context, request)
+                        await _refuse(refusing, request)
                     yield request
 
             started, crashed = time.perf_counter(), True
-            requests = checked()
             try:
-                async for response in implementation(requests, DrainBeforeAbort(context, requests)):
+                async for response in implementation(checked(), refusing):
                     yield response
                 crashed = False
             finally:
