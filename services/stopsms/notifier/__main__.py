@@ -14,7 +14,13 @@ from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.startup import before_serving, refuse_to_start
-from stopsms.adapters.streams import ConsumerLag, GroupProcessor, run_worker, stream_worker
+from stopsms.adapters.streams import (
+    ConsumerLag,
+    GroupProcessor,
+    Together,
+    run_worker,
+    stream_worker,
+)
 from stopsms.adapters.telemetry import configure_logging
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.proof import ProgressLog, with_progress
@@ -136,18 +142,20 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
             audit_publisher,
             publisher,
             DirectoryReloader(directory, settings.parties_reload_seconds),
-            SenderRegisterFollower(bus, topics.senders, directory),
-            offsets,
-            propagation,
-            follower,
+            # Readers only: they stop at once, once the stages and the API that use them have.
+            Together(
+                SenderRegisterFollower(bus, topics.senders, directory),
+                offsets,
+                propagation,
+                follower,
+                feed,
+                cases,
+            ),
             prover,
             tracking,
-            lag,
-            proofs_lag,
+            Together(lag, proofs_lag),
             acknowledgements,
             operators,
-            feed,
-            cases,
             WebhookSender(
                 prover.mine,
                 settings,
