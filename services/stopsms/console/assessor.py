@@ -36,6 +36,7 @@ import mode
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
 from stopsms.adapters.kafka import Publisher, PublishFailed, Record, message_headers
 from stopsms.adapters.sender_register import SenderRegisterFollower
+from stopsms.adapters.streams import stop_together
 from stopsms.console.history import RequestHistory
 from stopsms.domain.cases import CaseBook, CasePolicy, same_case
 from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
@@ -230,6 +231,10 @@ class ComplaintAssessor(mode.Service):
             self.published_cases,
         ]
         return [*indexes, self.requests] if self.requests is not None else indexes
+
+    async def _stop_children(self) -> None:
+        """The indexes stop at once, once the assessor's own reading has (``on_stop``)."""
+        await stop_together(self._children)
 
     async def on_started(self) -> None:
         """Once the indexes run: catch them up, then read the complaints from the beginning."""
