@@ -10,6 +10,7 @@ from stopsms.adapters.bus import InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
 from stopsms.adapters.serving import GrpcEndpoint, servicer_registration
 from stopsms.adapters.settings import IntakeSettings
+from stopsms.console.assessor import received_time_readable
 from stopsms.domain import complaints as c
 from stopsms.domain.message_check import LinkSite, read_text
 from stopsms.domain.privacy import Key, Pseudonymiser
@@ -152,6 +153,9 @@ async def test_a_phone_number_origin_is_sealed_and_an_unknown_one_is_asked_for(i
         ({"from_address": "<script>"}, "from_address"),
         ({"text": "x" * 1601}, "text"),
         ({"received_time": Timestamp(seconds=4_000_000_000)}, "received_time"),
+        # found by the fuzzers: published, it stopped the console's assessor
+        ({"received_time": Timestamp(seconds=1_700_000_000, nanos=-500_564_001)}, "received_time"),
+        ({"received_time": Timestamp(seconds=1_700_000_000, nanos=1_000_000_000)}, "received_time"),
     ],
 )
 async def test_bad_input_names_the_field_and_files_nothing(intake, overrides, field) -> None:
@@ -324,3 +328,12 @@ def test_a_complaint_whose_sender_is_unknown_is_not_called_undeclared_and_waits(
         evidence(complaint=unknown, sender=None, history=(opted_out("*"),)), RECEIVED
     )
     assert after_all.finding == c.SENT_AFTER_OPT_OUT
+
+
+def test_a_filed_complaint_whose_received_time_is_not_a_time_is_assessed_as_of_its_filing() -> None:
+    record = filed_complaint()
+    record.filed_time.FromMilliseconds(RECEIVED + 60_000)
+    record.received_time.nanos = -500_564_001  # filed before intake refused such times
+    assert not received_time_readable(record)
+    assert record.received_time.ToMilliseconds() == RECEIVED + 60_000
+    assert received_time_readable(record)

@@ -4,6 +4,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from stopsms.adapters.bus import InMemoryPublisher
 from stopsms.adapters.identity import PARTY_HEADER, Authenticator
@@ -94,6 +95,7 @@ async def test_a_retry_with_the_same_request_id_is_the_same_request(intake) -> N
         (opt_out(channel=99), "channel"),
         (opt_out(sender_id="<script>"), "sender_id"),
         (opt_out(msisdn="0" * 5000), "msisdn"),
+        (opt_out(action_time=Timestamp(seconds=1_700_000_000, nanos=-1)), "action_time"),
     ],
 )
 async def test_bad_input_names_the_field_and_publishes_nothing(intake, request_, field) -> None:

@@ -165,6 +165,21 @@ class IndexedLinks(CompactedTopicIndex[events_pb2.StopLink]):
         return {code: link for code in wanted if (link := self.peek(code)) is not None}
 
 
+def received_time_readable(complaint: events_pb2.ComplaintFiled) -> bool:
+    """Whether the complaint's ``received_time`` is a time; if not, it becomes the filing time.
+
+    Intake refuses such times, but a complaint filed before it did is on the topic for good:
+    converting it raised, and the assessor stopped at it on every start. Assessed as of its
+    filing (what intake records when the time is absent), the complaint still counts.
+    """
+    try:
+        complaint.received_time.ToMilliseconds()
+    except ValueError:
+        complaint.received_time.CopyFrom(complaint.filed_time)
+        return False
+    return True
+
+
 class ComplaintAssessor(mode.Service):
     """Reads complaints, assesses them, publishes (and re-publishes) their assessments."""
 
@@ -280,6 +295,13 @@ class ComplaintAssessor(mode.Service):
             except Exception:  # noqa: BLE001 - one bad record must not stop the assessor
                 log.exception("unreadable complaint at offset %d", record.offset)
                 continue
+            if not received_time_readable(complaint):
+                log.warning(
+                    "complaint %s at offset %d: its received_time is not a valid time; "
+                    "assessed as of its filing",
+                    complaint.complaint_id,
+                    record.offset,
+                )
             known = self._complaints.get(complaint.complaint_id)
             if known is None:
                 self._complaints[complaint.complaint_id] = complaint

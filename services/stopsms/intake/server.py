@@ -94,9 +94,15 @@ def check_sender(sender_id: str, *, required: bool = False, field: str = "sender
 def check_action_time(
     stamp: Timestamp, has_field: bool, field: str = "action_time"
 ) -> Timestamp | None:
-    """A time a party reports (an action, a message's arrival) must not lie in the future."""
+    """A time a party reports (an action, a message's arrival) must not lie in the future.
+
+    Nor be a time protobuf itself refuses to read (nanos outside 0 to 999,999,999): published,
+    it would stop every reader that converts it, the console's assessor first.
+    """
     if not has_field:
         return None
+    if not 0 <= stamp.nanos <= 999_999_999:
+        raise InvalidField(field, "nanos must be from 0 to 999,999,999")
     if stamp.seconds > time.time() + MAX_CLOCK_SKEW_SECONDS:
         raise InvalidField(field, "lies in the future")
     if stamp.seconds < 0:
