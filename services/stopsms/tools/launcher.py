@@ -541,8 +541,17 @@ super.users=User:ANONYMOUS
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                tail = (self.workdir / "kafka.out").read_text()[-3000:]
-                raise InfrastructureError(f"the Kafka broker exited at start:\n{tail}")
+                # The broker logs to broker.log (log4j2.properties): a port taken at its bind
+                # is said there, and only the JVM's own failures reach kafka.out.
+                tails = [
+                    (self.workdir / name).read_text(errors="replace")[-3000:]
+                    for name in ("kafka.out", "broker.log")
+                    if (self.workdir / name).exists()
+                ]
+                raise InfrastructureError(
+                    f"the Kafka broker exited at start (status {self.process.returncode}):\n"
+                    + "\n".join(tails)
+                )
             try:
                 # TCP first: a client that meets a refused connection leaks its socket.
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
