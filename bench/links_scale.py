@@ -29,6 +29,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import grpc
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
@@ -168,13 +169,28 @@ async def run(
     stubs = [(intake_pb2_grpc.IntakeServiceStub(c), metadata) for c, metadata in channels]
     next_batch = 0
 
+    retried = 0
+
+    async def issue(stub, request, metadata) -> intake_pb2.IssueStopLinksResponse:
+        """One batch, sent again on UNAVAILABLE (Kafka did not acknowledge), as a PSVA does."""
+        nonlocal retried
+        for attempt in range(1, 6):
+            try:
+                return await stub.IssueStopLinks(request, metadata=metadata, timeout=300)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 5:
+                    raise
+                retried += 1
+                await asyncio.sleep(0.5 * attempt)  # the caller's back-off
+        raise AssertionError("unreachable")
+
     async def issuer(n: int) -> None:
         nonlocal issued, next_batch
         stub, metadata = stubs[n % len(stubs)]  # callers spread over the replicas
         while next_batch * BATCH < links:
             request = batches[next_batch % len(batches)]
             next_batch += 1
-            reply = await stub.IssueStopLinks(request, metadata=metadata, timeout=300)
+            reply = await issue(stub, request, metadata)
             issued += len(reply.links)
             sample_codes.append((time.monotonic(), [r.code for r in reply.links[::500]]))
             # Looked up once 5 s old, as a click comes after the SMS: a link just issued
@@ -216,7 +232,8 @@ async def run(
     intake_cpu = sum(cpu[pid] for pid in intake_pids)
     print(
         f"issued {issued:,} in {issued_s:.1f}s, all in the store after {filled_s:.1f}s; "
-        f"machine {busy / capacity:.0%} busy; {count} lookups, {misses} more of links not yet "
+        f"machine {busy / capacity:.0%} busy; {retried} batches sent again (UNAVAILABLE); "
+        f"{count} lookups, {misses} more of links not yet "
         "in the store; redis used_memory grew "
         f"{(used_after - used_before) / issued:.1f} bytes a link",
         flush=True,
