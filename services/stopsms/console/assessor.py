@@ -46,6 +46,7 @@ from stopsms.domain.message_check import LinkSite, TextReading, read_text
 from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
 from stopsms.domain.senders import ACTIVE
+from stopsms.domain.timestamps import readable
 from stopsms.domain.topics import GLOBAL_SCOPE, Topics, is_key_change
 from stopsms.v1 import events_pb2, senders_pb2
 
@@ -172,12 +173,10 @@ def received_time_readable(complaint: events_pb2.ComplaintFiled) -> bool:
     converting it raised, and the assessor stopped at it on every start. Assessed as of its
     filing (what intake records when the time is absent), the complaint still counts.
     """
-    try:
-        complaint.received_time.ToMilliseconds()
-    except ValueError:
-        complaint.received_time.CopyFrom(complaint.filed_time)
-        return False
-    return True
+    if readable(complaint.received_time):
+        return True
+    complaint.received_time.CopyFrom(complaint.filed_time)
+    return False
 
 
 class ComplaintAssessor(mode.Service):

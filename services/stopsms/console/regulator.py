@@ -30,6 +30,7 @@ from stopsms.domain.compliance import DAY_MS, ComplianceBook
 from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 from stopsms.domain.parties import InvalidSender, Party, check_sender_id
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
+from stopsms.domain.timestamps import readable
 from stopsms.v1 import events_pb2, regulator_pb2, regulator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ METHOD = "/stopsms.v1.RegulatorService/"
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 MAX_PERIOD_DAYS = 366
 #: The range of a valid google.protobuf.Timestamp (years 1 to 9999).
-MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
 def _rank(case: events_pb2.Case) -> tuple[int, int, int, str]:
@@ -111,7 +111,7 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
         if not request.HasField(field):  # type: ignore[attr-defined]
             return None
         stamp = getattr(request, field)
-        if not (MIN_SECONDS <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos < 10**9):
+        if not readable(stamp):
             await self._invalid(context, f"{field}: not a valid time")
         return int(stamp.ToMilliseconds())
 

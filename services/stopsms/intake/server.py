@@ -29,6 +29,7 @@ from stopsms.domain.numbers import InvalidNumber, normalise_msisdn
 from stopsms.domain.parties import InvalidSender, Party, canonical_sender_id, check_sender_id
 from stopsms.domain.ratelimit import KeyedRateLimiter
 from stopsms.domain.senders import ACTIVE, status_name
+from stopsms.domain.timestamps import readable
 from stopsms.domain.topics import Topics
 from stopsms.intake.answers import AnswerStore, InMemoryAnswerStore
 from stopsms.intake.citizen_messages import CitizenMessages
@@ -96,13 +97,13 @@ def check_action_time(
 ) -> Timestamp | None:
     """A time a party reports (an action, a message's arrival) must not lie in the future.
 
-    Nor be a time protobuf itself refuses to read (nanos outside 0 to 999,999,999): published,
+    Nor be a time protobuf itself cannot read (:mod:`stopsms.domain.timestamps`): published,
     it would stop every reader that converts it, the console's assessor first.
     """
     if not has_field:
         return None
-    if not 0 <= stamp.nanos <= 999_999_999:
-        raise InvalidField(field, "nanos must be from 0 to 999,999,999")
+    if not readable(stamp):
+        raise InvalidField(field, "not a valid time (nanos from 0 to 999,999,999)")
     if stamp.seconds > time.time() + MAX_CLOCK_SKEW_SECONDS:
         raise InvalidField(field, "lies in the future")
     if stamp.seconds < 0:
