@@ -13,15 +13,15 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
+from stopsms.adapters import proof_store
 from stopsms.adapters.bus import KafkaBus
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.link_store import EXPIRED_KEPT_DAYS, LiveLink, RedisLinkStore, sweep
+from stopsms.adapters.proof_store import PropagationIndex, RedisProofStore
+from stopsms.console.assessor import ProofIndex as ConsoleProofs
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.links import LinkDirectory, new_codes
-from stopsms.notifier import server as notifier_server
-from stopsms.notifier.proof_store import RedisProofStore
-from stopsms.notifier.server import PropagationIndex
 from stopsms.tools.launcher import LocalInfrastructure
 from stopsms.v1 import events_pb2
 
@@ -133,7 +133,7 @@ async def test_links_fill_the_store_from_the_topic_and_fill_it_again_after_redis
 async def test_done_proofs_leave_the_notifiers_memory_for_the_store_and_come_back_after_a_loss(
     infra: LocalInfrastructure, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(notifier_server, "STORE_FOLLOW_S", 0.05)
+    monkeypatch.setattr(proof_store, "STORE_FOLLOW_S", 0.05)
     topics = Topics(namespace)
     client = aioredis.Redis.from_url(infra.redis.url)
     done = events_pb2.PropagationRecord(event_id="iam:r-1", origin_party_id="iam", done=True)
@@ -187,3 +187,52 @@ async def test_done_proofs_leave_the_notifiers_memory_for_the_store_and_come_bac
     finally:
         await publisher.stop()
         await client.aclose()
+
+
+async def test_the_console_holds_open_proofs_and_reads_done_ones_from_the_notifiers_store(
+    infra: LocalInfrastructure, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's proof index fills nothing: it reads the store the notifier fills."""
+    monkeypatch.setattr(proof_store, "STORE_FOLLOW_S", 0.05)
+    topics = Topics(namespace)
+    done = events_pb2.PropagationRecord(event_id="iam:r-1", origin_party_id="iam", done=True)
+    done.done_time.FromSeconds(int(time.time()) - 3600)
+    opened = events_pb2.PropagationRecord(event_id="iam:r-2", origin_party_id="iam")
+    publisher = KafkaPublisher(infra.kafka.bootstrap)
+    await publisher.start()
+    notifier = PropagationIndex(
+        KafkaBus(infra.kafka.bootstrap),
+        topics.propagation,
+        RedisProofStore(aioredis.Redis.from_url(infra.redis.url), namespace, 86_400),
+        group=topics.processor_group("notifier-proofs"),
+    )
+    console = ConsoleProofs(
+        KafkaBus(infra.kafka.bootstrap),
+        topics.propagation,
+        RedisProofStore(aioredis.Redis.from_url(infra.redis.url), namespace, 86_400),
+    )
+    changed: list[str] = []
+    console.on_change = changed.append
+    try:
+        await publisher.publish_many(
+            topics.propagation,
+            [(b"iam:r-1", done.SerializeToString()), (b"iam:r-2", opened.SerializeToString())],
+        )
+        await console.start()
+        assert await console.caught_up(30), "the console's index never read the topic"
+        assert sorted(changed) == ["iam:r-1", "iam:r-2"]  # the assessor is told of each
+        assert console.peek("iam:r-1") is not None, "let go before the store held it"
+        await notifier.start()
+
+        async def let_go() -> bool:
+            return console.peek("iam:r-1") is None
+
+        await eventually(let_go, "the console let go of a done proof the notifier stored")
+        found = await console.latest(["iam:r-1", "iam:r-2", "iam:never"])
+        assert sorted(found) == ["iam:r-1", "iam:r-2"]
+        assert found["iam:r-1"].done and not found["iam:r-2"].done
+        assert console.peek("iam:r-2") is not None  # an open proof stays in memory
+    finally:
+        await console.stop()
+        await notifier.stop()
+        await publisher.stop()

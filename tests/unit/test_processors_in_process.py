@@ -19,8 +19,10 @@ import pytest
 import yaml
 from aiohttp import web
 
+from stopsms.adapters import proof_store
 from stopsms.adapters.bus import InMemoryBus, InMemoryConsumerGroups, InMemoryPublisher
 from stopsms.adapters.link_store import InMemoryLinkStore, LiveLink
+from stopsms.adapters.proof_store import InMemoryProofStore, PropagationIndex
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.settings import NotifierSettings
 from stopsms.adapters.view import InMemorySuppressionView
@@ -30,7 +32,6 @@ from stopsms.domain.proof import ProgressLog
 from stopsms.domain.rules import combine
 from stopsms.domain.topics import Topics, partition_for_key, suppression_key
 from stopsms.intake.links import LinkDirectory
-from stopsms.notifier import server as notifier_server
 from stopsms.notifier.feed import LiveFeed
 from stopsms.notifier.progress import (
     Acknowledgements,
@@ -38,8 +39,6 @@ from stopsms.notifier.progress import (
     ProgressFollower,
     ProgressPublisher,
 )
-from stopsms.notifier.proof_store import InMemoryProofStore
-from stopsms.notifier.server import PropagationIndex
 from stopsms.notifier.webhooks import SIGNATURE_HEADER, WebhookSender, verify
 from stopsms.registry.materialiser import ViewMaterialiser
 from stopsms.registry.subject_filter import SubjectFilter
@@ -422,8 +421,8 @@ async def test_receipts_make_acknowledgements_and_operator_commits_durable_for_e
 async def test_the_proof_index_keeps_open_proofs_in_memory_and_reads_done_ones_from_the_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(notifier_server, "HOLD_DONE_S", 0.0)
-    monkeypatch.setattr(notifier_server, "STORE_FOLLOW_S", 0.01)
+    monkeypatch.setattr(proof_store, "HOLD_DONE_S", 0.0)
+    monkeypatch.setattr(proof_store, "STORE_FOLLOW_S", 0.01)
     bus, store = InMemoryBus(2), InMemoryProofStore()
     index = PropagationIndex(bus, TOPICS.propagation, store)
     await index.start()

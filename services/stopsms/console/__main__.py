@@ -18,6 +18,7 @@ from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import PublisherService
 from stopsms.adapters.link_store import LinkDirectory, RedisLinkStore
+from stopsms.adapters.proof_store import RedisProofStore
 from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
@@ -79,6 +80,12 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
             RedisLinkStore(connect_redis(settings.redis_url), settings.topic_namespace),
             pseudonymiser,
             fill=False,
+        ),
+        # Done proofs are read from the store the notifier fills: no console holds them all.
+        proof_store=RedisProofStore(
+            connect_redis(settings.redis_url),
+            settings.topic_namespace,
+            int(settings.retention_requests_days * 86_400),
         ),
     )
     compliance = ComplianceBook(objective_ms=int(settings.propagation_slo_seconds * 1000))

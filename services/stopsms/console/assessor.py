@@ -6,7 +6,8 @@ It follows, each from the beginning of its topic, what the rule needs (``domain.
   entitles, so senders not yet migrated off the directory count as declared;
 - the suppression list, kept per subject as the history of decided changes (every record
   read, not only the latest, so "in force when the message arrived" can be answered);
-- the proofs of propagation, by event id (when each party applied an opt-out);
+- the proofs of propagation, by event id (when each party applied an opt-out): the open
+  ones in memory, the done ones read from the proof store the notifier fills;
 - the issued StopSMS links, by code (is a link in the text the platform's, for this sender?);
 - the assessments already published, so a restart publishes nothing it published before.
 
@@ -35,6 +36,7 @@ import mode
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
 from stopsms.adapters.kafka import Publisher, PublishFailed, Record, message_headers
+from stopsms.adapters.proof_store import ProofStore, PropagationIndex
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.streams import stop_together
 from stopsms.console.history import RequestHistory
@@ -105,19 +107,29 @@ class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
         self.on_decision(decision, value.subject)
 
 
-class ProofIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
-    """The proofs of propagation by event id, and a call when one changes."""
+class ProofIndex(PropagationIndex):
+    """The proofs of propagation by event id, and a call when one changes.
+
+    With a store (the console's process: the notifier's proof store, in Redis), memory holds
+    only the open proofs and the few seconds of done ones the store has not taken yet, whatever
+    the history; a done proof is read from the store (:meth:`latest`). Without one, every proof
+    stays in memory (tests of the assessor alone).
+    """
 
     WINDOW_S = INDEX_WINDOW_S
 
-    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
-        super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
+    def __init__(
+        self, bus: Bus, topic: str, store: ProofStore | None = None, **kwargs: object
+    ) -> None:
+        # No group: the notifier's replicas fill the store; the console only reads it.
+        super().__init__(bus, topic, store, group=None, **kwargs)
         self.on_change: Callable[[str], None] = lambda event_id: None
         #: Also told of every record read (the console's compliance figures).
         self.listeners: list[Callable[[events_pb2.PropagationRecord], None]] = []
 
     def on_value(self, key: str, value: events_pb2.PropagationRecord | None) -> None:
-        """Tell the assessor, and the listeners."""
+        """Keep the open ones apart; tell the assessor, and the listeners."""
+        super().on_value(key, value)
         self.on_change(key)
         if value is not None:
             for listener in self.listeners:
@@ -195,6 +207,7 @@ class ComplaintAssessor(mode.Service):
         case_policy: CasePolicy | None = None,
         requests: RequestHistory | None = None,
         links: LinkLookup | None = None,
+        proof_store: ProofStore | None = None,
         **kwargs: object,
     ) -> None:
         self._bus = bus
@@ -208,7 +221,7 @@ class ComplaintAssessor(mode.Service):
         #: The request log per subject: the decisions compaction removed from the list.
         self.requests = requests
         self.decisions = DecisionHistory(bus, topics.suppressions)
-        self.proofs = ProofIndex(bus, topics.propagation)
+        self.proofs = ProofIndex(bus, topics.propagation, proof_store)
         # listening before the indexes read anything
         self.decisions.on_decision = self._decided
         self.proofs.on_change = self._proved
@@ -396,15 +409,28 @@ class ComplaintAssessor(mode.Service):
             return None
         return read_text(text, self._site)
 
+    def opt_out_of(
+        self, complaint: events_pb2.ComplaintFiled
+    ) -> tuple[list[Decision], Decision | None]:
+        """The complainant's decisions, and the opt-out in force when the message arrived."""
+        history = self.history_of(complaint.subject)
+        return history, opt_out_in_force(
+            history, complaint.sender_id, complaint.received_time.ToMilliseconds()
+        )
+
     def evidence(
         self,
         complaint: events_pb2.ComplaintFiled,
         reading: TextReading | None,
         links: Mapping[str, IssuedLink],
+        decided: tuple[list[Decision], Decision | None],
+        proofs: Mapping[str, events_pb2.PropagationRecord],
     ) -> Evidence:
         """Everything the rule needs about one complaint, as the indexes hold it now.
 
-        ``links`` holds the issued links of the text's codes (looked up before, together).
+        ``links`` holds the issued links of the text's codes, ``decided`` the complainant's
+        decisions and opt-out in force (:meth:`opt_out_of`), ``proofs`` the proofs of such
+        opt-outs (all looked up before, together).
         """
         link_valid = False
         if reading is not None:
@@ -412,14 +438,11 @@ class ComplaintAssessor(mode.Service):
             link_valid = bool(found) and all(
                 link is not None and link.sender_id == complaint.sender_id for link in found
             )
-        history = self.history_of(complaint.subject)
-        opt_out = opt_out_in_force(
-            history, complaint.sender_id, complaint.received_time.ToMilliseconds()
-        )
+        history, opt_out = decided
         proof = None
         if opt_out is not None:
             self._by_opt_out[opt_out.event_id].add(complaint.complaint_id)
-            proof = self.proofs.peek(opt_out.event_id)
+            proof = proofs.get(opt_out.event_id)
         return Evidence(
             complaint=complaint,
             sender=self._sender(complaint.sender_id),
@@ -464,6 +487,18 @@ class ComplaintAssessor(mode.Service):
                 await asyncio.sleep(1.0)
         return {}
 
+    async def _proofs_of(self, event_ids: set[str]) -> Mapping[str, events_pb2.PropagationRecord]:
+        """The proofs of these opt-outs; while the proof store is away, wait for it.
+
+        An assessment made without a proof the store holds would call the opt-out unproven.
+        """
+        while True:
+            try:
+                return await self.proofs.latest(event_ids)
+            except ConnectionError:
+                log.warning("proof store unavailable; assessments wait for it", exc_info=True)
+                await asyncio.sleep(1.0)
+
     async def _assess(self, complaint_ids: list[str]) -> None:
         """Assess complaints; publish, together, the assessments and the cases that changed."""
         now_ms = int(self._clock() * 1000)
@@ -473,11 +508,17 @@ class ComplaintAssessor(mode.Service):
         readings = {c: self.reading(self._complaints[c]) for c in ids}
         codes = {code for r in readings.values() if r is not None for code in r.link_codes}
         links = await self._links_of(codes)
+        decided = {c: self.opt_out_of(self._complaints[c]) for c in ids}
+        proofs = await self._proofs_of(
+            {opt_out.event_id for _, opt_out in decided.values() if opt_out is not None}
+        )
         for complaint_id in ids:
             before = self.published.peek(complaint_id)
             complaint = self._complaints[complaint_id]
             assessed = assess(
-                self.evidence(complaint, readings[complaint_id], links),
+                self.evidence(
+                    complaint, readings[complaint_id], links, decided[complaint_id], proofs
+                ),
                 now_ms=now_ms,
                 revision=(before.revision + 1) if before is not None else 1,
             )

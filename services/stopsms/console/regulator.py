@@ -197,19 +197,20 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
             raise AssertionError("unreachable")
         shown: list[regulator_pb2.CaseComplaint] = []
         subjects: list[str] = []
-        for complaint_id in self._assessor.cases.complaint_ids(group):
-            complaint = self._assessor.complaint(complaint_id)
-            assessed = self._assessor.published.peek(complaint_id)
-            if complaint is None or assessed is None:
-                continue
+        held = [
+            (complaint, assessed)
+            for complaint_id in self._assessor.cases.complaint_ids(group)
+            if (complaint := self._assessor.complaint(complaint_id)) is not None
+            and (assessed := self._assessor.published.peek(complaint_id)) is not None
+        ]
+        proofs = await self._proofs(
+            context, [a.opt_out_event_id for _, a in held if a.opt_out_event_id]
+        )
+        for complaint, assessed in held:
             subjects.append(complaint.subject)
             if complaint.origin_subject:
                 subjects.append(complaint.origin_subject)
-            proof = (
-                self._assessor.proofs.peek(assessed.opt_out_event_id)
-                if assessed.opt_out_event_id
-                else None
-            )
+            proof = proofs.get(assessed.opt_out_event_id)
             item = regulator_pb2.CaseComplaint(
                 assessment=assessed,
                 channel=complaint.channel,
@@ -228,6 +229,23 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
             item.filed_time.CopyFrom(complaint.filed_time)
             shown.append(item)
         return case, shown, subjects
+
+    async def _proofs(
+        self, context: grpc.aio.ServicerContext, event_ids: list[str]
+    ) -> dict[str, events_pb2.PropagationRecord]:
+        """The proofs of these requests (done ones from the proof store, in one round trip).
+
+        UNAVAILABLE while the store does not answer: an answer without them would show
+        opt-outs as never applied.
+        """
+        try:
+            return await self._assessor.proofs.latest(event_ids)
+        except ConnectionError:
+            log.warning("proof store unavailable", exc_info=True)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the proof store is unavailable; retry"
+            )
+            raise AssertionError("unreachable") from None
 
     def _number(self, sealed: events_pb2.SealedMsisdn, *, full: bool) -> str:
         """A sealed number as the regulator's documents show it (masked unless ``full``)."""
@@ -346,7 +364,9 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
                 await context.abort(grpc.StatusCode.NOT_FOUND, "reference: no such reference")
         assert subject is not None
         answer = regulator_pb2.SearchRequestsResponse(subject=subject)
-        for asked in self._requests.of(subject):
+        asked_all = self._requests.of(subject)
+        proofs = await self._proofs(context, [asked.event_id for asked in asked_all])
+        for asked in asked_all:
             item = answer.requests.add(
                 event_id=asked.event_id,
                 party_id=asked.party_id,
@@ -359,7 +379,7 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
             if decision is not None:
                 item.decided_time.CopyFrom(decision.decided_time)
                 item.state, item.changed = decision.state, decision.changed
-            proof = self._assessor.proofs.peek(asked.event_id)
+            proof = proofs.get(asked.event_id)
             if proof is not None:
                 item.proof.CopyFrom(proof)
         for complaint in self._assessor.complaints_of(subject):

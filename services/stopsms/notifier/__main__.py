@@ -8,6 +8,7 @@ from stopsms.adapters.bus import Bus, KafkaBus
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import GroupOffsets, KafkaPublisher, PublisherService
+from stopsms.adapters.proof_store import PropagationIndex, RedisProofStore
 from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
 from stopsms.adapters.sender_register import SenderRegisterFollower
@@ -36,8 +37,7 @@ from stopsms.notifier.progress import (
     ProgressFollower,
     ProgressPublisher,
 )
-from stopsms.notifier.proof_store import RedisProofStore
-from stopsms.notifier.server import SERVICE_NAME, NotifierServicer, PropagationIndex
+from stopsms.notifier.server import SERVICE_NAME, NotifierServicer
 from stopsms.notifier.webhooks import WebhookSender
 from stopsms.v1 import notifier_pb2
 

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 
 import grpc
-import mode
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
-from stopsms.adapters.bus import Bus, CompactedTopicIndex, wait_until_applied
 from stopsms.adapters.identity import Authenticator
-from stopsms.adapters.kafka import Record
+from stopsms.adapters.proof_store import PropagationIndex, StoreUnavailable
 from stopsms.adapters.settings import NotifierSettings
-from stopsms.adapters.store_fill import StoreFill
 from stopsms.domain.cursor import (
     InvalidCursor,
     decode_cursor,
@@ -43,154 +37,11 @@ from stopsms.notifier.changes import to_change
 from stopsms.notifier.feed import LiveFeed, advance
 from stopsms.notifier.lateness import with_lateness
 from stopsms.notifier.progress import Acknowledgements
-from stopsms.notifier.proof_store import (
-    InMemoryProofStore,
-    ProofStore,
-    ProofStoreFiller,
-    StoreUnavailable,
-)
 from stopsms.v1 import events_pb2, notifier_pb2, notifier_pb2_grpc
 
 SERVICE_NAME = "stopsms.v1.NotifierService"
-#: How often the index learns how far the proof store has applied the topic.
-STORE_FOLLOW_S = 1.0
-#: A done proof stays in memory at least this long after it was done (then it is stored).
-HOLD_DONE_S = 60.0
-#: At most this many done proofs are held, whatever the store's lag (about 36 MB): beyond it,
-#: the oldest go, and a lookup of one the store has not taken yet waits for the store.
-MAX_HELD_DONE = 100_000
 
 log = logging.getLogger(__name__)
-
-
-class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
-    """The proofs from ``stopsms.propagation.v1``: the open ones in memory, the done ones stored.
-
-    A done proof stays in memory only until the proof store
-    (:mod:`stopsms.notifier.proof_store`) has applied the topic past it, so memory and store
-    together always hold every proof read, and memory holds what is open plus a few seconds of
-    done ones, whatever the history. The store's fillers run in every replica, sharing the
-    topic's partitions in one group.
-    """
-
-    def __init__(
-        self,
-        bus: Bus,
-        topic: str,
-        store: ProofStore | None = None,
-        *,
-        group: str = "stopsms-notifier-proofs",
-        **kwargs: object,
-    ) -> None:
-        super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
-        #: The records not done yet: what the lateness watcher looks at.
-        self.open: dict[str, events_pb2.PropagationRecord] = {}
-        self.store = store or InMemoryProofStore()
-        self.filler = ProofStoreFiller(self.store)
-        self.group = group
-        #: Done proofs held until the store has them: (offset, event id, done at) per partition.
-        self._done: dict[int, deque[tuple[int, str, float]]] = {}
-        self._stored_offsets: dict[int, int] = {}
-
-    async def on_start(self) -> None:
-        """Read the topic; fill the store (the group's share, or all of it in-process)."""
-        await super().on_start()
-        await self.add_runtime_dependency(
-            StoreFill(self._bus, self._topic, self.group, self.filler)
-        )
-
-    async def on_shutdown(self) -> None:
-        """Close the store once the filler's group stage (a child) has stopped too."""
-        await self.store.close()
-
-    @mode.Service.task
-    async def _follow_store(self) -> None:
-        """Learn how far the store has applied the topic, and let go of what it holds."""
-        while not self.should_stop:
-            await self.sleep(STORE_FOLLOW_S)
-            if not any(self._done.values()):
-                continue  # idle: nothing to let go of, no reason to ask Redis
-            try:
-                self._stored_offsets = await self.store.applied_offsets()
-            except Exception:  # noqa: BLE001 - Redis away: hold the done proofs meanwhile
-                log.warning("proof store unreachable; done proofs stay in memory", exc_info=True)
-            self.on_batch()
-
-    def on_value(self, key: str, value: events_pb2.PropagationRecord | None) -> None:
-        """Keep the set of records still waiting for some party."""
-        if value is None or value.done:
-            self.open.pop(key, None)
-        else:
-            self.open[key] = value
-
-    def on_read(self, key: str, value: events_pb2.PropagationRecord, record: Record) -> None:
-        """A done proof read: held until the store has applied its offset."""
-        if value.done:
-            held = self._done.setdefault(record.partition, deque())
-            held.append((record.offset, key, value.done_time.seconds))
-
-    def on_batch(self) -> None:
-        """Forget the done proofs the store holds now and that were done a while ago.
-
-        Held at least :data:`HOLD_DONE_S` after being done, so a change read again soon after
-        its proof was done (a restart, a rebalance) finds it in memory; the prover asks the
-        store only about changes older than that (:data:`~stopsms.notifier.app.RECHECK_AFTER_S`).
-        Reading the topic's history at start, every proof is long done: it goes at once.
-        """
-        before = time.time() - HOLD_DONE_S
-        over = sum(len(held) for held in self._done.values()) - MAX_HELD_DONE
-        for partition, held in self._done.items():
-            stored = self._stored_offsets.get(partition, 0)
-            while held and (over > 0 or (held[0][0] < stored and held[0][2] <= before)):
-                _, key, _ = held.popleft()
-                over -= 1
-                value = self._values.get(key)
-                if value is not None and value.done:
-                    del self._values[key]
-
-    def put(self, key: str, value: events_pb2.PropagationRecord) -> None:
-        """Hold a record this replica published (and whether it is still open) at once."""
-        super().put(key, value)
-        self.on_value(key, value)
-
-    def open_records(self) -> list[events_pb2.PropagationRecord]:
-        """The records not done yet."""
-        return list(self.open.values())
-
-    async def stored(self, keys: Sequence[str]) -> dict[str, events_pb2.PropagationRecord]:
-        """The done proofs of ``keys`` the store holds (one round trip)."""
-        if not keys:
-            return {}
-        try:
-            values = await self.store.get(keys)
-        except RedisError as exc:
-            raise StoreUnavailable(f"proof store: {exc}") from exc
-        return {
-            key: events_pb2.PropagationRecord.FromString(value)
-            for key, value in zip(keys, values, strict=True)
-            if value is not None
-        }
-
-    async def find(
-        self,
-        key: str,
-        wait_seconds: float,
-        visible: Callable[[events_pb2.PropagationRecord], bool],
-    ) -> events_pb2.PropagationRecord | None:
-        """The latest proof of ``key`` in memory or in the store, as :meth:`get` answers."""
-        record = self.peek(key) or (await self.stored([key])).get(key)
-        if record is not None and visible(record):
-            return record
-        # Read up to the topic's end at the call, and stored up to what was read (a done proof
-        # let go under a burst may not be stored yet): then memory or the store has it.
-        loop = asyncio.get_running_loop()
-        until = loop.time() + wait_seconds
-        await self.caught_up(wait_seconds)
-        assert self._reader is not None
-        read = await self._reader.positions()
-        await wait_until_applied(self.store, read, max(0.0, until - loop.time()))
-        record = self.peek(key) or (await self.stored([key])).get(key)
-        return record if record is not None and visible(record) else None
 
 
 def may_read_proof(party: Party, record: events_pb2.PropagationRecord) -> bool:
