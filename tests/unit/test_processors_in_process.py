@@ -453,3 +453,38 @@ async def test_the_proof_index_keeps_open_proofs_in_memory_and_reads_done_ones_f
         assert await index.find("e-done", 0.1, lambda record: True) is None
     finally:
         await index.stop()
+
+
+async def test_a_reader_of_the_store_waits_for_the_proofs_it_let_go_before_the_store_had_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The console's case: it fills nothing, and the store is far behind what it read."""
+    monkeypatch.setattr(proof_store, "HOLD_DONE_S", 0.0)
+    monkeypatch.setattr(proof_store, "STORE_FOLLOW_S", 0.01)
+    monkeypatch.setattr(proof_store, "MAX_HELD_DONE", 1)
+    bus, store = InMemoryBus(1), InMemoryProofStore()
+    index = PropagationIndex(bus, TOPICS.propagation, store, group=None)
+    await index.start()
+    try:
+        done = [
+            events_pb2.PropagationRecord(event_id=f"e-{n}", origin_party_id="iam", done=True)
+            for n in range(3)
+        ]
+        for record in done:
+            bus.append(TOPICS.propagation, record.event_id.encode(), record.SerializeToString())
+        assert await index.caught_up()
+
+        async def over_the_cap() -> None:
+            while index.peek("e-0") is not None:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(over_the_cap(), 5)  # else: the cap never let a proof go
+        assert not store.entries  # nobody filled the store: this index reads it only
+        with pytest.raises(proof_store.StoreUnavailable):
+            await index.latest(["e-0"], wait_seconds=0.05)  # not "no proof"
+        await store.apply([(r.event_id, r.SerializeToString()) for r in done], [], {0: 3})
+        found = await index.latest(["e-0", "e-2", "e-none"], wait_seconds=1.0)
+        assert sorted(found) == ["e-0", "e-2"] and found["e-0"].done
+        assert await index.latest(["e-none"], wait_seconds=0.05) == {}  # no wait now
+    finally:
+        await index.stop()

@@ -220,6 +220,9 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         #: Done proofs held until the store has them: (offset, event id, done at) per partition.
         self._done: dict[int, deque[tuple[int, str, float]]] = {}
         self._stored_offsets: dict[int, int] = {}
+        #: Per partition, the offset after the last done proof let go before the store had it
+        #: (over :data:`MAX_HELD_DONE`): until the store reaches it, a miss may be one of them.
+        self._unstored_until: dict[int, int] = {}
 
     async def on_start(self) -> None:
         """Read the topic; fill the store (the group's share, or all of it in-process)."""
@@ -273,8 +276,10 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         for partition, held in self._done.items():
             stored = self._stored_offsets.get(partition, 0)
             while held and (over > 0 or (held[0][0] < stored and held[0][2] <= before)):
-                _, key, _ = held.popleft()
+                offset, key, _ = held.popleft()
                 over -= 1
+                if offset >= stored:
+                    self._unstored_until[partition] = offset + 1
                 value = self._values.get(key)
                 if value is not None and value.done:
                     del self._values[key]
@@ -324,11 +329,15 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         record = self.peek(key) or (await self.stored([key])).get(key)
         return record if record is not None and visible(record) else None
 
-    async def latest(self, keys: Iterable[str]) -> dict[str, events_pb2.PropagationRecord]:
-        """The latest proof of each of ``keys`` held now: in memory, else in the store.
+    async def latest(
+        self, keys: Iterable[str], wait_seconds: float = 5.0
+    ) -> dict[str, events_pb2.PropagationRecord]:
+        """The latest proof of each of ``keys`` read so far: in memory, else in the store.
 
-        One round trip for those not in memory; a key with no proof read yet is absent.
-        Raises :class:`StoreUnavailable` when the store does not answer.
+        One round trip for those not in memory; a key with no proof read yet is absent. If done
+        proofs were let go before the store had them (:data:`MAX_HELD_DONE`: the store far
+        behind), a miss first waits up to ``wait_seconds`` for the store to take them.
+        Raises :class:`StoreUnavailable` when the store does not answer, or not by then.
         """
         found: dict[str, events_pb2.PropagationRecord] = {}
         missing: list[str] = []
@@ -339,4 +348,13 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
             else:
                 missing.append(key)
         found.update(await self.stored(missing))
+        if self._unstored_until and any(key not in found for key in missing):
+            assert self.store is not None
+            waited = dict(self._unstored_until)
+            if not await wait_until_applied(self.store, waited, wait_seconds):
+                raise StoreUnavailable("proof store: behind the proofs let go of memory")
+            for partition, until in waited.items():
+                if self._unstored_until.get(partition) == until:
+                    del self._unstored_until[partition]
+            found.update(await self.stored([key for key in missing if key not in found]))
         return found
