@@ -18,7 +18,9 @@ from stopsms.adapters.bus import KafkaBus
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.link_store import EXPIRED_KEPT_DAYS, LiveLink, RedisLinkStore, sweep
 from stopsms.adapters.proof_store import PropagationIndex, RedisProofStore
+from stopsms.adapters.request_log_store import RedisRequestLogStore
 from stopsms.console.assessor import ProofIndex as ConsoleProofs
+from stopsms.console.history import RequestHistory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.links import LinkDirectory, new_codes
@@ -236,3 +238,62 @@ async def test_the_console_holds_open_proofs_and_reads_done_ones_from_the_notifi
         await console.stop()
         await notifier.stop()
         await publisher.stop()
+
+
+async def test_the_request_log_fills_its_store_and_fills_it_again_after_redis_is_lost(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    """The console's search reads each citizen's requests from Redis, not from its memory."""
+    topics = Topics(namespace)
+    client = aioredis.Redis.from_url(infra.redis.url)
+    number = "+212611000042"
+    subject = PSEUDONYMS.subject(number)
+    now = int(time.time())
+
+    def request(event_id: str, accepted: int) -> bytes:
+        asked = events_pb2.PreferenceRequested(
+            event_id=event_id, subject=subject, sealed_msisdn=PSEUDONYMS.seal(number)
+        )
+        asked.accepted_time.FromSeconds(accepted)
+        return asked.SerializeToString()
+
+    publisher = KafkaPublisher(infra.kafka.bootstrap)
+    await publisher.start()
+    written = [
+        (b"r-old", request("r-old", now - 3 * 86_400)),  # past the store's retention (2 days)
+        (b"r-1", request("r-1", now - 60)),
+        (b"r-1", request("r-1", now - 60)),  # retried: kept once
+        (b"r-2", request("r-2", now)),
+    ]
+
+    async def history() -> RequestHistory:
+        started = RequestHistory(
+            KafkaBus(infra.kafka.bootstrap),
+            topics.requests,
+            RedisRequestLogStore(aioredis.Redis.from_url(infra.redis.url), namespace, 2 * 86_400),
+        )
+        await started.start()
+        await asyncio.wait_for(started.read_to_end.wait(), 30)  # else: the log never stored
+        return started
+
+    try:
+        await publisher.publish_many(topics.requests, written)
+        requests = await history()
+        try:
+            found = await requests.of(subject)
+            assert [r.event_id for r in found] == ["r-1", "r-2"]
+            assert not found[0].HasField("sealed_msisdn")  # no number at rest
+            assert await requests.subject_of("r-2") == subject
+            assert await client.ttl(f"{namespace}requests:s:{subject}") > 86_000
+        finally:
+            await requests.stop()
+
+        await flush(client, f"{namespace}requests:*")  # Redis lost everything
+        requests = await history()
+        try:
+            assert [r.event_id for r in await requests.of(subject)] == ["r-1", "r-2"]
+        finally:
+            await requests.stop()
+    finally:
+        await publisher.stop()
+        await client.aclose()

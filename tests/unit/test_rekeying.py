@@ -260,20 +260,30 @@ def test_the_ledger_check_takes_a_moved_record_for_the_same_decision() -> None:
     assert decision_content(first) != decision_content(twice)
 
 
-def test_a_citizens_history_follows_the_subject_it_moved_from() -> None:
+async def test_a_citizens_history_follows_the_subject_it_moved_from() -> None:
+    from stopsms.adapters.kafka import Record
     from stopsms.console.history import RequestHistory
 
     history = RequestHistory(InMemoryBus(PARTITIONS), TOPICS.requests)
     number = "+212611000021"
     old, new = OLD.subject(number), NEW.subject(number)
-    for event, subject, forwarded in (("h1", old, ""), ("h2", new, old), ("h2", old, "")):
-        history.take(events_pb2.PreferenceRequested(event_id=event, subject=subject,
-                                                    forwarded_from=forwarded).SerializeToString())  # fmt: skip
-    migration = events_pb2.PreferenceRequested(
+    written = [
+        events_pb2.PreferenceRequested(event_id=event, subject=subject, forwarded_from=forwarded)
+        for event, subject, forwarded in (("h1", old, ""), ("h2", new, old), ("h2", old, ""))
+    ]
+    written.append(events_pb2.PreferenceRequested(
         event_id=f"rekey:{old}", subject=new,
         migration=events_pb2.SubjectMigration(from_subject=old, version=2),
-    )  # fmt: skip
-    history.take(migration.SerializeToString())
-    history.take(events_pb2.PreferenceRequested(event_id="h3", subject=new).SerializeToString())
-    assert [r.event_id for r in history.of(new)] == ["h1", "h2", "h3"], "each request once"
-    assert [r.event_id for r in history.of(old)] == ["h1"]
+    ))  # fmt: skip
+    written.append(events_pb2.PreferenceRequested(event_id="h3", subject=new))
+    written[0].sealed_msisdn.CopyFrom(OLD.seal(number))
+    await history._store(  # what the console's reader does with a batch of the log
+        [
+            Record(TOPICS.requests, 0, n, None, request.SerializeToString(), 0)
+            for n, request in enumerate(written)
+        ]
+    )
+    assert [r.event_id for r in await history.of(new)] == ["h1", "h2", "h3"], "each request once"
+    assert [r.event_id for r in await history.of(old)] == ["h1"]
+    assert await history.subject_of("h2") == new and await history.subject_of("h9") is None
+    assert not (await history.of(new))[0].HasField("sealed_msisdn")

@@ -21,6 +21,7 @@ from stopsms.adapters.link_store import LinkDirectory, RedisLinkStore
 from stopsms.adapters.proof_store import RedisProofStore
 from stopsms.adapters.redis_pool import connect_redis
 from stopsms.adapters.reloading import DirectoryReloader
+from stopsms.adapters.request_log_store import RedisRequestLogStore
 from stopsms.adapters.serving import GrpcEndpoint, HostedEndpoint, servicer_registration
 from stopsms.adapters.settings import ConsoleSettings
 from stopsms.adapters.startup import before_serving, refuse_to_start
@@ -60,7 +61,16 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
     directory = PartiesDirectory.load(settings.parties_file)
     pseudonymiser = settings.pseudonymiser()
     signer = ExportSigner.load(settings.export_key_path, generate=settings.generate_keys)
-    requests = RequestHistory(bus, topics.requests)
+    # Each citizen's requests are kept in Redis: the console's memory does not hold the log.
+    requests = RequestHistory(
+        bus,
+        topics.requests,
+        RedisRequestLogStore(
+            connect_redis(settings.redis_url),
+            settings.topic_namespace,
+            int(settings.retention_requests_days * 86_400),
+        ),
+    )
     assessor = ComplaintAssessor(
         bus,
         publisher,

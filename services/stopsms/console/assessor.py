@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, cast
 
 import mode
@@ -370,31 +370,34 @@ class ComplaintAssessor(mode.Service):
         senders = [party.id for party in self._directory if party.sends_for(sender_id)]
         return senders_pb2.Sender(sender_id=sender_id, status=ACTIVE, sending_party_ids=senders)
 
-    def history_of(self, subject: str) -> list[Decision]:
+    def history_of(
+        self, subject: str, asked: Sequence[events_pb2.PreferenceRequested] = ()
+    ) -> list[Decision]:
         """A subject's decisions: those on the suppression list, and older ones from the log.
 
         The compacted list keeps only each scope's latest decision once its compaction lag
         (seven days) has passed; an older opt-out a message arrived under is then read from
         the request log, with its acceptance as its time. Only requests accepted more than
         :data:`DECIDED_WITHIN_S` ago count this way: a newer one without its decision is
-        still being decided, not compacted away.
+        still being decided, not compacted away. ``asked`` is the subject's requests (read
+        before, with the batch's others: :meth:`_requests_of`).
         """
         history = list(self.decisions.history.get(subject, []))
         if self.requests is None:
             return history
         known = {decision.event_id for decision in history}
         settled_ms = int(self._clock() * 1000) - DECIDED_WITHIN_S * 1000
-        for asked in self.requests.of(subject):
-            accepted_ms = asked.accepted_time.ToMilliseconds()
-            if asked.event_id in known or accepted_ms > settled_ms:
+        for request in asked:
+            accepted_ms = request.accepted_time.ToMilliseconds()
+            if request.event_id in known or accepted_ms > settled_ms:
                 continue
             state = (
                 events_pb2.STATE_SUPPRESSED
-                if asked.action == events_pb2.ACTION_OPT_OUT
+                if request.action == events_pb2.ACTION_OPT_OUT
                 else events_pb2.STATE_ALLOWED
             )
             history.append(
-                Decision(asked.sender_id or GLOBAL_SCOPE, state, accepted_ms, asked.event_id)
+                Decision(request.sender_id or GLOBAL_SCOPE, state, accepted_ms, request.event_id)
             )
         return history
 
@@ -410,10 +413,12 @@ class ComplaintAssessor(mode.Service):
         return read_text(text, self._site)
 
     def opt_out_of(
-        self, complaint: events_pb2.ComplaintFiled
+        self,
+        complaint: events_pb2.ComplaintFiled,
+        asked: Sequence[events_pb2.PreferenceRequested] = (),
     ) -> tuple[list[Decision], Decision | None]:
         """The complainant's decisions, and the opt-out in force when the message arrived."""
-        history = self.history_of(complaint.subject)
+        history = self.history_of(complaint.subject, asked)
         return history, opt_out_in_force(
             history, complaint.sender_id, complaint.received_time.ToMilliseconds()
         )
@@ -487,6 +492,22 @@ class ComplaintAssessor(mode.Service):
                 await asyncio.sleep(1.0)
         return {}
 
+    async def _requests_of(
+        self, subjects: set[str]
+    ) -> Mapping[str, list[events_pb2.PreferenceRequested]]:
+        """The complainants' requests from the log; while its store is away, wait for it.
+
+        An assessment made without them would miss an opt-out compaction removed from the list.
+        """
+        while self.requests is not None and subjects:
+            try:
+                return await self.requests.of_many(subjects)
+            except ConnectionError:
+                log.warning("request log store unavailable; assessments wait for it",
+                            exc_info=True)  # fmt: skip
+                await asyncio.sleep(1.0)
+        return {}
+
     async def _proofs_of(self, event_ids: set[str]) -> Mapping[str, events_pb2.PropagationRecord]:
         """The proofs of these opt-outs; while the proof store is away, wait for it.
 
@@ -508,7 +529,11 @@ class ComplaintAssessor(mode.Service):
         readings = {c: self.reading(self._complaints[c]) for c in ids}
         codes = {code for r in readings.values() if r is not None for code in r.link_codes}
         links = await self._links_of(codes)
-        decided = {c: self.opt_out_of(self._complaints[c]) for c in ids}
+        asked = await self._requests_of({self._complaints[c].subject for c in ids})
+        decided = {
+            c: self.opt_out_of(self._complaints[c], asked.get(self._complaints[c].subject, ()))
+            for c in ids
+        }
         proofs = await self._proofs_of(
             {opt_out.event_id for _, opt_out in decided.values() if opt_out is not None}
         )

@@ -17,8 +17,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 
@@ -34,6 +35,7 @@ from stopsms.domain.timestamps import readable
 from stopsms.v1 import events_pb2, regulator_pb2, regulator_pb2_grpc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_NAME = "stopsms.v1.RegulatorService"
 METHOD = "/stopsms.v1.RegulatorService/"
@@ -230,6 +232,21 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
             shown.append(item)
         return case, shown, subjects
 
+    @staticmethod
+    async def _stored(context: grpc.aio.ServicerContext, lookup: Awaitable[T]) -> T:
+        """A store's answer; UNAVAILABLE while the store does not answer.
+
+        A partial answer would tell the regulator that a citizen asked nothing.
+        """
+        try:
+            return await lookup
+        except ConnectionError:
+            log.warning("request log store unavailable", exc_info=True)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the request log store is unavailable; retry"
+            )
+            raise AssertionError("unreachable") from None
+
     async def _proofs(
         self, context: grpc.aio.ServicerContext, event_ids: list[str]
     ) -> dict[str, events_pb2.PropagationRecord]:
@@ -353,18 +370,17 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
                 await self._invalid(context, "reference: too long")
             complaint = self._assessor.complaint_by_reference(reference)
             decided = self._assessor.decisions.by_event.get(reference)
-            subject = (
-                complaint.subject
-                if complaint is not None
-                else decided.subject
-                if decided is not None
-                else self._requests.subject_of.get(reference)
-            )
+            if complaint is not None:
+                subject = complaint.subject
+            elif decided is not None:
+                subject = decided.subject
+            else:
+                subject = await self._stored(context, self._requests.subject_of(reference))
             if subject is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "reference: no such reference")
         assert subject is not None
         answer = regulator_pb2.SearchRequestsResponse(subject=subject)
-        asked_all = self._requests.of(subject)
+        asked_all = await self._stored(context, self._requests.of(subject))
         proofs = await self._proofs(context, [asked.event_id for asked in asked_all])
         for asked in asked_all:
             item = answer.requests.add(
