@@ -27,7 +27,9 @@ from bench.propagation import kafka_round_trips
 from bench.propagation_sweep import cpu_seconds
 from bench.results import SMOKE, figure, percentile, record
 from stopsms.adapters.bus import CompactedTopicIndex, KafkaBus
+from stopsms.adapters.decision_store import RedisDecisionStore
 from stopsms.adapters.kafka import KafkaPublisher
+from stopsms.adapters.redis_pool import connect_redis
 from stopsms.console.assessor import ComplaintAssessor
 from stopsms.domain.complaints import assess
 from stopsms.domain.message_check import LinkSite
@@ -113,7 +115,17 @@ async def run(
     filed = [complaint(i, f"backlog-{i}") for i in range(backlog)]
     await asyncio.gather(*(desk.file(record_) for record_ in filed))
 
-    assessor = ComplaintAssessor(KafkaBus(bootstrap), publisher, topics, directory, KEYS, SITE)
+    # The decisions in Redis, as the console keeps them; the proofs in memory (no notifier
+    # here fills their store).
+    assessor = ComplaintAssessor(
+        KafkaBus(bootstrap),
+        publisher,
+        topics,
+        directory,
+        KEYS,
+        SITE,
+        decision_store=RedisDecisionStore(connect_redis(infra.redis.url), topics.namespace),
+    )
     cpu_before, started = cpu_seconds(os.getpid()), time.perf_counter()
     await assessor.start()
     try:
@@ -127,7 +139,18 @@ async def run(
         readings = [assessor.reading(c) for c in filed]
         codes = {code for r in readings if r is not None for code in r.link_codes}
         links = await assessor.links.get_many(codes)
-        evidence = [assessor.evidence(c, r, links) for c, r in zip(filed, readings, strict=True)]
+        changes, asked = await assessor.histories({c.subject for c in filed})
+        decided = [
+            assessor.opt_out_of(c, changes.get(c.subject, ()), asked.get(c.subject, ()))
+            for c in filed
+        ]
+        proofs = await assessor.proofs.latest(
+            {opt_out.event_id for _, opt_out in decided if opt_out is not None}
+        )
+        evidence = [
+            assessor.evidence(c, r, links, d, proofs)
+            for c, r, d in zip(filed, readings, decided, strict=True)
+        ]
         bare_started = time.perf_counter()
         for item in evidence:
             assess(item, now_ms)

@@ -15,12 +15,13 @@ import redis.asyncio as aioredis
 
 from stopsms.adapters import proof_store
 from stopsms.adapters.bus import KafkaBus
+from stopsms.adapters.decision_store import RedisDecisionStore
 from stopsms.adapters.kafka import KafkaPublisher
 from stopsms.adapters.link_store import EXPIRED_KEPT_DAYS, LiveLink, RedisLinkStore, sweep
 from stopsms.adapters.proof_store import PropagationIndex, RedisProofStore
 from stopsms.adapters.request_log_store import RedisRequestLogStore
 from stopsms.console.assessor import ProofIndex as ConsoleProofs
-from stopsms.console.history import RequestHistory
+from stopsms.console.history import DecisionHistory, RequestHistory
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.domain.topics import Topics
 from stopsms.intake.links import LinkDirectory, new_codes
@@ -294,6 +295,74 @@ async def test_the_request_log_fills_its_store_and_fills_it_again_after_redis_is
             assert [r.event_id for r in await requests.of(subject)] == ["r-1", "r-2"]
         finally:
             await requests.stop()
+    finally:
+        await publisher.stop()
+        await client.aclose()
+
+
+async def test_the_decisions_fill_their_store_honour_erasures_and_fill_again_after_a_loss(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    """The assessor's "in force then" reads every decision of a subject from Redis."""
+    topics = Topics(namespace)
+    client = aioredis.Redis.from_url(infra.redis.url)
+    kept, erased = PSEUDONYMS.subject("+212611000051"), PSEUDONYMS.subject("+212611000052")
+
+    def change(subject: str, event_id: str, state: int, decided: int) -> bytes:
+        decided_change = events_pb2.SuppressionChanged(
+            subject=subject, event_id=event_id, sender_id="JUMIA", state=state
+        )
+        decided_change.decided_time.FromSeconds(decided)
+        return decided_change.SerializeToString()
+
+    now = int(time.time())
+    out, back = events_pb2.STATE_SUPPRESSED, events_pb2.STATE_ALLOWED
+    publisher = KafkaPublisher(infra.kafka.bootstrap)
+    await publisher.start()
+    told: list[tuple[str, str]] = []
+
+    async def decisions() -> DecisionHistory:
+        started = DecisionHistory(
+            KafkaBus(infra.kafka.bootstrap),
+            topics.suppressions,
+            RedisDecisionStore(aioredis.Redis.from_url(infra.redis.url), namespace),
+        )
+        started.on_decision = lambda decision, subject: told.append((subject, decision.event_id))
+        await started.start()
+        assert await started.caught_up(30), "the list was never stored"
+        return started
+
+    try:
+        await publisher.publish_many(
+            topics.suppressions,
+            [
+                (f"{kept}|JUMIA".encode(), change(kept, "d-1", out, now - 600)),
+                (f"{kept}|JUMIA".encode(), change(kept, "d-2", back, now - 60)),
+                (f"{kept}|JUMIA".encode(), change(kept, "d-2", back, now - 60)),  # read again
+                (f"{erased}|JUMIA".encode(), change(erased, "d-3", out, now)),
+                (f"{erased}|JUMIA".encode(), None),  # the subject erased
+                (f"{erased}|JUMIA".encode(), change(erased, "d-4", out, now + 1)),  # asks again
+            ],
+        )
+        history = await decisions()
+        try:
+            found = await history.changes_of([kept, erased])
+            assert [c.event_id for c in found[kept]] == ["d-1", "d-2"], "each decision once"
+            assert [c.event_id for c in found[erased]] == ["d-4"], (
+                "the erasure and the decision after it not applied in the order read"
+            )
+            assert not found[kept][0].HasField("sealed_msisdn")
+            assert await history.subject_of("d-2") == kept
+            assert (kept, "d-1") in told
+        finally:
+            await history.stop()
+
+        await flush(client, f"{namespace}decisions:*")  # Redis lost everything
+        history = await decisions()
+        try:
+            assert [c.event_id for c in (await history.changes_of([kept]))[kept]] == ["d-1", "d-2"]
+        finally:
+            await history.stop()
     finally:
         await publisher.stop()
         await client.aclose()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import mode
 
 from stopsms.adapters.bus import Bus, KafkaBus
+from stopsms.adapters.decision_store import RedisDecisionStore
 from stopsms.adapters.eventloop import install_event_loop
 from stopsms.adapters.identity import AuditTrail, Authenticator
 from stopsms.adapters.kafka import PublisherService
@@ -90,6 +91,10 @@ def create_console(settings: ConsoleSettings, *, bus: Bus) -> mode.Worker:
             RedisLinkStore(connect_redis(settings.redis_url), settings.topic_namespace),
             pseudonymiser,
             fill=False,
+        ),
+        # Every decision of the list, per subject, in Redis (the assessor's "in force then").
+        decision_store=RedisDecisionStore(
+            connect_redis(settings.redis_url), settings.topic_namespace
         ),
         # Done proofs are read from the store the notifier fills: no console holds them all.
         proof_store=RedisProofStore(

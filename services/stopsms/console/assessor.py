@@ -35,11 +35,12 @@ from typing import Protocol, cast
 import mode
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, TopicReading
+from stopsms.adapters.decision_store import DecisionStore
 from stopsms.adapters.kafka import Publisher, PublishFailed, Record, message_headers
 from stopsms.adapters.proof_store import ProofStore, PropagationIndex
 from stopsms.adapters.sender_register import SenderRegisterFollower
 from stopsms.adapters.streams import stop_together
-from stopsms.console.history import RequestHistory
+from stopsms.console.history import DecisionHistory, RequestHistory, decision_of
 from stopsms.domain.cases import CaseBook, CasePolicy, same_case
 from stopsms.domain.complaints import Decision, Evidence, assess, opt_out_in_force
 from stopsms.domain.compliance import ComplaintTally
@@ -49,7 +50,7 @@ from stopsms.domain.parties import PartiesDirectory
 from stopsms.domain.privacy import KeyMaterialError, Pseudonymiser
 from stopsms.domain.senders import ACTIVE
 from stopsms.domain.timestamps import readable
-from stopsms.domain.topics import GLOBAL_SCOPE, Topics, is_key_change
+from stopsms.domain.topics import GLOBAL_SCOPE, Topics
 from stopsms.v1 import events_pb2, senders_pb2
 
 log = logging.getLogger(__name__)
@@ -71,40 +72,6 @@ def _comparable(assessed: events_pb2.ComplaintAssessed) -> bytes:
     copy.ClearField("assessed_time")
     copy.revision = 0
     return copy.SerializeToString(deterministic=True)
-
-
-class DecisionHistory(CompactedTopicIndex[events_pb2.SuppressionChanged]):
-    """Each subject's decided changes, in the order read, and a call when one arrives."""
-
-    WINDOW_S = INDEX_WINDOW_S
-
-    def __init__(self, bus: Bus, topic: str, **kwargs: object) -> None:
-        super().__init__(bus, topic, events_pb2.SuppressionChanged.FromString, **kwargs)
-        self.history: dict[str, list[Decision]] = defaultdict(list)
-        #: Each decided change by event id, without its sealed number (the regulator's search).
-        self.by_event: dict[str, events_pb2.SuppressionChanged] = {}
-        self.on_decision: Callable[[Decision, str], None] = lambda decision, subject: None
-
-    def on_value(self, key: str, value: events_pb2.SuppressionChanged | None) -> None:
-        """Keep a decision that changed the state (a repeat or a tombstone adds nothing)."""
-        if value is None or is_key_change(value.subject):
-            return
-        if value.event_id not in self.by_event:
-            kept = events_pb2.SuppressionChanged()
-            kept.CopyFrom(value)
-            kept.ClearField("sealed_msisdn")
-            self.by_event[value.event_id] = kept
-        decision = Decision(
-            value.sender_id or GLOBAL_SCOPE,
-            value.state,
-            value.decided_time.ToMilliseconds(),
-            value.event_id,
-        )
-        kept = self.history[value.subject]
-        if decision in kept:
-            return
-        kept.append(decision)
-        self.on_decision(decision, value.subject)
 
 
 class ProofIndex(PropagationIndex):
@@ -208,6 +175,7 @@ class ComplaintAssessor(mode.Service):
         requests: RequestHistory | None = None,
         links: LinkLookup | None = None,
         proof_store: ProofStore | None = None,
+        decision_store: DecisionStore | None = None,
         **kwargs: object,
     ) -> None:
         self._bus = bus
@@ -220,7 +188,7 @@ class ComplaintAssessor(mode.Service):
         self.register = SenderRegisterFollower(bus, topics.senders, directory)
         #: The request log per subject: the decisions compaction removed from the list.
         self.requests = requests
-        self.decisions = DecisionHistory(bus, topics.suppressions)
+        self.decisions = DecisionHistory(bus, topics.suppressions, decision_store)
         self.proofs = ProofIndex(bus, topics.propagation, proof_store)
         # listening before the indexes read anything
         self.decisions.on_decision = self._decided
@@ -371,7 +339,10 @@ class ComplaintAssessor(mode.Service):
         return senders_pb2.Sender(sender_id=sender_id, status=ACTIVE, sending_party_ids=senders)
 
     def history_of(
-        self, subject: str, asked: Sequence[events_pb2.PreferenceRequested] = ()
+        self,
+        subject: str,
+        decided: Sequence[events_pb2.SuppressionChanged] = (),
+        asked: Sequence[events_pb2.PreferenceRequested] = (),
     ) -> list[Decision]:
         """A subject's decisions: those on the suppression list, and older ones from the log.
 
@@ -379,10 +350,10 @@ class ComplaintAssessor(mode.Service):
         (seven days) has passed; an older opt-out a message arrived under is then read from
         the request log, with its acceptance as its time. Only requests accepted more than
         :data:`DECIDED_WITHIN_S` ago count this way: a newer one without its decision is
-        still being decided, not compacted away. ``asked`` is the subject's requests (read
-        before, with the batch's others: :meth:`_requests_of`).
+        still being decided, not compacted away. ``decided`` and ``asked`` are the subject's
+        decided changes and requests (read before, with the batch's others: :meth:`histories`).
         """
-        history = list(self.decisions.history.get(subject, []))
+        history = list(dict.fromkeys(decision_of(change) for change in decided))
         if self.requests is None:
             return history
         known = {decision.event_id for decision in history}
@@ -415,10 +386,11 @@ class ComplaintAssessor(mode.Service):
     def opt_out_of(
         self,
         complaint: events_pb2.ComplaintFiled,
+        decided: Sequence[events_pb2.SuppressionChanged] = (),
         asked: Sequence[events_pb2.PreferenceRequested] = (),
     ) -> tuple[list[Decision], Decision | None]:
         """The complainant's decisions, and the opt-out in force when the message arrived."""
-        history = self.history_of(complaint.subject, asked)
+        history = self.history_of(complaint.subject, decided, asked)
         return history, opt_out_in_force(
             history, complaint.sender_id, complaint.received_time.ToMilliseconds()
         )
@@ -492,21 +464,26 @@ class ComplaintAssessor(mode.Service):
                 await asyncio.sleep(1.0)
         return {}
 
-    async def _requests_of(
+    async def histories(
         self, subjects: set[str]
-    ) -> Mapping[str, list[events_pb2.PreferenceRequested]]:
-        """The complainants' requests from the log; while its store is away, wait for it.
+    ) -> tuple[
+        Mapping[str, list[events_pb2.SuppressionChanged]],
+        Mapping[str, list[events_pb2.PreferenceRequested]],
+    ]:
+        """The complainants' decided changes and requests; while a store is away, wait for it.
 
-        An assessment made without them would miss an opt-out compaction removed from the list.
+        An assessment made without them would miss the opt-out the message arrived under.
         """
-        while self.requests is not None and subjects:
+        while subjects:
             try:
-                return await self.requests.of_many(subjects)
+                decided = await self.decisions.changes_of(subjects)
+                asked = await self.requests.of_many(subjects) if self.requests else {}
+                return decided, asked
             except ConnectionError:
-                log.warning("request log store unavailable; assessments wait for it",
+                log.warning("decision or request log store unavailable; assessments wait",
                             exc_info=True)  # fmt: skip
                 await asyncio.sleep(1.0)
-        return {}
+        return {}, {}
 
     async def _proofs_of(self, event_ids: set[str]) -> Mapping[str, events_pb2.PropagationRecord]:
         """The proofs of these opt-outs; while the proof store is away, wait for it.
@@ -529,10 +506,13 @@ class ComplaintAssessor(mode.Service):
         readings = {c: self.reading(self._complaints[c]) for c in ids}
         codes = {code for r in readings.values() if r is not None for code in r.link_codes}
         links = await self._links_of(codes)
-        asked = await self._requests_of({self._complaints[c].subject for c in ids})
+        changes, asked = await self.histories({self._complaints[c].subject for c in ids})
         decided = {
-            c: self.opt_out_of(self._complaints[c], asked.get(self._complaints[c].subject, ()))
+            c: self.opt_out_of(
+                complaint, changes.get(complaint.subject, ()), asked.get(complaint.subject, ())
+            )
             for c in ids
+            if (complaint := self._complaints[c]) is not None
         }
         proofs = await self._proofs_of(
             {opt_out.event_id for _, opt_out in decided.values() if opt_out is not None}

@@ -15,12 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import mode
 from redis.exceptions import RedisError
 
-from stopsms.adapters.bus import Bus, TopicReading
+from stopsms.adapters.bus import AppliesOffsets, Bus, TopicReading
+from stopsms.adapters.decision_store import (
+    DecisionStore,
+    InMemoryDecisionStore,
+    StoreUnavailable,
+)
+from stopsms.adapters.decision_store import batch_of as decisions_of_batch
+from stopsms.adapters.decision_store import read_entry as read_decision
 from stopsms.adapters.kafka import Record
 from stopsms.adapters.request_log_store import (
     CHAIN_LIMIT,
@@ -30,6 +38,8 @@ from stopsms.adapters.request_log_store import (
     read_entries,
     unavailable,
 )
+from stopsms.domain.complaints import Decision
+from stopsms.domain.topics import GLOBAL_SCOPE
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -90,42 +100,49 @@ class _TopicFollower(mode.Service):
                 log.exception("unreadable record on %s at offset %d", self._topic, record.offset)
 
 
-class RequestHistory(mode.Service):
-    """Each subject's requests from the request log, kept in a store, in the order received.
+class StoredOffsets(AppliesOffsets, Protocol):
+    """A store filled from a topic, with its offsets, that holds a connection."""
 
-    It reads the log from where the store has applied it (a new or flushed store: from the
-    beginning) and writes each batch with the offsets after it, so the console's memory does
-    not grow with the log's three years (:mod:`stopsms.adapters.request_log_store`). The
-    console runs one replica: it reads every partition, with no consumer group. Without a
-    store (tests of the console alone), the store is in memory.
+    async def close(self) -> None:
+        """Let go of the connection."""
+        ...
+
+
+class _StoredLog(mode.Service):
+    """Follows a topic into a store that keeps its own offsets (a new or flushed one: refilled).
+
+    It reads every partition from where the store has applied it and writes each batch with
+    the offsets after it, so the console's memory does not grow with the topic. The console
+    runs one replica: it reads every partition, with no consumer group.
     """
 
-    def __init__(
-        self, bus: Bus, topic: str, store: RequestLogStore | None = None, **kwargs: object
-    ) -> None:
+    #: Named in the logs and the reader's client id.
+    WHAT = "store"
+
+    def __init__(self, bus: Bus, topic: str, store: StoredOffsets, **kwargs: object) -> None:
         self._bus = bus
         self._topic = topic
-        self.store: RequestLogStore = store or InMemoryRequestLogStore()
+        self._offsets_store = store
         self._reader: TopicReading | None = None
-        self.read_to_end = asyncio.Event()  # set once the log as it was at start is stored
+        self.read_to_end = asyncio.Event()  # set once the topic as it was at start is stored
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     async def on_start(self) -> None:
         """Read every partition from the store's offsets (a partition not applied: the start).
 
-        Until Redis answers, the start waits: the console's first answers need the log.
+        Until Redis answers, the start waits: the console's first answers need the store.
         """
         while True:
             try:
-                applied = await self.store.applied_offsets()
+                applied = await self._offsets_store.applied_offsets()
                 break
             except (RedisError, OSError):
-                log.warning("request log store unreachable; waiting for it", exc_info=True)
+                log.warning("%s unreachable; waiting for it", self.WHAT, exc_info=True)
                 await asyncio.sleep(1.0)
         self._reader = self._bus.reader(
             self._topic,
             start_offsets=applied,
-            client_id="stopsms-console-requests",
+            client_id=f"stopsms-console-{self.WHAT.split()[0]}",
             batch_window_s=FOLLOW_WINDOW_S,
         )
         await self._reader.start()
@@ -137,7 +154,16 @@ class RequestHistory(mode.Service):
 
     async def on_shutdown(self) -> None:
         """Let go of the store."""
-        await self.store.close()
+        await self._offsets_store.close()
+
+    async def caught_up(self, wait_seconds: float = 3.0) -> bool:
+        """Wait until the topic as it was at start is stored (False: not within the wait)."""
+        try:
+            await asyncio.wait_for(self.read_to_end.wait(), wait_seconds)
+            return True
+        except TimeoutError:
+            log.warning("%s still behind after %.1fs", self.WHAT, wait_seconds)
+            return False
 
     @mode.Service.task
     async def _follow(self) -> None:
@@ -154,14 +180,38 @@ class RequestHistory(mode.Service):
         """Write a batch and its offsets; while Redis is away, the same batch again."""
         if not records:
             return
-        requests, moves, offsets = batch_of(records)
         while True:
             try:
-                await self.store.apply(requests, moves, offsets)
+                await self.write(records)
                 return
             except (RedisError, OSError):
-                log.warning("request log store unreachable; the batch waits", exc_info=True)
+                log.warning("%s unreachable; the batch waits", self.WHAT, exc_info=True)
                 await asyncio.sleep(1.0)
+
+    async def write(self, records: list[Record]) -> None:
+        """Write a batch of records and the offsets after them (subclasses)."""
+        raise NotImplementedError
+
+
+class RequestHistory(_StoredLog):
+    """Each subject's requests from the request log, kept in a store, in the order received.
+
+    The log's three years stay in Redis (:mod:`stopsms.adapters.request_log_store`), not in
+    the console's memory. Without a store (tests of the console alone), the store is in memory.
+    """
+
+    WHAT = "request log store"
+
+    def __init__(
+        self, bus: Bus, topic: str, store: RequestLogStore | None = None, **kwargs: object
+    ) -> None:
+        self.store: RequestLogStore = store or InMemoryRequestLogStore()
+        super().__init__(bus, topic, self.store, **kwargs)
+
+    async def write(self, records: list[Record]) -> None:
+        """Keep the batch's requests (once each) and re-keying moves, with the offsets."""
+        requests, moves, offsets = batch_of(records)
+        await self.store.apply(requests, moves, offsets)
 
     async def of(self, subject: str) -> list[events_pb2.PreferenceRequested]:
         """A subject's requests, with those made under the subjects it moved from, oldest first.
@@ -211,6 +261,66 @@ class RequestHistory(mode.Service):
             return await self.store.subject_of(event_id)
         except RedisError as exc:
             raise unavailable(exc) from exc
+
+
+class DecisionHistory(_StoredLog):
+    """Each subject's decided changes from the suppression list, kept in a store.
+
+    Every decision read is kept, not only each scope's latest, so "in force when the message
+    arrived" can be answered (:mod:`stopsms.adapters.decision_store`); ``on_decision`` is told
+    of each one once it is stored (the assessor looks again at the complaints it concerns).
+    Without a store (tests of the console alone), the store is in memory.
+    """
+
+    WHAT = "decision store"
+
+    def __init__(
+        self, bus: Bus, topic: str, store: DecisionStore | None = None, **kwargs: object
+    ) -> None:
+        self.store: DecisionStore = store or InMemoryDecisionStore()
+        self.on_decision: Callable[[Decision, str], None] = lambda decision, subject: None
+        super().__init__(bus, topic, self.store, **kwargs)
+
+    async def write(self, records: list[Record]) -> None:
+        """Keep the batch's decisions and erasures, with the offsets; then tell the assessor."""
+        changes, offsets, read = decisions_of_batch(records)
+        await self.store.apply(changes, offsets)
+        for change in read:
+            self.on_decision(decision_of(change), change.subject)
+
+    async def changes_of(
+        self, subjects: Iterable[str]
+    ) -> dict[str, list[events_pb2.SuppressionChanged]]:
+        """Each subject's decided changes, oldest first, in one round trip.
+
+        Raises a ``ConnectionError`` while the store is away.
+        """
+        wanted = list(dict.fromkeys(subjects))
+        try:
+            stored = await self.store.entries(wanted)
+        except RedisError as exc:
+            raise StoreUnavailable(f"decision store: {exc}") from exc
+        return {
+            subject: [read_decision(value) for value in values]
+            for subject, values in zip(wanted, stored, strict=True)
+        }
+
+    async def subject_of(self, event_id: str) -> str | None:
+        """The subject of a decided change's event id (None: not on the list)."""
+        try:
+            return await self.store.subject_of(event_id)
+        except RedisError as exc:
+            raise StoreUnavailable(f"decision store: {exc}") from exc
+
+
+def decision_of(change: events_pb2.SuppressionChanged) -> Decision:
+    """A decided change as the complaint rule reads it."""
+    return Decision(
+        change.sender_id or GLOBAL_SCOPE,
+        change.state,
+        change.decided_time.ToMilliseconds(),
+        change.event_id,
+    )
 
 
 class AuditIndex(_TopicFollower):

@@ -369,19 +369,27 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
             if len(reference) > 64:
                 await self._invalid(context, "reference: too long")
             complaint = self._assessor.complaint_by_reference(reference)
-            decided = self._assessor.decisions.by_event.get(reference)
             if complaint is not None:
                 subject = complaint.subject
-            elif decided is not None:
-                subject = decided.subject
-            else:
-                subject = await self._stored(context, self._requests.subject_of(reference))
+            else:  # an event id: a decision on the list, else a request in the log
+                subject = await self._stored(
+                    context, self._assessor.decisions.subject_of(reference)
+                ) or await self._stored(context, self._requests.subject_of(reference))
             if subject is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "reference: no such reference")
         assert subject is not None
         answer = regulator_pb2.SearchRequestsResponse(subject=subject)
         asked_all = await self._stored(context, self._requests.of(subject))
         proofs = await self._proofs(context, [asked.event_id for asked in asked_all])
+        # A request made before a re-keying was decided under the subject it had then (and
+        # moved with the decisions): the searched subject's decision first.
+        changes = await self._stored(
+            context,
+            self._assessor.decisions.changes_of([subject, *(a.subject for a in asked_all)]),
+        )
+        decided = {
+            change.event_id: change for held in reversed(list(changes.values())) for change in held
+        }
         for asked in asked_all:
             item = answer.requests.add(
                 event_id=asked.event_id,
@@ -391,7 +399,7 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
                 sender_id=asked.sender_id,
             )
             item.action_time.CopyFrom(asked.action_time)
-            decision = self._assessor.decisions.by_event.get(asked.event_id)
+            decision = decided.get(asked.event_id)
             if decision is not None:
                 item.decided_time.CopyFrom(decision.decided_time)
                 item.state, item.changed = decision.state, decision.changed
