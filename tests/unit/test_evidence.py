@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stopsms.domain import evidence
+from stopsms.domain import compliance, evidence
 from stopsms.domain.compliance import (
     DAY_MS,
     ComplaintTally,
@@ -169,6 +169,20 @@ def test_compliance_counts_each_party_once_per_change_by_day_and_lateness() -> N
     assert b.applied == 1 and b.late == 1  # e2 still pending a minute after the action
     assert 100 <= b.p50_ms <= 105
     assert book.figures("b", T0 + 2 * DAY_MS, T0 + 3 * DAY_MS, now).applied == 0
+
+
+def test_compliance_forgets_done_proofs_and_counts_one_read_again_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(compliance, "RECENTLY_DONE", 2)
+    book = ComplianceBook(objective_ms=5_000)
+    for n in range(5):
+        done = proof(f"e{n}", T0, {"a": T0 + 100}, done=True)
+        book.record(done)
+        book.record(done)  # read again at once: not counted twice
+    book.record(proof("e9", T0, {"a": None}, done=False))
+    assert book.figures("a", T0 - DAY_MS, T0 + DAY_MS, T0 + 1_000).applied == 5
+    assert set(book._counted) == {"e9"} and len(book._done_ids) == 2  # open ones, latest done
 
 
 def test_the_complaint_tally_follows_reassessments() -> None:

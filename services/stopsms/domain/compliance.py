@@ -8,18 +8,23 @@ day costs a few hundred counters whatever the volume. A change applied after the
 LATE; so is one still pending past it (counted at question time from the open proofs).
 
 A question about a period adds up its days: the cost grows with the days asked about and the
-parties, never with the history.
+parties, never with the history. Memory too: which parties were counted is kept per open proof
+only; once a proof is done its remaining parties are counted and it is forgotten, apart from
+the last :data:`RECENTLY_DONE` done event ids (a done record read again is not counted twice).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from stopsms.v1 import events_pb2
 
 DAY_MS = 86_400_000
+#: Done proofs remembered, latest first, so that their record read again counts nothing. A done
+#: proof is published once; a second copy (a notifier replaying a partition) follows it closely.
+RECENTLY_DONE = 100_000
 _GROWTH = 1.05
 _LOG_GROWTH = math.log(_GROWTH)
 
@@ -86,19 +91,31 @@ class ComplianceBook:
         self.objective_ms = objective_ms
         self._days: dict[str, dict[int, _Day]] = defaultdict(dict)
         self._kinds: dict[str, int] = {}
-        self._counted: dict[str, set[str]] = defaultdict(set)  # event id → parties counted
+        #: Open proofs: event id → parties counted (a million done proofs held here were a
+        #: gigabyte of the console's memory).
+        self._counted: dict[str, set[str]] = defaultdict(set)
         self._open: dict[str, events_pb2.PropagationRecord] = {}
+        self._done: deque[str] = deque()
+        self._done_ids: set[str] = set()
 
     def record(self, proof: events_pb2.PropagationRecord) -> None:
         """Take a proof's latest record; each party's applying is counted once."""
+        event_id = proof.event_id
+        if event_id in self._done_ids:
+            return  # done and counted already
         if proof.done:
-            self._open.pop(proof.event_id, None)
+            self._open.pop(event_id, None)
+            counted = self._counted.pop(event_id, set())
+            self._done.append(event_id)
+            self._done_ids.add(event_id)
+            if len(self._done) > RECENTLY_DONE:
+                self._done_ids.discard(self._done.popleft())
         else:
-            self._open[proof.event_id] = proof
+            self._open[event_id] = proof
+            counted = self._counted[event_id]
         if not proof.HasField("action_time"):
             return
         action_ms = proof.action_time.ToMilliseconds()
-        counted = self._counted[proof.event_id]
         for delivery in proof.deliveries:
             if delivery.party_id in counted or not delivery.HasField("applied_time"):
                 continue
