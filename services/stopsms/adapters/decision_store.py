@@ -10,14 +10,12 @@ Layout, under ``<namespace>decisions:``:
 - ``s:<subject>``: a hash, event id → the decided change without its sealed number, after its
   decision time (13 digits of milliseconds). A change read again (a restart, a re-keying's copy
   under a new subject is another subject) is kept once.
-- ``e:<event id>``: the subject of the first change read with that event id (the search by
-  reference).
 - ``#offsets``: the next offset to apply, per partition, written with each batch, so a flushed
   store fills again from the topic.
 
 An erasure (a tombstone of one of the subject's scopes: the registry tombstones them all, when
-it erases a subject or retires it after a re-keying) removes the subject's hash. About 250
-bytes a decision.
+it erases a subject or retires it after a re-keying) removes the subject's hash. A search by
+event id finds the subject in the request log store (a decision has its request's event id).
 """
 
 from __future__ import annotations
@@ -57,7 +55,7 @@ def read_entry(value: bytes) -> events_pb2.SuppressionChanged:
 
 
 class DecisionStore(Protocol):
-    """Decided changes per subject, the subject of each event id, the offsets applied."""
+    """Decided changes per subject, and the offsets applied."""
 
     async def apply(
         self, changes: Sequence[tuple[str, str, bytes]], offsets: dict[int, int]
@@ -69,9 +67,6 @@ class DecisionStore(Protocol):
 
     async def entries(self, subjects: Sequence[str]) -> list[list[bytes]]:
         """Each subject's stored entries, oldest decision first (one round trip)."""
-
-    async def subject_of(self, event_id: str) -> str | None:
-        """The subject of a decided change's event id (None: not held)."""
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
@@ -85,7 +80,6 @@ class InMemoryDecisionStore:
 
     def __init__(self) -> None:
         self.by_subject: dict[str, dict[str, bytes]] = {}
-        self.subjects: dict[str, str] = {}
         self.offsets: dict[int, int] = {}
 
     async def apply(
@@ -97,16 +91,11 @@ class InMemoryDecisionStore:
                 self.by_subject.pop(subject, None)
                 continue
             self.by_subject.setdefault(subject, {}).setdefault(event_id, value)
-            self.subjects.setdefault(event_id, subject)
         self.offsets.update(offsets)
 
     async def entries(self, subjects: Sequence[str]) -> list[list[bytes]]:
         """Each subject's entries, oldest decision first."""
         return [sorted(self.by_subject.get(s, {}).values()) for s in subjects]
-
-    async def subject_of(self, event_id: str) -> str | None:
-        """The subject of an event id."""
-        return self.subjects.get(event_id)
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition."""
@@ -128,7 +117,6 @@ for _ = 1, count do
     call('DEL', prefix .. 's:' .. subject)
   else
     taken = taken + call('HSETNX', prefix .. 's:' .. subject, event, ARGV[i + 2])
-    call('SET', prefix .. 'e:' .. event, subject, 'NX')
   end
   i = i + 3
 end
@@ -169,11 +157,6 @@ class RedisDecisionStore:
             for subject in subjects:
                 pipe.hvals(self._prefix + "s:" + subject)
             return [sorted(found) for found in await pipe.execute()]
-
-    async def subject_of(self, event_id: str) -> str | None:
-        """The subject of a decided change's event id."""
-        found: Any = await self._redis.get(self._prefix + "e:" + event_id)
-        return found.decode() if found is not None else None
 
     async def applied_offsets(self) -> dict[int, int]:
         """The next offset to apply, per partition (empty for a new or flushed store)."""

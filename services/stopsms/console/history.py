@@ -305,13 +305,6 @@ class DecisionHistory(_StoredLog):
             for subject, values in zip(wanted, stored, strict=True)
         }
 
-    async def subject_of(self, event_id: str) -> str | None:
-        """The subject of a decided change's event id (None: not on the list)."""
-        try:
-            return await self.store.subject_of(event_id)
-        except RedisError as exc:
-            raise StoreUnavailable(f"decision store: {exc}") from exc
-
 
 def decision_of(change: events_pb2.SuppressionChanged) -> Decision:
     """A decided change as the complaint rule reads it."""

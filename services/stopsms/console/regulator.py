@@ -371,10 +371,8 @@ class RegulatorServicer(regulator_pb2_grpc.RegulatorServiceServicer):
             complaint = self._assessor.complaint_by_reference(reference)
             if complaint is not None:
                 subject = complaint.subject
-            else:  # an event id: a decision on the list, else a request in the log
-                subject = await self._stored(
-                    context, self._assessor.decisions.subject_of(reference)
-                ) or await self._stored(context, self._requests.subject_of(reference))
+            else:  # an event id: its request in the log (a decision has its request's id)
+                subject = await self._stored(context, self._requests.subject_of(reference))
             if subject is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "reference: no such reference")
         assert subject is not None
