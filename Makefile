@@ -56,9 +56,10 @@ bench:  ## Propagation, audit overhead, intake, registry, the stream layer, the 
 	$(PYTHON) -m bench.reseal
 	$(PYTHON) -m bench.rekey
 
-bench-scale:  ## National scale (about 25 minutes, ~4 GB of Redis): 10 million links, 5 million proofs, the view with 50 million entries; writes bench/results.json.
+bench-scale:  ## National scale (about 30 minutes, ~4 GB of Redis): 10 million links, 5 million proofs, a million opt-outs through the console, the view with 50 million entries; writes bench/results.json.
 	$(PYTHON) -m bench.links_scale --links 10000000
 	$(PYTHON) -m bench.proofs_scale --proofs 5000000
+	$(PYTHON) -m bench.console_scale --optouts 1000000
 	$(PYTHON) -m bench.registry --national --entries 50000000
 
 # Each benchmark at tiny sizes, as a target of its own: bench-smoke runs them two at a time
@@ -67,7 +68,7 @@ bench-scale:  ## National scale (about 25 minutes, ~4 GB of Redis): 10 million l
 SMOKE = STOPSMS_BENCH_SMOKE=1 $(PYTHON) -m
 SMOKE_RUNS = smoke-propagation-sweep smoke-registry smoke-registry-national smoke-rekey \
 	smoke-complaints-load smoke-links-scale smoke-propagation smoke-stream-layer smoke-intake \
-	smoke-proofs-scale smoke-complaints smoke-audit smoke-reseal smoke-message-check smoke-classifier
+	smoke-proofs-scale smoke-console-scale smoke-complaints smoke-audit smoke-reseal smoke-message-check smoke-classifier
 .PHONY: $(SMOKE_RUNS)
 
 bench-smoke:  ## Every benchmark at tiny sizes (CI), two at a time: each must run to the end; nothing is recorded.
@@ -93,6 +94,8 @@ smoke-intake:
 	$(SMOKE) bench.intake --seconds 1 --rate 50 --in-flight 8
 smoke-proofs-scale:
 	$(SMOKE) bench.proofs_scale --proofs 20000 --lookups 50
+smoke-console-scale:
+	$(SMOKE) bench.console_scale --optouts 1000 --searches 10
 smoke-complaints:
 	$(SMOKE) bench.complaints --backlog 200 --seconds 2
 smoke-audit:

@@ -17,7 +17,8 @@ Layout, under ``<namespace>requests:``:
 - ``#offsets``: the next offset to apply, per partition, written with each batch, so a flushed
   store fills again from the topic.
 
-About 300 bytes a request (the two keys): ten million requests a year keep ~9 GB over 3 years.
+With the decision store, about 1.2 kB an opt-out (``bench/console_scale.py``), mostly Redis's
+own cost per key.
 """
 
 from __future__ import annotations
