@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from stopsms.adapters.kafka import Record
+from stopsms.adapters.store_fill import RedisOffsets
 from stopsms.domain.topics import is_key_change, subject_of_key
 from stopsms.v1 import events_pb2
 
@@ -128,13 +129,12 @@ return taken
 """
 
 
-class RedisDecisionStore:
+class RedisDecisionStore(RedisOffsets):
     """Each subject's decided changes in a Redis hash."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
-        self._redis = client
+        super().__init__(client, f"{namespace}decisions:#offsets")
         self._prefix = f"{namespace}decisions:"
-        self._offsets_key = f"{namespace}decisions:#offsets"
         self._apply = client.register_script(_APPLY)
 
     async def apply(
@@ -157,15 +157,6 @@ class RedisDecisionStore:
             for subject in subjects:
                 pipe.hvals(self._prefix + "s:" + subject)
             return [sorted(found) for found in await pipe.execute()]
-
-    async def applied_offsets(self) -> dict[int, int]:
-        """The next offset to apply, per partition (empty for a new or flushed store)."""
-        raw: dict[Any, Any] = await self._redis.hgetall(self._offsets_key)
-        return {int(p): int(o) for p, o in raw.items()}
-
-    async def close(self) -> None:
-        """Close the client (and its pool)."""
-        await self._redis.aclose()
 
 
 def batch_of(

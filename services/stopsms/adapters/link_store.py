@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, TopicReading, wait_until_applied
 from stopsms.adapters.kafka import Record
-from stopsms.adapters.store_fill import StoreFill, StoreFiller
+from stopsms.adapters.store_fill import RedisOffsets, StoreFill, StoreFiller
 from stopsms.adapters.streams import ProcessedBatch
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.v1 import events_pb2
@@ -281,13 +281,12 @@ return removed
 """
 
 
-class RedisLinkStore:
+class RedisLinkStore(RedisOffsets):
     """The live links in Redis hash buckets, with the offsets of the topic applied."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
-        self._redis = client
+        super().__init__(client, f"{namespace}links:offsets")
         self._prefix = f"{namespace}links:b:"
-        self._offsets_key = f"{namespace}links:offsets"
         self._sweep_key = f"{namespace}links:sweep"
         self._sweep = client.register_script(_SWEEP)
         self._apply = client.register_script(_APPLY)
@@ -331,11 +330,6 @@ class RedisLinkStore:
                 args.extend((partition, offset))
             taken += int(await self._apply(keys=[self._offsets_key], args=args))
         return taken
-
-    async def applied_offsets(self) -> dict[int, int]:
-        """The next offset to apply, per partition (empty for a new or flushed store)."""
-        raw: dict[Any, Any] = await self._redis.hgetall(self._offsets_key)
-        return {int(p): int(o) for p, o in raw.items()}
 
     async def sweep_round(self, before_seconds: int, cursor: int) -> tuple[int, int]:
         """Remove links expired before ``before_seconds`` from the next buckets of a scan.

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, wait_until_applied
 from stopsms.adapters.kafka import Record
-from stopsms.adapters.store_fill import StoreFill, StoreFiller
+from stopsms.adapters.store_fill import RedisOffsets, StoreFill, StoreFiller
 from stopsms.adapters.streams import ProcessedBatch
 from stopsms.v1 import events_pb2
 
@@ -120,13 +120,12 @@ return puts
 APPLY_CHUNK = 500
 
 
-class RedisProofStore:
+class RedisProofStore(RedisOffsets):
     """Each done proof a Redis string that expires with its record's retention."""
 
     def __init__(self, client: aioredis.Redis, namespace: str, keep_seconds: int) -> None:
-        self._redis = client
+        super().__init__(client, f"{namespace}proofs:#offsets")
         self._prefix = f"{namespace}proofs:"
-        self._offsets_key = f"{namespace}proofs:#offsets"
         self._keep = keep_seconds
         self._apply = client.register_script(_APPLY)
 
@@ -150,15 +149,6 @@ class RedisProofStore:
             for partition, offset in offsets.items() if last else ():
                 args.extend((partition, offset))
             await self._apply(keys=[self._offsets_key], args=args)
-
-    async def applied_offsets(self) -> dict[int, int]:
-        """The next offset to apply, per partition (empty for a new or flushed store)."""
-        raw: dict[Any, Any] = await self._redis.hgetall(self._offsets_key)
-        return {int(p): int(o) for p, o in raw.items()}
-
-    async def close(self) -> None:
-        """Close the client (and its pool)."""
-        await self._redis.aclose()
 
 
 class ProofStoreFiller(StoreFiller):

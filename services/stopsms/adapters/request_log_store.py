@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
 from stopsms.adapters.kafka import Record
+from stopsms.adapters.store_fill import RedisOffsets
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -176,13 +177,12 @@ return count
 """
 
 
-class RedisRequestLogStore:
+class RedisRequestLogStore(RedisOffsets):
     """The request log per subject in Redis lists, expiring with the topic's retention."""
 
     def __init__(self, client: aioredis.Redis, namespace: str, keep_seconds: int) -> None:
-        self._redis = client
+        super().__init__(client, f"{namespace}requests:#offsets")
         self._prefix = f"{namespace}requests:"
-        self._offsets_key = f"{namespace}requests:#offsets"
         self._keep = keep_seconds
         self._apply = client.register_script(_APPLY)
 
@@ -228,15 +228,6 @@ class RedisRequestLogStore:
         """The subject of a request's event id."""
         found: Any = await self._redis.get(self._prefix + "e:" + event_id)
         return found.decode() if found is not None else None
-
-    async def applied_offsets(self) -> dict[int, int]:
-        """The next offset to apply, per partition (empty for a new or flushed store)."""
-        raw: dict[Any, Any] = await self._redis.hgetall(self._offsets_key)
-        return {int(p): int(o) for p, o in raw.items()}
-
-    async def close(self) -> None:
-        """Close the client (and its pool)."""
-        await self._redis.aclose()
 
 
 def batch_of(

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 import mode
+import redis.asyncio as aioredis
 
 from stopsms.adapters.bus import AppliesOffsets, Bus, TopicReading
 from stopsms.adapters.kafka import READER_FETCH_WAIT_MS, Record
@@ -100,3 +101,25 @@ class StoreFill(mode.Service):
             records = await self._reader.read(timeout_ms=200)
             if records:
                 await self.filler.process(records)
+
+
+class RedisOffsets:
+    """A Redis store's client and its offsets of the topic it is filled from.
+
+    The offsets are a hash, partition → the next offset to apply, written by each batch's
+    script call together with the batch, so a flushed store reads its topic again from the
+    start.
+    """
+
+    def __init__(self, client: aioredis.Redis, offsets_key: str) -> None:
+        self._redis = client
+        self._offsets_key = offsets_key
+
+    async def applied_offsets(self) -> dict[int, int]:
+        """The next offset to apply, per partition (empty for a new or flushed store)."""
+        raw: dict[Any, Any] = await self._redis.hgetall(self._offsets_key)
+        return {int(p): int(o) for p, o in raw.items()}
+
+    async def close(self) -> None:
+        """Close the client (and its pool)."""
+        await self._redis.aclose()

@@ -29,8 +29,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar, cast
 
 import mode
 
@@ -54,6 +54,7 @@ from stopsms.domain.topics import GLOBAL_SCOPE, Topics
 from stopsms.v1 import events_pb2, senders_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The suppression list and the proofs change with every opt-out and every party's receipt:
 #: the assessor takes them at most five times a second (a late decision or proof re-assesses
@@ -451,18 +452,25 @@ class ComplaintAssessor(mode.Service):
         party = self._directory.get(complaint.party_id)
         return party.id if party is not None and party.is_operator else ""
 
-    async def _links_of(self, codes: set[str]) -> Mapping[str, IssuedLink]:
-        """The issued links of ``codes``; while the link store is away, wait for it.
+    @staticmethod
+    async def _waiting(store: str, lookup: Callable[[], Awaitable[T]]) -> T:
+        """A store's answer; while the store does not answer, wait for it.
 
-        An assessment made without the links would call every link foreign.
+        An assessment made without it would be wrong, not late: every link foreign, the opt-out
+        the message arrived under missed, or its proof missing.
         """
-        while codes:
+        while True:
             try:
-                return await self.links.get_many(codes)
+                return await lookup()
             except ConnectionError:
-                log.warning("link store unavailable; assessments wait for it", exc_info=True)
+                log.warning("%s unavailable; assessments wait for it", store, exc_info=True)
                 await asyncio.sleep(1.0)
-        return {}
+
+    async def _links_of(self, codes: set[str]) -> Mapping[str, IssuedLink]:
+        """The issued links of ``codes`` (the link store)."""
+        if not codes:
+            return {}
+        return await self._waiting("link store", lambda: self.links.get_many(codes))
 
     async def histories(
         self, subjects: set[str]
@@ -470,32 +478,19 @@ class ComplaintAssessor(mode.Service):
         Mapping[str, list[events_pb2.SuppressionChanged]],
         Mapping[str, list[events_pb2.PreferenceRequested]],
     ]:
-        """The complainants' decided changes and requests; while a store is away, wait for it.
-
-        An assessment made without them would miss the opt-out the message arrived under.
-        """
-        while subjects:
-            try:
-                decided = await self.decisions.changes_of(subjects)
-                asked = await self.requests.of_many(subjects) if self.requests else {}
-                return decided, asked
-            except ConnectionError:
-                log.warning("decision or request log store unavailable; assessments wait",
-                            exc_info=True)  # fmt: skip
-                await asyncio.sleep(1.0)
-        return {}, {}
+        """The complainants' decided changes and requests (a round trip each)."""
+        requests = self.requests
+        decided = await self._waiting("decision store", lambda: self.decisions.changes_of(subjects))
+        asked: Mapping[str, list[events_pb2.PreferenceRequested]] = (
+            await self._waiting("request log store", lambda: requests.of_many(subjects))
+            if requests is not None
+            else {}
+        )
+        return decided, asked
 
     async def _proofs_of(self, event_ids: set[str]) -> Mapping[str, events_pb2.PropagationRecord]:
-        """The proofs of these opt-outs; while the proof store is away, wait for it.
-
-        An assessment made without a proof the store holds would call the opt-out unproven.
-        """
-        while True:
-            try:
-                return await self.proofs.latest(event_ids)
-            except ConnectionError:
-                log.warning("proof store unavailable; assessments wait for it", exc_info=True)
-                await asyncio.sleep(1.0)
+        """The proofs of these opt-outs (in memory, else the proof store)."""
+        return await self._waiting("proof store", lambda: self.proofs.latest(event_ids))
 
     async def _assess(self, complaint_ids: list[str]) -> None:
         """Assess complaints; publish, together, the assessments and the cases that changed."""
