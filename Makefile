@@ -71,8 +71,9 @@ SMOKE_RUNS = smoke-propagation-sweep smoke-registry smoke-registry-national smok
 	smoke-proofs-scale smoke-console-scale smoke-complaints smoke-audit smoke-reseal smoke-message-check smoke-classifier
 .PHONY: $(SMOKE_RUNS)
 
-bench-smoke:  ## Every benchmark at tiny sizes (CI), two at a time: each must run to the end; nothing is recorded.
-	$(MAKE) --no-print-directory -j2 --output-sync=target $(SMOKE_RUNS)
+SMOKE_JOBS = 2
+bench-smoke:  ## Every benchmark at tiny sizes (CI), two at a time (SMOKE_JOBS): each must run to the end; nothing is recorded.
+	$(MAKE) --no-print-directory -j$(SMOKE_JOBS) --output-sync=target $(SMOKE_RUNS)
 
 smoke-propagation-sweep:
 	$(SMOKE) bench.propagation_sweep --rates 20 --seconds 5 --drain 20 --psvas 3 --many-parties 0
