@@ -14,13 +14,16 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import mode
 import pytest
 import yaml
 from aiohttp import web
 
-from stopsms.adapters import proof_store
+from stopsms.adapters import proof_store, store_fill
 from stopsms.adapters.bus import InMemoryBus, InMemoryConsumerGroups, InMemoryPublisher
+from stopsms.adapters.kafka_access import KafkaAccess
 from stopsms.adapters.link_store import InMemoryLinkStore, LiveLink
 from stopsms.adapters.proof_store import InMemoryProofStore, PropagationIndex
 from stopsms.adapters.sender_register import SenderRegisterFollower
@@ -289,6 +292,47 @@ async def test_the_link_directory_finds_what_another_replica_published_and_forge
         assert store.offsets == {1: 2}
     finally:
         await links.stop()
+
+
+class _GroupBus(InMemoryBus):
+    """The in-memory topics, but saying there is a Kafka: the store fills join groups."""
+
+    kafka = KafkaAccess.of("127.0.0.1:9")
+
+
+async def test_the_store_fillers_join_their_groups_with_the_configured_session_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crashed intake or notifier replica's share is taken over after the operator's timeout.
+
+    The link and proof stores' groups once kept the stream layer's default (30 s) whatever
+    ``STOPSMS_KAFKA_SESSION_TIMEOUT_SECONDS`` said: a killed intake served again after 30 s in
+    the fault tests, where the registry, given the setting, did after 10.
+    """
+    joined: dict[str, float] = {}
+
+    class Stage(mode.Service):
+        def __init__(self, kafka: object, group: str, *args: object, **kwargs: Any) -> None:
+            joined[group] = kwargs["session_timeout_s"]
+            self.joined = asyncio.Event()
+            self.joined.set()
+            super().__init__()
+
+    monkeypatch.setattr(store_fill, "GroupProcessor", Stage)
+    bus = _GroupBus(2)
+    links = LinkDirectory(
+        bus, TOPICS.links, InMemoryLinkStore(), PSEUDONYMS, group="links", session_timeout_s=7.0
+    )
+    proofs = PropagationIndex(
+        bus, TOPICS.propagation, InMemoryProofStore(), group="proofs", session_timeout_s=7.0
+    )
+    for service in (links, proofs):
+        await service.start()
+    try:
+        assert joined == {"links": 7.0, "proofs": 7.0}, "a store's group kept another timeout"
+    finally:
+        for service in (links, proofs):
+            await service.stop()
 
 
 async def test_every_process_entitles_its_parties_from_the_sender_register_as_it_changes() -> None:

@@ -452,6 +452,7 @@ class LinkDirectory(mode.Service):
         *,
         group: str = "stopsms-intake-links",
         fill: bool = True,
+        session_timeout_s: float = 30.0,
         **kwargs: Any,
     ) -> None:
         self._bus = bus
@@ -462,13 +463,21 @@ class LinkDirectory(mode.Service):
         self._group = group
         #: False for a reader of the store that intake fills (the console).
         self._fill = fill
+        #: The fillers' group session timeout (the service's ``kafka_session_timeout_seconds``).
+        self._session_timeout_s = session_timeout_s
         self._ends: TopicReading | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         """Join the fillers' group (or read the in-memory topic), and open the end-offset reader."""
         if self._fill:
-            fill = StoreFill(self._bus, self._topic, self._group, self.filler)
+            fill = StoreFill(
+                self._bus,
+                self._topic,
+                self._group,
+                self.filler,
+                session_timeout_s=self._session_timeout_s,
+            )
             await self.add_runtime_dependency(fill)
             # Serve once this replica fills its share: a link issued at once is then stored
             # within the page's wait, not after the group forms.

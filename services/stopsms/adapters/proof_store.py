@@ -199,9 +199,12 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         store: ProofStore | None = None,
         *,
         group: str | None = "stopsms-notifier-proofs",
+        session_timeout_s: float = 30.0,
         **kwargs: object,
     ) -> None:
         super().__init__(bus, topic, events_pb2.PropagationRecord.FromString, **kwargs)
+        #: The filling group's session timeout (the service's ``kafka_session_timeout_seconds``).
+        self._session_timeout_s = session_timeout_s
         #: The records not done yet: what the lateness watcher looks at.
         self.open: dict[str, events_pb2.PropagationRecord] = {}
         self.store = store
@@ -219,7 +222,13 @@ class PropagationIndex(CompactedTopicIndex[events_pb2.PropagationRecord]):
         await super().on_start()
         if self.filler is not None:
             await self.add_runtime_dependency(
-                StoreFill(self._bus, self._topic, self.group, self.filler)
+                StoreFill(
+                    self._bus,
+                    self._topic,
+                    self.group,
+                    self.filler,
+                    session_timeout_s=self._session_timeout_s,
+                )
             )
 
     async def on_shutdown(self) -> None:

@@ -46,12 +46,22 @@ class StoreFill(mode.Service):
     """Runs a :class:`StoreFiller` over ``topic``: in ``group`` on Kafka, else in-process."""
 
     def __init__(
-        self, bus: Bus, topic: str, group: str, filler: StoreFiller, **kwargs: Any
+        self,
+        bus: Bus,
+        topic: str,
+        group: str,
+        filler: StoreFiller,
+        *,
+        session_timeout_s: float = 30.0,
+        **kwargs: Any,
     ) -> None:
         self._bus = bus
         self._topic = topic
         self._group = group
         self.filler = filler
+        #: The group's session timeout (``STOPSMS_KAFKA_SESSION_TIMEOUT_SECONDS``): after a
+        #: replica's crash, its restart or another replica fills its share only after this.
+        self._session_timeout_s = session_timeout_s
         self._reader: TopicReading | None = None
         self._stage: GroupProcessor | None = None
         super().__init__(**kwargs)
@@ -65,6 +75,7 @@ class StoreFill(mode.Service):
                 self._topic,
                 self.filler,
                 positions=self.filler.positions,
+                session_timeout_s=self._session_timeout_s,
                 # a lookup waits for the store anyway: idle fetches wait as the readers' do
                 fetch_wait_ms=READER_FETCH_WAIT_MS,
             )

@@ -30,7 +30,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import mode
 
@@ -87,7 +87,7 @@ class ProofIndex(PropagationIndex):
     WINDOW_S = INDEX_WINDOW_S
 
     def __init__(
-        self, bus: Bus, topic: str, store: ProofStore | None = None, **kwargs: object
+        self, bus: Bus, topic: str, store: ProofStore | None = None, **kwargs: Any
     ) -> None:
         # No group: the notifier's replicas fill the store; the console only reads it.
         super().__init__(bus, topic, store, group=None, **kwargs)

@@ -83,6 +83,7 @@ class IntakeProcess:
             RedisLinkStore(redis, settings.topic_namespace),
             pseudonymiser,
             group=topics.processor_group("intake-links"),
+            session_timeout_s=settings.kafka_session_timeout_seconds,
         )
         # How far the link store is behind the links topic (StopSMSStoreBehind).
         self.links_lag = ConsumerLag(

@@ -61,6 +61,7 @@ def create_notifier(settings: NotifierSettings, *, bus: Bus) -> tuple[mode.Worke
             int(settings.retention_requests_days * 86_400),
         ),
         group=topics.processor_group("notifier-proofs"),
+        session_timeout_s=settings.kafka_session_timeout_seconds,
     )
     publisher = ProgressPublisher(
         lambda: KafkaPublisher(settings.kafka, client_id="stopsms-notifier-proof")
