@@ -478,15 +478,17 @@ class ComplaintAssessor(mode.Service):
         Mapping[str, list[events_pb2.SuppressionChanged]],
         Mapping[str, list[events_pb2.PreferenceRequested]],
     ]:
-        """The complainants' decided changes and requests (a round trip each)."""
+        """The complainants' decided changes and requests (a round trip each, side by side)."""
         requests = self.requests
-        decided = await self._waiting("decision store", lambda: self.decisions.changes_of(subjects))
-        asked: Mapping[str, list[events_pb2.PreferenceRequested]] = (
-            await self._waiting("request log store", lambda: requests.of_many(subjects))
-            if requests is not None
-            else {}
+
+        async def asked() -> Mapping[str, list[events_pb2.PreferenceRequested]]:
+            if requests is None:
+                return {}
+            return await self._waiting("request log store", lambda: requests.of_many(subjects))
+
+        return await asyncio.gather(
+            self._waiting("decision store", lambda: self.decisions.changes_of(subjects)), asked()
         )
-        return decided, asked
 
     async def _proofs_of(self, event_ids: set[str]) -> Mapping[str, events_pb2.PropagationRecord]:
         """The proofs of these opt-outs (in memory, else the proof store)."""
