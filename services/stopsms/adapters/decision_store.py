@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from stopsms.adapters.kafka import Record
-from stopsms.adapters.store_fill import RedisOffsets
+from stopsms.adapters.store_fill import WRITE_OFFSETS_LUA, RedisOffsets
 from stopsms.domain.topics import is_key_change, subject_of_key
 from stopsms.v1 import events_pb2
 
@@ -108,7 +108,8 @@ class InMemoryDecisionStore:
 
 # ARGV: the key prefix, the number of changes, each one's subject, event id and entry (an empty
 # event id: the subject is erased); then partition/offset pairs for KEYS[1].
-_APPLY = """
+_APPLY = (
+    """
 local prefix, count = ARGV[1], tonumber(ARGV[2])
 local call = redis.call
 local i, taken = 3, 0
@@ -121,12 +122,12 @@ for _ = 1, count do
   end
   i = i + 3
 end
-while i < #ARGV do
-  call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+"""
+    + WRITE_OFFSETS_LUA
+    + """
 return taken
 """
+)
 
 
 class RedisDecisionStore(RedisOffsets):

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, TopicReading, wait_until_applied
 from stopsms.adapters.kafka import Record
-from stopsms.adapters.store_fill import RedisOffsets, StoreFill, StoreFiller
+from stopsms.adapters.store_fill import WRITE_OFFSETS_LUA, RedisOffsets, StoreFill, StoreFiller
 from stopsms.adapters.streams import ProcessedBatch
 from stopsms.domain.privacy import Key, Pseudonymiser
 from stopsms.v1 import events_pb2
@@ -239,7 +239,8 @@ class InMemoryLinkStore:
 # delete's suffix and field; KEYS[1] is the offsets hash, ARGV's tail its partition/offset pairs
 # after the marker "#offsets". A put never replaces a different link of the same code (the
 # first link keeps it); returns how many puts met one.
-_APPLY = """
+_APPLY = (
+    """
 local prefix, puts, taken = ARGV[1], tonumber(ARGV[2]), 0
 local i = 3
 for _ = 1, puts do
@@ -255,12 +256,12 @@ while ARGV[i] ~= '#offsets' do
   i = i + 2
 end
 i = i + 1
-while i < #ARGV do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+"""
+    + WRITE_OFFSETS_LUA
+    + """
 return taken
 """
+)
 
 # Removes the fields of the buckets named in KEYS whose expiry (the value's first 4 bytes) is
 # before ARGV[1]; returns how many it removed.

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from stopsms.adapters.bus import Bus, CompactedTopicIndex, wait_until_applied
 from stopsms.adapters.kafka import Record
-from stopsms.adapters.store_fill import RedisOffsets, StoreFill, StoreFiller
+from stopsms.adapters.store_fill import WRITE_OFFSETS_LUA, RedisOffsets, StoreFill, StoreFiller
 from stopsms.adapters.streams import ProcessedBatch
 from stopsms.v1 import events_pb2
 
@@ -97,7 +97,8 @@ class InMemoryProofStore:
 
 # ARGV: the key prefix, seconds to keep, the number of puts, each put's id and value, each
 # delete's id up to the marker "#offsets", then partition/offset pairs for KEYS[1].
-_APPLY = """
+_APPLY = (
+    """
 local prefix, keep, puts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local i = 4
 for _ = 1, puts do
@@ -109,12 +110,12 @@ while ARGV[i] ~= '#offsets' do
   i = i + 1
 end
 i = i + 1
-while i < #ARGV do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+"""
+    + WRITE_OFFSETS_LUA
+    + """
 return puts
 """
+)
 
 #: Proofs written per script call (Redis runs one script at a time: lookups wait behind it).
 APPLY_CHUNK = 500

@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
 from stopsms.adapters.kafka import Record
-from stopsms.adapters.store_fill import RedisOffsets
+from stopsms.adapters.store_fill import WRITE_OFFSETS_LUA, RedisOffsets
 from stopsms.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ class InMemoryRequestLogStore:
 # ARGV: the key prefix, seconds to keep, the oldest acceptance kept (ms), the number of
 # requests, each request's event id, subject and entry; the number of moves, each move's subject
 # and from; then partition/offset pairs for KEYS[1].
-_APPLY = """
+_APPLY = (
+    """
 local prefix, keep, oldest, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local call, sub = redis.call, string.sub
 local i = 5
@@ -169,12 +170,12 @@ for _ = 1, moves do
   call('SET', prefix .. 'm:' .. ARGV[i], ARGV[i + 1], 'EX', keep)
   i = i + 2
 end
-while i < #ARGV do
-  call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
+"""
+    + WRITE_OFFSETS_LUA
+    + """
 return count
 """
+)
 
 
 class RedisRequestLogStore(RedisOffsets):

@@ -114,6 +114,16 @@ class StoreFill(mode.Service):
                 await self.filler.process(records)
 
 
+#: The end of every store's apply script: ARGV from ``i`` on is partition/offset pairs, written
+#: to the offsets hash (KEYS[1]) in the same call as the batch, so a store never holds a batch
+#: without the offsets after it.
+WRITE_OFFSETS_LUA = """
+if i < #ARGV then
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, #ARGV))
+end
+"""
+
+
 class RedisOffsets:
     """A Redis store's client and its offsets of the topic it is filled from.
 
