@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +21,17 @@ from stopsms.adapters.kafka import (
 )
 from stopsms.adapters.view import RedisSuppressionView, ViewLost
 from stopsms.domain.topics import Topics
-from stopsms.domain.viewcodec import CensusCounter, ScopeEntry, ViewLayout, ViewUpdate
+from stopsms.domain.viewcodec import (
+    BUCKET_RUN_MAX,
+    ERASED,
+    BucketWindow,
+    CensusCounter,
+    ChangeBatch,
+    ScopeEntry,
+    ViewLayout,
+    ViewUpdate,
+    pack_update,
+)
 from stopsms.tools.launcher import LocalInfrastructure
 
 pytestmark = pytest.mark.integration
@@ -188,6 +199,59 @@ def subject(n: int) -> str:
 
 
 AA, BB, CC = subject(1), subject(2), subject(3)
+
+
+async def test_a_window_written_bucket_by_bucket_leaves_redis_as_record_by_record(
+    infra: LocalInfrastructure, namespace: str
+) -> None:
+    """The rebuild's bucket-wise script keeps the apply script's rules, on a real redis-server.
+
+    Records in read order, with entries held before (older and newer), erasures, versions
+    that go back, new senders, and one bucket longer than a script's run: one view takes them
+    one by one, the other a window at a time; both hold the same.
+    """
+    rng = random.Random(20)
+    layout = ViewLayout(bucket_bits=3)  # eight buckets: runs of hundreds, one over the maximum
+    senders = ["", "JUMIA", "ORANGE", "INWI-PROMO"]
+    addresses = [(subject(n), senders[n % 4]) for n in range(1500)]
+    crowded = [(s, "") for s in (subject(n) for n in range(5000, 30_000)) if layout.locate(s)[0]
+               == layout.locate(subject(0))[0]][: BUCKET_RUN_MAX + 300]  # fmt: skip
+    assert len(crowded) > BUCKET_RUN_MAX
+
+    def update(address: tuple[str, str], version: int, erased: bool) -> bytes:
+        subject_, sender = address
+        value = ERASED if erased else ScopeEntry(1, version, 10 * version).pack()
+        return pack_update(layout.located(subject_), sender, value)
+
+    held = [update(a, rng.randint(1, 5), False) for a in addresses[::3]]
+    records = [
+        update(rng.choice(addresses), rng.randint(1, 6), rng.random() < 0.1) for _ in range(6000)
+    ] + [update(a, 1, False) for a in crowded]
+    rng.shuffle(records)
+    window = BucketWindow()
+    for start in range(0, len(records), 700):
+        window.add(ChangeBatch(entries=records[start : start + 700], offsets={2: start + 700}))
+    one_by_one = RedisSuppressionView(aioredis.from_url(infra.redis.url), namespace + "a:", layout)
+    by_bucket = RedisSuppressionView(aioredis.from_url(infra.redis.url), namespace + "b:", layout)
+    try:
+        for view in (one_by_one, by_bucket):
+            await view.write_meta()
+            await view.apply_packed(b"".join(held), {})
+        await one_by_one.apply_packed(b"".join(records), window.offsets)
+        chunks = list(window.chunks(2500))
+        for n, chunk in enumerate(chunks, 1):
+            await by_bucket.apply_by_bucket(chunk, window.offsets if n == len(chunks) else {})
+        expected, offsets = await one_by_one.census()
+        assert await by_bucket.census() == (expected, offsets) and expected.count > 1000
+        probe = [s for s, _ in addresses[:200]]
+        for sender in senders:
+            assert await by_bucket.lookup(probe, sender) == await one_by_one.lookup(probe, sender)
+        await by_bucket.redis.delete(f"{namespace}b:view:meta")
+        with pytest.raises(ViewLost):  # flushed under it: nothing is written
+            await by_bucket.apply_by_bucket(chunks[0], {})
+    finally:
+        await one_by_one.close()
+        await by_bucket.close()
 
 
 async def test_the_view_never_moves_backwards_and_keeps_offsets_with_entries(

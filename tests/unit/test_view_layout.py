@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import namedtuple
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stopsms.adapters.view import InMemorySuppressionView
 from stopsms.domain.viewcodec import (
     ERASED,
     LOCATED_BYTES,
+    BucketWindow,
     Census,
     ChangeBatch,
     ExpectedCensus,
@@ -197,3 +200,51 @@ def test_the_census_hash_tells_trailing_zero_bytes_and_one_byte_apart() -> None:
     entries = [b"", b"\0", b"\0" * 8, b"ab", b"ab\0", b"ab\0\0\0\0\0\0", b"ab\0\0\0\0\0\0\0"]
     entries += [bytes([n]) for n in range(1, 256)]
     assert len(set(entry_hashes(entries).tolist())) == len(set(entries)) == len(entries)
+
+
+@given(
+    records=st.lists(
+        st.tuples(
+            st.integers(0, 11),  # which address (four buckets, three scopes)
+            st.integers(1, 4),  # version (repeats and reorders included)
+            st.booleans(),  # an erasure
+        ),
+        max_size=80,
+    ),
+    split=st.integers(1, 9),
+    chunk=st.integers(1, 30),
+)
+def test_a_window_written_bucket_by_bucket_leaves_the_view_as_record_by_record(
+    records: list[tuple[int, int, bool]], split: int, chunk: int
+) -> None:
+    """A rebuild's worker sorts what it read by bucket: each entry's records keep their order."""
+    entries = [
+        pack_update(
+            bytes([a % 4]) * 3 + bytes([a]) * (LOCATED_BYTES - 3),
+            ["", "JUMIA", "ORANGE"][a % 3],
+            ERASED if erased else ScopeEntry(1, version, 10 * version).pack(),
+        )
+        for a, version, erased in records
+    ]
+    window = BucketWindow()
+    for start in range(0, len(entries), split):
+        window.add(ChangeBatch(entries=entries[start : start + split], offsets={0: start + 1}))
+    chunks = list(window.chunks(chunk))
+    sorted_entries = list(unpack_updates(b"".join(chunks)))
+    assert [located[:3] for located, _, _ in sorted_entries] == sorted(
+        located[:3] for located, _, _ in unpack_updates(b"".join(entries))
+    )
+    assert all(0 < len(list(unpack_updates(c))) <= chunk for c in chunks)
+    assert window.count == len(entries)
+
+    async def views() -> tuple[InMemorySuppressionView, InMemorySuppressionView]:
+        one_by_one, by_bucket = InMemorySuppressionView(), InMemorySuppressionView()
+        for view in (one_by_one, by_bucket):
+            await view.write_meta()
+        await one_by_one.apply_packed(b"".join(entries), {})
+        for packed in chunks:
+            await by_bucket.apply_by_bucket(packed, {})
+        return one_by_one, by_bucket
+
+    one_by_one, by_bucket = asyncio.run(views())
+    assert asyncio.run(by_bucket.census()) == asyncio.run(one_by_one.census())

@@ -147,6 +147,112 @@ return written
 """
 )
 
+#: Most entries of one bucket the bucket-wise script reads and writes in one call (its
+#: arguments are unpacked onto Lua's stack, which holds 8,000): a longer run goes in several.
+BUCKET_RUN_MAX = 2000
+
+# The apply script's rules, bucket by bucket: what a rebuild writes (:class:`BucketWindow`).
+# KEYS and ARGV as APPLY_SCRIPT's, the entries sorted by bucket, each bucket's in the order
+# read. Per entry, APPLY_SCRIPT makes a call into Redis (half of a rebuild's Redis time); here a
+# bucket's run of entries costs two: one HMGET of what the bucket holds, one HSET (or HDEL) of
+# what the run leaves, worked out in between by the same rules in the same order (an erasure
+# removes the entry, an entry not held is added, one held is replaced by a higher version).
+APPLY_BY_BUCKET_SCRIPT = (
+    _LUA_HELPERS
+    + """
+local prefix, senders, offsets, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta) == 0 then
+  return -1
+end
+local sub, byte, call, unpack = string.sub, string.byte, redis.call, unpack
+local run_max = """
+    + str(BUCKET_RUN_MAX)
+    + """
+local codes = {[''] = ''}
+local function code_of(sender)
+  local n = call('HGET', senders, sender)
+  if not n then
+    n = call('HINCRBY', senders, '#next', 1)
+    call('HSET', senders, sender, n)
+  end
+  local code = varint(tonumber(n))
+  codes[sender] = code
+  return code
+end
+local packed = ARGV[1]
+local written = 0
+local i, size = 1, #packed
+-- Reused from run to run (a table made per run costs as much as a call into Redis).
+local fields, values, sets, deletes = {}, {}, {}, {}
+while i <= size do
+  local bucket = sub(packed, i, i + 2)
+  local key = prefix .. bucket
+  local n = 0
+  repeat
+    local sender_end = i + 13 + byte(packed, i + 13)
+    local sender = sub(packed, i + 14, sender_end)
+    local code = codes[sender] or code_of(sender)
+    local field = sub(packed, i + 3, i + 12)
+    if code ~= '' then
+      field = field .. code
+    end
+    local value_end = sender_end + 1 + byte(packed, sender_end + 1)
+    n = n + 1
+    fields[n], values[n] = field, sub(packed, sender_end + 2, value_end)
+    i = value_end + 1
+  until i > size or n == run_max or sub(packed, i, i + 2) ~= bucket
+  local held = call('HMGET', key, unpack(fields, 1, n))
+  -- What each field holds after the run's records, in order (a field may come again).
+  local now = {}
+  for k = 1, n do
+    local field, value = fields[k], values[k]
+    local current = now[field]
+    if current == nil then
+      current = held[k]
+    end
+    if #value == 0 then
+      current = false
+    elseif not current or version_of(value) > version_of(current) then
+      current = value
+    end
+    now[field] = current
+  end
+  local set_count, delete_count = 0, 0
+  for k = 1, n do
+    local field = fields[k]
+    local value = now[field]
+    if value ~= nil then
+      now[field] = nil  -- written once, at its first record (held[k] is what it held)
+      if value then
+        if value ~= held[k] then
+          sets[set_count + 1], sets[set_count + 2] = field, value
+          set_count = set_count + 2
+        end
+      elseif held[k] then
+        delete_count = delete_count + 1
+        deletes[delete_count] = field
+      end
+    end
+  end
+  if set_count > 0 then
+    call('HSET', key, unpack(sets, 1, set_count))
+    written = written + set_count / 2
+  end
+  if delete_count > 0 then
+    written = written + call('HDEL', key, unpack(deletes, 1, delete_count))
+  end
+end
+for j = 2, #ARGV, 2 do
+  local partition, offset = ARGV[j], tonumber(ARGV[j + 1])
+  local current = tonumber(call('HGET', offsets, partition) or '-1')
+  if offset > current then
+    call('HSET', offsets, partition, offset)
+  end
+end
+return written
+"""
+)
+
 
 #: The value of an update that removes its entry: an erasure.
 ERASED = b""
@@ -494,6 +600,56 @@ def decode_partitions(groups: Mapping[int, Sequence[Any]], layout: ViewLayout) -
             add_entry(located + byte[len(sender)] + sender + byte[len(value)] + value)
             add_located(located)
     return batch
+
+
+class BucketWindow:
+    """Decoded records gathered to be written bucket by bucket (a rebuild's worker).
+
+    Written one record at a time, a record costs Redis a call of its own into its bucket
+    (:data:`APPLY_SCRIPT`); gathered, the records of one bucket go in one run
+    (:data:`APPLY_BY_BUCKET_SCRIPT`). The records are kept as the batches' packed bytes and
+    their lengths (no object per record), and :meth:`chunks` sorts them by bucket, stably: the
+    records of one entry keep the order read, so the view ends as record-by-record writing
+    would leave it.
+    """
+
+    def __init__(self) -> None:
+        self._packed: list[bytes] = []
+        self._lengths: list[np.ndarray] = []
+        #: Records gathered.
+        self.count = 0
+        #: The next offset per partition after the records gathered.
+        self.offsets: dict[int, int] = {}
+
+    def add(self, batch: ChangeBatch) -> None:
+        """Take a batch (records of a partition in the order read)."""
+        if batch.entries:
+            self._packed.append(batch.packed())
+            self._lengths.append(np.fromiter(map(len, batch.entries), np.int64, len(batch)))
+            self.count += len(batch)
+        for partition, offset in batch.offsets.items():
+            if offset > self.offsets.get(partition, 0):
+                self.offsets[partition] = offset
+
+    def chunks(self, records_per_chunk: int) -> Iterator[bytes]:
+        """The records in :func:`pack_update`'s form, sorted by bucket, a chunk at a time."""
+        if not self.count:
+            return
+        packed = np.frombuffer(b"".join(self._packed), dtype=np.uint8)
+        lengths = np.concatenate(self._lengths)
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        buckets = packed[starts].astype(np.uint32) << np.uint32(16)
+        buckets |= packed[starts + 1].astype(np.uint32) << np.uint32(8)
+        buckets |= packed[starts + 2]
+        order = np.argsort(buckets, kind="stable")
+        for first in range(0, len(order), records_per_chunk):
+            chosen = order[first : first + records_per_chunk]
+            sizes = lengths[chosen]
+            ends = np.cumsum(sizes)
+            # each chosen record's bytes, one after the other
+            at = np.arange(int(ends[-1])) + np.repeat(starts[chosen] - (ends - sizes), sizes)
+            yield packed[at].tobytes()
 
 
 class ExpectedView:

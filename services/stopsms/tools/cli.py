@@ -458,20 +458,25 @@ def cmd_registry_rebuild(args: argparse.Namespace) -> int:
             TextColumn("[bold]rebuilding the view[/]"),
             BarColumn(),
             TaskProgressColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} records · {task.fields[rate]}"),
+            TextColumn(
+                "{task.completed:,.0f}/{task.total:,.0f} records read · {task.fields[rate]}"
+                " · {task.fields[written]:,.0f} in the view"
+            ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
         ) as bar:
-            task = bar.add_task("rebuild", total=1, rate="")
+            task = bar.add_task("rebuild", total=1, rate="", written=0)
 
             def show(progress: RebuildProgress) -> None:
+                # Read records lead; the view takes them a window of millions at a time.
                 rate = progress.entries_read / max(progress.seconds, 1e-9)
                 bar.update(
                     task,
                     total=max(progress.target_records, 1),
-                    completed=progress.applied_records,
+                    completed=progress.entries_read,
                     rate=f"{rate:,.0f} entries/s",
+                    written=progress.applied_records,
                 )
 
             try:
