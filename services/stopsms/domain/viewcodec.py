@@ -88,9 +88,7 @@ end
 # KEYS: bucket prefix, senders, offsets, meta. ARGV[1]: the updates packed into one string (see
 # pack_update: one buffer instead of five arguments per entry, which is what makes a rebuild
 # fast), then partition/offset pairs.
-# The start of both apply scripts: the view's keys, the refusal to write into a flushed view,
-# the scope codes of the senders met, and the locals their loops use.
-_LUA_APPLY_HEAD = (
+APPLY_SCRIPT = (
     _LUA_HELPERS
     + """
 local prefix, senders, offsets, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -99,7 +97,7 @@ if redis.call('EXISTS', meta) == 0 then
 end
 -- Locals, not globals: a rebuild runs this loop fifty million times, and each global is a
 -- table lookup (together with the cached codes below, 17 % less Redis CPU per entry).
-local sub, byte, call, unpack = string.sub, string.byte, redis.call, unpack
+local sub, byte, call = string.sub, string.byte, redis.call
 local codes = {[''] = ''}  -- sender -> scope code, for this call; global has none
 local function code_of(sender)
   local n = call('HGET', senders, sender)
@@ -111,23 +109,6 @@ local function code_of(sender)
   codes[sender] = code
   return code
 end
-"""
-)
-# The end of both: the offsets after the entries (never moved back), in the same call.
-_LUA_APPLY_TAIL = """
-for j = 2, #ARGV, 2 do
-  local partition, offset = ARGV[j], tonumber(ARGV[j + 1])
-  local current = tonumber(call('HGET', offsets, partition) or '-1')
-  if offset > current then
-    call('HSET', offsets, partition, offset)
-  end
-end
-return written
-"""
-
-APPLY_SCRIPT = (
-    _LUA_APPLY_HEAD
-    + """
 local packed = ARGV[1]
 local written = 0
 local i, size = 1, #packed
@@ -155,8 +136,15 @@ while i <= size do
     written = written + 1
   end
 end
+for j = 2, #ARGV, 2 do
+  local partition, offset = ARGV[j], tonumber(ARGV[j + 1])
+  local current = tonumber(call('HGET', offsets, partition) or '-1')
+  if offset > current then
+    call('HSET', offsets, partition, offset)
+  end
+end
+return written
 """
-    + _LUA_APPLY_TAIL
 )
 
 #: Most entries of one bucket the bucket-wise script reads and writes in one call (its
@@ -170,10 +158,27 @@ BUCKET_RUN_MAX = 2000
 # what the run leaves, worked out in between by the same rules in the same order (an erasure
 # removes the entry, an entry not held is added, one held is replaced by a higher version).
 APPLY_BY_BUCKET_SCRIPT = (
-    _LUA_APPLY_HEAD
-    + "local run_max = "
+    _LUA_HELPERS
+    + """
+local prefix, senders, offsets, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta) == 0 then
+  return -1
+end
+local sub, byte, call, unpack = string.sub, string.byte, redis.call, unpack
+local run_max = """
     + str(BUCKET_RUN_MAX)
     + """
+local codes = {[''] = ''}
+local function code_of(sender)
+  local n = call('HGET', senders, sender)
+  if not n then
+    n = call('HINCRBY', senders, '#next', 1)
+    call('HSET', senders, sender, n)
+  end
+  local code = varint(tonumber(n))
+  codes[sender] = code
+  return code
+end
 local packed = ARGV[1]
 local written = 0
 local i, size = 1, #packed
@@ -184,8 +189,6 @@ while i <= size do
   local key = prefix .. bucket
   local n = 0
   repeat
-    -- An entry read as APPLY_SCRIPT reads it, written out here: a Lua function for both
-    -- would be a call per entry in a rebuild's hottest loop.
     local sender_end = i + 13 + byte(packed, i + 13)
     local sender = sub(packed, i + 14, sender_end)
     local code = codes[sender] or code_of(sender)
@@ -239,8 +242,15 @@ while i <= size do
     written = written + call('HDEL', key, unpack(deletes, 1, delete_count))
   end
 end
+for j = 2, #ARGV, 2 do
+  local partition, offset = ARGV[j], tonumber(ARGV[j + 1])
+  local current = tonumber(call('HGET', offsets, partition) or '-1')
+  if offset > current then
+    call('HSET', offsets, partition, offset)
+  end
+end
+return written
 """
-    + _LUA_APPLY_TAIL
 )
 
 
